@@ -1,0 +1,212 @@
+/**
+ * config.json is read once at startup, validated into a fully resolved object and frozen.
+ * Every message names the key and the expected form, and startup stops (exit 2) before
+ * anything listens. Only `undefined` means "not given": an explicit 0 survives.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import ms from 'ms';
+import proxyaddr from 'proxy-addr';
+import { z } from 'zod';
+import { ResidentError } from './errors.ts';
+
+/** A duration: a string read by `ms` ("90s", "30m", "8h"), or the number 0 for "none". */
+const duration = (fallback: string) =>
+  z
+    .unknown()
+    .optional()
+    .transform((value, ctx) => {
+      const text = value ?? fallback;
+      if (text === 0) return 0;
+      const millis = typeof text === 'string' ? ms(text as ms.StringValue) : undefined;
+      if (typeof millis !== 'number' || !Number.isFinite(millis) || millis < 0) {
+        ctx.addIssue({ code: 'custom', message: 'a duration such as "30m" or "90s" (or 0 for none)' });
+        return z.NEVER;
+      }
+      return millis;
+    });
+
+const int = (min: number, max: number, fallback: number) =>
+  z.number().int().min(min).max(max).optional().transform((v) => v ?? fallback);
+
+const bool = (fallback: boolean) => z.boolean().optional().transform((v) => v ?? fallback);
+
+/** RFC 6265 token characters: nothing that could break out of a Set-Cookie header (A11). */
+const COOKIE_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$/;
+
+const trustProxy = z
+  .union([z.boolean(), z.array(z.string())])
+  .optional()
+  .transform((value, ctx) => {
+    const list = value === true ? ['loopback', 'linklocal', 'uniquelocal'] : value || [];
+    try {
+      proxyaddr.compile(list);
+    } catch (error) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `false, true, or a list of IP addresses, CIDR ranges or "loopback" / "linklocal" / "uniquelocal" (${(error as Error).message})`,
+      });
+      return z.NEVER;
+    }
+    return Object.freeze(list);
+  });
+
+const sessionsSchema = z.strictObject({
+  enabled: bool(true),
+  cookieName: z
+    .string()
+    .regex(COOKIE_NAME)
+    .optional()
+    .transform((v) => v ?? 'RSID'),
+  cookieTimeout: duration('480m'),
+  processTimeout: duration('480m'),
+  maxContexts: int(1, 10_000_000, 100),
+  maxQueuedRequests: int(1, 1_000_000, 100),
+  bindIp: bool(true),
+  trustProxy,
+  secureCookie: bool(false),
+  sameSite: z.enum(['lax', 'strict']).optional().transform((v) => v ?? 'lax'),
+});
+
+const hooksSchema = z.strictObject({
+  onConnection: z.string().min(1).optional().transform((v) => v ?? 'src/hooks/onConnection.ts'),
+  onSessionSuspend: z.string().min(1).optional().transform((v) => v ?? 'src/hooks/onSessionSuspend.ts'),
+  connectionTimeout: duration('30s'),
+  suspendTimeout: duration('10s'),
+});
+
+const limitsSchema = z.strictObject({
+  maxBodySize: int(0, 2 ** 31, 1024 * 1024),
+  headersTimeout: duration('60s'),
+  requestTimeout: duration('300s'),
+  shutdownTimeout: duration('30s'),
+});
+
+/** A section left out entirely gets the defaults its schema gives an empty object. */
+const section = <S extends z.ZodType>(schema: S) =>
+  schema.optional().transform((v): z.output<S> => (v === undefined ? schema.parse({}) : (v as z.output<S>)));
+
+const schema = z.strictObject({
+  host: z.string().min(1).optional().transform((v) => v ?? '0.0.0.0'),
+  port: int(0, 65535, 8080),
+  publicDir: z.string().optional().transform((v) => v ?? 'public'),
+  sessions: section(sessionsSchema),
+  workers: section(z.strictObject({ threads: int(1, 256, 2) })),
+  hooks: section(hooksSchema),
+  limits: section(limitsSchema),
+  log: z
+    .strictObject({
+      level: z
+        .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+        .optional()
+        .transform((v) => v ?? 'info'),
+    })
+    .optional()
+    .transform((v) => v ?? { level: 'info' as const }),
+});
+
+type Parsed = z.output<typeof schema>;
+
+export type ResidentConfig = Readonly<
+  Omit<Parsed, 'sessions' | 'workers' | 'hooks' | 'limits' | 'log'> & {
+    /** Folder of the config file; relative paths in it were resolved against this. */
+    baseDir: string;
+    sessions: Readonly<Parsed['sessions']>;
+    workers: Readonly<Parsed['workers']>;
+    hooks: Readonly<Parsed['hooks']>;
+    limits: Readonly<Parsed['limits']>;
+    log: Readonly<Parsed['log']>;
+  }
+>;
+
+/** What config.json may contain: every key optional. */
+export type ResidentConfigInput = z.input<typeof schema>;
+
+function describeIssue(issue: z.core.$ZodIssue): string {
+  const path = issue.path.map(String).join('.');
+  if (issue.code === 'unrecognized_keys') {
+    return issue.keys.map((key) => `${path ? `${path}.` : ''}${key} is not a known key`).join('; ');
+  }
+  const where = path || 'the configuration';
+  if (issue.code === 'custom') return `${where} must be ${issue.message}`;
+  if (issue.code === 'invalid_format' && path.endsWith('cookieName')) {
+    return `${where} must be a cookie name of 1 to 64 letters, digits or !#$%&'*+-.^_\`|~ (no spaces, ";", "=" or control characters)`;
+  }
+  if (issue.code === 'invalid_type') return `${where} must be ${expectedForm(issue.expected)}`;
+  if (issue.code === 'too_small' || issue.code === 'too_big') {
+    return `${where} must be ${issue.code === 'too_small' ? 'at least' : 'at most'} ${String(
+      issue.code === 'too_small' ? issue.minimum : issue.maximum,
+    )}`;
+  }
+  if (issue.code === 'invalid_value') return `${where} must be one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`;
+  return `${where}: ${issue.message}`;
+}
+
+function expectedForm(expected: string): string {
+  if (expected === 'number' || expected === 'int') return 'a whole number';
+  if (expected === 'boolean') return 'true or false';
+  if (expected === 'string') return 'a string';
+  if (expected === 'object') return 'an object';
+  if (expected === 'array') return 'a list';
+  return expected;
+}
+
+/**
+ * Validates a parsed config object. Throws RESIDENT_ERR_INVALID_CONFIG naming every bad key.
+ * @param baseDir folder that relative paths (publicDir, hooks) are resolved against
+ */
+export function resolveConfig(input: unknown, baseDir: string): ResidentConfig {
+  const parsed = schema.safeParse(input ?? {});
+  if (!parsed.success) {
+    // A union reports its branches' issues; the union itself names the key well enough.
+    const messages = [...new Set(parsed.error.issues.map(describeIssue))];
+    throw new ResidentError('RESIDENT_ERR_INVALID_CONFIG', `Invalid configuration: ${messages.join('; ')}`);
+  }
+  const value = parsed.data;
+  const { cookieName, secureCookie } = value.sessions;
+  if ((cookieName.startsWith('__Host-') || cookieName.startsWith('__Secure-')) && !secureCookie) {
+    throw new ResidentError(
+      'RESIDENT_ERR_INVALID_CONFIG',
+      `Invalid configuration: sessions.cookieName "${cookieName}" needs sessions.secureCookie: true (browsers drop __Host- and __Secure- cookies without Secure)`,
+    );
+  }
+  const config: ResidentConfig = {
+    ...value,
+    baseDir,
+    publicDir: resolve(baseDir, value.publicDir),
+    hooks: Object.freeze({
+      ...value.hooks,
+      onConnection: resolve(baseDir, value.hooks.onConnection),
+      onSessionSuspend: resolve(baseDir, value.hooks.onSessionSuspend),
+    }),
+    sessions: Object.freeze(value.sessions),
+    workers: Object.freeze(value.workers),
+    limits: Object.freeze(value.limits),
+    log: Object.freeze(value.log),
+  };
+  return Object.freeze(config);
+}
+
+/**
+ * Reads and validates a config file; paths in it are relative to its folder. `overrides`
+ * (e.g. the PORT environment variable) replace top-level keys before validation.
+ */
+export function loadConfigFile(path: string, overrides: Record<string, unknown> = {}): ResidentConfig {
+  const absolute = resolve(path);
+  let text: string;
+  try {
+    text = readFileSync(absolute, 'utf8');
+  } catch (error) {
+    throw new ResidentError('RESIDENT_ERR_INVALID_CONFIG', `Cannot read config file ${absolute}: ${(error as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (error) {
+    throw new ResidentError('RESIDENT_ERR_INVALID_CONFIG', `Config file ${absolute} is not valid JSON: ${(error as Error).message}`);
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+    throw new ResidentError('RESIDENT_ERR_INVALID_CONFIG', `Config file ${absolute} must hold a JSON object`);
+  }
+  return resolveConfig({ ...json, ...overrides }, dirname(absolute));
+}

@@ -1,0 +1,93 @@
+/**
+ * The main thread's map from session ID to its state. Live and suspended sessions are kept in
+ * two Maps in least-recently-active order (re-inserting on activity keeps that order for
+ * free), so the idle sweep and cap eviction read from the head: O(expired), never a scan of
+ * every session, and no timer per session.
+ */
+import type { Route } from './pool.ts';
+import type { ContextInit } from './protocol.ts';
+
+export type SessionState =
+  /** A context holds the session on `workerId`. */
+  | 'live'
+  /** onSessionSuspend is running; requests wait on `gate`. */
+  | 'suspending'
+  /** No context: the record (memento) is in the store. */
+  | 'suspended'
+  /** Closed or expired: the ID is dead. */
+  | 'gone';
+
+export interface SessionEntry extends Route {
+  readonly id: string;
+  readonly idHash: string;
+  readonly clientIp: string;
+  /** Wall-clock ms when the session began. */
+  readonly createdAt: number;
+  state: SessionState;
+  /** Monotonic ms of the last request's arrival or completion. */
+  lastActive: number;
+  /** Requests admitted and not yet answered, including those waiting on `gate`. */
+  inFlight: number;
+  /** Set while a suspend or resume runs: later requests wait on it, in arrival order. */
+  gate: Promise<void> | null;
+  /** How the next context is to be born; sent with its first request, then cleared. */
+  init: ContextInit | null;
+  /** Monotonic ms before which a failed idle suspend is not retried. */
+  retryAt: number;
+}
+
+export class Directory {
+  /** Sessions in state live or suspending, least recently active first. */
+  readonly live = new Map<string, SessionEntry>();
+  /** Suspended sessions, least recently active first. */
+  readonly suspended = new Map<string, SessionEntry>();
+  #suspending = 0;
+
+  get(id: string): SessionEntry | undefined {
+    return this.live.get(id) ?? this.suspended.get(id);
+  }
+
+  /** Contexts that count against `maxContexts`. */
+  get liveCount(): number {
+    return this.live.size - this.#suspending;
+  }
+
+  addLive(entry: SessionEntry): void {
+    entry.state = 'live';
+    this.suspended.delete(entry.id);
+    this.live.set(entry.id, entry);
+  }
+
+  /** Moves the entry to the tail: it is now the most recently active. */
+  touch(entry: SessionEntry, now: number): void {
+    entry.lastActive = now;
+    const map = entry.state === 'suspended' ? this.suspended : entry.state === 'gone' ? undefined : this.live;
+    if (map?.delete(entry.id)) map.set(entry.id, entry);
+  }
+
+  markSuspending(entry: SessionEntry): void {
+    entry.state = 'suspending';
+    this.#suspending++;
+  }
+
+  /** Ends a suspend attempt that left the context live. */
+  markLiveAgain(entry: SessionEntry): void {
+    if (entry.state === 'suspending') this.#suspending--;
+    entry.state = 'live';
+  }
+
+  markSuspended(entry: SessionEntry): void {
+    if (entry.state === 'suspending') this.#suspending--;
+    entry.state = 'suspended';
+    entry.init = null;
+    this.live.delete(entry.id);
+    this.suspended.set(entry.id, entry);
+  }
+
+  remove(entry: SessionEntry): void {
+    if (entry.state === 'suspending') this.#suspending--;
+    entry.state = 'gone';
+    this.live.delete(entry.id);
+    this.suspended.delete(entry.id);
+  }
+}

@@ -1,0 +1,76 @@
+/**
+ * The one typed message protocol across the worker boundary. Main-thread code and worker code
+ * both import this file and nothing else from each other.
+ */
+import type { SuspendReason } from '../types.ts';
+
+/** How a context is born on its worker: sent with the first request of the context. */
+export interface ContextInit {
+  resumed: boolean;
+  saved: unknown;
+  clientIp: string;
+  /** Wall-clock ms when the session began. */
+  createdAt: number;
+  idHash: string;
+}
+
+export interface WireRequest {
+  method: string;
+  url: string;
+  /** Raw header list: name, value, name, value … */
+  headers: string[];
+  body: ArrayBuffer | null;
+}
+
+export interface WireError {
+  code: string;
+  message: string;
+  stack?: string;
+}
+
+export type WorkerTask =
+  | {
+      type: 'request';
+      sessionId: string;
+      /** A throwaway context for this one request (sessions disabled): dropped after the response. */
+      ephemeral?: true;
+      /** Present on the first request of a context; absent means "the context must exist". */
+      init?: ContextInit;
+      /** Wall-clock ms when the cookie expires, or null for a browser-session cookie. */
+      expiresAt: number | null;
+      request: WireRequest;
+    }
+  | { type: 'suspend'; sessionId: string; reason: SuspendReason }
+  /** Drop a context without calling any hook. */
+  | { type: 'discard'; sessionId: string };
+
+export type WorkerReply =
+  | {
+      type: 'response';
+      status: number;
+      headers: string[];
+      body: ArrayBuffer | null;
+      /** The hook called ctx.close(): the context is gone from the worker. */
+      closed: boolean;
+      /** The hook failed; status/body are the generic error response. */
+      error?: WireError;
+      /** onSessionSuspend(ctx, 'closed') failed after a close. */
+      closeError?: WireError;
+      threadId: number;
+    }
+  /** The request named a context this worker does not hold (closed, or its worker died). */
+  | { type: 'gone' }
+  | { type: 'suspended'; memento: unknown }
+  | { type: 'suspend-failed'; error: WireError }
+  | { type: 'discarded' };
+
+/** Messages a worker sends outside of task replies (through parentPort). */
+export type WorkerEvent = { type: 'log'; level: 'warn' | 'error'; msg: string; error?: WireError };
+
+export function toWireError(error: unknown, code = 'RESIDENT_ERR_HOOK_FAILED'): WireError {
+  if (error instanceof Error) {
+    const withCode = (error as { code?: unknown }).code;
+    return { code: typeof withCode === 'string' ? withCode : code, message: error.message, stack: error.stack };
+  }
+  return { code, message: String(error) };
+}

@@ -1,0 +1,474 @@
+/**
+ * The life of every session, on the main thread: admission, creation, resume, idle and cap
+ * suspension, closing, cookie expiry, worker loss and shutdown. See the state diagram in
+ * ../shared/DESIGN.md. Requests of one session are admitted in arrival order; a suspend or
+ * resume in progress holds later requests on the entry's gate, so a context never has two
+ * live copies and no request overtakes another (RELIABILITY.md C7).
+ */
+import type { ResidentConfig } from '../config.ts';
+import type { Clock } from '../clock.ts';
+import { ResidentError, isResidentError } from '../errors.ts';
+import { hashId, type Logger } from '../log.ts';
+import type { ContextStore } from '../stores/store.ts';
+import type { SuspendReason } from '../types.ts';
+import { Directory, type SessionEntry } from './directory.ts';
+import { newSessionId } from './ids.ts';
+import type { ContextPool } from './pool.ts';
+import type { WireError, WireRequest, WorkerEvent, WorkerReply } from './protocol.ts';
+
+/** What the HTTP edge does with our cookie in the response. */
+export type CookieAction = { set: string } | { expire: true } | null;
+
+export type Outcome =
+  | { kind: 'reply'; status: number; headers: string[]; body: ArrayBuffer | null; cookie: CookieAction }
+  | { kind: 'error'; error: ResidentError; cookie: CookieAction };
+
+export interface SessionCounters {
+  created: number;
+  resumed: number;
+  suspended: Record<SuspendReason | 'failed', number>;
+  /** Forced suspends (cap, shutdown) whose memento could not be taken. */
+  lostSuspends: number;
+  closed: number;
+  expired: number;
+  ipMismatches: number;
+  workersLost: number;
+}
+
+const SWEEP_INTERVAL_MS = 250;
+/** How long an idle suspend that failed waits before it is tried again. */
+const SUSPEND_RETRY_MS = 5_000;
+
+export class Sessions {
+  readonly directory = new Directory();
+  readonly counters: SessionCounters = {
+    created: 0,
+    resumed: 0,
+    suspended: { idle: 0, evicted: 0, closed: 0, shutdown: 0, failed: 0 },
+    lostSuspends: 0,
+    closed: 0,
+    expired: 0,
+    ipMismatches: 0,
+    workersLost: 0,
+  };
+  readonly #config: ResidentConfig['sessions'];
+  readonly #pool: ContextPool;
+  readonly #store: ContextStore;
+  readonly #clock: Clock;
+  readonly #log: Logger;
+  /** Idle time after which a live context is suspended; Infinity: never. */
+  readonly #idleLimit: number;
+  /** Idle time after which a session is gone; Infinity: never (browser-session cookie). */
+  readonly #sessionLimit: number;
+  readonly #sweeper: NodeJS.Timeout;
+  #closing = false;
+  #idleWaiters: Array<() => void> = [];
+  #inFlight = 0;
+
+  constructor(config: ResidentConfig['sessions'], pool: ContextPool, store: ContextStore, clock: Clock, log: Logger) {
+    this.#config = config;
+    this.#pool = pool;
+    this.#store = store;
+    this.#clock = clock;
+    this.#log = log;
+    this.#sessionLimit = config.cookieTimeout > 0 ? config.cookieTimeout : Infinity;
+    // A context never outlives its cookie: with a cookie shorter than the process timeout, the
+    // context is suspended when the cookie expires, and its memento dropped right after.
+    this.#idleLimit = Math.min(config.processTimeout > 0 ? config.processTimeout : Infinity, this.#sessionLimit);
+    this.#sweeper = setInterval(() => this.sweep(), SWEEP_INTERVAL_MS);
+    this.#sweeper.unref();
+  }
+
+  /**
+   * Serves one dynamic request. `presented` are the well-formed session IDs the cookie header
+   * carried, in header order; `clientIp` is the normalised client address.
+   */
+  async serve(presented: string[], clientIp: string, request: WireRequest): Promise<Outcome> {
+    if (this.#closing) return { kind: 'error', error: new ResidentError('RESIDENT_ERR_SHUTTING_DOWN'), cookie: null };
+    if (!this.#config.enabled) return this.#serveEphemeral(clientIp, request);
+
+    let entry: SessionEntry | undefined;
+    let foreign: SessionEntry | undefined;
+    // Duplicate cookie names (cookie tossing, RELIABILITY.md A8): the first known session bound
+    // to this client wins, so an unknown or foreign value can never shadow a valid one.
+    for (const id of presented) {
+      const known = this.directory.get(id);
+      if (!known) continue;
+      if (!this.#config.bindIp || known.clientIp === clientIp) {
+        entry = known;
+        break;
+      }
+      foreign ??= known;
+    }
+    if (!entry && foreign) {
+      this.counters.ipMismatches++;
+      this.#log.warn(
+        { event: 'ip-mismatch', session: foreign.idHash, boundIp: foreign.clientIp, clientIp },
+        'session cookie presented from another IP: refused, session untouched',
+      );
+      return { kind: 'error', error: new ResidentError('RESIDENT_ERR_IP_MISMATCH'), cookie: null };
+    }
+    if (!entry && presented.length > 0) {
+      // Strict mode (A3): an ID we do not hold is never adopted; a new one is issued.
+      this.#log.warn({ event: 'unknown-id', presented: presented.map(hashId), clientIp }, 'unknown or expired session ID: issuing a new one');
+    }
+    if (!entry) {
+      const created = this.#create(clientIp);
+      if (created instanceof ResidentError) return { kind: 'error', error: created, cookie: null };
+      entry = created;
+    }
+    return this.#run(entry, request, clientIp, 0);
+  }
+
+  #create(clientIp: string): SessionEntry | ResidentError {
+    const room = this.#makeRoom();
+    if (room) return room;
+    const id = newSessionId();
+    const entry: SessionEntry = {
+      id,
+      idHash: hashId(id),
+      clientIp,
+      createdAt: Date.now(),
+      state: 'live',
+      lastActive: this.#clock.now(),
+      inFlight: 0,
+      gate: null,
+      init: null,
+      retryAt: 0,
+      workerId: null,
+    };
+    entry.init = { resumed: false, saved: undefined, clientIp, createdAt: entry.createdAt, idHash: entry.idHash };
+    this.directory.addLive(entry);
+    this.counters.created++;
+    this.#log.debug({ event: 'created', session: entry.idHash, clientIp }, 'session created');
+    return entry;
+  }
+
+  /**
+   * Keeps live contexts within `maxContexts`: suspends the least recently active context with
+   * no request in flight. When every context is busy the caller answers 503 (C5, C6).
+   */
+  #makeRoom(): ResidentError | undefined {
+    if (this.directory.liveCount < this.#config.maxContexts) return undefined;
+    for (const candidate of this.directory.live.values()) {
+      if (candidate.state === 'live' && candidate.inFlight === 0) {
+        this.#startSuspend(candidate, 'evicted');
+        return undefined;
+      }
+    }
+    this.#log.warn({ event: 'capacity', maxContexts: this.#config.maxContexts }, 'every context is busy: refusing a new one');
+    return new ResidentError('RESIDENT_ERR_CAPACITY');
+  }
+
+  async #run(entry: SessionEntry, request: WireRequest, clientIp: string, attempt: number): Promise<Outcome> {
+    if (entry.inFlight >= this.#config.maxQueuedRequests) {
+      return { kind: 'error', error: new ResidentError('RESIDENT_ERR_QUEUE_FULL'), cookie: null };
+    }
+    entry.inFlight++;
+    this.#inFlight++;
+    this.directory.touch(entry, this.#clock.now());
+    try {
+      // Every waiter awaits the gate promise itself and proceeds to dispatch with no further
+      // await, so requests leave in the order they arrived.
+      for (;;) {
+        if (entry.gate) {
+          await entry.gate;
+          continue;
+        }
+        if (entry.state === 'suspended') {
+          this.#setGate(entry, this.#resume(entry));
+          continue;
+        }
+        break;
+      }
+      if (entry.state === 'gone') {
+        // Closed or expired while this request waited: like any dead ID, it starts afresh.
+        return this.#restart(request, clientIp, attempt);
+      }
+      const init = entry.init ?? undefined;
+      entry.init = null;
+      const reply = await this.#pool.run(
+        { type: 'request', sessionId: entry.id, init, expiresAt: this.#expiresAt(), request },
+        entry,
+        request.body ?? undefined,
+      );
+      return this.#afterReply(entry, reply, request, clientIp, attempt);
+    } catch (error) {
+      return { kind: 'error', error: this.#asRequestError(entry, error), cookie: null };
+    } finally {
+      entry.inFlight--;
+      this.#inFlight--;
+      this.directory.touch(entry, this.#clock.now());
+      if (this.#inFlight === 0) for (const wake of this.#idleWaiters.splice(0)) wake();
+    }
+  }
+
+  #afterReply(entry: SessionEntry, reply: WorkerReply, request: WireRequest, clientIp: string, attempt: number): Outcome | Promise<Outcome> {
+    if (reply.type === 'gone') {
+      // The worker no longer holds this context: it was closed by an earlier request, or its
+      // thread died and this request raced the news. Either way the request is served again.
+      if (entry.state === 'live') this.#lose(entry);
+      return attempt === 0 ? this.#run(entry, request, clientIp, 1) : this.#restart(request, clientIp, attempt);
+    }
+    if (reply.type !== 'response') throw new Error(`unexpected worker reply ${reply.type}`);
+    if (reply.error) this.#logHookError(entry, 'onConnection', reply.error);
+    let cookie: CookieAction = { set: entry.id };
+    if (reply.closed) {
+      cookie = { expire: true };
+      if (reply.closeError) this.#logHookError(entry, "onSessionSuspend(ctx, 'closed')", reply.closeError);
+      if (entry.state !== 'gone') this.#end(entry, 'closed');
+    }
+    return { kind: 'reply', status: reply.status, headers: reply.headers, body: reply.body, cookie };
+  }
+
+  async #restart(request: WireRequest, clientIp: string, attempt: number): Promise<Outcome> {
+    if (attempt > 1) return { kind: 'error', error: new ResidentError('RESIDENT_ERR_WORKER_LOST'), cookie: null };
+    const created = this.#create(clientIp);
+    if (created instanceof ResidentError) return { kind: 'error', error: created, cookie: null };
+    return this.#run(created, request, clientIp, attempt + 1);
+  }
+
+  #asRequestError(entry: SessionEntry, error: unknown): ResidentError {
+    if (isResidentError(error)) return error;
+    // piscina rejects the tasks of a thread that died (F2): each settles here, once.
+    this.#log.error({ event: 'worker-lost', session: entry.idHash, err: error }, 'request lost with its worker thread');
+    return new ResidentError('RESIDENT_ERR_WORKER_LOST', undefined, { cause: error });
+  }
+
+  async #resume(entry: SessionEntry): Promise<void> {
+    let record;
+    try {
+      record = await this.#store.get(entry.id);
+    } catch (error) {
+      this.#log.error({ event: 'store-error', session: entry.idHash, err: error }, 'cannot read the suspended session');
+      throw new ResidentError('RESIDENT_ERR_STORE_FAILED', undefined, { cause: error });
+    }
+    const room = this.#makeRoom();
+    if (room) throw room;
+    entry.init = {
+      resumed: true,
+      saved: record?.memento,
+      clientIp: entry.clientIp,
+      createdAt: entry.createdAt,
+      idHash: entry.idHash,
+    };
+    this.directory.addLive(entry);
+    this.counters.resumed++;
+    this.#log.info({ event: 'resumed', session: entry.idHash, memento: record !== undefined }, 'session resumed');
+  }
+
+  /** Runs `work` as the entry's gate; the gate clears before any waiter runs. */
+  #setGate(entry: SessionEntry, work: Promise<void>): Promise<void> {
+    entry.gate = work;
+    work.then(
+      () => entry.gate === work && (entry.gate = null),
+      () => entry.gate === work && (entry.gate = null),
+    );
+    return work;
+  }
+
+  #startSuspend(entry: SessionEntry, reason: Exclude<SuspendReason, 'closed'>): Promise<void> {
+    this.directory.markSuspending(entry);
+    return this.#setGate(entry, this.#suspend(entry, reason));
+  }
+
+  /** Never rejects: the outcome is the entry's new state. */
+  async #suspend(entry: SessionEntry, reason: Exclude<SuspendReason, 'closed'>): Promise<void> {
+    let reply: WorkerReply;
+    try {
+      reply = await this.#pool.run({ type: 'suspend', sessionId: entry.id, reason }, entry);
+    } catch {
+      reply = { type: 'gone' };
+    }
+    if (reply.type === 'gone') {
+      if (entry.state === 'suspending') this.#lose(entry);
+      return;
+    }
+    if (reply.type === 'suspended') {
+      try {
+        await this.#store.set({
+          id: entry.id,
+          memento: reply.memento,
+          clientIp: entry.clientIp,
+          createdAt: entry.createdAt,
+          updatedAt: Date.now(),
+          lastActivityAt: Date.now() - (this.#clock.now() - entry.lastActive),
+          expiresAt: this.#sessionLimit === Infinity ? null : Date.now() + this.#sessionLimit - (this.#clock.now() - entry.lastActive),
+        });
+      } catch (error) {
+        this.#suspendFailed(entry, reason, { code: 'RESIDENT_ERR_STORE_FAILED', message: (error as Error).message });
+        return;
+      }
+      await this.#discard(entry);
+      this.directory.markSuspended(entry);
+      this.counters.suspended[reason]++;
+      this.#log.info({ event: 'suspended', session: entry.idHash, reason }, 'session suspended');
+      return;
+    }
+    if (reply.type === 'suspend-failed') {
+      this.#suspendFailed(entry, reason, reply.error);
+      return;
+    }
+  }
+
+  #suspendFailed(entry: SessionEntry, reason: Exclude<SuspendReason, 'closed'>, error: WireError): void {
+    this.counters.suspended.failed++;
+    if (reason === 'idle') {
+      // Not silently discarded (H1): the context stays live and the suspend is tried again.
+      this.#logHookError(entry, `onSessionSuspend(ctx, '${reason}')`, error, 'the context stays live; retrying later');
+      entry.retryAt = this.#clock.now() + SUSPEND_RETRY_MS;
+      this.directory.markLiveAgain(entry);
+      return;
+    }
+    // A forced suspend cannot keep the context: the loss is logged and counted.
+    this.counters.lostSuspends++;
+    this.#logHookError(entry, `onSessionSuspend(ctx, '${reason}')`, error, 'memento lost: the session resumes from its previous memento, if any');
+    void this.#discard(entry);
+    this.directory.markSuspended(entry);
+  }
+
+  async #discard(entry: SessionEntry): Promise<void> {
+    try {
+      await this.#pool.run({ type: 'discard', sessionId: entry.id }, entry);
+    } catch {
+      // The thread died: the context went with it.
+    }
+    this.#pool.release(entry);
+  }
+
+  /** The context vanished with its worker: the session falls back to its last memento. */
+  #lose(entry: SessionEntry): void {
+    this.#pool.release(entry);
+    this.directory.markSuspended(entry);
+  }
+
+  /** Closed by its hook, or expired: the ID is dead and its memento deleted. */
+  #end(entry: SessionEntry, why: 'closed' | 'expired'): void {
+    this.directory.remove(entry);
+    this.#pool.release(entry);
+    this.counters[why]++;
+    if (why === 'closed') this.counters.suspended.closed++;
+    this.#log.info({ event: why, session: entry.idHash }, `session ${why}`);
+    this.#store.delete(entry.id).catch((error) => {
+      this.#log.error({ event: 'store-error', session: entry.idHash, err: error }, 'cannot delete the session record');
+    });
+  }
+
+  #expiresAt(): number | null {
+    return this.#sessionLimit === Infinity ? null : Date.now() + this.#sessionLimit;
+  }
+
+  /** Suspends idle contexts and forgets expired sessions. Runs every 250 ms. */
+  sweep(): void {
+    if (this.#closing) return;
+    const now = this.#clock.now();
+    if (this.#idleLimit !== Infinity) {
+      let budget = this.directory.live.size;
+      for (const entry of this.directory.live.values()) {
+        if (budget-- <= 0 || now - entry.lastActive < this.#idleLimit) break;
+        if (entry.state !== 'live' || entry.inFlight > 0) continue;
+        if (entry.retryAt > now) {
+          if (now - entry.lastActive >= this.#sessionLimit) this.#expireLive(entry);
+          continue;
+        }
+        void this.#startSuspend(entry, 'idle');
+      }
+    }
+    if (this.#sessionLimit !== Infinity) {
+      for (const entry of this.directory.suspended.values()) {
+        if (now - entry.lastActive < this.#sessionLimit) break;
+        if (entry.gate || entry.inFlight > 0) continue;
+        this.#end(entry, 'expired');
+      }
+    }
+  }
+
+  /** A context whose suspend keeps failing still cannot outlive its cookie. */
+  #expireLive(entry: SessionEntry): void {
+    this.counters.lostSuspends++;
+    this.#log.error({ event: 'expired', session: entry.idHash }, 'cookie expired while onSessionSuspend kept failing: context dropped');
+    void this.#discard(entry);
+    this.#end(entry, 'expired');
+  }
+
+  /** Every context on a dead thread is lost; their sessions resume on their next request. */
+  workerGone(workerId: number): void {
+    this.counters.workersLost++;
+    let lost = 0;
+    for (const entry of [...this.directory.live.values()]) {
+      if (entry.workerId !== workerId) continue;
+      lost++;
+      if (entry.state === 'live') this.#lose(entry);
+      else this.#pool.release(entry);
+    }
+    this.#log.error({ event: 'worker-lost', threadId: workerId, contexts: lost }, 'a worker thread stopped; its sessions will resume from their mementos');
+  }
+
+  workerEvent(event: WorkerEvent): void {
+    this.#log[event.level]({ event: 'worker', err: event.error }, event.msg);
+  }
+
+  #logHookError(entry: SessionEntry, hook: string, error: WireError, outcome?: string): void {
+    this.#log.error({ event: 'hook-error', hook, session: entry.idHash, code: error.code, err: { message: error.message, stack: error.stack } }, outcome ? `${hook} failed: ${outcome}` : `${hook} failed`);
+  }
+
+  async #serveEphemeral(clientIp: string, request: WireRequest): Promise<Outcome> {
+    const id = newSessionId();
+    const idHash = hashId(id);
+    try {
+      const reply = await this.#pool.run(
+        { type: 'request', sessionId: id, ephemeral: true, init: { resumed: false, saved: undefined, clientIp, createdAt: Date.now(), idHash }, expiresAt: null, request },
+        null,
+        request.body ?? undefined,
+      );
+      if (reply.type !== 'response') throw new Error(`unexpected worker reply ${reply.type}`);
+      if (reply.error) this.#log.error({ event: 'hook-error', hook: 'onConnection', code: reply.error.code, err: reply.error }, 'onConnection failed');
+      return { kind: 'reply', status: reply.status, headers: reply.headers, body: reply.body, cookie: null };
+    } catch (error) {
+      return { kind: 'error', error: isResidentError(error) ? error : new ResidentError('RESIDENT_ERR_WORKER_LOST', undefined, { cause: error }), cookie: null };
+    }
+  }
+
+  /** Resolves when no request is in flight, or after `timeoutMs`. */
+  #drained(timeoutMs: number): Promise<void> {
+    if (this.#inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      this.#idleWaiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  /**
+   * Graceful shutdown: finish requests in flight, then suspend every live context with reason
+   * 'shutdown'. Idempotent. Resolves with how many suspends were lost.
+   */
+  async shutdown(deadlineMs: number): Promise<{ suspended: number; lost: number }> {
+    this.#closing = true;
+    clearInterval(this.#sweeper);
+    const started = Date.now();
+    await this.#drained(deadlineMs);
+    const before = { lost: this.counters.lostSuspends, done: this.counters.suspended.shutdown };
+    const pending: Promise<void>[] = [];
+    for (const entry of [...this.directory.live.values()]) {
+      if (entry.gate) pending.push(entry.gate.catch(() => undefined));
+      else if (entry.state === 'live') pending.push(this.#startSuspend(entry, 'shutdown'));
+    }
+    const remaining = Math.max(0, deadlineMs - (Date.now() - started));
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = await Promise.race([
+      Promise.all(pending).then(() => false),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), remaining))),
+    ]);
+    clearTimeout(timer);
+    let lost = this.counters.lostSuspends - before.lost;
+    if (timedOut) {
+      const stuck = [...this.directory.live.values()].filter((entry) => entry.state !== 'suspended').length;
+      lost += stuck;
+      this.#log.error({ event: 'shutdown-timeout', contexts: stuck }, 'shutdown deadline passed before every context was suspended');
+    }
+    return { suspended: this.counters.suspended.shutdown - before.done, lost };
+  }
+}

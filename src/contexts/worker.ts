@@ -1,0 +1,160 @@
+/**
+ * Runs inside each pool thread: holds the contexts homed here, serializes each context's
+ * requests, and calls the hooks. Knows nothing of sockets or cookies; speaks only the
+ * protocol in ./protocol.ts.
+ */
+import { parentPort, threadId, workerData } from 'node:worker_threads';
+import { pathToFileURL } from 'node:url';
+import { Piscina } from 'piscina';
+import { ErrorCodes, ResidentError } from '../errors.ts';
+import type { OnConnection, OnSessionSuspend, SuspendReason } from '../types.ts';
+import { LiveContext } from './context.ts';
+import { withDeadline } from './deadline.ts';
+import { SerialQueue } from './serial-queue.ts';
+import { toWireError, type WireRequest, type WorkerEvent, type WorkerReply, type WorkerTask } from './protocol.ts';
+
+export interface WorkerSettings {
+  onConnection: string;
+  onSessionSuspend: string;
+  connectionTimeout: number;
+  suspendTimeout: number;
+}
+
+const settings = workerData as WorkerSettings;
+
+async function loadHook<T>(path: string, name: string): Promise<T> {
+  const module = await import(pathToFileURL(path).href);
+  const hook = module.default;
+  if (typeof hook !== 'function') {
+    throw new ResidentError('RESIDENT_ERR_HOOK_LOAD', `${name} (${path}) must have a default export that is a function`);
+  }
+  return hook as T;
+}
+
+const onConnection = await loadHook<OnConnection>(settings.onConnection, 'onConnection');
+const onSessionSuspend = await loadHook<OnSessionSuspend>(settings.onSessionSuspend, 'onSessionSuspend');
+
+function report(event: WorkerEvent): void {
+  parentPort?.postMessage(event);
+}
+
+// A hook's stray rejection must not take down the thread and every context on it
+// (Node's default since v15 is to throw; RELIABILITY.md F6).
+process.on('unhandledRejection', (reason) => {
+  report({ type: 'log', level: 'error', msg: 'unhandled rejection in a hook', error: toWireError(reason) });
+});
+
+interface Hosted {
+  ctx: LiveContext;
+  queue: SerialQueue;
+}
+
+const contexts = new Map<string, Hosted>();
+
+function toRequest(wire: WireRequest): Request {
+  const headers = new Headers();
+  for (let i = 0; i < wire.headers.length; i += 2) headers.append(wire.headers[i]!, wire.headers[i + 1]!);
+  return new Request(wire.url, { method: wire.method, headers, body: wire.body });
+}
+
+async function fromResponse(response: Response | undefined): Promise<{ status: number; headers: string[]; body: ArrayBuffer | null }> {
+  if (response === undefined) return { status: 404, headers: ['content-type', 'text/plain; charset=utf-8'], body: new TextEncoder().encode('Not Found').buffer as ArrayBuffer };
+  if (!(response instanceof Response)) {
+    throw new ResidentError('RESIDENT_ERR_HOOK_FAILED', 'onConnection must return a Response or undefined');
+  }
+  const headers: string[] = [];
+  for (const [name, value] of response.headers) {
+    if (name !== 'set-cookie') headers.push(name, value);
+  }
+  for (const cookie of response.headers.getSetCookie()) headers.push('set-cookie', cookie);
+  const body = response.body === null ? null : await response.arrayBuffer();
+  return { status: response.status, headers, body };
+}
+
+/** The generic answer to a failed hook: the details go to the log, never to the client (F1). */
+function errorResponse(status: 500 | 504): { status: number; headers: string[]; body: ArrayBuffer } {
+  const text = status === 504 ? ErrorCodes.RESIDENT_ERR_HOOK_TIMEOUT.message : ErrorCodes.RESIDENT_ERR_HOOK_FAILED.message;
+  return { status, headers: ['content-type', 'text/plain; charset=utf-8'], body: new TextEncoder().encode(text).buffer as ArrayBuffer };
+}
+
+async function runSuspendHook(ctx: LiveContext, reason: SuspendReason): Promise<unknown> {
+  const memento = await withDeadline(
+    Promise.resolve().then(() => onSessionSuspend(ctx, reason)),
+    settings.suspendTimeout,
+    'RESIDENT_ERR_HOOK_TIMEOUT',
+    `onSessionSuspend(ctx, '${reason}')`,
+  );
+  try {
+    // Fail here, at suspend time, rather than when the memento is read back (H2).
+    structuredClone(memento);
+  } catch (error) {
+    throw new ResidentError('RESIDENT_ERR_MEMENTO_NOT_CLONEABLE', `the memento returned by onSessionSuspend cannot be saved: ${(error as Error).message}`);
+  }
+  return memento;
+}
+
+async function handleRequest(hosted: Hosted, task: Extract<WorkerTask, { type: 'request' }>): Promise<WorkerReply> {
+  const { ctx } = hosted;
+  ctx.beginRequest(task.expiresAt);
+  let reply: WorkerReply;
+  try {
+    const response = await withDeadline(
+      Promise.resolve().then(() => onConnection(ctx, toRequest(task.request))),
+      settings.connectionTimeout,
+      'RESIDENT_ERR_HOOK_TIMEOUT',
+      'onConnection',
+    );
+    reply = { type: 'response', ...(await fromResponse(response)), closed: false, threadId };
+  } catch (error) {
+    const status = error instanceof ResidentError && error.code === 'RESIDENT_ERR_HOOK_TIMEOUT' ? 504 : 500;
+    reply = { type: 'response', ...errorResponse(status), closed: false, error: toWireError(error), threadId };
+  } finally {
+    ctx.endRequest();
+  }
+  if (ctx.closed || task.ephemeral) {
+    contexts.delete(ctx.id);
+    if (ctx.closed) {
+      reply.closed = true;
+      try {
+        await runSuspendHook(ctx, 'closed');
+      } catch (error) {
+        reply.closeError = toWireError(error, 'RESIDENT_ERR_SUSPEND_FAILED');
+      }
+    }
+  }
+  return reply;
+}
+
+async function handleSuspend(hosted: Hosted, reason: SuspendReason): Promise<WorkerReply> {
+  try {
+    const memento = await runSuspendHook(hosted.ctx, reason);
+    contexts.delete(hosted.ctx.id);
+    return { type: 'suspended', memento };
+  } catch (error) {
+    // The context stays: an idle suspend is retried later; the main thread decides (H1).
+    return { type: 'suspend-failed', error: toWireError(error, 'RESIDENT_ERR_SUSPEND_FAILED') };
+  }
+}
+
+export default async function handle(task: WorkerTask): Promise<WorkerReply> {
+  let hosted = contexts.get(task.sessionId);
+  if (task.type === 'request') {
+    if (task.init) {
+      hosted = { ctx: new LiveContext(task.sessionId, task.init), queue: new SerialQueue() };
+      if (!task.ephemeral) contexts.set(task.sessionId, hosted);
+    }
+    if (!hosted) return { type: 'gone' };
+    const target = hosted;
+    const reply = await target.queue.run(() => handleRequest(target, task));
+    // The body is transferred to the main thread, not copied.
+    if (reply.type === 'response' && reply.body) {
+      return Piscina.move({ [Piscina.transferableSymbol]: reply.body, [Piscina.valueSymbol]: reply } as never) as unknown as WorkerReply;
+    }
+    return reply;
+  }
+  if (!hosted) return task.type === 'discard' ? { type: 'discarded' } : { type: 'gone' };
+  const target = hosted;
+  if (task.type === 'suspend') return target.queue.run(() => handleSuspend(target, task.reason));
+  contexts.delete(task.sessionId);
+  return { type: 'discarded' };
+}

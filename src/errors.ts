@@ -1,0 +1,48 @@
+/**
+ * Every failure Resident reports has a stable code, so tests, logs and dashboards match on
+ * codes rather than on message text (the fastify convention). Those that reach a client carry
+ * the HTTP status and a short, non-sensitive body; details stay in the log.
+ */
+export const ErrorCodes = {
+  RESIDENT_ERR_INVALID_CONFIG: { status: 0, message: 'invalid configuration' },
+  RESIDENT_ERR_HOOK_LOAD: { status: 0, message: 'a hook module could not be loaded' },
+  RESIDENT_ERR_HOOK_FAILED: { status: 500, message: 'Internal Server Error' },
+  RESIDENT_ERR_HOOK_TIMEOUT: { status: 504, message: 'The request took too long to answer.' },
+  RESIDENT_ERR_SUSPEND_FAILED: { status: 0, message: 'onSessionSuspend failed' },
+  RESIDENT_ERR_MEMENTO_NOT_CLONEABLE: { status: 0, message: 'the memento cannot be saved' },
+  RESIDENT_ERR_WORKER_LOST: { status: 502, message: 'The worker serving this session stopped. Please retry.' },
+  RESIDENT_ERR_QUEUE_FULL: { status: 503, message: 'Too many requests for this session are waiting. Please retry shortly.' },
+  RESIDENT_ERR_CAPACITY: { status: 503, message: 'The server is at capacity. Please retry shortly.' },
+  RESIDENT_ERR_SHUTTING_DOWN: { status: 503, message: 'The server is restarting. Please retry shortly.' },
+  RESIDENT_ERR_IP_MISMATCH: {
+    status: 400,
+    message: 'This session cookie belongs to another network address. Reload the page to start a new session.',
+  },
+  RESIDENT_ERR_BODY_TOO_LARGE: { status: 413, message: 'The request body is too large.' },
+  RESIDENT_ERR_BAD_REQUEST: { status: 400, message: 'Bad request.' },
+  RESIDENT_ERR_STORE_FAILED: { status: 503, message: 'Session storage is unavailable. Please retry shortly.' },
+} as const satisfies Record<string, { status: number; message: string }>;
+
+export type ErrorCode = keyof typeof ErrorCodes;
+
+export class ResidentError extends Error {
+  readonly code: ErrorCode;
+  /** HTTP status when the error reaches a client; 0 when it never does. */
+  readonly status: number;
+
+  constructor(code: ErrorCode, message?: string, options?: { cause?: unknown }) {
+    super(message ?? ErrorCodes[code].message, options);
+    this.name = 'ResidentError';
+    this.code = code;
+    this.status = ErrorCodes[code].status;
+  }
+
+  /** The short body a client sees: never the detailed message, never a stack. */
+  get publicMessage(): string {
+    return ErrorCodes[this.code].message;
+  }
+}
+
+export function isResidentError(error: unknown, code?: ErrorCode): error is ResidentError {
+  return error instanceof ResidentError && (code === undefined || error.code === code);
+}

@@ -1,0 +1,183 @@
+/**
+ * The HTTP edge, on the main thread: static files, the session cookie, the client IP, and
+ * writing what the worker answered. Everything about a session's life is in
+ * ./contexts/sessions.ts.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { DestinationStream } from 'pino';
+import { monotonicClock, type Clock } from './clock.ts';
+import type { ResidentConfig } from './config.ts';
+import { ContextPool } from './contexts/pool.ts';
+import { Sessions, type Outcome } from './contexts/sessions.ts';
+import { ResidentError, isResidentError } from './errors.ts';
+import { readBody } from './http/body.ts';
+import { cameOverTls, clientIp, compileTrust } from './http/client-ip.ts';
+import { expiredSessionCookie, presentedSessionIds, sessionCookie, setsCookieNamed, type CookieSettings } from './http/cookies.ts';
+import { serveStatic } from './http/static.ts';
+import { createLogger, type Logger } from './log.ts';
+import { MemoryStore } from './stores/memory.ts';
+import type { ContextStore } from './stores/store.ts';
+
+export interface StartOptions {
+  config: ResidentConfig;
+  /** Monotonic clock for timeouts; tests inject one they can move. */
+  clock?: Clock;
+  /** Where log lines go (default: stdout). */
+  logDestination?: DestinationStream;
+  store?: ContextStore;
+}
+
+export interface ResidentServer {
+  /** http://host:port of the listening server. */
+  readonly url: string;
+  readonly port: number;
+  readonly sessions: Sessions;
+  readonly pool: ContextPool;
+  readonly log: Logger;
+  /**
+   * Stops accepting, finishes requests in flight, suspends every live context ('shutdown'),
+   * and stops the workers. Idempotent: a second call returns the first call's promise.
+   */
+  shutdown(): Promise<{ suspended: number; lost: number }>;
+}
+
+/** The pieces a request handler needs; built once at startup. */
+interface Edge {
+  config: ResidentConfig;
+  sessions: Sessions;
+  log: Logger;
+  cookie: CookieSettings;
+  trust: ReturnType<typeof compileTrust>;
+}
+
+const TEXT = 'text/plain; charset=utf-8';
+
+export async function startServer(options: StartOptions): Promise<ResidentServer> {
+  const { config } = options;
+  const log = createLogger(config.log.level, options.logDestination);
+  const store = options.store ?? new MemoryStore();
+  let sessions: Sessions | undefined;
+  const pool = new ContextPool(
+    config.workers.threads,
+    {
+      onConnection: config.hooks.onConnection,
+      onSessionSuspend: config.hooks.onSessionSuspend,
+      connectionTimeout: config.hooks.connectionTimeout,
+      suspendTimeout: config.hooks.suspendTimeout,
+    },
+    {
+      onWorkerGone: (workerId) => sessions?.workerGone(workerId),
+      onWorkerEvent: (event) => sessions?.workerEvent(event),
+      onPoolError: (error) => log.error({ event: 'pool-error', err: error }, 'worker pool error'),
+    },
+  );
+  try {
+    await pool.ready();
+  } catch (error) {
+    await pool.close();
+    throw new ResidentError('RESIDENT_ERR_HOOK_LOAD', `Cannot load the hooks: ${(error as Error).message}`, { cause: error });
+  }
+  sessions = new Sessions(config.sessions, pool, store, options.clock ?? monotonicClock, log);
+
+  const edge: Edge = {
+    config,
+    sessions,
+    log,
+    cookie: { name: config.sessions.cookieName, timeout: config.sessions.cookieTimeout, sameSite: config.sessions.sameSite },
+    trust: compileTrust(config.sessions.trustProxy),
+  };
+  const server = createServer(
+    {
+      headersTimeout: config.limits.headersTimeout,
+      requestTimeout: config.limits.requestTimeout,
+      maxHeaderSize: 16 * 1024,
+      // Node checks the two timeouts above on this interval (30 s by default), which would let
+      // a slow-headers client linger well past headersTimeout.
+      connectionsCheckingInterval: Math.max(100, Math.min(30_000, config.limits.headersTimeout / 4 || 30_000)),
+    },
+    (req, res) => void handle(edge, req, res),
+  );
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, config.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const { port } = server.address() as AddressInfo;
+  const host = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
+
+  let stopping: Promise<{ suspended: number; lost: number }> | undefined;
+  const activeSessions = sessions;
+  const shutdown = () =>
+    (stopping ??= (async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const result = await activeSessions.shutdown(config.limits.shutdownTimeout);
+      server.closeAllConnections();
+      await closed;
+      await pool.close();
+      await store.close();
+      log.info({ event: 'stopped', ...result }, 'server stopped');
+      return result;
+    })());
+
+  return { url: `http://${host}:${port}`, port, sessions, pool, log, shutdown };
+}
+
+async function handle(edge: Edge, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const { config, sessions, log } = edge;
+  try {
+    if (await serveStatic(req, res, config.publicDir)) return;
+    const secure = config.sessions.secureCookie || cameOverTls(req, edge.trust);
+    let url: string;
+    try {
+      url = new URL(req.url ?? '/', `${secure ? 'https' : 'http'}://${req.headers.host ?? 'localhost'}`).href;
+    } catch {
+      throw new ResidentError('RESIDENT_ERR_BAD_REQUEST', 'unparseable request URL or Host header');
+    }
+    const body = await readBody(req, config.limits.maxBodySize);
+    const outcome = await sessions.serve(
+      presentedSessionIds(req.headers.cookie, edge.cookie.name),
+      clientIp(req, edge.trust),
+      { method: req.method ?? 'GET', url, headers: req.rawHeaders, body },
+    );
+    write(edge, req, res, outcome, secure);
+  } catch (error) {
+    const failure = isResidentError(error) ? error : new ResidentError('RESIDENT_ERR_HOOK_FAILED', undefined, { cause: error });
+    if (!isResidentError(error)) log.error({ event: 'edge-error', err: error }, 'unexpected error at the HTTP edge');
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    write(edge, req, res, { kind: 'error', error: failure, cookie: null }, false);
+    // A refused body is not read: close the connection instead of draining it.
+    if (failure.code === 'RESIDENT_ERR_BODY_TOO_LARGE') res.once('finish', () => req.socket.destroy());
+  }
+}
+
+function write(edge: Edge, req: IncomingMessage, res: ServerResponse, outcome: Outcome, secure: boolean): void {
+  const headers: string[] = [];
+  let status: number;
+  let body: Uint8Array | string | null;
+  if (outcome.kind === 'error') {
+    status = outcome.error.status || 500;
+    body = outcome.error.publicMessage;
+    headers.push('content-type', TEXT, 'cache-control', 'no-store');
+    if (status === 503) headers.push('retry-after', '1');
+  } else {
+    status = outcome.status;
+    body = outcome.body ? new Uint8Array(outcome.body) : outcome.status >= 500 ? 'Internal Server Error' : null;
+    for (let i = 0; i < outcome.headers.length; i += 2) {
+      const name = outcome.headers[i]!;
+      const value = outcome.headers[i + 1]!;
+      if (name === 'set-cookie' && setsCookieNamed(value, edge.cookie.name)) continue;
+      headers.push(name, value);
+    }
+  }
+  if (outcome.cookie && 'set' in outcome.cookie) headers.push('set-cookie', sessionCookie(edge.cookie, outcome.cookie.set, secure));
+  else if (outcome.cookie) headers.push('set-cookie', expiredSessionCookie(edge.cookie, secure));
+  res.writeHead(status, headers);
+  res.end(req.method === 'HEAD' ? undefined : body ?? undefined);
+}

@@ -1,0 +1,48 @@
+/**
+ * The public hook contract. Hook modules import these types:
+ *
+ * @example
+ * import type { Context } from 'resident';
+ * export default async function onConnection(ctx: Context, request: Request) {
+ *   ctx.vars.hits = (ctx.vars.hits ?? 0) + 1;
+ *   return new Response(`hit ${ctx.vars.hits}`);
+ * }
+ */
+
+/** Why a context leaves memory. */
+export type SuspendReason = 'idle' | 'evicted' | 'closed' | 'shutdown';
+
+/** A client's private, living state on one worker thread. */
+export interface Context {
+  /** The session ID (the cookie value). Never log it: see `idHash`. */
+  readonly id: string;
+  /** A salted hash of the ID, safe for logs. */
+  readonly idHash: string;
+  /** True while this context handles its first request (new session, or resumed one). */
+  readonly isNew: boolean;
+  /** True when this context was rebuilt for a suspended session (stays true for its life). */
+  readonly resumed: boolean;
+  /** The memento `onSessionSuspend` returned when the session was suspended, or undefined. */
+  readonly saved: unknown;
+  /** The context's variables: ordinary objects in the worker heap (class instances, Maps, closures). */
+  vars: Record<string, any>;
+  /** Runs `load` once per context and caches its result under `name`; concurrent calls share it. */
+  select<T>(name: string, load: () => T | Promise<T>): Promise<T>;
+  /** The cached selections by name. */
+  readonly selections: ReadonlyMap<string, unknown>;
+  /** The client IP the session is bound to. */
+  readonly clientIp: string;
+  /** When the session began (kept across suspensions). */
+  readonly createdAt: Date;
+  /** When the cookie expires if the client makes no further request; null for a browser-session cookie. */
+  readonly expiresAt: Date | null;
+  /** The worker thread hosting this context. */
+  readonly threadId: number;
+  /** True once `close()` was called. */
+  readonly closed: boolean;
+  /** Ends the session after the current request (4D's WEB CLOSE SESSION). */
+  close(): void;
+}
+
+export type OnConnection = (ctx: Context, request: Request) => Promise<Response | undefined> | Response | undefined;
+export type OnSessionSuspend = (ctx: Context, reason: SuspendReason) => Promise<unknown> | unknown;
