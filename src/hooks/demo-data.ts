@@ -1,0 +1,77 @@
+/**
+ * The demo's data source: a small SQLite database of companies, employees, their preferences
+ * and a product catalogue, as in 4D's example of reloading a user's preferences at connection.
+ * Every worker opens the same file; the first one to get there seeds it.
+ */
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const path = process.env.RESIDENT_DEMO_DB ?? fileURLToPath(new URL('../../data/demo.db', import.meta.url));
+mkdirSync(dirname(path), { recursive: true });
+const db = new Database(path);
+db.pragma('journal_mode = WAL');
+db.pragma('busy_timeout = 5000');
+
+db.exec(`
+  CREATE TABLE IF NOT EXISTS companies (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+  CREATE TABLE IF NOT EXISTS employees (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL, company_id INTEGER NOT NULL REFERENCES companies(id));
+  CREATE TABLE IF NOT EXISTS preferences (
+    employee_id INTEGER PRIMARY KEY REFERENCES employees(id), theme TEXT NOT NULL, language TEXT NOT NULL);
+  CREATE TABLE IF NOT EXISTS products (sku TEXT PRIMARY KEY, name TEXT NOT NULL, price_cents INTEGER NOT NULL);
+`);
+
+db.transaction(() => {
+  const companies = db.prepare('INSERT OR IGNORE INTO companies (id, name) VALUES (?, ?)');
+  companies.run(1, 'Acme Tools');
+  companies.run(2, 'Globex Foods');
+  const employees = db.prepare('INSERT OR IGNORE INTO employees (id, name, company_id) VALUES (?, ?, ?)');
+  const preferences = db.prepare('INSERT OR IGNORE INTO preferences (employee_id, theme, language) VALUES (?, ?, ?)');
+  const people: Array<[number, string, number, string, string]> = [
+    [1, 'Ada Lovelace', 1, 'light', 'en'],
+    [2, 'Grace Hopper', 1, 'dark', 'en'],
+    [3, 'Jean Dupont', 2, 'light', 'fr'],
+    [4, 'Ingrid Berg', 2, 'dark', 'sv'],
+  ];
+  for (const [id, name, company, theme, language] of people) {
+    employees.run(id, name, company);
+    preferences.run(id, theme, language);
+  }
+  const products = db.prepare('INSERT OR IGNORE INTO products (sku, name, price_cents) VALUES (?, ?, ?)');
+  products.run('tea', 'Green tea', 450);
+  products.run('mug', 'Stoneware mug', 1200);
+  products.run('book', 'The 4D handbook', 3900);
+})();
+
+export interface Employee {
+  id: number;
+  name: string;
+  company: string;
+}
+
+export interface Preferences {
+  theme: 'light' | 'dark';
+  language: string;
+}
+
+export interface Product {
+  sku: string;
+  name: string;
+  priceCents: number;
+}
+
+export function loadEmployees(): Employee[] {
+  return db
+    .prepare('SELECT e.id, e.name, c.name AS company FROM employees e JOIN companies c ON c.id = e.company_id ORDER BY e.name')
+    .all() as Employee[];
+}
+
+export function loadPreferences(employeeId: number): Preferences | undefined {
+  return db.prepare('SELECT theme, language FROM preferences WHERE employee_id = ?').get(employeeId) as Preferences | undefined;
+}
+
+export function loadProducts(): Product[] {
+  return db.prepare('SELECT sku, name, price_cents AS priceCents FROM products ORDER BY name').all() as Product[];
+}

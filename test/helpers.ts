@@ -1,0 +1,174 @@
+/**
+ * Shared test plumbing: a real Resident server on an ephemeral port with the fixture hooks,
+ * its log lines captured, and an undici client that keeps one cookie like a browser.
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Agent, request, type Dispatcher } from 'undici';
+import type { Clock } from '../src/clock.ts';
+import { resolveConfig, type ResidentConfigInput } from '../src/config.ts';
+import { startServer, type ResidentServer } from '../src/server.ts';
+
+export const ROOT = resolve(import.meta.dirname, '..');
+export const FIXTURE_HOOKS = {
+  onConnection: join(ROOT, 'test/fixtures/hooks/onConnection.ts'),
+  onSessionSuspend: join(ROOT, 'test/fixtures/hooks/onSessionSuspend.ts'),
+};
+
+export type LogLine = Record<string, unknown> & { level: number; msg: string; event?: string };
+
+export interface TestServer {
+  server: ResidentServer;
+  url: string;
+  /** Every log line the server wrote so far, parsed. */
+  logs: LogLine[];
+  /** The raw log text, for asserting what never appears in it. */
+  rawLogs(): string;
+  close(): Promise<void>;
+}
+
+/** Deep-merges config sections over the test defaults (fixture hooks, port 0, loopback). */
+export function testConfig(overrides: ResidentConfigInput = {}) {
+  const input: ResidentConfigInput = {
+    host: '127.0.0.1',
+    port: 0,
+    publicDir: join(ROOT, 'test/fixtures/public'),
+    ...overrides,
+    sessions: { ...overrides.sessions },
+    hooks: { ...FIXTURE_HOOKS, ...overrides.hooks },
+    log: { level: 'debug', ...overrides.log },
+  };
+  return resolveConfig(input, ROOT);
+}
+
+export async function startTestServer(overrides: ResidentConfigInput = {}, clock?: Clock): Promise<TestServer> {
+  const logs: LogLine[] = [];
+  let raw = '';
+  const destination = {
+    write(line: string) {
+      raw += line;
+      for (const part of line.split('\n')) if (part.trim()) logs.push(JSON.parse(part) as LogLine);
+    },
+  };
+  const server = await startServer({ config: testConfig(overrides), logDestination: destination, clock });
+  return {
+    server,
+    url: server.url,
+    logs,
+    rawLogs: () => raw,
+    close: async () => {
+      await server.shutdown();
+    },
+  };
+}
+
+export interface Reply {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  setCookies: string[];
+  text: string;
+  json<T = any>(): T;
+}
+
+/** A client that keeps our cookie between requests, as a browser does. */
+export class Client {
+  cookie: string | undefined;
+  readonly #base: string;
+  readonly #dispatcher: Dispatcher | undefined;
+  readonly #cookieName: string;
+
+  /** @param localAddress bind the client to this source IP (any of 127/8 works on loopback) */
+  constructor(base: string, options: { localAddress?: string; cookieName?: string } = {}) {
+    this.#base = base;
+    this.#cookieName = options.cookieName ?? 'RSID';
+    this.#dispatcher = options.localAddress ? new Agent({ connect: { localAddress: options.localAddress } }) : undefined;
+  }
+
+  async get(path: string, init: { method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<Reply> {
+    const headers: Record<string, string> = { ...init.headers };
+    if (this.cookie && headers.cookie === undefined) headers.cookie = `${this.#cookieName}=${this.cookie}`;
+    const reply = await send(this.#base + path, { ...init, headers, dispatcher: this.#dispatcher });
+    for (const line of reply.setCookies) {
+      const [pair] = line.split(';');
+      const eq = pair!.indexOf('=');
+      if (pair!.slice(0, eq) !== this.#cookieName) continue;
+      const value = pair!.slice(eq + 1);
+      this.cookie = value === '' || /max-age=0/i.test(line) ? undefined : value;
+    }
+    return reply;
+  }
+
+  async close(): Promise<void> {
+    await this.#dispatcher?.close();
+  }
+}
+
+/** One request with undici, no cookie handling. */
+export async function send(
+  url: string,
+  init: { method?: string; headers?: Record<string, string>; body?: string | Buffer; dispatcher?: Dispatcher } = {},
+): Promise<Reply> {
+  const response = await request(url, {
+    method: (init.method ?? 'GET') as Dispatcher.HttpMethod,
+    headers: init.headers,
+    body: init.body,
+    dispatcher: init.dispatcher,
+  });
+  const text = await response.body.text();
+  const raw = response.headers['set-cookie'];
+  const setCookies = raw === undefined ? [] : Array.isArray(raw) ? raw : [raw];
+  return { status: response.statusCode, headers: response.headers, setCookies, text, json: () => JSON.parse(text) };
+}
+
+/** A clock tests move by hand: timeouts are judged on it, not on the time of day. */
+export class ManualClock implements Clock {
+  #now = 0;
+  now(): number {
+    return this.#now;
+  }
+  advance(ms: number): void {
+    this.#now += ms;
+  }
+}
+
+/** Polls `check` until it returns a truthy value, or fails after `timeoutMs`. */
+export async function waitFor<T>(check: () => T | Promise<T>, timeoutMs = 5000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** Writes a config file into a fresh temp folder and returns its path. */
+export function writeTempConfig(config: unknown): string {
+  const dir = mkdtempSync(join(tmpdir(), 'resident-test-'));
+  const path = join(dir, 'config.json');
+  writeFileSync(path, typeof config === 'string' ? config : JSON.stringify(config, null, 2));
+  return path;
+}
+
+export interface Child {
+  process: ChildProcessWithoutNullStreams;
+  stdout(): string;
+  stderr(): string;
+  exited: Promise<number | null>;
+}
+
+/** Runs `src/main.ts` (what `npm start` runs) as a child process. */
+export function runMain(args: string[], env: Record<string, string> = {}): Child {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/main.ts'), ...args], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+  });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (chunk) => (out += chunk));
+  child.stderr.on('data', (chunk) => (err += chunk));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { process: child, stdout: () => out, stderr: () => err, exited };
+}
