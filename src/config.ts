@@ -170,6 +170,14 @@ export function resolveConfig(input: unknown, baseDir: string): ResidentConfig {
       `Invalid configuration: sessions.cookieName "${cookieName}" needs sessions.secureCookie: true (browsers drop __Host- and __Secure- cookies without Secure)`,
     );
   }
+  const { headersTimeout, requestTimeout } = value.limits;
+  if (requestTimeout > 0 && (headersTimeout === 0 || headersTimeout > requestTimeout)) {
+    // node:http refuses this combination at startup; say so in terms of our keys.
+    throw new ResidentError(
+      'RESIDENT_ERR_INVALID_CONFIG',
+      'Invalid configuration: limits.headersTimeout must be a duration no longer than limits.requestTimeout (or set limits.requestTimeout to 0)',
+    );
+  }
   const config: ResidentConfig = {
     ...value,
     baseDir,

@@ -152,8 +152,6 @@ async function handle(edge: Edge, req: IncomingMessage, res: ServerResponse): Pr
       return;
     }
     write(edge, req, res, { kind: 'error', error: failure, cookie: null }, false);
-    // A refused body is not read: close the connection instead of draining it.
-    if (failure.code === 'RESIDENT_ERR_BODY_TOO_LARGE') res.once('finish', () => req.socket.destroy());
   }
 }
 
@@ -166,6 +164,8 @@ function write(edge: Edge, req: IncomingMessage, res: ServerResponse, outcome: O
     body = outcome.error.publicMessage;
     headers.push('content-type', TEXT, 'cache-control', 'no-store');
     if (status === 503) headers.push('retry-after', '1');
+    // A refused body is not read: the connection closes after the answer instead of draining it.
+    if (outcome.error.code === 'RESIDENT_ERR_BODY_TOO_LARGE') headers.push('connection', 'close');
   } else {
     status = outcome.status;
     body = outcome.body ? new Uint8Array(outcome.body) : outcome.status >= 500 ? 'Internal Server Error' : null;

@@ -83,7 +83,8 @@ export class Client {
   constructor(base: string, options: { localAddress?: string; cookieName?: string } = {}) {
     this.#base = base;
     this.#cookieName = options.cookieName ?? 'RSID';
-    this.#dispatcher = options.localAddress ? new Agent({ connect: { localAddress: options.localAddress } }) : undefined;
+    // undici takes the source address as a top-level option (one inside `connect` is overridden).
+    this.#dispatcher = options.localAddress ? new Agent({ localAddress: options.localAddress }) : undefined;
   }
 
   async get(path: string, init: { method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<Reply> {
