@@ -16,9 +16,15 @@ const duration = (fallback: string) =>
     .unknown()
     .optional()
     .transform((value, ctx) => {
-      const text = value ?? fallback;
+      // Only a missing key takes the default: null is a wrong value, not "not given".
+      const text = value === undefined ? fallback : value;
       if (text === 0) return 0;
-      const millis = typeof text === 'string' ? ms(text as ms.StringValue) : undefined;
+      let millis: number | undefined;
+      try {
+        millis = typeof text === 'string' ? ms(text as ms.StringValue) : undefined;
+      } catch {
+        // ms throws on an empty string; the message below names the key instead.
+      }
       if (typeof millis !== 'number' || !Number.isFinite(millis) || millis < 0) {
         ctx.addIssue({ code: 'custom', message: 'a duration such as "30m" or "90s" (or 0 for none)' });
         return z.NEVER;
@@ -44,7 +50,7 @@ const trustProxy = z
     } catch (error) {
       ctx.addIssue({
         code: 'custom',
-        message: `false, true, or a list of IP addresses, CIDR ranges or "loopback" / "linklocal" / "uniquelocal" (${(error as Error).message})`,
+        message: `${TRUST_PROXY_FORM} (${(error as Error).message})`,
       });
       return z.NEVER;
     }
@@ -122,6 +128,9 @@ export type ResidentConfig = Readonly<
 /** What config.json may contain: every key optional. */
 export type ResidentConfigInput = z.input<typeof schema>;
 
+const TRUST_PROXY_FORM = 'false, true, or a list of IP addresses, CIDR ranges or "loopback" / "linklocal" / "uniquelocal"';
+const UNION_FORMS: Record<string, string> = { 'sessions.trustProxy': TRUST_PROXY_FORM };
+
 function describeIssue(issue: z.core.$ZodIssue): string {
   const path = issue.path.map(String).join('.');
   if (issue.code === 'unrecognized_keys') {
@@ -133,6 +142,8 @@ function describeIssue(issue: z.core.$ZodIssue): string {
     return `${where} must be a cookie name of 1 to 64 letters, digits or !#$%&'*+-.^_\`|~ (no spaces, ";", "=" or control characters)`;
   }
   if (issue.code === 'invalid_type') return `${where} must be ${expectedForm(issue.expected)}`;
+  if (issue.code === 'too_small' && issue.origin === 'string') return `${where} must be a non-empty string`;
+  if (issue.code === 'invalid_union') return `${where} must be ${UNION_FORMS[path] ?? 'one of the documented forms'}`;
   if (issue.code === 'too_small' || issue.code === 'too_big') {
     return `${where} must be ${issue.code === 'too_small' ? 'at least' : 'at most'} ${String(
       issue.code === 'too_small' ? issue.minimum : issue.maximum,
