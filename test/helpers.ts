@@ -123,6 +123,40 @@ export async function send(
   return { status: response.statusCode, headers: response.headers, setCookies, text, json: () => JSON.parse(text) };
 }
 
+/** The JSON the fixture hooks answer with (/state, /inc and most other routes). */
+export interface FixtureState {
+  id: string;
+  isNew: boolean;
+  resumed: boolean;
+  saved?: unknown;
+  n: number;
+  threadId: number;
+  clientIp: string;
+  createdAt: string;
+  expiresAt: string | null;
+}
+
+/** A GET that must answer 200 with the fixture's state JSON. */
+export async function fixtureState(client: Client, path = '/state'): Promise<FixtureState> {
+  const reply = await client.get(path);
+  if (reply.status !== 200) throw new Error(`${path} answered ${reply.status}: ${reply.text}`);
+  return reply.json<FixtureState>();
+}
+
+/** Runs `body` against a fresh server that is shut down afterwards, whatever happens. */
+export async function withServer(
+  overrides: ResidentConfigInput,
+  body: (t: TestServer) => Promise<void>,
+  clock?: Clock,
+): Promise<void> {
+  const t = await startTestServer(overrides, clock);
+  try {
+    await body(t);
+  } finally {
+    await t.close();
+  }
+}
+
 /** A clock tests move by hand: timeouts are judged on it, not on the time of day. */
 export class ManualClock implements Clock {
   #now = 0;

@@ -50,9 +50,15 @@ export class ContextPool {
       loadBalancer: (task, workers) => this.#pick(task, workers),
     });
     this.#piscina.on('workerCreate', (worker: BalancedWorker) => this.#homed.set(worker.id, 0));
-    this.#piscina.on('workerDestroy', (worker: BalancedWorker) => {
-      this.#homed.delete(worker.id);
-      if (!this.#closed) events.onWorkerGone(worker.id);
+    // By the time piscina reports a destroyed worker its threadId reads -1, so the dead one is
+    // found as the known id no longer among the running threads.
+    this.#piscina.on('workerDestroy', () => {
+      const running = new Set(this.#piscina.threads.map((thread) => thread.threadId));
+      for (const id of [...this.#homed.keys()]) {
+        if (running.has(id)) continue;
+        this.#homed.delete(id);
+        if (!this.#closed) events.onWorkerGone(id);
+      }
     });
     this.#piscina.on('message', (event: WorkerEvent) => events.onWorkerEvent(event));
     this.#piscina.on('error', (error: Error) => events.onPoolError(error));

@@ -296,7 +296,7 @@ export class Sessions {
           expiresAt: this.#sessionLimit === Infinity ? null : Date.now() + this.#sessionLimit - (this.#clock.now() - entry.lastActive),
         });
       } catch (error) {
-        this.#suspendFailed(entry, reason, { code: 'RESIDENT_ERR_STORE_FAILED', message: (error as Error).message });
+        await this.#suspendFailed(entry, reason, { code: 'RESIDENT_ERR_STORE_FAILED', message: (error as Error).message });
         return;
       }
       await this.#discard(entry);
@@ -306,12 +306,13 @@ export class Sessions {
       return;
     }
     if (reply.type === 'suspend-failed') {
-      this.#suspendFailed(entry, reason, reply.error);
+      await this.#suspendFailed(entry, reason, reply.error);
       return;
     }
   }
 
-  #suspendFailed(entry: SessionEntry, reason: Exclude<SuspendReason, 'closed'>, error: WireError): void {
+  /** Runs inside the entry's gate: no request proceeds until the outcome is settled. */
+  async #suspendFailed(entry: SessionEntry, reason: Exclude<SuspendReason, 'closed'>, error: WireError): Promise<void> {
     this.counters.suspended.failed++;
     if (reason === 'idle') {
       // Not silently discarded (H1): the context stays live and the suspend is tried again.
@@ -323,7 +324,9 @@ export class Sessions {
     // A forced suspend cannot keep the context: the loss is logged and counted.
     this.counters.lostSuspends++;
     this.#logHookError(entry, `onSessionSuspend(ctx, '${reason}')`, error, 'memento lost: the session resumes from its previous memento, if any');
-    void this.#discard(entry);
+    // The old context must be gone, and its home forgotten, before a waiting request resumes
+    // the session into a new one.
+    await this.#discard(entry);
     this.directory.markSuspended(entry);
   }
 
@@ -387,8 +390,9 @@ export class Sessions {
   #expireLive(entry: SessionEntry): void {
     this.counters.lostSuspends++;
     this.#log.error({ event: 'expired', session: entry.idHash }, 'cookie expired while onSessionSuspend kept failing: context dropped');
-    void this.#discard(entry);
+    const route = { workerId: entry.workerId };
     this.#end(entry, 'expired');
+    void this.#pool.run({ type: 'discard', sessionId: entry.id }, route).catch(() => {});
   }
 
   /** Every context on a dead thread is lost; their sessions resume on their next request. */
@@ -442,6 +446,23 @@ export class Sessions {
   }
 
   /**
+   * Suspends every live context with reason 'shutdown'. A suspend or resume already under way
+   * is waited for first; whatever it leaves live (an idle suspend that failed, a resume that
+   * completed) is suspended in the next round.
+   */
+  async #suspendAll(): Promise<void> {
+    for (;;) {
+      const pending: Promise<void>[] = [];
+      for (const entry of [...this.directory.live.values()]) {
+        if (entry.gate) pending.push(entry.gate.catch(() => undefined));
+        else if (entry.state === 'live') pending.push(this.#startSuspend(entry, 'shutdown'));
+      }
+      if (pending.length === 0) return;
+      await Promise.all(pending);
+    }
+  }
+
+  /**
    * Graceful shutdown: finish requests in flight, then suspend every live context with reason
    * 'shutdown'. Idempotent. Resolves with how many suspends were lost.
    */
@@ -451,15 +472,10 @@ export class Sessions {
     const started = Date.now();
     await this.#drained(deadlineMs);
     const before = { lost: this.counters.lostSuspends, done: this.counters.suspended.shutdown };
-    const pending: Promise<void>[] = [];
-    for (const entry of [...this.directory.live.values()]) {
-      if (entry.gate) pending.push(entry.gate.catch(() => undefined));
-      else if (entry.state === 'live') pending.push(this.#startSuspend(entry, 'shutdown'));
-    }
     const remaining = Math.max(0, deadlineMs - (Date.now() - started));
     let timer: NodeJS.Timeout | undefined;
     const timedOut = await Promise.race([
-      Promise.all(pending).then(() => false),
+      this.#suspendAll().then(() => false),
       new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), remaining))),
     ]);
     clearTimeout(timer);

@@ -8,11 +8,9 @@ export class MemoryStore implements ContextStore {
   readonly #records = new Map<string, SessionRecord>();
 
   async get(id: string): Promise<SessionRecord | undefined> {
+    // No wall-clock expiry check here: within a run the directory decides expiry on the
+    // monotonic clock and deletes the record itself, so a clock step cannot void a memento (C9).
     const record = this.#records.get(id);
-    if (record && record.expiresAt !== null && record.expiresAt <= Date.now()) {
-      this.#records.delete(id);
-      return undefined;
-    }
     return record && structuredClone(record);
   }
 
