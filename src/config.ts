@@ -72,6 +72,20 @@ const sessionsSchema = z.strictObject({
   trustProxy,
   secureCookie: bool(false),
   sameSite: z.enum(['lax', 'strict']).optional().transform((v) => v ?? 'lax'),
+  maxLifetime: duration('0'),
+  mementoVersion: int(1, 2 ** 31 - 1, 1),
+  maxMementoSize: int(1, 2 ** 31 - 1, 1024 * 1024),
+  checkpointInterval: duration('0'),
+  suspendEveryRequest: bool(false),
+});
+
+const storeSchema = z.strictObject({
+  kind: z.enum(['sqlite', 'file', 'memory']).optional().transform((v) => v ?? 'sqlite'),
+  /** Default: data/contexts.db (sqlite) or data/contexts/ (file), next to the config file. */
+  path: z.string().min(1).optional(),
+  synchronous: z.enum(['normal', 'full']).optional().transform((v) => v ?? 'normal'),
+  maxEntries: int(1, 100_000_000, 1_000_000),
+  sweepInterval: duration('1m'),
 });
 
 const hooksSchema = z.strictObject({
@@ -99,6 +113,7 @@ const schema = z.strictObject({
   sessions: section(sessionsSchema),
   workers: section(z.strictObject({ threads: int(1, 256, 2) })),
   hooks: section(hooksSchema),
+  store: section(storeSchema),
   limits: section(limitsSchema),
   log: z
     .strictObject({
@@ -114,7 +129,7 @@ const schema = z.strictObject({
 type Parsed = z.output<typeof schema>;
 
 export type ResidentConfig = Readonly<
-  Omit<Parsed, 'sessions' | 'workers' | 'hooks' | 'limits' | 'log'> & {
+  Omit<Parsed, 'sessions' | 'workers' | 'hooks' | 'limits' | 'log' | 'store'> & {
     /** Folder of the config file; relative paths in it were resolved against this. */
     baseDir: string;
     sessions: Readonly<Parsed['sessions']>;
@@ -122,6 +137,7 @@ export type ResidentConfig = Readonly<
     hooks: Readonly<Parsed['hooks']>;
     limits: Readonly<Parsed['limits']>;
     log: Readonly<Parsed['log']>;
+    store: Readonly<Omit<Parsed['store'], 'path'> & { path: string }>;
   }
 >;
 
@@ -197,6 +213,10 @@ export function resolveConfig(input: unknown, baseDir: string): ResidentConfig {
       ...value.hooks,
       onConnection: resolve(baseDir, value.hooks.onConnection),
       onSessionSuspend: resolve(baseDir, value.hooks.onSessionSuspend),
+    }),
+    store: Object.freeze({
+      ...value.store,
+      path: resolve(baseDir, value.store.path ?? (value.store.kind === 'file' ? 'data/contexts' : 'data/contexts.db')),
     }),
     sessions: Object.freeze(value.sessions),
     workers: Object.freeze(value.workers),

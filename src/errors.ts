@@ -10,6 +10,8 @@ export const ErrorCodes = {
   RESIDENT_ERR_HOOK_TIMEOUT: { status: 504, message: 'The request took too long to answer.' },
   RESIDENT_ERR_SUSPEND_FAILED: { status: 0, message: 'onSessionSuspend failed' },
   RESIDENT_ERR_MEMENTO_NOT_CLONEABLE: { status: 0, message: 'the memento cannot be saved' },
+  RESIDENT_ERR_MEMENTO_TOO_LARGE: { status: 0, message: 'the memento is too large' },
+  RESIDENT_ERR_MEMENTO_CORRUPT: { status: 0, message: 'a stored memento cannot be read' },
   RESIDENT_ERR_WORKER_LOST: { status: 502, message: 'The worker serving this session stopped. Please retry.' },
   RESIDENT_ERR_QUEUE_FULL: { status: 503, message: 'Too many requests for this session are waiting. Please retry shortly.' },
   RESIDENT_ERR_CAPACITY: { status: 503, message: 'The server is at capacity. Please retry shortly.' },
@@ -20,6 +22,7 @@ export const ErrorCodes = {
   },
   RESIDENT_ERR_BODY_TOO_LARGE: { status: 413, message: 'The request body is too large.' },
   RESIDENT_ERR_BAD_REQUEST: { status: 400, message: 'Bad request.' },
+  RESIDENT_ERR_STORE_OPEN: { status: 0, message: 'the store cannot be opened' },
   RESIDENT_ERR_STORE_FAILED: { status: 503, message: 'Session storage is unavailable. Please retry shortly.' },
 } as const satisfies Record<string, { status: number; message: string }>;
 

@@ -16,7 +16,7 @@ import { cameOverTls, clientIp, compileTrust } from './http/client-ip.ts';
 import { expiredSessionCookie, presentedSessionIds, sessionCookie, setsCookieNamed, type CookieSettings } from './http/cookies.ts';
 import { serveStatic } from './http/static.ts';
 import { createLogger, type Logger } from './log.ts';
-import { MemoryStore } from './stores/memory.ts';
+import { openStore } from './stores/open.ts';
 import type { ContextStore } from './stores/store.ts';
 
 export interface StartOptions {
@@ -56,7 +56,7 @@ const TEXT = 'text/plain; charset=utf-8';
 export async function startServer(options: StartOptions): Promise<ResidentServer> {
   const { config } = options;
   const log = createLogger(config.log.level, options.logDestination);
-  const store = options.store ?? new MemoryStore();
+  const store = options.store ?? (await openStore(config.store, log));
   let sessions: Sessions | undefined;
   const pool = new ContextPool(
     config.workers.threads,
@@ -65,6 +65,7 @@ export async function startServer(options: StartOptions): Promise<ResidentServer
       onSessionSuspend: config.hooks.onSessionSuspend,
       connectionTimeout: config.hooks.connectionTimeout,
       suspendTimeout: config.hooks.suspendTimeout,
+      maxMementoSize: config.sessions.maxMementoSize,
     },
     {
       onWorkerGone: (workerId) => sessions?.workerGone(workerId),
@@ -76,9 +77,12 @@ export async function startServer(options: StartOptions): Promise<ResidentServer
     await pool.ready();
   } catch (error) {
     await pool.close();
+    await store.close();
     throw new ResidentError('RESIDENT_ERR_HOOK_LOAD', `Cannot load the hooks: ${(error as Error).message}`, { cause: error });
   }
-  sessions = new Sessions(config.sessions, pool, store, options.clock ?? monotonicClock, log);
+  sessions = new Sessions(config.sessions, config.store.sweepInterval, pool, store, options.clock ?? monotonicClock, log);
+  // Records left expired by an earlier run go now, not one sweep interval from now.
+  await sessions.sweepStore();
 
   const edge: Edge = {
     config,

@@ -9,8 +9,11 @@
  * }
  */
 
-/** Why a context leaves memory. */
-export type SuspendReason = 'idle' | 'evicted' | 'closed' | 'shutdown';
+/**
+ * Why onSessionSuspend is called. All but 'checkpoint' mean the context leaves memory;
+ * 'checkpoint' asks for a memento to save while the context stays live.
+ */
+export type SuspendReason = 'idle' | 'evicted' | 'closed' | 'shutdown' | 'expired' | 'checkpoint';
 
 /** A client's private, living state on one worker thread. */
 export interface Context {
@@ -24,6 +27,13 @@ export interface Context {
   readonly resumed: boolean;
   /** The memento `onSessionSuspend` returned when the session was suspended, or undefined. */
   readonly saved: unknown;
+  /** `sessions.mementoVersion` when `saved` was written (undefined without a memento): migrate on it. */
+  readonly savedVersion: number | undefined;
+  /**
+   * The user this session belongs to (null: none). Saved with the session record, so a
+   * user's sessions can be found and closed. Set it at login.
+   */
+  userId: string | null;
   /** The context's variables: ordinary objects in the worker heap (class instances, Maps, closures). */
   vars: Record<string, any>;
   /** Runs `load` once per context and caches its result under `name`; concurrent calls share it. */

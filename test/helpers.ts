@@ -38,6 +38,8 @@ export function testConfig(overrides: ResidentConfigInput = {}) {
     ...overrides,
     sessions: { ...overrides.sessions },
     hooks: { ...FIXTURE_HOOKS, ...overrides.hooks },
+    // Durable stores are chosen explicitly by the tests that exercise them, with a temp path.
+    store: { kind: 'memory', ...overrides.store },
     log: { level: 'debug', ...overrides.log },
   };
   return resolveConfig(input, ROOT);

@@ -11,27 +11,46 @@ export class LiveContext implements Context {
   readonly idHash: string;
   readonly resumed: boolean;
   readonly saved: unknown;
+  readonly savedVersion: number | undefined;
   readonly clientIp: string;
   readonly createdAt: Date;
   readonly threadId = threadId;
   vars: Record<string, any> = {};
   #isNew = true;
+  #userId: string | null;
+  /** True when the hook changed userId since the main thread last heard of it. */
+  userIdChanged = false;
   #closed = false;
   #expiresAt: Date | null = null;
   readonly #selections = new Map<string, unknown>();
   readonly #loading = new Map<string, Promise<unknown>>();
 
-  constructor(id: string, init: ContextInit) {
+  /** `saved` is the decoded memento; the worker decodes it (and reports a corrupt one). */
+  constructor(id: string, init: ContextInit, saved: unknown) {
     this.id = id;
     this.idHash = init.idHash;
     this.resumed = init.resumed;
-    this.saved = init.saved;
+    this.saved = saved;
+    this.savedVersion = saved === undefined ? undefined : (init.savedVersion ?? undefined);
+    this.#userId = init.userId;
     this.clientIp = init.clientIp;
     this.createdAt = new Date(init.createdAt);
   }
 
   get isNew(): boolean {
     return this.#isNew;
+  }
+
+  get userId(): string | null {
+    return this.#userId;
+  }
+
+  set userId(value: string | null) {
+    if (value !== null && (typeof value !== 'string' || value.length === 0 || value.length > 256)) {
+      throw new TypeError('ctx.userId must be a non-empty string of at most 256 characters, or null');
+    }
+    if (value !== this.#userId) this.userIdChanged = true;
+    this.#userId = value;
   }
 
   get closed(): boolean {

@@ -21,8 +21,16 @@ export interface SessionEntry extends Route {
   readonly id: string;
   readonly idHash: string;
   readonly clientIp: string;
-  /** Wall-clock ms when the session began. */
+  /** Wall-clock ms when the session began (kept in the store record). */
   readonly createdAt: number;
+  /** Monotonic ms when the session began, for `sessions.maxLifetime`. */
+  readonly startedAt: number;
+  /** Set by hooks through ctx.userId. */
+  userId: string | null;
+  /** The store holds a memento for this session (written by a suspend or a checkpoint). */
+  hasMemento: boolean;
+  /** Handled a request since its last checkpoint. */
+  dirty: boolean;
   state: SessionState;
   /** Monotonic ms of the last request's arrival or completion. */
   lastActive: number;
@@ -56,6 +64,12 @@ export class Directory {
     entry.state = 'live';
     this.suspended.delete(entry.id);
     this.live.set(entry.id, entry);
+  }
+
+  /** A session known only from the store (suspended before a restart). */
+  addSuspended(entry: SessionEntry): void {
+    entry.state = 'suspended';
+    this.suspended.set(entry.id, entry);
   }
 
   /** Moves the entry to the tail: it is now the most recently active. */

@@ -7,7 +7,10 @@ import type { SuspendReason } from '../types.ts';
 /** How a context is born on its worker: sent with the first request of the context. */
 export interface ContextInit {
   resumed: boolean;
-  saved: unknown;
+  /** The encoded memento (see memento.ts), or null. */
+  saved: string | null;
+  savedVersion: number | null;
+  userId: string | null;
   clientIp: string;
   /** Wall-clock ms when the session began. */
   createdAt: number;
@@ -56,11 +59,16 @@ export type WorkerReply =
       error?: WireError;
       /** onSessionSuspend(ctx, 'closed') failed after a close. */
       closeError?: WireError;
+      /** The memento in `init` could not be read: the context started without it. */
+      mementoError?: WireError;
+      /** ctx.userId, when the hook changed it during this request. */
+      userId?: string | null;
       threadId: number;
     }
   /** The request named a context this worker does not hold (closed, or its worker died). */
   | { type: 'gone' }
-  | { type: 'suspended'; memento: unknown }
+  /** The encoded memento. For a checkpoint the context stays; otherwise it awaits 'discard'. */
+  | { type: 'suspended'; memento: string }
   | { type: 'suspend-failed'; error: WireError }
   | { type: 'discarded' };
 

@@ -1,15 +1,16 @@
 /**
- * The life of every session, on the main thread: admission, creation, resume, idle and cap
- * suspension, closing, cookie expiry, worker loss and shutdown. See the state diagram in
- * ../shared/DESIGN.md. Requests of one session are admitted in arrival order; a suspend or
- * resume in progress holds later requests on the entry's gate, so a context never has two
- * live copies and no request overtakes another (RELIABILITY.md C7).
+ * The life of every session, on the main thread: admission, creation, resume (also after a
+ * restart, from the store), idle and cap suspension, checkpoints, closing, expiry, worker loss
+ * and shutdown. See the state diagram in ../shared/DESIGN.md. Requests of one session are
+ * admitted in arrival order; a suspend or resume in progress holds later requests on the
+ * entry's gate, so a context never has two live copies and no request overtakes another
+ * (RELIABILITY.md C7). The store is not touched on the path of a live context's request.
  */
 import type { ResidentConfig } from '../config.ts';
 import type { Clock } from '../clock.ts';
 import { ResidentError, isResidentError } from '../errors.ts';
 import { hashId, type Logger } from '../log.ts';
-import type { ContextStore } from '../stores/store.ts';
+import type { ContextStore, SessionRecord } from '../stores/store.ts';
 import type { SuspendReason } from '../types.ts';
 import { Directory, type SessionEntry } from './directory.ts';
 import { newSessionId } from './ids.ts';
@@ -23,32 +24,45 @@ export type Outcome =
   | { kind: 'reply'; status: number; headers: string[]; body: ArrayBuffer | null; cookie: CookieAction }
   | { kind: 'error'; error: ResidentError; cookie: CookieAction };
 
+/** Reasons that take a context out of memory and keep its memento. */
+type SuspendingReason = 'idle' | 'evicted' | 'shutdown';
+
 export interface SessionCounters {
   created: number;
   resumed: number;
+  /** Sessions found in the store that this process did not know (after a restart). */
+  adopted: number;
   suspended: Record<SuspendReason | 'failed', number>;
-  /** Forced suspends (cap, shutdown) whose memento could not be taken. */
+  /** Forced suspends (cap, shutdown) whose memento could not be taken or kept. */
   lostSuspends: number;
+  checkpoints: number;
   closed: number;
   expired: number;
   ipMismatches: number;
+  corruptMementos: number;
   workersLost: number;
 }
 
 const SWEEP_INTERVAL_MS = 250;
 /** How long an idle suspend that failed waits before it is tried again. */
 const SUSPEND_RETRY_MS = 5_000;
+/** Presented IDs looked up in the store per request at most (a cookie header may carry many). */
+const STORE_LOOKUPS_PER_REQUEST = 3;
+const EXPIRED_BATCH = 1_000;
 
 export class Sessions {
   readonly directory = new Directory();
   readonly counters: SessionCounters = {
     created: 0,
     resumed: 0,
-    suspended: { idle: 0, evicted: 0, closed: 0, shutdown: 0, failed: 0 },
+    adopted: 0,
+    suspended: { idle: 0, evicted: 0, closed: 0, shutdown: 0, expired: 0, checkpoint: 0, failed: 0 },
     lostSuspends: 0,
+    checkpoints: 0,
     closed: 0,
     expired: 0,
     ipMismatches: 0,
+    corruptMementos: 0,
     workersLost: 0,
   };
   readonly #config: ResidentConfig['sessions'];
@@ -60,23 +74,41 @@ export class Sessions {
   readonly #idleLimit: number;
   /** Idle time after which a session is gone; Infinity: never (browser-session cookie). */
   readonly #sessionLimit: number;
-  readonly #sweeper: NodeJS.Timeout;
+  readonly #lifetimeLimit: number;
+  readonly #timers: NodeJS.Timeout[] = [];
+  /** Store lookups under way, so two requests with one unknown ID adopt it once. */
+  readonly #adopting = new Map<string, Promise<SessionEntry | undefined>>();
   #closing = false;
   #idleWaiters: Array<() => void> = [];
   #inFlight = 0;
 
-  constructor(config: ResidentConfig['sessions'], pool: ContextPool, store: ContextStore, clock: Clock, log: Logger) {
+  constructor(
+    config: ResidentConfig['sessions'],
+    storeSweepInterval: number,
+    pool: ContextPool,
+    store: ContextStore,
+    clock: Clock,
+    log: Logger,
+  ) {
     this.#config = config;
     this.#pool = pool;
     this.#store = store;
     this.#clock = clock;
     this.#log = log;
     this.#sessionLimit = config.cookieTimeout > 0 ? config.cookieTimeout : Infinity;
+    this.#lifetimeLimit = config.maxLifetime > 0 ? config.maxLifetime : Infinity;
     // A context never outlives its cookie: with a cookie shorter than the process timeout, the
     // context is suspended when the cookie expires, and its memento dropped right after.
     this.#idleLimit = Math.min(config.processTimeout > 0 ? config.processTimeout : Infinity, this.#sessionLimit);
-    this.#sweeper = setInterval(() => this.sweep(), SWEEP_INTERVAL_MS);
-    this.#sweeper.unref();
+    this.#every(SWEEP_INTERVAL_MS, () => this.sweep());
+    if (config.checkpointInterval > 0) this.#every(config.checkpointInterval, () => this.checkpoint());
+    if (storeSweepInterval > 0) this.#every(storeSweepInterval, () => void this.sweepStore());
+  }
+
+  #every(ms: number, job: () => void): void {
+    const timer = setInterval(job, ms);
+    timer.unref();
+    this.#timers.push(timer);
   }
 
   /**
@@ -87,19 +119,15 @@ export class Sessions {
     if (this.#closing) return { kind: 'error', error: new ResidentError('RESIDENT_ERR_SHUTTING_DOWN'), cookie: null };
     if (!this.#config.enabled) return this.#serveEphemeral(clientIp, request);
 
-    let entry: SessionEntry | undefined;
-    let foreign: SessionEntry | undefined;
-    // Duplicate cookie names (cookie tossing, RELIABILITY.md A8): the first known session bound
-    // to this client wins, so an unknown or foreign value can never shadow a valid one.
-    for (const id of presented) {
-      const known = this.directory.get(id);
-      if (!known) continue;
-      if (!this.#config.bindIp || known.clientIp === clientIp) {
-        entry = known;
-        break;
-      }
-      foreign ??= known;
+    let found: { entry?: SessionEntry; foreign?: SessionEntry };
+    try {
+      found = await this.#find(presented, clientIp);
+    } catch (error) {
+      this.#log.error({ event: 'store-error', err: error }, 'cannot look up a presented session in the store');
+      return { kind: 'error', error: new ResidentError('RESIDENT_ERR_STORE_FAILED', undefined, { cause: error }), cookie: null };
     }
+    let { entry } = found;
+    const { foreign } = found;
     if (!entry && foreign) {
       this.counters.ipMismatches++;
       this.#log.warn(
@@ -112,6 +140,11 @@ export class Sessions {
       // Strict mode (A3): an ID we do not hold is never adopted; a new one is issued.
       this.#log.warn({ event: 'unknown-id', presented: presented.map(hashId), clientIp }, 'unknown or expired session ID: issuing a new one');
     }
+    if (entry && this.#clock.now() - entry.startedAt >= this.#lifetimeLimit && entry.state !== 'gone') {
+      // The absolute lifetime ends the session however active it is (C3); this request
+      // waits for that on the gate, then starts a new session.
+      this.#finish(entry, 'expired');
+    }
     if (!entry) {
       const created = this.#create(clientIp);
       if (created instanceof ResidentError) return { kind: 'error', error: created, cookie: null };
@@ -120,28 +153,110 @@ export class Sessions {
     return this.#run(entry, request, clientIp, 0);
   }
 
-  #create(clientIp: string): SessionEntry | ResidentError {
-    const room = this.#makeRoom();
-    if (room) return room;
-    const id = newSessionId();
+  /**
+   * Duplicate cookie names (cookie tossing, A8): the first known session bound to this client
+   * wins, so an unknown or foreign value can never shadow a valid one. IDs this process does
+   * not know are looked up in the store: a session suspended before a restart resumes.
+   */
+  async #find(presented: string[], clientIp: string): Promise<{ entry?: SessionEntry; foreign?: SessionEntry }> {
+    let foreign: SessionEntry | undefined;
+    let lookups = 0;
+    for (const id of presented) {
+      let known = this.directory.get(id);
+      if (!known && lookups < STORE_LOOKUPS_PER_REQUEST) {
+        lookups++;
+        known = await this.#adopt(id);
+      }
+      if (!known) continue;
+      if (!this.#config.bindIp || known.clientIp === clientIp) return { entry: known };
+      foreign ??= known;
+    }
+    return { foreign };
+  }
+
+  /** A session the store holds but this process does not know (it ran before a restart). */
+  #adopt(id: string): Promise<SessionEntry | undefined> {
+    let pending = this.#adopting.get(id);
+    if (!pending) {
+      pending = this.#readForAdoption(id).finally(() => this.#adopting.delete(id));
+      this.#adopting.set(id, pending);
+    }
+    return pending;
+  }
+
+  async #readForAdoption(id: string): Promise<SessionEntry | undefined> {
+    const record = await this.#store.get(id);
+    if (!record) return undefined;
+    const known = this.directory.get(id);
+    if (known) return known;
+    const now = Date.now();
+    // After a restart only the wall clock spans the gap: judge the record's expiry by it.
+    if (record.expiresAt !== null && record.expiresAt <= now) {
+      void this.#store.delete(id).catch(() => {});
+      return undefined;
+    }
+    const mono = this.#clock.now();
     const entry: SessionEntry = {
       id,
       idHash: hashId(id),
-      clientIp,
-      createdAt: Date.now(),
-      state: 'live',
-      lastActive: this.#clock.now(),
+      clientIp: record.clientIp,
+      createdAt: record.createdAt,
+      startedAt: mono - Math.max(0, now - record.createdAt),
+      userId: record.userId,
+      hasMemento: record.memento !== null,
+      dirty: false,
+      state: 'suspended',
+      lastActive: mono - Math.max(0, now - record.lastActivityAt),
       inFlight: 0,
       gate: null,
       init: null,
       retryAt: 0,
       workerId: null,
     };
-    entry.init = { resumed: false, saved: undefined, clientIp, createdAt: entry.createdAt, idHash: entry.idHash };
+    this.directory.addSuspended(entry);
+    this.counters.adopted++;
+    return entry;
+  }
+
+  #create(clientIp: string): SessionEntry | ResidentError {
+    const room = this.#makeRoom();
+    if (room) return room;
+    const id = newSessionId();
+    const now = this.#clock.now();
+    const entry: SessionEntry = {
+      id,
+      idHash: hashId(id),
+      clientIp,
+      createdAt: Date.now(),
+      startedAt: now,
+      userId: null,
+      hasMemento: false,
+      dirty: false,
+      state: 'live',
+      lastActive: now,
+      inFlight: 0,
+      gate: null,
+      init: null,
+      retryAt: 0,
+      workerId: null,
+    };
+    entry.init = this.#init(entry, false, undefined);
     this.directory.addLive(entry);
     this.counters.created++;
     this.#log.debug({ event: 'created', session: entry.idHash, clientIp }, 'session created');
     return entry;
+  }
+
+  #init(entry: SessionEntry, resumed: boolean, record: SessionRecord | undefined) {
+    return {
+      resumed,
+      saved: record?.memento ?? null,
+      savedVersion: record?.mementoVersion ?? null,
+      userId: entry.userId,
+      clientIp: entry.clientIp,
+      createdAt: entry.createdAt,
+      idHash: entry.idHash,
+    };
   }
 
   /**
@@ -151,7 +266,7 @@ export class Sessions {
   #makeRoom(): ResidentError | undefined {
     if (this.directory.liveCount < this.#config.maxContexts) return undefined;
     for (const candidate of this.directory.live.values()) {
-      if (candidate.state === 'live' && candidate.inFlight === 0) {
+      if (candidate.state === 'live' && candidate.inFlight === 0 && !candidate.gate) {
         this.#startSuspend(candidate, 'evicted');
         return undefined;
       }
@@ -188,22 +303,27 @@ export class Sessions {
       const init = entry.init ?? undefined;
       entry.init = null;
       const reply = await this.#pool.run(
-        { type: 'request', sessionId: entry.id, init, expiresAt: this.#expiresAt(), request },
+        { type: 'request', sessionId: entry.id, init, expiresAt: this.#expiresAt(entry), request },
         entry,
         request.body ?? undefined,
       );
-      return this.#afterReply(entry, reply, request, clientIp, attempt);
+      return await this.#afterReply(entry, reply, request, clientIp, attempt);
     } catch (error) {
       return { kind: 'error', error: this.#asRequestError(entry, error), cookie: null };
     } finally {
       entry.inFlight--;
       this.#inFlight--;
+      entry.dirty = true;
       this.directory.touch(entry, this.#clock.now());
       if (this.#inFlight === 0) for (const wake of this.#idleWaiters.splice(0)) wake();
+      if (this.#config.suspendEveryRequest && entry.inFlight === 0 && entry.state === 'live' && !entry.gate && !this.#closing) {
+        // Round-trip mode: every request ends with a suspend, the next one resumes.
+        this.#startSuspend(entry, 'idle');
+      }
     }
   }
 
-  #afterReply(entry: SessionEntry, reply: WorkerReply, request: WireRequest, clientIp: string, attempt: number): Outcome | Promise<Outcome> {
+  async #afterReply(entry: SessionEntry, reply: WorkerReply, request: WireRequest, clientIp: string, attempt: number): Promise<Outcome> {
     if (reply.type === 'gone') {
       // The worker no longer holds this context: it was closed by an earlier request, or its
       // thread died and this request raced the news. Either way the request is served again.
@@ -212,6 +332,8 @@ export class Sessions {
     }
     if (reply.type !== 'response') throw new Error(`unexpected worker reply ${reply.type}`);
     if (reply.error) this.#logHookError(entry, 'onConnection', reply.error);
+    if (reply.userId !== undefined) entry.userId = reply.userId;
+    if (reply.mementoError) await this.#quarantine(entry, reply.mementoError);
     let cookie: CookieAction = { set: entry.id };
     if (reply.closed) {
       cookie = { expire: true };
@@ -236,7 +358,7 @@ export class Sessions {
   }
 
   async #resume(entry: SessionEntry): Promise<void> {
-    let record;
+    let record: SessionRecord | undefined;
     try {
       record = await this.#store.get(entry.id);
     } catch (error) {
@@ -245,16 +367,30 @@ export class Sessions {
     }
     const room = this.#makeRoom();
     if (room) throw room;
-    entry.init = {
-      resumed: true,
-      saved: record?.memento,
-      clientIp: entry.clientIp,
-      createdAt: entry.createdAt,
-      idHash: entry.idHash,
-    };
+    let resumed = true;
+    if (!record?.memento && entry.hasMemento) {
+      // The store lost what it acknowledged (E8): start afresh rather than pretend.
+      this.#log.warn({ event: 'memento-missing', session: entry.idHash }, 'the store has no memento for this suspended session: starting a fresh context');
+      resumed = false;
+      entry.hasMemento = false;
+    }
+    entry.init = this.#init(entry, resumed, record?.memento ? record : undefined);
     this.directory.addLive(entry);
     this.counters.resumed++;
-    this.#log.info({ event: 'resumed', session: entry.idHash, memento: record !== undefined }, 'session resumed');
+    this.#log.info({ event: 'resumed', session: entry.idHash, memento: entry.init.saved !== null }, 'session resumed');
+  }
+
+  /** A stored memento the worker could not read: set aside, never served again (E11). */
+  async #quarantine(entry: SessionEntry, error: WireError): Promise<void> {
+    this.counters.corruptMementos++;
+    entry.hasMemento = false;
+    this.#log.error(
+      { event: 'memento-corrupt', session: entry.idHash, code: error.code, err: { message: error.message } },
+      'a stored memento cannot be read: quarantined; the client got a fresh context',
+    );
+    await this.#store.quarantine(entry.id, error.message).catch((failure) => {
+      this.#log.error({ event: 'store-error', session: entry.idHash, err: failure }, 'cannot quarantine the memento');
+    });
   }
 
   /** Runs `work` as the entry's gate; the gate clears before any waiter runs. */
@@ -267,13 +403,32 @@ export class Sessions {
     return work;
   }
 
-  #startSuspend(entry: SessionEntry, reason: Exclude<SuspendReason, 'closed'>): Promise<void> {
+  #startSuspend(entry: SessionEntry, reason: SuspendingReason): Promise<void> {
     this.directory.markSuspending(entry);
     return this.#setGate(entry, this.#suspend(entry, reason));
   }
 
+  #record(entry: SessionEntry, memento: string | null): SessionRecord {
+    const now = Date.now();
+    const lastActivityAt = now - Math.max(0, this.#clock.now() - entry.lastActive);
+    const idleEnd = this.#sessionLimit === Infinity ? Infinity : lastActivityAt + this.#sessionLimit;
+    const lifeEnd = this.#lifetimeLimit === Infinity ? Infinity : entry.createdAt + this.#lifetimeLimit;
+    const expiresAt = Math.min(idleEnd, lifeEnd);
+    return {
+      id: entry.id,
+      userId: entry.userId,
+      memento,
+      mementoVersion: this.#config.mementoVersion,
+      clientIp: entry.clientIp,
+      createdAt: entry.createdAt,
+      updatedAt: now,
+      lastActivityAt,
+      expiresAt: expiresAt === Infinity ? null : expiresAt,
+    };
+  }
+
   /** Never rejects: the outcome is the entry's new state. */
-  async #suspend(entry: SessionEntry, reason: Exclude<SuspendReason, 'closed'>): Promise<void> {
+  async #suspend(entry: SessionEntry, reason: SuspendingReason): Promise<void> {
     let reply: WorkerReply;
     try {
       reply = await this.#pool.run({ type: 'suspend', sessionId: entry.id, reason }, entry);
@@ -284,35 +439,27 @@ export class Sessions {
       if (entry.state === 'suspending') this.#lose(entry);
       return;
     }
-    if (reply.type === 'suspended') {
-      try {
-        await this.#store.set({
-          id: entry.id,
-          memento: reply.memento,
-          clientIp: entry.clientIp,
-          createdAt: entry.createdAt,
-          updatedAt: Date.now(),
-          lastActivityAt: Date.now() - (this.#clock.now() - entry.lastActive),
-          expiresAt: this.#sessionLimit === Infinity ? null : Date.now() + this.#sessionLimit - (this.#clock.now() - entry.lastActive),
-        });
-      } catch (error) {
-        await this.#suspendFailed(entry, reason, { code: 'RESIDENT_ERR_STORE_FAILED', message: (error as Error).message });
-        return;
-      }
-      await this.#discard(entry);
-      this.directory.markSuspended(entry);
-      this.counters.suspended[reason]++;
-      this.#log.info({ event: 'suspended', session: entry.idHash, reason }, 'session suspended');
-      return;
-    }
     if (reply.type === 'suspend-failed') {
       await this.#suspendFailed(entry, reason, reply.error);
       return;
     }
+    if (reply.type !== 'suspended') return;
+    try {
+      await this.#store.set(this.#record(entry, reply.memento));
+    } catch (error) {
+      // The context is still on its worker: refused writes keep it live (E4), loudly.
+      await this.#suspendFailed(entry, reason, { code: 'RESIDENT_ERR_STORE_FAILED', message: (error as Error).message });
+      return;
+    }
+    entry.hasMemento = true;
+    await this.#discard(entry);
+    this.directory.markSuspended(entry);
+    this.counters.suspended[reason]++;
+    this.#log.info({ event: 'suspended', session: entry.idHash, reason }, 'session suspended');
   }
 
   /** Runs inside the entry's gate: no request proceeds until the outcome is settled. */
-  async #suspendFailed(entry: SessionEntry, reason: Exclude<SuspendReason, 'closed'>, error: WireError): Promise<void> {
+  async #suspendFailed(entry: SessionEntry, reason: SuspendingReason, error: WireError): Promise<void> {
     this.counters.suspended.failed++;
     if (reason === 'idle') {
       // Not silently discarded (H1): the context stays live and the suspend is tried again.
@@ -345,7 +492,29 @@ export class Sessions {
     this.directory.markSuspended(entry);
   }
 
-  /** Closed by its hook, or expired: the ID is dead and its memento deleted. */
+  /**
+   * Ends a session through its gate: a live context gets onSessionSuspend(ctx, reason) (its
+   * memento is discarded) and leaves its worker; then the ID is dead.
+   */
+  #finish(entry: SessionEntry, reason: 'expired'): void {
+    const previous = entry.gate;
+    this.#setGate(
+      entry,
+      (async () => {
+        if (previous) await previous.catch(() => {});
+        if (entry.state === 'gone') return;
+        if (entry.state === 'live') {
+          const reply = await this.#pool.run({ type: 'suspend', sessionId: entry.id, reason }, entry).catch(() => undefined);
+          if (reply?.type === 'suspend-failed') this.#logHookError(entry, `onSessionSuspend(ctx, '${reason}')`, reply.error);
+          await this.#discard(entry);
+          this.counters.suspended[reason]++;
+        }
+        this.#end(entry, reason);
+      })(),
+    );
+  }
+
+  /** Closed by its hook, or expired: the ID is dead and its record deleted. */
   #end(entry: SessionEntry, why: 'closed' | 'expired'): void {
     this.directory.remove(entry);
     this.#pool.release(entry);
@@ -357,8 +526,11 @@ export class Sessions {
     });
   }
 
-  #expiresAt(): number | null {
-    return this.#sessionLimit === Infinity ? null : Date.now() + this.#sessionLimit;
+  #expiresAt(entry: SessionEntry): number | null {
+    const idleEnd = this.#sessionLimit === Infinity ? Infinity : Date.now() + this.#sessionLimit;
+    const lifeEnd = this.#lifetimeLimit === Infinity ? Infinity : entry.createdAt + this.#lifetimeLimit;
+    const end = Math.min(idleEnd, lifeEnd);
+    return end === Infinity ? null : end;
   }
 
   /** Suspends idle contexts and forgets expired sessions. Runs every 250 ms. */
@@ -369,7 +541,7 @@ export class Sessions {
       let budget = this.directory.live.size;
       for (const entry of this.directory.live.values()) {
         if (budget-- <= 0 || now - entry.lastActive < this.#idleLimit) break;
-        if (entry.state !== 'live' || entry.inFlight > 0) continue;
+        if (entry.state !== 'live' || entry.inFlight > 0 || entry.gate) continue;
         if (entry.retryAt > now) {
           if (now - entry.lastActive >= this.#sessionLimit) this.#expireLive(entry);
           continue;
@@ -395,6 +567,63 @@ export class Sessions {
     void this.#pool.run({ type: 'discard', sessionId: entry.id }, route).catch(() => {});
   }
 
+  /**
+   * Removes expired records this process does not know (left from before a restart). Sessions
+   * it knows expire on the monotonic clock in sweep() instead.
+   */
+  async sweepStore(): Promise<number> {
+    let removed = 0;
+    try {
+      const ids = await this.#store.expiredIds(Date.now(), EXPIRED_BATCH);
+      for (const id of ids) {
+        if (this.directory.get(id)) continue;
+        await this.#store.delete(id);
+        removed++;
+      }
+    } catch (error) {
+      this.#log.error({ event: 'store-error', err: error }, 'the store sweep failed; it will run again');
+    }
+    if (removed > 0) this.#log.info({ event: 'store-sweep', removed }, 'expired session records removed');
+    return removed;
+  }
+
+  /**
+   * Saves a memento of every context that handled a request since its last checkpoint, while
+   * it stays live, so a crash loses at most one interval (`sessions.checkpointInterval`).
+   */
+  checkpoint(): void {
+    if (this.#closing) return;
+    for (const entry of this.directory.live.values()) {
+      if (!entry.dirty || entry.state !== 'live' || entry.gate) continue;
+      entry.dirty = false;
+      void this.#checkpointOne(entry);
+    }
+  }
+
+  async #checkpointOne(entry: SessionEntry): Promise<void> {
+    let reply: WorkerReply | undefined;
+    try {
+      reply = await this.#pool.run({ type: 'suspend', sessionId: entry.id, reason: 'checkpoint' }, entry);
+    } catch {
+      return; // the thread died; worker loss handles the session
+    }
+    if (reply.type === 'suspend-failed') {
+      entry.dirty = true;
+      this.#logHookError(entry, "onSessionSuspend(ctx, 'checkpoint')", reply.error, 'no checkpoint this time');
+      return;
+    }
+    // A context closed or suspended meanwhile has had its last word: its record is not revived.
+    if (reply.type !== 'suspended' || entry.state !== 'live') return;
+    try {
+      await this.#store.set(this.#record(entry, reply.memento));
+      entry.hasMemento = true;
+      this.counters.checkpoints++;
+    } catch (error) {
+      entry.dirty = true;
+      this.#log.error({ event: 'store-error', session: entry.idHash, err: error }, 'checkpoint not saved; will try again');
+    }
+  }
+
   /** Every context on a dead thread is lost; their sessions resume on their next request. */
   workerGone(workerId: number): void {
     this.counters.workersLost++;
@@ -413,15 +642,19 @@ export class Sessions {
   }
 
   #logHookError(entry: SessionEntry, hook: string, error: WireError, outcome?: string): void {
-    this.#log.error({ event: 'hook-error', hook, session: entry.idHash, code: error.code, err: { message: error.message, stack: error.stack } }, outcome ? `${hook} failed: ${outcome}` : `${hook} failed`);
+    this.#log.error(
+      { event: 'hook-error', hook, session: entry.idHash, code: error.code, err: { message: error.message, stack: error.stack } },
+      outcome ? `${hook} failed: ${outcome}` : `${hook} failed`,
+    );
   }
 
   async #serveEphemeral(clientIp: string, request: WireRequest): Promise<Outcome> {
     const id = newSessionId();
     const idHash = hashId(id);
+    const init = { resumed: false, saved: null, savedVersion: null, userId: null, clientIp, createdAt: Date.now(), idHash };
     try {
       const reply = await this.#pool.run(
-        { type: 'request', sessionId: id, ephemeral: true, init: { resumed: false, saved: undefined, clientIp, createdAt: Date.now(), idHash }, expiresAt: null, request },
+        { type: 'request', sessionId: id, ephemeral: true, init, expiresAt: null, request },
         null,
         request.body ?? undefined,
       );
@@ -468,7 +701,7 @@ export class Sessions {
    */
   async shutdown(deadlineMs: number): Promise<{ suspended: number; lost: number }> {
     this.#closing = true;
-    clearInterval(this.#sweeper);
+    for (const timer of this.#timers) clearInterval(timer);
     const started = Date.now();
     await this.#drained(deadlineMs);
     const before = { lost: this.counters.lostSuspends, done: this.counters.suspended.shutdown };

@@ -11,13 +11,15 @@ import type { OnConnection, OnSessionSuspend, SuspendReason } from '../types.ts'
 import { LiveContext } from './context.ts';
 import { withDeadline } from './deadline.ts';
 import { SerialQueue } from './serial-queue.ts';
-import { toWireError, type WireRequest, type WorkerEvent, type WorkerReply, type WorkerTask } from './protocol.ts';
+import { decodeMemento, encodeMemento } from './memento.ts';
+import { toWireError, type ContextInit, type WireError, type WireRequest, type WorkerEvent, type WorkerReply, type WorkerTask } from './protocol.ts';
 
 export interface WorkerSettings {
   onConnection: string;
   onSessionSuspend: string;
   connectionTimeout: number;
   suspendTimeout: number;
+  maxMementoSize: number;
 }
 
 const settings = workerData as WorkerSettings;
@@ -77,20 +79,29 @@ function errorResponse(status: 500 | 504): { status: number; headers: string[]; 
   return { status, headers: ['content-type', 'text/plain; charset=utf-8'], body: new TextEncoder().encode(text).buffer as ArrayBuffer };
 }
 
-async function runSuspendHook(ctx: LiveContext, reason: SuspendReason): Promise<unknown> {
+/** Calls onSessionSuspend and encodes what it returns; throws when it cannot be saved. */
+async function takeMemento(ctx: LiveContext, reason: SuspendReason): Promise<string> {
   const memento = await withDeadline(
     Promise.resolve().then(() => onSessionSuspend(ctx, reason)),
     settings.suspendTimeout,
     'RESIDENT_ERR_HOOK_TIMEOUT',
     `onSessionSuspend(ctx, '${reason}')`,
   );
+  return encodeMemento(memento, settings.maxMementoSize);
+}
+
+/** A new context, with the memento decoded; a memento that cannot be read is reported, not fatal. */
+function createContext(id: string, init: ContextInit): { ctx: LiveContext; mementoError?: WireError } {
+  if (init.saved === null) return { ctx: new LiveContext(id, init, undefined) };
   try {
-    // Fail here, at suspend time, rather than when the memento is read back (H2).
-    structuredClone(memento);
+    return { ctx: new LiveContext(id, init, decodeMemento(init.saved)) };
   } catch (error) {
-    throw new ResidentError('RESIDENT_ERR_MEMENTO_NOT_CLONEABLE', `the memento returned by onSessionSuspend cannot be saved: ${(error as Error).message}`);
+    // The client gets a fresh context; the main thread quarantines the record (E11).
+    return {
+      ctx: new LiveContext(id, { ...init, resumed: false }, undefined),
+      mementoError: toWireError(error, 'RESIDENT_ERR_MEMENTO_CORRUPT'),
+    };
   }
-  return memento;
 }
 
 async function handleRequest(hosted: Hosted, task: Extract<WorkerTask, { type: 'request' }>): Promise<WorkerReply> {
@@ -111,12 +122,16 @@ async function handleRequest(hosted: Hosted, task: Extract<WorkerTask, { type: '
   } finally {
     ctx.endRequest();
   }
+  if (ctx.userIdChanged) {
+    reply.userId = ctx.userId;
+    ctx.userIdChanged = false;
+  }
   if (ctx.closed || task.ephemeral) {
     contexts.delete(ctx.id);
     if (ctx.closed) {
       reply.closed = true;
       try {
-        await runSuspendHook(ctx, 'closed');
+        await takeMemento(ctx, 'closed');
       } catch (error) {
         reply.closeError = toWireError(error, 'RESIDENT_ERR_SUSPEND_FAILED');
       }
@@ -127,9 +142,9 @@ async function handleRequest(hosted: Hosted, task: Extract<WorkerTask, { type: '
 
 async function handleSuspend(hosted: Hosted, reason: SuspendReason): Promise<WorkerReply> {
   try {
-    const memento = await runSuspendHook(hosted.ctx, reason);
-    contexts.delete(hosted.ctx.id);
-    return { type: 'suspended', memento };
+    // The context stays until the main thread has stored the memento and sends 'discard', so
+    // a store that refuses the write leaves the context live (E4).
+    return { type: 'suspended', memento: await takeMemento(hosted.ctx, reason) };
   } catch (error) {
     // The context stays: an idle suspend is retried later; the main thread decides (H1).
     return { type: 'suspend-failed', error: toWireError(error, 'RESIDENT_ERR_SUSPEND_FAILED') };
@@ -139,13 +154,17 @@ async function handleSuspend(hosted: Hosted, reason: SuspendReason): Promise<Wor
 export default async function handle(task: WorkerTask): Promise<WorkerReply> {
   let hosted = contexts.get(task.sessionId);
   if (task.type === 'request') {
+    let mementoError: WireError | undefined;
     if (task.init) {
-      hosted = { ctx: new LiveContext(task.sessionId, task.init), queue: new SerialQueue() };
+      const created = createContext(task.sessionId, task.init);
+      mementoError = created.mementoError;
+      hosted = { ctx: created.ctx, queue: new SerialQueue() };
       if (!task.ephemeral) contexts.set(task.sessionId, hosted);
     }
     if (!hosted) return { type: 'gone' };
     const target = hosted;
     const reply = await target.queue.run(() => handleRequest(target, task));
+    if (mementoError && reply.type === 'response') reply.mementoError = mementoError;
     // The body is transferred to the main thread, not copied.
     if (reply.type === 'response' && reply.body) {
       return Piscina.move({ [Piscina.transferableSymbol]: reply.body, [Piscina.valueSymbol]: reply } as never) as unknown as WorkerReply;

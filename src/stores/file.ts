@@ -1,0 +1,166 @@
+/**
+ * One JSON file per session in a folder. A write goes to a temp file, is fsynced, renamed over
+ * the real one, and the folder is fsynced, so after a crash every record is either the old or
+ * the new version, never torn (RELIABILITY.md E1). File names come only from validated IDs,
+ * so no request can name a file outside the folder (A7, CVE-2020-9484). An expiry index is
+ * built at open and kept in memory, so the sweep never reads the folder.
+ */
+import { mkdir, open, readdir, readFile, rename, rm, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { isSessionIdShape } from '../contexts/ids.ts';
+import { ResidentError } from '../errors.ts';
+import { isSessionRecord, type ContextStore, type CorruptRecordListener, type SessionRecord } from './store.ts';
+
+const TEMP_PREFIX = '.tmp-';
+const SUFFIX = '.json';
+const QUARANTINE = 'quarantine';
+
+export interface FileStoreOptions {
+  dir: string;
+  onCorrupt?: CorruptRecordListener;
+}
+
+export class FileStore implements ContextStore {
+  readonly kind = 'file';
+  readonly #dir: string;
+  readonly #onCorrupt: CorruptRecordListener;
+  /** id → expiresAt, for the sweep. */
+  readonly #expiries = new Map<string, number>();
+  /** Writes to one file are chained so two renames never race (last write wins, in order). */
+  readonly #writes = new Map<string, Promise<void>>();
+
+  private constructor(options: FileStoreOptions) {
+    this.#dir = options.dir;
+    this.#onCorrupt = options.onCorrupt ?? (() => {});
+  }
+
+  /** Creates the folder if needed, removes leftover temp files, and indexes expiries. */
+  static async open(options: FileStoreOptions): Promise<FileStore> {
+    const store = new FileStore(options);
+    try {
+      await mkdir(join(options.dir, QUARANTINE), { recursive: true });
+      // A write that never reached its rename: not data, never read.
+      for (const name of await readdir(options.dir)) {
+        if (name.startsWith(TEMP_PREFIX)) await rm(join(options.dir, name), { force: true });
+      }
+      const probe = join(options.dir, `${TEMP_PREFIX}probe-${randomBytes(4).toString('hex')}`);
+      const handle = await open(probe, 'w');
+      await handle.close();
+      await unlink(probe);
+      for (const name of await readdir(options.dir)) {
+        const id = name.slice(0, -SUFFIX.length);
+        if (!name.endsWith(SUFFIX) || !isSessionIdShape(id)) continue;
+        const record = await store.get(id);
+        if (record?.expiresAt != null) store.#expiries.set(id, record.expiresAt);
+      }
+    } catch (error) {
+      throw new ResidentError('RESIDENT_ERR_STORE_OPEN', `Cannot use the file store folder ${options.dir}: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+    return store;
+  }
+
+  #path(id: string): string {
+    if (!isSessionIdShape(id)) throw new ResidentError('RESIDENT_ERR_STORE_FAILED', 'refusing a file name not derived from a session ID');
+    return join(this.#dir, id + SUFFIX);
+  }
+
+  async get(id: string): Promise<SessionRecord | undefined> {
+    let text: string;
+    try {
+      text = await readFile(this.#path(id), 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw error;
+    }
+    let record: unknown;
+    try {
+      record = JSON.parse(text);
+    } catch {
+      record = undefined;
+    }
+    if (!isSessionRecord(record) || record.id !== id) {
+      await this.quarantine(id, 'unreadable record file');
+      this.#onCorrupt(id, 'unreadable record file');
+      return undefined;
+    }
+    return record;
+  }
+
+  set(record: SessionRecord): Promise<void> {
+    return this.#chain(record.id, async () => {
+      const target = this.#path(record.id);
+      const temp = join(this.#dir, `${TEMP_PREFIX}${record.id}-${randomBytes(4).toString('hex')}`);
+      try {
+        const handle = await open(temp, 'w', 0o600);
+        try {
+          await handle.writeFile(JSON.stringify(record));
+          // An fsync error is a lost write, never retried and then assumed durable (E5).
+          await handle.sync();
+        } finally {
+          await handle.close();
+        }
+        await rename(temp, target);
+        await this.#syncDir();
+      } catch (error) {
+        await rm(temp, { force: true }).catch(() => {});
+        throw new ResidentError('RESIDENT_ERR_STORE_FAILED', `file store write failed: ${(error as Error).message}`, { cause: error });
+      }
+      if (record.expiresAt === null) this.#expiries.delete(record.id);
+      else this.#expiries.set(record.id, record.expiresAt);
+    });
+  }
+
+  delete(id: string): Promise<void> {
+    return this.#chain(id, async () => {
+      await rm(this.#path(id), { force: true });
+      this.#expiries.delete(id);
+    });
+  }
+
+  async expiredIds(now: number, limit: number): Promise<string[]> {
+    const ids: string[] = [];
+    for (const [id, expiresAt] of this.#expiries) {
+      if (ids.length >= limit) break;
+      if (expiresAt <= now) ids.push(id);
+    }
+    return ids;
+  }
+
+  quarantine(id: string, reason: string): Promise<void> {
+    return this.#chain(id, async () => {
+      const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+      await rename(this.#path(id), join(this.#dir, QUARANTINE, `${id}.${stamp}${SUFFIX}`)).catch((error) => {
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      });
+      this.#expiries.delete(id);
+      void reason;
+    });
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.#writes.values());
+  }
+
+  async #syncDir(): Promise<void> {
+    const dir = await open(this.#dir, 'r');
+    try {
+      await dir.sync();
+    } finally {
+      await dir.close();
+    }
+  }
+
+  #chain(id: string, job: () => Promise<void>): Promise<void> {
+    const previous = this.#writes.get(id) ?? Promise.resolve();
+    const next = previous.catch(() => {}).then(job);
+    const settled = next.catch(() => {});
+    this.#writes.set(id, settled);
+    void settled.then(() => {
+      if (this.#writes.get(id) === settled) this.#writes.delete(id);
+    });
+    return next;
+  }
+}

@@ -1,0 +1,193 @@
+/**
+ * The embedded default store: one SQLite database (better-sqlite3) in WAL mode. Writes that
+ * arrive in the same event-loop turn share one transaction, so suspending 100,000 contexts at
+ * shutdown is a handful of commits, not 100,000. A committed transaction survives `kill -9`
+ * in any `synchronous` mode; `synchronous: "full"` also survives power loss.
+ */
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { ResidentError } from '../errors.ts';
+import { isSessionRecord, type ContextStore, type CorruptRecordListener, type SessionRecord } from './store.ts';
+
+const SCHEMA_VERSION = 1;
+
+const SCHEMA = `
+  CREATE TABLE IF NOT EXISTS sessions (
+    id               TEXT    PRIMARY KEY,
+    user_id          TEXT,
+    client_ip        TEXT    NOT NULL,
+    memento          TEXT,
+    memento_version  INTEGER NOT NULL,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL,
+    last_activity_at INTEGER NOT NULL,
+    expires_at       INTEGER
+  ) WITHOUT ROWID;
+  CREATE INDEX IF NOT EXISTS sessions_expires_at ON sessions (expires_at) WHERE expires_at IS NOT NULL;
+  CREATE INDEX IF NOT EXISTS sessions_user_id ON sessions (user_id) WHERE user_id IS NOT NULL;
+  CREATE TABLE IF NOT EXISTS quarantine (
+    id             TEXT    NOT NULL,
+    reason         TEXT    NOT NULL,
+    row            TEXT,
+    quarantined_at INTEGER NOT NULL
+  );
+`;
+
+interface Row {
+  id: string;
+  user_id: string | null;
+  client_ip: string;
+  memento: string | null;
+  memento_version: number;
+  created_at: number;
+  updated_at: number;
+  last_activity_at: number;
+  expires_at: number | null;
+}
+
+export interface SqliteStoreOptions {
+  path: string;
+  synchronous?: 'normal' | 'full';
+  onCorrupt?: CorruptRecordListener;
+}
+
+export class SqliteStore implements ContextStore {
+  readonly kind = 'sqlite';
+  readonly #db: Database.Database;
+  readonly #onCorrupt: CorruptRecordListener;
+  readonly #statements;
+  /** Writes and deletes waiting for this turn's transaction, in call order. */
+  #batch: Array<{ op: SessionRecord | string; resolve: () => void; reject: (error: Error) => void }> = [];
+  #flushScheduled = false;
+
+  constructor(options: SqliteStoreOptions) {
+    this.#onCorrupt = options.onCorrupt ?? (() => {});
+    try {
+      mkdirSync(dirname(options.path), { recursive: true });
+      this.#db = new Database(options.path, { timeout: 5000 });
+      this.#db.pragma('journal_mode = WAL');
+      this.#db.pragma(`synchronous = ${options.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
+      const version = this.#db.pragma('user_version', { simple: true }) as number;
+      if (version > SCHEMA_VERSION) {
+        throw new Error(`the database has schema version ${version}, newer than this Resident's ${SCHEMA_VERSION}`);
+      }
+      // An immediate transaction takes the write lock now: a database locked by another
+      // process fails here, at startup, after busy_timeout, not on the first suspend.
+      this.#db.transaction(() => {
+        this.#db.exec(SCHEMA);
+        this.#db.pragma(`user_version = ${SCHEMA_VERSION}`);
+      }).immediate();
+    } catch (error) {
+      throw new ResidentError('RESIDENT_ERR_STORE_OPEN', `Cannot open the SQLite store at ${options.path}: ${describe(error)}`, { cause: error });
+    }
+    this.#statements = {
+      get: this.#db.prepare<[string], Row>('SELECT * FROM sessions WHERE id = ?'),
+      upsert: this.#db.prepare(
+        `INSERT INTO sessions (id, user_id, client_ip, memento, memento_version, created_at, updated_at, last_activity_at, expires_at)
+         VALUES (@id, @userId, @clientIp, @memento, @mementoVersion, @createdAt, @updatedAt, @lastActivityAt, @expiresAt)
+         ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, client_ip = excluded.client_ip, memento = excluded.memento,
+           memento_version = excluded.memento_version, updated_at = excluded.updated_at,
+           last_activity_at = excluded.last_activity_at, expires_at = excluded.expires_at`,
+      ),
+      delete: this.#db.prepare<[string]>('DELETE FROM sessions WHERE id = ?'),
+      expired: this.#db.prepare<[number, number], { id: string }>(
+        'SELECT id FROM sessions WHERE expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at LIMIT ?',
+      ),
+      quarantine: this.#db.prepare<[string, string, string | null, number]>(
+        'INSERT INTO quarantine (id, reason, row, quarantined_at) VALUES (?, ?, ?, ?)',
+      ),
+    };
+  }
+
+  async get(id: string): Promise<SessionRecord | undefined> {
+    const row = this.#statements.get.get(id);
+    if (!row) return undefined;
+    const record = fromRow(row);
+    if (!isSessionRecord(record)) {
+      await this.quarantine(id, 'the row does not have the shape of a session record');
+      this.#onCorrupt(id, 'malformed row');
+      return undefined;
+    }
+    return record;
+  }
+
+  set(record: SessionRecord): Promise<void> {
+    return this.#enqueue({ ...record });
+  }
+
+  /** A delete shares the write batch, so it never overtakes an earlier write of the same ID. */
+  delete(id: string): Promise<void> {
+    return this.#enqueue(id);
+  }
+
+  #enqueue(op: SessionRecord | string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#batch.push({ op, resolve, reject });
+      if (!this.#flushScheduled) {
+        this.#flushScheduled = true;
+        setImmediate(() => this.#flush());
+      }
+    });
+  }
+
+  #flush(): void {
+    const batch = this.#batch;
+    this.#batch = [];
+    this.#flushScheduled = false;
+    try {
+      this.#db.transaction(() => {
+        for (const { op } of batch) {
+          if (typeof op === 'string') this.#statements.delete.run(op);
+          else this.#statements.upsert.run(op);
+        }
+      })();
+    } catch (error) {
+      // The whole transaction rolled back: nothing of it is claimed durable (E4, E5).
+      const failure = new ResidentError('RESIDENT_ERR_STORE_FAILED', `SQLite write failed: ${describe(error)}`, { cause: error });
+      for (const write of batch) write.reject(failure);
+      return;
+    }
+    for (const write of batch) write.resolve();
+  }
+
+  async expiredIds(now: number, limit: number): Promise<string[]> {
+    return this.#statements.expired.all(now, limit).map((row) => row.id);
+  }
+
+  async quarantine(id: string, reason: string): Promise<void> {
+    if (this.#batch.length > 0) this.#flush();
+    this.#db.transaction(() => {
+      const row = this.#statements.get.get(id);
+      this.#statements.quarantine.run(id, reason, row ? JSON.stringify(row) : null, Date.now());
+      this.#statements.delete.run(id);
+    })();
+  }
+
+  async close(): Promise<void> {
+    if (this.#batch.length > 0) this.#flush();
+    if (this.#db.open) this.#db.close();
+  }
+}
+
+function fromRow(row: Row): SessionRecord {
+  return {
+    id: row.id,
+    userId: row.user_id,
+    memento: row.memento,
+    mementoVersion: row.memento_version,
+    clientIp: row.client_ip,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    lastActivityAt: row.last_activity_at,
+    expiresAt: row.expires_at,
+  };
+}
+
+function describe(error: unknown): string {
+  const code = (error as { code?: string }).code;
+  if (code === 'SQLITE_BUSY') return 'the database is locked by another process';
+  if (code === 'SQLITE_NOTADB' || code === 'SQLITE_CORRUPT') return 'the file is not a valid SQLite database (corrupt?)';
+  if (code === 'SQLITE_CANTOPEN' || code === 'EACCES') return 'the path cannot be opened for writing';
+  return (error as Error).message;
+}
