@@ -87,3 +87,33 @@ test('static files are served without a cookie', async () => {
   assert.match(reply.text, /font-family/);
   assert.deepEqual(reply.setCookies, []);
 });
+
+test('a restart of the demo keeps every visitor’s cart (SQLite store, the default)', async () => {
+  const storePath = join(mkdtempSync(join(tmpdir(), 'resident-demo-store-')), 'contexts.db');
+  const options = { publicDir: join(ROOT, 'public'), hooks: demoHooks, store: { kind: 'sqlite' as const, path: storePath } };
+  const first = await startTestServer(options);
+  const visitors = [new Client(first.url), new Client(first.url), new Client(first.url)];
+  const skus = ['tea', 'mug', 'book'];
+  for (const [i, visitor] of visitors.entries()) {
+    await visitor.get('/');
+    await visitor.get('/cart/add', form({ sku: skus[i]! }));
+  }
+  const shutdown = await first.server.shutdown();
+  assert.deepEqual(shutdown, { suspended: 3, lost: 0 });
+
+  const second = await startTestServer(options);
+  try {
+    for (const [i, visitor] of visitors.entries()) {
+      const before = visitor.cookie;
+      const page = await new Client(second.url).get('/', { headers: { cookie: `RSID=${before}` } });
+      assert.equal(page.status, 200);
+      assert.equal(cell(page.text, 'state'), 'resumed');
+      assert.equal(cell(page.text, 'hits'), '2');
+      assert.match(page.text, new RegExp(`<li data-sku="${skus[i]}">1 × `));
+      // Same session: the cookie is renewed with the same ID, not replaced.
+      assert.ok(page.setCookies.some((line) => line.startsWith(`RSID=${before};`)));
+    }
+  } finally {
+    await second.close();
+  }
+});
