@@ -78,8 +78,13 @@ export class ContextPool {
    * without a route goes to the least busy thread.
    */
   run(task: WorkerTask, route: Route | null, transfer?: ArrayBuffer): Promise<WorkerReply> {
+    return this.#piscina.run(this.#routed(task, route), transfer ? { transferList: [transfer] } : undefined);
+  }
+
+  /** The balancer reads the route from this symbol; structured clone leaves it behind. */
+  #routed(task: WorkerTask, route: Route | null): WorkerTask {
     (task as unknown as Record<symbol, unknown>)[Piscina.queueOptionsSymbol] = route;
-    return this.#piscina.run(task, transfer ? { transferList: [transfer] } : undefined);
+    return task;
   }
 
   /** The context behind `route` left its worker: forget its home. */
@@ -97,6 +102,14 @@ export class ContextPool {
 
   get threadIds(): number[] {
     return this.#piscina.threads.map((thread) => thread.threadId);
+  }
+
+  /** Each worker's figures: contexts held and heap used. */
+  async workerStats(options: { gc?: boolean } = {}): Promise<Array<{ threadId: number; contexts: number; heapUsed: number }>> {
+    const replies = await Promise.all(
+      [...this.#homed.keys()].map((workerId) => this.#piscina.run(this.#routed({ type: 'stats', sessionId: '', gc: options.gc }, { workerId }))),
+    );
+    return replies.flatMap((reply) => (reply.type === 'stats' ? [{ threadId: reply.threadId, contexts: reply.contexts, heapUsed: reply.heapUsed }] : []));
   }
 
   async close(): Promise<void> {

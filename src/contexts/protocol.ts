@@ -45,7 +45,9 @@ export type WorkerTask =
     }
   | { type: 'suspend'; sessionId: string; reason: SuspendReason }
   /** Drop a context without calling any hook. */
-  | { type: 'discard'; sessionId: string };
+  | { type: 'discard'; sessionId: string }
+  /** Report this worker's figures (sent to one worker through its route). */
+  | { type: 'stats'; sessionId: ''; /** Collect garbage first, when the process runs with --expose-gc (benchmarks). */ gc?: boolean };
 
 export type WorkerReply =
   | {
@@ -70,7 +72,8 @@ export type WorkerReply =
   /** The encoded memento. For a checkpoint the context stays; otherwise it awaits 'discard'. */
   | { type: 'suspended'; memento: string }
   | { type: 'suspend-failed'; error: WireError }
-  | { type: 'discarded' };
+  | { type: 'discarded' }
+  | { type: 'stats'; threadId: number; contexts: number; heapUsed: number };
 
 /** Messages a worker sends outside of task replies (through parentPort). */
 export type WorkerEvent = { type: 'log'; level: 'warn' | 'error'; msg: string; error?: WireError };

@@ -152,6 +152,10 @@ async function handleSuspend(hosted: Hosted, reason: SuspendReason): Promise<Wor
 }
 
 export default async function handle(task: WorkerTask): Promise<WorkerReply> {
+  if (task.type === 'stats') {
+    if (task.gc) (globalThis as { gc?: () => void }).gc?.();
+    return { type: 'stats', threadId, contexts: contexts.size, heapUsed: process.memoryUsage().heapUsed };
+  }
   let hosted = contexts.get(task.sessionId);
   if (task.type === 'request') {
     let mementoError: WireError | undefined;

@@ -1,0 +1,51 @@
+/**
+ * Resident with the bench hooks. Environment: THREADS (default 2), STORE (memory | sqlite),
+ * STORE_PATH, PROCESS_TIMEOUT (default 480m), MAX_CONTEXTS (default 2,000,000).
+ */
+import { join, resolve } from 'node:path';
+import { resolveConfig } from '../../src/config.ts';
+import { startServer } from '../../src/server.ts';
+import { memory, serveControl } from './control.ts';
+
+const root = resolve(import.meta.dirname, '../..');
+const env = process.env;
+const config = resolveConfig(
+  {
+    host: '127.0.0.1',
+    port: 0,
+    publicDir: join(root, 'bench/no-public-dir'),
+    sessions: {
+      maxContexts: Number(env.MAX_CONTEXTS ?? 2_000_000),
+      maxQueuedRequests: 1000,
+      processTimeout: env.PROCESS_TIMEOUT ?? '480m',
+      cookieTimeout: '480m',
+      suspendEveryRequest: env.SUSPEND_EVERY === '1',
+    },
+    workers: { threads: Number(env.THREADS ?? 2) },
+    hooks: { onConnection: join(root, 'bench/hooks/onConnection.ts'), onSessionSuspend: join(root, 'bench/hooks/onSessionSuspend.ts') },
+    store: { kind: (env.STORE ?? 'memory') as 'memory' | 'sqlite', path: env.STORE_PATH },
+    limits: { shutdownTimeout: '10m' },
+    log: { level: 'warn' },
+  },
+  root,
+);
+const server = await startServer({ config });
+serveControl(server.port, {
+  async stats(command) {
+    const gc = command.gc === true;
+    if (gc) (globalThis as { gc?: () => void }).gc?.();
+    const workers = await server.pool.workerStats({ gc });
+    return {
+      sessions: server.sessions.directory.live.size + server.sessions.directory.suspended.size,
+      live: server.sessions.directory.liveCount,
+      ...memory(),
+      workers,
+      counters: server.sessions.counters,
+    };
+  },
+  async shutdown() {
+    const started = performance.now();
+    const result = await server.shutdown();
+    return { ms: performance.now() - started, ...result };
+  },
+});

@@ -1,0 +1,103 @@
+/** Load generation: autocannon, every connection a distinct client that keeps its own cookie. */
+import autocannon from 'autocannon';
+import { request, Agent } from 'undici';
+
+export interface LoadResult {
+  requests: number;
+  rps: number;
+  p50: number;
+  p99: number;
+  errors: number;
+  non2xx: number;
+}
+
+/** The cookie pair (`name=value`) from a raw header list, if the response sets one. */
+function cookieFrom(headers: unknown[]): string | undefined {
+  for (let i = 0; i < headers.length; i += 2) {
+    if (String(headers[i]).toLowerCase() === 'set-cookie') return String(headers[i + 1]).split(';')[0];
+  }
+  return undefined;
+}
+
+export async function drive(url: string, options: { connections: number; seconds: number; path?: string; keepCookies?: boolean }): Promise<LoadResult> {
+  const keepCookies = options.keepCookies ?? true;
+  const result = await autocannon({
+    url: url + (options.path ?? '/'),
+    connections: options.connections,
+    duration: options.seconds,
+    pipelining: 1,
+    // autocannon resets a connection's `context` after each pass over its requests, so the
+    // cookie lives on the client: captured from the response headers, sent from then on.
+    setupClient: keepCookies
+      ? (client: any) => {
+          let current: string | undefined;
+          client.on('headers', (response: { headers: unknown[] }) => {
+            const cookie = cookieFrom(response.headers);
+            if (cookie && cookie !== current) {
+              current = cookie;
+              client.setHeaders({ cookie });
+            }
+          });
+        }
+      : undefined,
+  } as autocannon.Options);
+  return {
+    requests: result.requests.total,
+    rps: result.requests.average,
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    errors: result.errors + result.timeouts,
+    non2xx: result.non2xx,
+  };
+}
+
+/** Creates `count` sessions (no cookie sent back), `concurrency` at a time; returns their cookies. */
+export async function createSessions(url: string, count: number, concurrency = 64, keep = 0): Promise<string[]> {
+  const agent = new Agent({ connections: concurrency, pipelining: 1 });
+  const cookies: string[] = [];
+  let next = 0;
+  const worker = async () => {
+    while (next < count) {
+      next++;
+      const response = await request(url + '/', { dispatcher: agent });
+      await response.body.dump();
+      if (cookies.length < keep) {
+        const header = response.headers['set-cookie'];
+        const cookie = String(Array.isArray(header) ? header[0] : header).split(';')[0]!;
+        cookies.push(cookie);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  await agent.close();
+  return cookies;
+}
+
+/** Requests each cookie once (`concurrency` at a time) and returns per-request latencies in ms. */
+export async function timeRequests(url: string, cookies: string[], concurrency = 64): Promise<number[]> {
+  const agent = new Agent({ connections: concurrency, pipelining: 1 });
+  const latencies: number[] = [];
+  let next = 0;
+  const worker = async () => {
+    while (next < cookies.length) {
+      const cookie = cookies[next++]!;
+      const started = performance.now();
+      const response = await request(url + '/', { dispatcher: agent, headers: { cookie } });
+      await response.body.dump();
+      latencies.push(performance.now() - started);
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  await agent.close();
+  return latencies;
+}
+
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+export function median(values: number[]): number {
+  return percentile(values, 50);
+}

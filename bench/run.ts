@@ -1,0 +1,312 @@
+/**
+ * `npm run bench`: every contender as its own process on loopback, driven by autocannon with
+ * every connection a distinct client holding its own cookie; contenders interleaved in
+ * rotating order over several rounds after a warm-up; one table of req/s, p50/p99 latency and
+ * server CPU per request, each with its ratio to bare node:http + Map from the same run.
+ * Writes bench/results/<time>.json and .md (and latest.md).
+ *
+ *   npm run bench                          the full run (about 15 minutes)
+ *   npm run bench -- --quick               seconds, one round: a smoke run
+ *   npm run bench -- --workloads a,b,g     a subset
+ */
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { request } from 'undici';
+import { Contender, PEERS, resident, type ContenderSpec } from './lib/contender.ts';
+import { createSessions, drive, median, percentile, timeRequests } from './lib/load.ts';
+
+const ROOT = resolve(import.meta.dirname, '..');
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    workloads: { type: 'string', default: 'a,b,c,d,e,f,g' },
+    rounds: { type: 'string' },
+    seconds: { type: 'string' },
+    warmup: { type: 'string' },
+    connections: { type: 'string' },
+    scale: { type: 'string' },
+    contexts: { type: 'string' },
+    out: { type: 'string', default: join(ROOT, 'bench/results') },
+  },
+});
+const quick = args.quick!;
+const settings = {
+  rounds: Number(args.rounds ?? (quick ? 1 : 3)),
+  seconds: Number(args.seconds ?? (quick ? 1 : 10)),
+  warmup: Number(args.warmup ?? (quick ? 1 : 3)),
+  connections: Number(args.connections ?? (quick ? 10 : 100)),
+  scale: (args.scale ?? (quick ? '200,1000' : '1000,100000,1000000')).split(',').map(Number),
+  contexts: Number(args.contexts ?? (quick ? 1000 : 100_000)),
+};
+const workloads = new Set(args.workloads!.split(','));
+
+interface Row {
+  workload: string;
+  contender: string;
+  rps?: number;
+  p50?: number;
+  p99?: number;
+  cpuUsPerRequest?: number;
+  note?: string;
+  [extra: string]: unknown;
+}
+const rows: Row[] = [];
+const log = (message: string) => process.stderr.write(`${message}\n`);
+
+async function withContenders<T>(specs: ContenderSpec[], body: (contenders: Contender[]) => Promise<T>): Promise<T> {
+  const contenders = specs.map((spec) => new Contender(spec));
+  try {
+    for (const contender of contenders) await contender.start();
+    return await body(contenders);
+  } finally {
+    await Promise.all(contenders.map((contender) => contender.stop()));
+  }
+}
+
+/** (a), (b): every contender on one path, interleaved A B C D …, rotating, several rounds. */
+async function throughput(workload: string, path: string): Promise<void> {
+  log(`\n${workload}: ${path} — ${settings.rounds} rounds × ${settings.seconds}s, ${settings.connections} clients`);
+  await withContenders([...PEERS, resident(1), resident(2)], async (contenders) => {
+    for (const contender of contenders) await drive(contender.url, { connections: settings.connections, seconds: settings.warmup, path });
+    const samples = new Map<Contender, Array<{ rps: number; p50: number; p99: number; cpu: number }>>();
+    for (let round = 0; round < settings.rounds; round++) {
+      const order = contenders.map((_, i) => contenders[(i + round) % contenders.length]!);
+      for (const contender of order) {
+        const cpuBefore = contender.cpuMs();
+        const result = await drive(contender.url, { connections: settings.connections, seconds: settings.seconds, path });
+        const cpu = ((contender.cpuMs() - cpuBefore) * 1000) / Math.max(1, result.requests);
+        if (result.errors || result.non2xx) log(`  ${contender.spec.name}: ${result.errors} errors, ${result.non2xx} non-2xx`);
+        const list = samples.get(contender) ?? [];
+        list.push({ rps: result.rps, p50: result.p50, p99: result.p99, cpu });
+        samples.set(contender, list);
+        log(`  round ${round + 1} ${contender.spec.name}: ${result.rps.toFixed(0)} req/s, p99 ${result.p99} ms, ${cpu.toFixed(1)} µs CPU/req`);
+      }
+    }
+    for (const contender of contenders) {
+      const list = samples.get(contender)!;
+      rows.push({
+        workload,
+        contender: contender.spec.name,
+        rps: median(list.map((s) => s.rps)),
+        p50: median(list.map((s) => s.p50)),
+        p99: median(list.map((s) => s.p99)),
+        cpuUsPerRequest: median(list.map((s) => s.cpu)),
+      });
+    }
+  });
+}
+
+/** (c): every request resumes from SQLite and suspends again (round-trip mode). */
+async function resumeHeavy(): Promise<void> {
+  log('\nc: resume-heavy (every request resumed from SQLite and suspended again)');
+  const specs = [1, 2].map((threads) =>
+    resident(threads, { STORE: 'sqlite', STORE_PATH: join(mkdtempSync(join(tmpdir(), 'bench-c-')), 'contexts.db'), SUSPEND_EVERY: '1' }),
+  );
+  await withContenders(specs, async (contenders) => {
+    for (const contender of contenders) {
+      await drive(contender.url, { connections: settings.connections, seconds: settings.warmup });
+      const cpuBefore = contender.cpuMs();
+      const result = await drive(contender.url, { connections: settings.connections, seconds: settings.seconds });
+      const cpu = ((contender.cpuMs() - cpuBefore) * 1000) / Math.max(1, result.requests);
+      const stats = await contender.command('stats');
+      rows.push({
+        workload: 'c',
+        contender: contender.spec.name,
+        rps: result.rps,
+        p50: result.p50,
+        p99: result.p99,
+        cpuUsPerRequest: cpu,
+        note: `${stats.counters.resumed} resumes, ${stats.counters.suspended.idle} suspends, ${result.non2xx + result.errors} failures`,
+      });
+    }
+  });
+}
+
+/** (d): the hit counter with N live contexts already in memory. */
+async function scale(): Promise<void> {
+  log(`\nd: scale — hit counter with ${settings.scale.join(' / ')} live contexts`);
+  for (const count of settings.scale) {
+    await withContenders([resident(2)], async ([contender]) => {
+      const started = performance.now();
+      await createSessions(contender!.url, count, 64);
+      log(`  created ${count} contexts in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+      await drive(contender!.url, { connections: settings.connections, seconds: settings.warmup });
+      const samples = [];
+      for (let round = 0; round < settings.rounds; round++) {
+        samples.push(await drive(contender!.url, { connections: settings.connections, seconds: settings.seconds }));
+      }
+      const stats = await contender!.command('stats');
+      rows.push({
+        workload: 'd',
+        contender: `Resident, 2 threads, ${count.toLocaleString('en')} contexts`,
+        rps: median(samples.map((s) => s.rps)),
+        p50: median(samples.map((s) => s.p50)),
+        p99: median(samples.map((s) => s.p99)),
+        contexts: count,
+        note: `${stats.live} live`,
+      });
+    });
+  }
+}
+
+/** (e): heap and RSS per live idle context with empty vars, main thread and workers. */
+async function memory(): Promise<void> {
+  const count = settings.contexts;
+  log(`\ne: memory — ${count} live idle contexts`);
+  await withContenders([resident(2, { EMPTY_VARS: '1' })], async ([contender]) => {
+    const before = await contender!.command('stats', { gc: true });
+    await createSessions(contender!.url, count, 64);
+    const after = await contender!.command('stats', { gc: true });
+    const workerHeap = (stats: any) => stats.workers.reduce((sum: number, w: any) => sum + w.heapUsed, 0);
+    const per = (a: number, b: number) => (b - a) / count;
+    rows.push({
+      workload: 'e',
+      contender: 'Resident, 2 threads',
+      contexts: count,
+      mainHeapPerContext: per(before.heapUsed, after.heapUsed),
+      workerHeapPerContext: per(workerHeap(before), workerHeap(after)),
+      heapPerContext: per(before.heapUsed + workerHeap(before), after.heapUsed + workerHeap(after)),
+      rssPerContext: per(before.rss, after.rss),
+    });
+  });
+}
+
+/** (f): suspend N live contexts into SQLite at shutdown; then resume latency after a restart. */
+async function shutdown(): Promise<void> {
+  const count = settings.contexts;
+  log(`\nf: shutdown — suspend ${count} live contexts into SQLite, then resume after a restart`);
+  const env = { STORE: 'sqlite', STORE_PATH: join(mkdtempSync(join(tmpdir(), 'bench-f-')), 'contexts.db') };
+  const sample = Math.min(count, 10_000);
+  const cookies = await withContenders([resident(2, env)], async ([contender]) => {
+    const kept = await createSessions(contender!.url, count, 64, sample);
+    const result = await contender!.command('shutdown');
+    rows.push({ workload: 'f', contender: 'Resident, 2 threads', contexts: count, shutdownMs: result.ms, suspended: result.suspended, lost: result.lost });
+    return kept;
+  });
+  await withContenders([resident(2, env)], async ([contender]) => {
+    const latencies = await timeRequests(contender!.url, cookies, 64);
+    const stats = await contender!.command('stats');
+    rows.push({
+      workload: 'f',
+      contender: 'Resident, 2 threads (after restart)',
+      resumes: stats.counters.resumed,
+      resumeP50: percentile(latencies, 50),
+      resumeP99: percentile(latencies, 99),
+    });
+  });
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolvePort) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolvePort(port));
+    });
+  });
+}
+
+/** (g): `npm start` to the first answered request, as a user runs it. */
+async function startup(): Promise<void> {
+  const tries = quick ? 1 : 5;
+  log(`\ng: startup — npm start to the first answered request, ${tries}×`);
+  const times: number[] = [];
+  for (let i = 0; i < tries; i++) {
+    const port = await freePort();
+    const started = performance.now();
+    const child = spawn('npm', ['start', '--silent'], { cwd: ROOT, env: { ...process.env, PORT: String(port) }, detached: true, stdio: 'ignore' });
+    for (;;) {
+      try {
+        const response = await request(`http://127.0.0.1:${port}/`);
+        await response.body.dump();
+        if (response.statusCode === 200) break;
+      } catch {
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      if (performance.now() - started > 30_000) throw new Error('npm start did not answer within 30 s');
+    }
+    times.push(performance.now() - started);
+    process.kill(-child.pid!, 'SIGTERM');
+    await new Promise((r) => child.once('exit', r));
+  }
+  rows.push({ workload: 'g', contender: 'Resident (npm start, demo)', startupMs: median(times), note: `median of ${tries}: ${times.map((t) => t.toFixed(0)).join(', ')} ms` });
+}
+
+const fmt = (value: unknown, digits = 0) => (typeof value === 'number' && Number.isFinite(value) ? value.toFixed(digits) : '–');
+
+function report(): string {
+  const lines: string[] = [];
+  const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`;
+  lines.push(`# Resident benchmark — ${new Date().toISOString()}`, '', `Machine: ${machine}.`);
+  lines.push(`Settings: ${JSON.stringify(settings)}${quick ? ' (quick smoke run: not for comparison)' : ''}.`, '');
+  for (const [workload, title, path] of [
+    ['a', 'hit counter', '/'],
+    ['b', 'cached selection', '/select'],
+  ] as const) {
+    const set = rows.filter((row) => row.workload === workload);
+    if (set.length === 0) continue;
+    const bare = set.find((row) => row.contender.startsWith('bare'))!;
+    lines.push(`## (${workload}) ${title} — GET ${path}`, '');
+    lines.push('| contender | req/s | ×bare | p50 ms | p99 ms | ×bare p99 | CPU µs/req | ×bare CPU |', '|---|---:|---:|---:|---:|---:|---:|---:|');
+    for (const row of set) {
+      lines.push(
+        `| ${row.contender} | ${fmt(row.rps)} | ${fmt(row.rps! / bare.rps!, 2)} | ${fmt(row.p50, 1)} | ${fmt(row.p99, 1)} | ${fmt(row.p99! / bare.p99!, 2)} | ${fmt(row.cpuUsPerRequest, 1)} | ${fmt(row.cpuUsPerRequest! / bare.cpuUsPerRequest!, 2)} |`,
+      );
+    }
+    const express = set.find((row) => row.contender.startsWith('express'));
+    const fastify = set.find((row) => row.contender.startsWith('fastify'));
+    for (const r of set.filter((row) => row.contender.startsWith('Resident'))) {
+      lines.push('', `${r.contender}: ×fastify ${fmt(r.rps! / fastify!.rps!, 2)}, ×express ${fmt(r.rps! / express!.rps!, 2)}.`);
+    }
+    lines.push('');
+  }
+  const c = rows.filter((row) => row.workload === 'c');
+  if (c.length) {
+    lines.push('## (c) resume-heavy — every request resumed from SQLite, suspended after', '', '| contender | req/s | p50 ms | p99 ms | CPU µs/req | note |', '|---|---:|---:|---:|---:|---|');
+    for (const row of c) lines.push(`| ${row.contender} | ${fmt(row.rps)} | ${fmt(row.p50, 1)} | ${fmt(row.p99, 1)} | ${fmt(row.cpuUsPerRequest, 1)} | ${row.note} |`);
+    lines.push('');
+  }
+  const d = rows.filter((row) => row.workload === 'd');
+  if (d.length) {
+    const base = d[0]!;
+    lines.push('## (d) scale — hit counter with N live contexts', '', '| contexts | req/s | ×smallest | p50 ms | p99 ms |', '|---:|---:|---:|---:|---:|');
+    for (const row of d) lines.push(`| ${(row.contexts as number).toLocaleString('en')} | ${fmt(row.rps)} | ${fmt(row.rps! / base.rps!, 2)} | ${fmt(row.p50, 1)} | ${fmt(row.p99, 1)} |`);
+    lines.push('');
+  }
+  for (const row of rows.filter((r) => r.workload === 'e')) {
+    lines.push(`## (e) memory — ${(row.contexts as number).toLocaleString('en')} live idle contexts, empty vars`, '');
+    lines.push(`Per context: heap ${fmt(row.heapPerContext)} B (main ${fmt(row.mainHeapPerContext)} B + workers ${fmt(row.workerHeapPerContext)} B), RSS ${fmt(row.rssPerContext)} B.`, '');
+  }
+  const f = rows.filter((row) => row.workload === 'f');
+  if (f.length) {
+    lines.push('## (f) shutdown and resume', '');
+    for (const row of f) {
+      if (row.shutdownMs !== undefined) lines.push(`Suspend ${(row.contexts as number).toLocaleString('en')} live contexts into SQLite at shutdown: ${fmt(row.shutdownMs)} ms (${row.suspended} suspended, ${row.lost} lost).`);
+      else lines.push(`After the restart, ${row.resumes} resumes from SQLite at 64 concurrent clients: p50 ${fmt(row.resumeP50, 2)} ms, p99 ${fmt(row.resumeP99, 2)} ms.`);
+    }
+    lines.push('');
+  }
+  for (const row of rows.filter((r) => r.workload === 'g')) {
+    lines.push('## (g) startup', '', `\`npm start\` to the first answered request: ${fmt(row.startupMs)} ms (${row.note}).`, '');
+  }
+  return lines.join('\n');
+}
+
+if (workloads.has('a')) await throughput('a', '/');
+if (workloads.has('b')) await throughput('b', '/select');
+if (workloads.has('c')) await resumeHeavy();
+if (workloads.has('d')) await scale();
+if (workloads.has('e')) await memory();
+if (workloads.has('f')) await shutdown();
+if (workloads.has('g')) await startup();
+
+const markdown = report();
+process.stdout.write(`${markdown}\n`);
+mkdirSync(args.out!, { recursive: true });
+const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+writeFileSync(join(args.out!, `${stamp}${quick ? '-quick' : ''}.json`), JSON.stringify({ settings, rows }, null, 2));
+writeFileSync(join(args.out!, `${stamp}${quick ? '-quick' : ''}.md`), markdown);
+if (!quick) writeFileSync(join(args.out!, 'latest.md'), markdown);
