@@ -13,8 +13,8 @@ import { Sessions, type Outcome } from './contexts/sessions.ts';
 import { ResidentError, isResidentError } from './errors.ts';
 import { readBody } from './http/body.ts';
 import { cameOverTls, clientIp, compileTrust } from './http/client-ip.ts';
-import { expiredSessionCookie, presentedSessionIds, sessionCookie, setsCookieNamed, type CookieSettings } from './http/cookies.ts';
-import { serveStatic } from './http/static.ts';
+import { expiredSessionCookie, presentedSessionIds, sessionCookieWriter, setsCookieNamed, type CookieSettings } from './http/cookies.ts';
+import { PublicFiles } from './http/static.ts';
 import { createLogger, type Logger } from './log.ts';
 import { openStore } from './stores/open.ts';
 import type { ContextStore } from './stores/store.ts';
@@ -48,7 +48,9 @@ interface Edge {
   sessions: Sessions;
   log: Logger;
   cookie: CookieSettings;
+  setCookie: (id: string, secure: boolean) => string;
   trust: ReturnType<typeof compileTrust>;
+  files: PublicFiles;
 }
 
 const TEXT = 'text/plain; charset=utf-8';
@@ -89,7 +91,9 @@ export async function startServer(options: StartOptions): Promise<ResidentServer
     sessions,
     log,
     cookie: { name: config.sessions.cookieName, timeout: config.sessions.cookieTimeout, sameSite: config.sessions.sameSite },
+    setCookie: sessionCookieWriter({ name: config.sessions.cookieName, timeout: config.sessions.cookieTimeout, sameSite: config.sessions.sameSite }),
     trust: compileTrust(config.sessions.trustProxy),
+    files: await PublicFiles.open(config.publicDir),
   };
   const server = createServer(
     {
@@ -123,6 +127,7 @@ export async function startServer(options: StartOptions): Promise<ResidentServer
       await closed;
       await pool.close();
       await store.close();
+      edge.files.close();
       log.info({ event: 'stopped', ...result }, 'server stopped');
       return result;
     })());
@@ -133,14 +138,12 @@ export async function startServer(options: StartOptions): Promise<ResidentServer
 async function handle(edge: Edge, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const { config, sessions, log } = edge;
   try {
-    if (await serveStatic(req, res, config.publicDir)) return;
+    if (await edge.files.serve(req, res)) return;
     const secure = config.sessions.secureCookie || cameOverTls(req, edge.trust);
-    let url: string;
-    try {
-      url = new URL(req.url ?? '/', `${secure ? 'https' : 'http'}://${req.headers.host ?? 'localhost'}`).href;
-    } catch {
-      throw new ResidentError('RESIDENT_ERR_BAD_REQUEST', 'unparseable request URL or Host header');
-    }
+    // The worker parses this when it builds the Request, and answers 400 if it cannot.
+    const path = req.url ?? '/';
+    const base = `${secure ? 'https' : 'http'}://${req.headers.host ?? 'localhost'}`;
+    const url = path.startsWith('/') ? base + path : new URL(path, base).href;
     const body = await readBody(req, config.limits.maxBodySize);
     const outcome = await sessions.serve(
       presentedSessionIds(req.headers.cookie, edge.cookie.name),
@@ -180,7 +183,7 @@ function write(edge: Edge, req: IncomingMessage, res: ServerResponse, outcome: O
       headers.push(name, value);
     }
   }
-  if (outcome.cookie && 'set' in outcome.cookie) headers.push('set-cookie', sessionCookie(edge.cookie, outcome.cookie.set, secure));
+  if (outcome.cookie && 'set' in outcome.cookie) headers.push('set-cookie', edge.setCookie(outcome.cookie.set, secure));
   else if (outcome.cookie) headers.push('set-cookie', expiredSessionCookie(edge.cookie, secure));
   res.writeHead(status, headers);
   res.end(req.method === 'HEAD' ? undefined : body ?? undefined);

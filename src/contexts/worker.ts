@@ -11,8 +11,9 @@ import type { OnConnection, OnSessionSuspend, SuspendReason } from '../types.ts'
 import { LiveContext } from './context.ts';
 import { withDeadline } from './deadline.ts';
 import { SerialQueue } from './serial-queue.ts';
+import { responseBody, toRequest } from './fetch-objects.ts';
 import { decodeMemento, encodeMemento } from './memento.ts';
-import { toWireError, type ContextInit, type WireError, type WireRequest, type WorkerEvent, type WorkerReply, type WorkerTask } from './protocol.ts';
+import { toWireError, type ContextInit, type WireError, type WorkerEvent, type WorkerReply, type WorkerTask } from './protocol.ts';
 
 export interface WorkerSettings {
   onConnection: string;
@@ -53,12 +54,6 @@ interface Hosted {
 
 const contexts = new Map<string, Hosted>();
 
-function toRequest(wire: WireRequest): Request {
-  const headers = new Headers();
-  for (let i = 0; i < wire.headers.length; i += 2) headers.append(wire.headers[i]!, wire.headers[i + 1]!);
-  return new Request(wire.url, { method: wire.method, headers, body: wire.body });
-}
-
 async function fromResponse(response: Response | undefined): Promise<{ status: number; headers: string[]; body: ArrayBuffer | null }> {
   if (response === undefined) return { status: 404, headers: ['content-type', 'text/plain; charset=utf-8'], body: new TextEncoder().encode('Not Found').buffer as ArrayBuffer };
   if (!(response instanceof Response)) {
@@ -69,13 +64,13 @@ async function fromResponse(response: Response | undefined): Promise<{ status: n
     if (name !== 'set-cookie') headers.push(name, value);
   }
   for (const cookie of response.headers.getSetCookie()) headers.push('set-cookie', cookie);
-  const body = response.body === null ? null : await response.arrayBuffer();
-  return { status: response.status, headers, body };
+  return { status: response.status, headers, body: await responseBody(response) };
 }
 
 /** The generic answer to a failed hook: the details go to the log, never to the client (F1). */
-function errorResponse(status: 500 | 504): { status: number; headers: string[]; body: ArrayBuffer } {
-  const text = status === 504 ? ErrorCodes.RESIDENT_ERR_HOOK_TIMEOUT.message : ErrorCodes.RESIDENT_ERR_HOOK_FAILED.message;
+function errorResponse(status: 400 | 500 | 504): { status: number; headers: string[]; body: ArrayBuffer } {
+  const code = status === 400 ? 'RESIDENT_ERR_BAD_REQUEST' : status === 504 ? 'RESIDENT_ERR_HOOK_TIMEOUT' : 'RESIDENT_ERR_HOOK_FAILED';
+  const text = ErrorCodes[code].message;
   return { status, headers: ['content-type', 'text/plain; charset=utf-8'], body: new TextEncoder().encode(text).buffer as ArrayBuffer };
 }
 
@@ -108,9 +103,17 @@ async function handleRequest(hosted: Hosted, task: Extract<WorkerTask, { type: '
   const { ctx } = hosted;
   ctx.beginRequest(task.expiresAt);
   let reply: WorkerReply;
+  let request: Request;
+  try {
+    request = toRequest(task.request);
+  } catch (error) {
+    // An unparseable URL or Host header: the client's fault, answered without the hook.
+    ctx.endRequest();
+    return { type: 'response', ...errorResponse(400), closed: false, threadId };
+  }
   try {
     const response = await withDeadline(
-      Promise.resolve().then(() => onConnection(ctx, toRequest(task.request))),
+      Promise.resolve().then(() => onConnection(ctx, request)),
       settings.connectionTimeout,
       'RESIDENT_ERR_HOOK_TIMEOUT',
       'onConnection',

@@ -37,14 +37,26 @@ export interface CookieSettings {
   sameSite: 'lax' | 'strict';
 }
 
-export function sessionCookie(settings: CookieSettings, id: string, secure: boolean): string {
-  return stringifySetCookie(settings.name, id, {
-    path: '/',
-    httpOnly: true,
-    sameSite: settings.sameSite,
-    secure,
-    maxAge: settings.timeout > 0 ? Math.floor(settings.timeout / 1000) : undefined,
-  });
+/**
+ * Builds Set-Cookie values for one configuration. The attributes never change, so the
+ * library renders them once (with a placeholder ID of the same alphabet) and each response
+ * only splices in its ID: IDs are validated to [A-Za-z0-9_-], which needs no encoding.
+ */
+export function sessionCookieWriter(settings: CookieSettings): (id: string, secure: boolean) => string {
+  const render = (secure: boolean) =>
+    stringifySetCookie(settings.name, 'ID', {
+      path: '/',
+      httpOnly: true,
+      sameSite: settings.sameSite,
+      secure,
+      maxAge: settings.timeout > 0 ? Math.floor(settings.timeout / 1000) : undefined,
+    });
+  const plain = render(false);
+  const secured = render(true);
+  const at = `${settings.name}=`.length;
+  const [plainHead, plainTail] = [plain.slice(0, at), plain.slice(at + 2)];
+  const [secureHead, secureTail] = [secured.slice(0, at), secured.slice(at + 2)];
+  return (id, secure) => (secure ? secureHead + id + secureTail : plainHead + id + plainTail);
 }
 
 /** Tells the browser to drop the cookie (after ctx.close()). */

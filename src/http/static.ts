@@ -1,20 +1,83 @@
+/**
+ * Files under publicDir, served for GET/HEAD without a context and without a cookie. Which
+ * files exist is kept in an index (rebuilt when the folder changes), so a dynamic request
+ * costs a Set lookup, not a file-system call. `send` serves the file itself: ranges,
+ * conditional requests, and refusing traversal and dotfiles.
+ */
+import { watch, type FSWatcher } from 'node:fs';
+import { readdir } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { join, relative, sep } from 'node:path';
 import send from 'send';
 
-/**
- * Serves a file under `root` for GET/HEAD, without a context and without a cookie. Resolves
- * false when there is no such file, so the request goes on to onConnection. `send` handles
- * traversal, dotfiles, ranges and conditional requests.
- */
-export function serveStatic(req: IncomingMessage, res: ServerResponse, root: string): Promise<boolean> {
-  if (req.method !== 'GET' && req.method !== 'HEAD') return Promise.resolve(false);
-  const path = (req.url ?? '/').split('?')[0]!;
-  if (path === '/' || path.endsWith('/')) return Promise.resolve(false);
-  return new Promise((resolve) => {
-    const stream = send(req, path, { root, index: false, dotfiles: 'ignore' });
-    stream.on('error', () => resolve(false));
-    stream.on('directory', () => resolve(false));
-    stream.on('headers', () => resolve(true));
-    stream.pipe(res);
-  });
+export class PublicFiles {
+  readonly #root: string;
+  #paths = new Set<string>();
+  #watcher: FSWatcher | undefined;
+  #rebuild: NodeJS.Timeout | undefined;
+
+  private constructor(root: string) {
+    this.#root = root;
+  }
+
+  static async open(root: string): Promise<PublicFiles> {
+    const files = new PublicFiles(root);
+    await files.#index();
+    try {
+      files.#watcher = watch(root, { recursive: true }, () => files.#scheduleIndex());
+      files.#watcher.on('error', () => files.#scheduleIndex());
+    } catch {
+      // No such folder (or no recursive watch): nothing to serve, nothing to watch.
+    }
+    return files;
+  }
+
+  async #index(): Promise<void> {
+    const paths = new Set<string>();
+    try {
+      for (const entry of await readdir(this.#root, { recursive: true, withFileTypes: true })) {
+        if (!entry.isFile()) continue;
+        const path = relative(this.#root, join(entry.parentPath ?? entry.path, entry.name));
+        // Dotfiles and files in dot-folders are never served.
+        if (path.split(sep).some((part) => part.startsWith('.'))) continue;
+        paths.add(`/${path.split(sep).join('/')}`);
+      }
+    } catch {
+      // A missing folder serves nothing.
+    }
+    this.#paths = paths;
+  }
+
+  #scheduleIndex(): void {
+    clearTimeout(this.#rebuild);
+    this.#rebuild = setTimeout(() => void this.#index(), 50);
+    this.#rebuild.unref();
+  }
+
+  /** Serves the file and resolves true, or resolves false when no file matches the request. */
+  serve(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
+    if (req.method !== 'GET' && req.method !== 'HEAD') return Promise.resolve(false);
+    const url = req.url ?? '/';
+    const query = url.indexOf('?');
+    const path = query === -1 ? url : url.slice(0, query);
+    let decoded: string;
+    try {
+      decoded = decodeURIComponent(path);
+    } catch {
+      return Promise.resolve(false);
+    }
+    if (!this.#paths.has(decoded)) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const stream = send(req, path, { root: this.#root, index: false, dotfiles: 'ignore' });
+      stream.on('error', () => resolve(false));
+      stream.on('directory', () => resolve(false));
+      stream.on('headers', () => resolve(true));
+      stream.pipe(res);
+    });
+  }
+
+  close(): void {
+    this.#watcher?.close();
+    clearTimeout(this.#rebuild);
+  }
 }
