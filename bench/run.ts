@@ -8,6 +8,7 @@
  *   npm run bench                          the full run (about 15 minutes)
  *   npm run bench -- --quick               seconds, one round: a smoke run
  *   npm run bench -- --workloads a,b,g     a subset
+ *   npm run bench -- --baseline REF        also run Resident as of commit REF (before/after)
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
@@ -16,7 +17,7 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { request } from 'undici';
-import { Contender, PEERS, resident, type ContenderSpec } from './lib/contender.ts';
+import { Contender, PEERS, baseline, resident, type ContenderSpec } from './lib/contender.ts';
 import { createSessions, drive, median, percentile, timeRequests } from './lib/load.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
@@ -30,6 +31,7 @@ const { values: args } = parseArgs({
     connections: { type: 'string' },
     scale: { type: 'string' },
     contexts: { type: 'string' },
+    baseline: { type: 'string' },
     out: { type: 'string', default: join(ROOT, 'bench/results') },
   },
 });
@@ -70,7 +72,8 @@ async function withContenders<T>(specs: ContenderSpec[], body: (contenders: Cont
 /** (a), (b): every contender on one path, interleaved A B C D …, rotating, several rounds. */
 async function throughput(workload: string, path: string): Promise<void> {
   log(`\n${workload}: ${path} — ${settings.rounds} rounds × ${settings.seconds}s, ${settings.connections} clients`);
-  await withContenders([...PEERS, resident(1), resident(2)], async (contenders) => {
+  const baselines = (args.baseline ?? '').split(',').filter(Boolean).map((ref) => baseline(ref, 2));
+  await withContenders([...PEERS, resident(1), resident(2), ...baselines], async (contenders) => {
     for (const contender of contenders) await drive(contender.url, { connections: settings.connections, seconds: settings.warmup, path });
     const samples = new Map<Contender, Array<{ rps: number; p50: number; p99: number; cpu: number }>>();
     for (let round = 0; round < settings.rounds; round++) {

@@ -6,7 +6,7 @@
 import { parseArgs } from 'node:util';
 import { loadConfigFile } from './config.ts';
 import { isResidentError } from './errors.ts';
-import { startServer } from './server.ts';
+import { startServer, type ResidentServer } from './server.ts';
 
 async function main(): Promise<number | undefined> {
   let configPath = 'config.json';
@@ -26,7 +26,29 @@ async function main(): Promise<number | undefined> {
     console.error(`resident: ${(error as Error).message}`);
     return 2;
   }
-  let server;
+  let server: ResidentServer | undefined;
+  let stopRequested: string | undefined;
+  const stop = (signal: string) => {
+    if (!server) {
+      // Still starting: shut down as soon as the server is up.
+      stopRequested = signal;
+      return;
+    }
+    const running = server;
+    running.log.info({ event: 'stopping', signal }, 'shutting down');
+    running.shutdown().then(
+      ({ lost }) => process.exit(lost > 0 ? 1 : 0),
+      (error) => {
+        running.log.error({ err: error }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  // Registered before anything listens, so no signal finds the default handler (which would
+  // kill the process without suspending). Ctrl-C reaches the whole `npm start` process group,
+  // so a signal may come twice: shutdown() is idempotent and the second just waits for it.
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
   try {
     server = await startServer({ config });
   } catch (error) {
@@ -38,25 +60,13 @@ async function main(): Promise<number | undefined> {
       event: 'started',
       url: server.url,
       threads: config.workers.threads,
+      store: config.store.kind,
       processTimeout: config.sessions.processTimeout,
       cookieTimeout: config.sessions.cookieTimeout,
     },
     `Resident listening on ${server.url}`,
   );
-  const stop = (signal: string) => {
-    server.log.info({ event: 'stopping', signal }, 'shutting down');
-    server.shutdown().then(
-      ({ lost }) => process.exit(lost > 0 ? 1 : 0),
-      (error) => {
-        server.log.error({ err: error }, 'shutdown failed');
-        process.exit(1);
-      },
-    );
-  };
-  // Ctrl-C reaches the whole `npm start` process group, so the signal may come twice:
-  // shutdown() is idempotent and the second signal just waits for the first.
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
+  if (stopRequested) stop(stopRequested);
   return undefined;
 }
 

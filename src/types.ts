@@ -21,7 +21,10 @@ export interface Context {
   readonly id: string;
   /** A salted hash of the ID, safe for logs. */
   readonly idHash: string;
-  /** True while this context handles its first request (new session, or resumed one). */
+  /**
+   * True while this context handles its first request (new session, or resumed one), and
+   * until one of its requests succeeds: a hook that throws while restoring gets another go.
+   */
   readonly isNew: boolean;
   /** True when this context was rebuilt for a suspended session (stays true for its life). */
   readonly resumed: boolean;

@@ -196,6 +196,25 @@ export interface Child {
   exited: Promise<number | null>;
 }
 
+/** The JSON log lines a child has printed so far (a partial last line waits for the next call). */
+export function childLogs(child: Child): LogLine[] {
+  const lines: LogLine[] = [];
+  for (const line of child.stdout().split('\n')) {
+    if (!line.startsWith('{')) continue;
+    try {
+      lines.push(JSON.parse(line) as LogLine);
+    } catch {
+      // A partial last line: read it on the next poll.
+    }
+  }
+  return lines;
+}
+
+/** A child's exit and output, for assertion messages. */
+export function describeChild(child: Child, tail = 4000): string {
+  return `exit=${child.process.exitCode} signal=${child.process.signalCode}\nstdout:\n${child.stdout().slice(-tail)}\nstderr:\n${child.stderr().slice(-tail)}`;
+}
+
 /** Runs `src/main.ts` (what `npm start` runs) as a child process. */
 export function runMain(args: string[], env: Record<string, string> = {}): Child {
   const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/main.ts'), ...args], {

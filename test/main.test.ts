@@ -8,7 +8,7 @@ import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { Client, FIXTURE_HOOKS, ROOT, runMain, send, waitFor, writeTempConfig, type Child, type LogLine } from './helpers.ts';
+import { Client, FIXTURE_HOOKS, ROOT, childLogs, describeChild, runMain, send, waitFor, writeTempConfig, type Child, type LogLine } from './helpers.ts';
 
 const CLI_CONNECTION_HOOK = join(ROOT, 'test/fixtures/cli/onConnection.ts');
 const CLI_SUSPEND_HOOK = join(ROOT, 'test/fixtures/cli/onSessionSuspend.ts');
@@ -57,22 +57,7 @@ function probe(port: number): Promise<string> {
   });
 }
 
-function logLines(child: Child): LogLine[] {
-  const lines: LogLine[] = [];
-  for (const line of child.stdout().split('\n')) {
-    if (!line.startsWith('{')) continue;
-    try {
-      lines.push(JSON.parse(line) as LogLine);
-    } catch {
-      // A partial last line: read it on the next poll.
-    }
-  }
-  return lines;
-}
 
-function describeChild(child: Child): string {
-  return `exit=${child.process.exitCode} signal=${child.process.signalCode}\nstdout:\n${child.stdout()}\nstderr:\n${child.stderr()}`;
-}
 
 /** Resolves with the exit code, or fails after `ms`. */
 async function exitCode(child: Child, ms = EXIT_MS): Promise<number | null> {
@@ -94,7 +79,7 @@ async function started(child: Child): Promise<string> {
       if (child.process.exitCode !== null || child.process.signalCode !== null) {
         throw new Error(`the server exited before listening\n${describeChild(child)}`);
       }
-      return logLines(child).find((l) => l.event === 'started');
+      return childLogs(child).find((l) => l.event === 'started');
     },
     STARTUP_MS,
     'the "started" log line',
@@ -158,7 +143,7 @@ async function startWithClients(count: number, extraEnv: Record<string, string> 
   return { child, url, clients, record, requests };
 }
 
-const suspendedLines = (child: Child, reason: string) => logLines(child).filter((l) => l.event === 'suspended' && l.reason === reason);
+const suspendedLines = (child: Child, reason: string) => childLogs(child).filter((l) => l.event === 'suspended' && l.reason === reason);
 
 describe('invalid startup', () => {
   test('an invalid config file: exit 2, stderr names the key, nothing listening', TEST, async () => {
@@ -167,7 +152,7 @@ describe('invalid startup', () => {
     const child = start(['--config', path]);
     assert.equal(await exitCode(child), 2, describeChild(child));
     assert.match(child.stderr(), /sessions\.maxContext\b/);
-    assert.equal(logLines(child).find((l) => l.event === 'started'), undefined);
+    assert.equal(childLogs(child).find((l) => l.event === 'started'), undefined);
     assert.equal(await probe(port), 'ECONNREFUSED');
   });
 
@@ -224,7 +209,7 @@ describe('invalid startup', () => {
     assert.equal(await exitCode(child), 2, describeChild(child));
     assert.match(child.stderr(), /hook/i);
     assert.ok(child.stderr().includes(missing), child.stderr());
-    assert.equal(logLines(child).find((l) => l.event === 'started'), undefined);
+    assert.equal(childLogs(child).find((l) => l.event === 'started'), undefined);
     assert.equal(await probe(port), 'ECONNREFUSED');
   });
 
@@ -308,7 +293,7 @@ describe('shutdown', () => {
     const suspended = suspendedLines(child, 'shutdown');
     assert.equal(suspended.length, 5, describeChild(child));
     assert.equal(new Set(suspended.map((l) => l.session)).size, 5);
-    const stopped = logLines(child).filter((l) => l.event === 'stopped');
+    const stopped = childLogs(child).filter((l) => l.event === 'stopped');
     assert.equal(stopped.length, 1, describeChild(child));
     assert.equal(stopped[0]!.suspended, 5);
     assert.equal(stopped[0]!.lost, 0);
@@ -323,13 +308,13 @@ describe('shutdown', () => {
     child.process.kill('SIGINT');
     assert.equal(await exitCode(child), 0, describeChild(child));
 
-    const stopping = logLines(child).filter((l) => l.event === 'stopping');
+    const stopping = childLogs(child).filter((l) => l.event === 'stopping');
     assert.equal(stopping.length, 2, `both signals were handled\n${describeChild(child)}`);
     const calls = readRecords(record);
     assert.equal(calls.length, 5, JSON.stringify(calls));
     assert.ok(calls.every((c) => c.reason === 'shutdown'), JSON.stringify(calls));
     assert.equal(suspendedLines(child, 'shutdown').length, 5, describeChild(child));
-    assert.equal(logLines(child).filter((l) => l.event === 'stopped').length, 1, describeChild(child));
+    assert.equal(childLogs(child).filter((l) => l.event === 'stopped').length, 1, describeChild(child));
   });
 
   test('SIGTERM with a request in flight: the request finishes before its context is suspended', TEST, async () => {
@@ -357,13 +342,13 @@ describe('shutdown', () => {
     assert.ok(calls.every((c) => c.reason === 'shutdown'), JSON.stringify(calls));
     assert.deepEqual(calls.map((c) => c.mode).sort(), ['throw', null].sort());
 
-    const errors = logLines(child).filter((l) => l.level >= 50);
+    const errors = childLogs(child).filter((l) => l.level >= 50);
     const loss = errors.find((l) => /onSessionSuspend/.test(String(l.hook ?? l.msg)) && /lost/i.test(l.msg));
     assert.ok(loss, `an error line naming the lost suspend\n${describeChild(child)}`);
     assert.match(String(loss.hook ?? loss.msg), /shutdown/);
     // The other context was suspended normally.
     assert.equal(suspendedLines(child, 'shutdown').length, 1, describeChild(child));
-    const stopped = logLines(child).find((l) => l.event === 'stopped');
+    const stopped = childLogs(child).find((l) => l.event === 'stopped');
     assert.equal(stopped?.lost, 1, describeChild(child));
     assert.equal(stopped?.suspended, 1);
   });

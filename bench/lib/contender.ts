@@ -1,6 +1,7 @@
 /** A server under test, as its own process: started, commanded over stdin, measured, stopped. */
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { existsSync, readFileSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 
@@ -12,6 +13,8 @@ export interface ContenderSpec {
   name: string;
   file: string;
   env?: Record<string, string>;
+  /** A checkout of another commit to run the contender from (see --baseline). */
+  root?: string;
 }
 
 export const PEERS: ContenderSpec[] = [
@@ -25,6 +28,20 @@ export const resident = (threads: number, env: Record<string, string> = {}): Con
   file: 'resident.ts',
   env: { THREADS: String(threads), ...env },
 });
+
+/**
+ * Resident as of an earlier commit, checked out beside this one (sharing node_modules), so an
+ * optimisation's before and after are measured in the same run.
+ */
+export function baseline(ref: string, threads: number): ContenderSpec {
+  const sha = execFileSync('git', ['rev-parse', '--short', ref], { cwd: ROOT, encoding: 'utf8' }).trim();
+  const root = join(tmpdir(), `resident-bench-${sha}`);
+  if (!existsSync(root)) {
+    execFileSync('git', ['worktree', 'add', '--detach', root, sha], { cwd: ROOT, stdio: 'ignore' });
+    symlinkSync(join(ROOT, 'node_modules'), join(root, 'node_modules'));
+  }
+  return { ...resident(threads), name: `Resident @${sha}, ${threads} thread${threads > 1 ? 's' : ''}`, root };
+}
 
 export class Contender {
   readonly spec: ContenderSpec;
@@ -47,8 +64,9 @@ export class Contender {
   /** Starts the process; resolves with the ms from spawn to listening. */
   async start(): Promise<number> {
     const started = performance.now();
-    const child = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', join(ROOT, 'bench/contenders', this.spec.file)], {
-      cwd: ROOT,
+    const root = this.spec.root ?? ROOT;
+    const child = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', join(root, 'bench/contenders', this.spec.file)], {
+      cwd: root,
       env: { ...process.env, ...this.spec.env },
     });
     this.#child = child;

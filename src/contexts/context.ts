@@ -91,7 +91,7 @@ export class LiveContext implements Context {
     this.#expiresAt = expiresAt === null ? null : new Date(expiresAt);
   }
 
-  /** Called by the worker after each request. */
+  /** Called by the worker after each request that succeeded. */
   endRequest(): void {
     this.#isNew = false;
   }

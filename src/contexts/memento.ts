@@ -5,8 +5,20 @@
  * CVE-2020-9484). Encoding happens in the worker at suspend time, so a value that cannot be
  * saved is reported then, with its path, not discovered at restore (H2).
  */
+import { createHash } from 'node:crypto';
 import { parse, stringify } from 'devalue';
 import { ResidentError } from '../errors.ts';
+
+/**
+ * Stored form: `m1:<digest>:<devalue text>`. The digest (SHA-256, 128 bits shown) catches
+ * damage that still parses, such as a flipped digit, which would otherwise be served as
+ * data (RELIABILITY.md E11).
+ */
+const FORMAT = 'm1';
+
+function digest(text: string): string {
+  return createHash('sha256').update(text).digest('base64url').slice(0, 22);
+}
 
 export function encodeMemento(value: unknown, maxBytes: number): string {
   let text: string;
@@ -24,9 +36,23 @@ export function encodeMemento(value: unknown, maxBytes: number): string {
   if (bytes > maxBytes) {
     throw new ResidentError('RESIDENT_ERR_MEMENTO_TOO_LARGE', `the memento is ${bytes} bytes, over sessions.maxMementoSize (${maxBytes})`);
   }
-  return text;
+  return `${FORMAT}:${digest(text)}:${text}`;
 }
 
-export function decodeMemento(text: string): unknown {
-  return parse(text);
+/** The memento, or a RESIDENT_ERR_MEMENTO_CORRUPT error when the stored text is damaged. */
+export function decodeMemento(stored: string): unknown {
+  const first = stored.indexOf(':');
+  const second = stored.indexOf(':', first + 1);
+  if (first === -1 || second === -1 || stored.slice(0, first) !== FORMAT) {
+    throw new ResidentError('RESIDENT_ERR_MEMENTO_CORRUPT', 'the stored memento is not in a known format');
+  }
+  const text = stored.slice(second + 1);
+  if (digest(text) !== stored.slice(first + 1, second)) {
+    throw new ResidentError('RESIDENT_ERR_MEMENTO_CORRUPT', 'the stored memento does not match its checksum');
+  }
+  try {
+    return parse(text);
+  } catch (error) {
+    throw new ResidentError('RESIDENT_ERR_MEMENTO_CORRUPT', `the stored memento cannot be parsed: ${(error as Error).message}`);
+  }
 }

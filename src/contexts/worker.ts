@@ -106,9 +106,8 @@ async function handleRequest(hosted: Hosted, task: Extract<WorkerTask, { type: '
   let request: Request;
   try {
     request = toRequest(task.request);
-  } catch (error) {
+  } catch {
     // An unparseable URL or Host header: the client's fault, answered without the hook.
-    ctx.endRequest();
     return { type: 'response', ...errorResponse(400), closed: false, threadId };
   }
   try {
@@ -119,11 +118,12 @@ async function handleRequest(hosted: Hosted, task: Extract<WorkerTask, { type: '
       'onConnection',
     );
     reply = { type: 'response', ...(await fromResponse(response)), closed: false, threadId };
+    // Only a request that succeeded ends the context's first request: when the hook throws
+    // while restoring a memento, the next request sees isNew (and saved) again (H4).
+    ctx.endRequest();
   } catch (error) {
     const status = error instanceof ResidentError && error.code === 'RESIDENT_ERR_HOOK_TIMEOUT' ? 504 : 500;
     reply = { type: 'response', ...errorResponse(status), closed: false, error: toWireError(error), threadId };
-  } finally {
-    ctx.endRequest();
   }
   if (ctx.userIdChanged) {
     reply.userId = ctx.userId;

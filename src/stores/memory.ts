@@ -1,18 +1,20 @@
 import type { ContextStore, SessionRecord } from './store.ts';
 
+/** Expiry index granularity: records are bucketed by the second they expire in. */
+const BUCKET_MS = 1000;
+
 /**
  * Records in this process: fast, bounded and volatile (a restart forgets every suspended
- * session). Beyond `maxEntries` the record that expires first is dropped, and expired records
- * are removed by the sweep, so the store never grows without bound (RELIABILITY.md C8).
+ * session). An index of expiry buckets lets the sweep read only what has expired, whatever
+ * order records were written in; beyond `maxEntries` the record that expires first is
+ * dropped, so the store never grows without bound (RELIABILITY.md C8).
  */
 export class MemoryStore implements ContextStore {
   readonly kind = 'memory';
-  /**
-   * Records with an expiry, in the order they were written. With one cookie timeout for every
-   * session that is also expiry order, so the sweep reads from the head.
-   */
-  readonly #expiring = new Map<string, SessionRecord>();
-  readonly #forever = new Map<string, SessionRecord>();
+  readonly #records = new Map<string, SessionRecord>();
+  /** Expiry second → IDs expiring in it; `#seconds` keeps the keys sorted. */
+  readonly #buckets = new Map<number, Set<string>>();
+  #seconds: number[] = [];
   readonly #maxEntries: number;
 
   constructor(options: { maxEntries?: number } = {}) {
@@ -20,46 +22,89 @@ export class MemoryStore implements ContextStore {
   }
 
   get size(): number {
-    return this.#expiring.size + this.#forever.size;
+    return this.#records.size;
   }
 
   async get(id: string): Promise<SessionRecord | undefined> {
-    const record = this.#expiring.get(id) ?? this.#forever.get(id);
+    const record = this.#records.get(id);
     return record && { ...record };
   }
 
   async set(record: SessionRecord): Promise<void> {
-    this.#expiring.delete(record.id);
-    this.#forever.delete(record.id);
+    this.#remove(record.id);
     // Records hold only strings and numbers: a shallow copy keeps the caller's later changes out.
-    (record.expiresAt === null ? this.#forever : this.#expiring).set(record.id, { ...record });
-    while (this.size > this.#maxEntries) {
-      const oldest = this.#expiring.keys().next().value ?? this.#forever.keys().next().value;
-      if (oldest === undefined) break;
-      await this.delete(oldest);
+    this.#records.set(record.id, { ...record });
+    if (record.expiresAt !== null) this.#index(record.id, record.expiresAt);
+    while (this.#records.size > this.#maxEntries) {
+      const first = this.#seconds.length > 0 ? this.#buckets.get(this.#seconds[0]!)!.values().next().value : undefined;
+      this.#remove(first ?? this.#records.keys().next().value!);
     }
   }
 
   async delete(id: string): Promise<void> {
-    this.#expiring.delete(id);
-    this.#forever.delete(id);
+    this.#remove(id);
   }
 
   async expiredIds(now: number, limit: number): Promise<string[]> {
     const ids: string[] = [];
-    for (const [id, record] of this.#expiring) {
-      if (ids.length >= limit || record.expiresAt! > now) break;
-      ids.push(id);
+    for (const second of this.#seconds) {
+      if (second * BUCKET_MS > now || ids.length >= limit) break;
+      for (const id of this.#buckets.get(second)!) {
+        if (ids.length >= limit) break;
+        if (this.#records.get(id)!.expiresAt! <= now) ids.push(id);
+      }
     }
     return ids;
   }
 
   async quarantine(id: string): Promise<void> {
-    await this.delete(id);
+    this.#remove(id);
   }
 
   async close(): Promise<void> {
-    this.#expiring.clear();
-    this.#forever.clear();
+    this.#records.clear();
+    this.#buckets.clear();
+    this.#seconds = [];
   }
+
+  #index(id: string, expiresAt: number): void {
+    const second = Math.floor(expiresAt / BUCKET_MS);
+    let bucket = this.#buckets.get(second);
+    if (!bucket) {
+      bucket = new Set();
+      this.#buckets.set(second, bucket);
+      // Cookie timeouts make new seconds arrive in order, so this is almost always an append.
+      let at = this.#seconds.length;
+      while (at > 0 && this.#seconds[at - 1]! > second) at--;
+      this.#seconds.splice(at, 0, second);
+    }
+    bucket.add(id);
+  }
+
+  #remove(id: string): void {
+    const record = this.#records.get(id);
+    if (!record) return;
+    this.#records.delete(id);
+    if (record.expiresAt === null) return;
+    const second = Math.floor(record.expiresAt / BUCKET_MS);
+    const bucket = this.#buckets.get(second)!;
+    bucket.delete(id);
+    if (bucket.size === 0) {
+      this.#buckets.delete(second);
+      const at = sortedIndex(this.#seconds, second);
+      if (this.#seconds[at] === second) this.#seconds.splice(at, 1);
+    }
+  }
+}
+
+/** The position of `value` in the ascending `list`, or where it would go. */
+function sortedIndex(list: number[], value: number): number {
+  let low = 0;
+  let high = list.length;
+  while (low < high) {
+    const mid = (low + high) >>> 1;
+    if (list[mid]! < value) low = mid + 1;
+    else high = mid;
+  }
+  return low;
 }

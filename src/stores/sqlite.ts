@@ -34,7 +34,7 @@ const SCHEMA = `
   );
 `;
 
-interface Row {
+export interface Row {
   id: string;
   user_id: string | null;
   client_ip: string;
@@ -170,7 +170,8 @@ export class SqliteStore implements ContextStore {
   }
 }
 
-function fromRow(row: Row): SessionRecord {
+/** A row as a SessionRecord (exported for tests that inspect the database directly). */
+export function fromRow(row: Row): SessionRecord {
   return {
     id: row.id,
     userId: row.user_id,
