@@ -1,25 +1,31 @@
 /**
- * The worker pool: piscina with a load balancer that pins each context to one thread for its
- * whole life. The settings follow what we measured (../shared/DESIGN.md): affinity keyed by
- * `worker.id` (the array position changes when a worker is replaced), always the home worker
- * (a null would send the task to piscina's shared queue, where order can break), no
- * AbortSignal (aborting terminates the thread and every context on it), and
- * `atomics: 'async'` so idle workers keep their timers running.
+ * The worker pool. piscina supervises the threads: it starts them, loads the hooks, and
+ * replaces a thread that dies. Requests do not travel as piscina tasks: each thread gets a
+ * MessageChannel (./channel.ts) that carries them in batches, because the per-task cost of a
+ * piscina run (a task object, an async resource, a wake-up per message) was the largest
+ * main-thread cost after socket writes (bench/ profile, BENCHMARKS.md).
+ *
+ * Affinity is ours: a context's home is the thread id in its Route for its whole life. A new
+ * context goes to the thread holding the fewest. piscina's balancer only routes the control
+ * tasks (readiness, channel hand-over) to the thread they are for.
  */
 import { fileURLToPath } from 'node:url';
+import { MessageChannel } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { PiscinaTask } from 'piscina';
-import type { WorkerEvent, WorkerReply, WorkerTask } from './protocol.ts';
+import { WorkerChannel, WorkerLostError } from './channel.ts';
+import type { ConnectTask, WorkerEvent, WorkerReply, WorkerTask } from './protocol.ts';
 import type { WorkerSettings } from './worker.ts';
 
-/** Where a context lives: the balancer reads it, and writes it when it picks a home. */
+export { WorkerLostError };
+
+/** Where a context lives: read on every send, written when a home is picked. */
 export interface Route {
   workerId: number | null;
 }
 
 interface BalancedWorker {
   id: number;
-  currentUsage: number;
 }
 
 export interface PoolEvents {
@@ -32,59 +38,103 @@ export interface PoolEvents {
 const WORKER_ENTRY = fileURLToPath(new URL('./worker-entry.mjs', import.meta.url));
 
 export class ContextPool {
-  readonly #piscina: Piscina<WorkerTask, WorkerReply>;
-  /** Contexts homed per worker id: new contexts go to the thread holding the fewest. */
+  readonly #piscina: Piscina<WorkerTask | ConnectTask, WorkerReply | { type: 'connected' }>;
+  readonly #channels = new Map<number, WorkerChannel>();
+  /** Contexts homed per worker id. */
   readonly #homed = new Map<number, number>();
+  readonly #events: PoolEvents;
+  /** Sends that found no connected thread (one was being replaced) wait here. */
+  #waiting: Array<() => void> = [];
   #closed = false;
 
   constructor(threads: number, settings: WorkerSettings, events: PoolEvents) {
+    this.#events = events;
     this.#piscina = new Piscina({
       filename: WORKER_ENTRY,
       minThreads: threads,
       maxThreads: threads,
       idleTimeout: Infinity,
       concurrentTasksPerWorker: 1_000_000,
+      // Idle workers must keep their timers running (hooks and loaders use them).
       atomics: 'async',
       recordTiming: false,
       workerData: settings,
       loadBalancer: (task, workers) => this.#pick(task, workers),
     });
-    this.#piscina.on('workerCreate', (worker: BalancedWorker) => this.#homed.set(worker.id, 0));
-    // By the time piscina reports a destroyed worker its threadId reads -1, so the dead one is
-    // found as the known id no longer among the running threads.
-    this.#piscina.on('workerDestroy', () => {
-      const running = new Set(this.#piscina.threads.map((thread) => thread.threadId));
-      for (const id of [...this.#homed.keys()]) {
-        if (running.has(id)) continue;
-        this.#homed.delete(id);
-        if (!this.#closed) events.onWorkerGone(id);
-      }
+    // A replacement thread gets its channel as soon as piscina has it ready.
+    this.#piscina.on('workerCreate', (worker: BalancedWorker) => {
+      if (!this.#closed) void this.#connect(worker.id).catch((error) => events.onPoolError(error));
     });
     this.#piscina.on('message', (event: WorkerEvent) => events.onWorkerEvent(event));
     this.#piscina.on('error', (error: Error) => events.onPoolError(error));
   }
 
-  /** Resolves once every thread has loaded the hooks; rejects if a hook module fails to load. */
+  /** Resolves once every thread has loaded the hooks and holds its channel. */
   async ready(): Promise<void> {
-    // A throwaway context per thread forces each worker to import the hooks now rather than
-    // on the first client's request.
-    await Promise.all(
-      Array.from({ length: this.#piscina.maxThreads }, () => this.#piscina.run({ type: 'discard', sessionId: '' })),
+    // A probe per thread makes each worker import the hooks now, so a broken hook module
+    // fails startup rather than the first client's request.
+    await Promise.all(Array.from({ length: this.#piscina.maxThreads }, () => this.#piscina.run({ type: 'discard', sessionId: '' })));
+    while (this.#channels.size < this.#piscina.threads.length) await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+
+  async #connect(workerId: number): Promise<void> {
+    if (this.#channels.has(workerId)) return;
+    const { port1, port2 } = new MessageChannel();
+    const task: ConnectTask & Record<symbol, unknown> = { type: 'connect', port: port2 };
+    task[Piscina.queueOptionsSymbol] = workerId;
+    await this.#piscina.run(task, { transferList: [port2] });
+    this.#channels.set(
+      workerId,
+      new WorkerChannel(workerId, port1, () => this.#lost(workerId)),
     );
+    this.#homed.set(workerId, this.#homed.get(workerId) ?? 0);
+    for (const wake of this.#waiting.splice(0)) wake();
+  }
+
+  #lost(workerId: number): void {
+    this.#channels.delete(workerId);
+    this.#homed.delete(workerId);
+    if (!this.#closed) this.#events.onWorkerGone(workerId);
   }
 
   /**
-   * Sends a task to the home worker of `route` (assigning one if it has none yet); a task
-   * without a route goes to the least busy thread.
+   * Sends a task to the home thread of `route`, picking one (the thread holding the fewest
+   * contexts) if it has none; a task without a route goes to the least busy thread.
    */
-  run(task: WorkerTask, route: Route | null, transfer?: ArrayBuffer): Promise<WorkerReply> {
-    return this.#piscina.run(this.#routed(task, route), transfer ? { transferList: [transfer] } : undefined);
+  async run(task: WorkerTask, route: Route | null, transfer?: ArrayBuffer): Promise<WorkerReply> {
+    let channel = this.#channelFor(route);
+    while (!channel) {
+      if (this.#closed) throw new WorkerLostError(-1);
+      await new Promise<void>((resolve) => this.#waiting.push(resolve));
+      channel = this.#channelFor(route);
+    }
+    const reply = await channel.send(task, transfer);
+    if (reply.type === 'failed') throw new Error(`worker ${channel.threadId} failed a task: ${reply.error.message}`);
+    return reply;
   }
 
-  /** The balancer reads the route from this symbol; structured clone leaves it behind. */
-  #routed(task: WorkerTask, route: Route | null): WorkerTask {
-    (task as unknown as Record<symbol, unknown>)[Piscina.queueOptionsSymbol] = route;
-    return task;
+  #channelFor(route: Route | null): WorkerChannel | undefined {
+    if (route?.workerId != null) {
+      const home = this.#channels.get(route.workerId);
+      if (home) return home;
+      // The home thread is gone: the context went with it. Its next task finds no context on
+      // the new home and says so ('gone'), and the session resumes from its memento.
+      this.release(route);
+    }
+    let best: WorkerChannel | undefined;
+    let bestLoad = Infinity;
+    for (const channel of this.#channels.values()) {
+      const load = route ? (this.#homed.get(channel.threadId) ?? 0) : channel.inFlight;
+      if (load < bestLoad) {
+        best = channel;
+        bestLoad = load;
+      }
+    }
+    if (best && route) {
+      route.workerId = best.threadId;
+      this.#homed.set(best.threadId, bestLoad + 1);
+    }
+    return best;
   }
 
   /** The context behind `route` left its worker: forget its home. */
@@ -101,44 +151,29 @@ export class ContextPool {
   }
 
   get threadIds(): number[] {
-    return this.#piscina.threads.map((thread) => thread.threadId);
+    return [...this.#channels.keys()];
   }
 
   /** Each worker's figures: contexts held and heap used. */
   async workerStats(options: { gc?: boolean } = {}): Promise<Array<{ threadId: number; contexts: number; heapUsed: number }>> {
-    const replies = await Promise.all(
-      [...this.#homed.keys()].map((workerId) => this.#piscina.run(this.#routed({ type: 'stats', sessionId: '', gc: options.gc }, { workerId }))),
-    );
+    const replies = await Promise.all([...this.#channels.values()].map((channel) => channel.send({ type: 'stats', sessionId: '', gc: options.gc })));
     return replies.flatMap((reply) => (reply.type === 'stats' ? [{ threadId: reply.threadId, contexts: reply.contexts, heapUsed: reply.heapUsed }] : []));
   }
 
   async close(): Promise<void> {
     this.#closed = true;
+    for (const wake of this.#waiting.splice(0)) wake();
     await this.#piscina.destroy();
   }
 
+  /** piscina's balancer, for control tasks only: the connect task names its thread. */
   #pick<W extends BalancedWorker>(task: PiscinaTask, workers: W[]): W | null {
-    if (workers.length === 0) return null;
-    const route = (task as unknown as Record<symbol, Route | null>)[Piscina.queueOptionsSymbol] ?? null;
-    if (route?.workerId != null) {
-      for (const worker of workers) if (worker.id === route.workerId) return worker;
-      // The home thread is gone: the context went with it. Its next task finds no context
-      // on the new home and says so ('gone'), and the session resumes from its memento.
-      this.release(route);
-    }
-    let best = workers[0]!;
-    let bestLoad = route ? this.#homed.get(best.id) ?? 0 : best.currentUsage;
-    for (const worker of workers) {
-      const load = route ? this.#homed.get(worker.id) ?? 0 : worker.currentUsage;
-      if (load < bestLoad) {
-        best = worker;
-        bestLoad = load;
-      }
-    }
-    if (route) {
-      route.workerId = best.id;
-      this.#homed.set(best.id, (this.#homed.get(best.id) ?? 0) + 1);
-    }
+    // piscina reports a task without queue options as null.
+    const target = (task as unknown as Record<symbol, number | null | undefined>)[Piscina.queueOptionsSymbol];
+    if (target != null) return workers.find((worker) => worker.id === target) ?? null;
+    // Readiness probes: one per thread, to the thread with the fewest tasks.
+    let best: W | null = null;
+    for (const worker of workers) if (!best || (worker as unknown as { currentUsage: number }).currentUsage < (best as unknown as { currentUsage: number }).currentUsage) best = worker;
     return best;
   }
 }

@@ -2,6 +2,7 @@
  * The one typed message protocol across the worker boundary. Main-thread code and worker code
  * both import this file and nothing else from each other.
  */
+import type { MessagePort } from 'node:worker_threads';
 import type { SuspendReason } from '../types.ts';
 
 /** How a context is born on its worker: sent with the first request of the context. */
@@ -73,7 +74,23 @@ export type WorkerReply =
   | { type: 'suspended'; memento: string }
   | { type: 'suspend-failed'; error: WireError }
   | { type: 'discarded' }
-  | { type: 'stats'; threadId: number; contexts: number; heapUsed: number };
+  | { type: 'stats'; threadId: number; contexts: number; heapUsed: number }
+  /** The worker failed the task itself (a bug, not a hook error). */
+  | { type: 'failed'; error: WireError };
+
+/**
+ * Requests travel over one MessageChannel per worker, in batches: everything for one worker
+ * in one event-loop turn is one message, and so are the replies (one wake-up per batch
+ * instead of one per request). Each entry carries an ID that pairs a reply with its task.
+ */
+export type TaskBatch = Array<[id: number, task: WorkerTask]>;
+export type ReplyBatch = Array<[id: number, reply: WorkerReply]>;
+
+/** The piscina task that hands a worker its end of the channel (the only other piscina task is the readiness probe). */
+export interface ConnectTask {
+  type: 'connect';
+  port: MessagePort;
+}
 
 /** Messages a worker sends outside of task replies (through parentPort). */
 export type WorkerEvent = { type: 'log'; level: 'warn' | 'error'; msg: string; error?: WireError };

@@ -3,9 +3,8 @@
  * requests, and calls the hooks. Knows nothing of sockets or cookies; speaks only the
  * protocol in ./protocol.ts.
  */
-import { parentPort, threadId, workerData } from 'node:worker_threads';
+import { parentPort, threadId, workerData, type MessagePort } from 'node:worker_threads';
 import { pathToFileURL } from 'node:url';
-import { Piscina } from 'piscina';
 import { ErrorCodes, ResidentError } from '../errors.ts';
 import type { OnConnection, OnSessionSuspend, SuspendReason } from '../types.ts';
 import { LiveContext } from './context.ts';
@@ -13,7 +12,17 @@ import { withDeadline } from './deadline.ts';
 import { SerialQueue } from './serial-queue.ts';
 import { responseBody, toRequest } from './fetch-objects.ts';
 import { decodeMemento, encodeMemento } from './memento.ts';
-import { toWireError, type ContextInit, type WireError, type WorkerEvent, type WorkerReply, type WorkerTask } from './protocol.ts';
+import {
+  toWireError,
+  type ConnectTask,
+  type ContextInit,
+  type ReplyBatch,
+  type TaskBatch,
+  type WireError,
+  type WorkerEvent,
+  type WorkerReply,
+  type WorkerTask,
+} from './protocol.ts';
 
 export interface WorkerSettings {
   onConnection: string;
@@ -154,7 +163,7 @@ async function handleSuspend(hosted: Hosted, reason: SuspendReason): Promise<Wor
   }
 }
 
-export default async function handle(task: WorkerTask): Promise<WorkerReply> {
+async function dispatch(task: WorkerTask): Promise<WorkerReply> {
   if (task.type === 'stats') {
     if (task.gc) (globalThis as { gc?: () => void }).gc?.();
     return { type: 'stats', threadId, contexts: contexts.size, heapUsed: process.memoryUsage().heapUsed };
@@ -172,10 +181,6 @@ export default async function handle(task: WorkerTask): Promise<WorkerReply> {
     const target = hosted;
     const reply = await target.queue.run(() => handleRequest(target, task));
     if (mementoError && reply.type === 'response') reply.mementoError = mementoError;
-    // The body is transferred to the main thread, not copied.
-    if (reply.type === 'response' && reply.body) {
-      return Piscina.move({ [Piscina.transferableSymbol]: reply.body, [Piscina.valueSymbol]: reply } as never) as unknown as WorkerReply;
-    }
     return reply;
   }
   if (!hosted) return task.type === 'discard' ? { type: 'discarded' } : { type: 'gone' };
@@ -183,4 +188,50 @@ export default async function handle(task: WorkerTask): Promise<WorkerReply> {
   if (task.type === 'suspend') return target.queue.run(() => handleSuspend(target, task.reason));
   contexts.delete(task.sessionId);
   return { type: 'discarded' };
+}
+
+/**
+ * Serves the main thread's channel: a batch of tasks in, each dispatched at once (contexts
+ * keep their own order), replies sent back in batches as they complete, bodies transferred.
+ */
+function attach(port: MessagePort): void {
+  let outbox: ReplyBatch = [];
+  let transfer: ArrayBuffer[] = [];
+  let scheduled = false;
+  const flush = () => {
+    scheduled = false;
+    const batch = outbox;
+    const list = transfer;
+    outbox = [];
+    transfer = [];
+    port.postMessage(batch, list);
+  };
+  const answer = (id: number, reply: WorkerReply) => {
+    outbox.push([id, reply]);
+    if (reply.type === 'response' && reply.body) transfer.push(reply.body);
+    if (!scheduled) {
+      scheduled = true;
+      setImmediate(flush);
+    }
+  };
+  port.on('message', (batch: TaskBatch) => {
+    for (const [id, task] of batch) {
+      dispatch(task).then(
+        (reply) => answer(id, reply),
+        (error) => answer(id, { type: 'failed', error: toWireError(error) }),
+      );
+    }
+  });
+}
+
+/**
+ * The piscina entry: the readiness probe and the channel hand-over. Every other task comes
+ * over the channel (see attach).
+ */
+export default async function handle(task: WorkerTask | ConnectTask): Promise<WorkerReply | { type: 'connected' }> {
+  if (task.type === 'connect') {
+    attach(task.port);
+    return { type: 'connected' };
+  }
+  return dispatch(task);
 }

@@ -1,0 +1,88 @@
+/**
+ * The main thread's end of one worker's channel. Tasks sent in one event-loop turn leave as
+ * one message; each promise settles when its reply comes back, or fails when the worker's end
+ * closes (the thread died), so every request in flight on a dead thread settles exactly once.
+ */
+import type { MessagePort } from 'node:worker_threads';
+import type { ReplyBatch, TaskBatch, WorkerReply, WorkerTask } from './protocol.ts';
+
+export class WorkerLostError extends Error {
+  constructor(threadId: number) {
+    super(`worker thread ${threadId} stopped`);
+    this.name = 'WorkerLostError';
+  }
+}
+
+interface Pending {
+  resolve(reply: WorkerReply): void;
+  reject(error: Error): void;
+}
+
+export class WorkerChannel {
+  readonly threadId: number;
+  readonly #port: MessagePort;
+  readonly #pending = new Map<number, Pending>();
+  #nextId = 0;
+  #outbox: TaskBatch = [];
+  #transfer: ArrayBuffer[] = [];
+  #scheduled = false;
+  #closed = false;
+
+  constructor(threadId: number, port: MessagePort, onClose: () => void) {
+    this.threadId = threadId;
+    this.#port = port;
+    port.on('message', (batch: ReplyBatch) => {
+      for (const [id, reply] of batch) {
+        const pending = this.#pending.get(id);
+        this.#pending.delete(id);
+        pending?.resolve(reply);
+      }
+    });
+    port.on('close', () => {
+      this.#closed = true;
+      const lost = [...this.#pending.values()];
+      this.#pending.clear();
+      for (const pending of lost) pending.reject(new WorkerLostError(threadId));
+      onClose();
+    });
+    // The HTTP server keeps the process alive; an idle channel must not.
+    port.unref();
+  }
+
+  /** Tasks waiting for a reply. */
+  get inFlight(): number {
+    return this.#pending.size;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  send(task: WorkerTask, transfer?: ArrayBuffer): Promise<WorkerReply> {
+    if (this.#closed) return Promise.reject(new WorkerLostError(this.threadId));
+    const id = this.#nextId++;
+    const reply = new Promise<WorkerReply>((resolve, reject) => this.#pending.set(id, { resolve, reject }));
+    this.#outbox.push([id, task]);
+    if (transfer) this.#transfer.push(transfer);
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      // Every request parsed in this turn of the event loop joins the same message.
+      setImmediate(() => this.#flush());
+    }
+    return reply;
+  }
+
+  #flush(): void {
+    this.#scheduled = false;
+    const batch = this.#outbox;
+    const transfer = this.#transfer;
+    this.#outbox = [];
+    this.#transfer = [];
+    if (this.#closed) return;
+    this.#port.postMessage(batch, transfer);
+  }
+
+  close(): void {
+    this.#port.close();
+  }
+}
