@@ -10,8 +10,11 @@ export type { Logger };
 
 const salt = randomBytes(16);
 
-export function hashId(id: string): string {
-  return createHash('sha256').update(salt).update(id).digest('base64url').slice(0, 16);
+/** The salt, for worker threads (ctx.idHash must match the main thread's log lines). */
+export const ID_HASH_SALT = salt.toString('hex');
+
+export function hashId(id: string, withSalt: Uint8Array = salt): string {
+  return createHash('sha256').update(withSalt).update(id).digest('base64url').slice(0, 16);
 }
 
 export function createLogger(level: string, destination?: DestinationStream): Logger {

@@ -15,7 +15,7 @@ import { readBody } from './http/body.ts';
 import { cameOverTls, clientIp, compileTrust } from './http/client-ip.ts';
 import { expiredSessionCookie, presentedSessionIds, sessionCookieWriter, setsCookieNamed, type CookieSettings } from './http/cookies.ts';
 import { PublicFiles } from './http/static.ts';
-import { createLogger, type Logger } from './log.ts';
+import { ID_HASH_SALT, createLogger, type Logger } from './log.ts';
 import { openStore } from './stores/open.ts';
 import type { ContextStore } from './stores/store.ts';
 
@@ -68,6 +68,7 @@ export async function startServer(options: StartOptions): Promise<ResidentServer
       connectionTimeout: config.hooks.connectionTimeout,
       suspendTimeout: config.hooks.suspendTimeout,
       maxMementoSize: config.sessions.maxMementoSize,
+      idHashSalt: ID_HASH_SALT,
     },
     {
       onWorkerGone: (workerId) => sessions?.workerGone(workerId),
@@ -148,7 +149,7 @@ async function handle(edge: Edge, req: IncomingMessage, res: ServerResponse): Pr
     const outcome = await sessions.serve(
       presentedSessionIds(req.headers.cookie, edge.cookie.name),
       clientIp(req, edge.trust),
-      { method: req.method ?? 'GET', url, headers: req.rawHeaders, body },
+      { method: req.method ?? 'GET', url, headers: req.rawHeaders.join('\n'), body },
     );
     write(edge, req, res, outcome, secure);
   } catch (error) {

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { SessionEntry } from '../src/contexts/directory.ts';
 import { Client, fixtureState, waitFor, withServer, type FixtureState, type LogLine, type Reply, type TestServer } from './helpers.ts';
+import { hashId } from '../src/log.ts';
 
 const EPOCH = new Date(0).toISOString();
 const IDLE_HOOK = "onSessionSuspend(ctx, 'idle')";
@@ -26,7 +27,7 @@ function entryOf(t: TestServer, id: string): SessionEntry | undefined {
 function hashOf(t: TestServer, id: string): string {
   const entry = entryOf(t, id);
   assert.ok(entry, 'the session is known');
-  return entry.idHash;
+  return hashId(entry.id);
 }
 
 function logsWith(t: TestServer, fields: Record<string, unknown>): LogLine[] {

@@ -11,6 +11,7 @@ import { after, test } from 'node:test';
 import { Agent } from 'undici';
 import type { SessionEntry } from '../src/contexts/directory.ts';
 import { Client, fixtureState, ManualClock, ROOT, send, waitFor, withServer, type FixtureState, type LogLine, type Reply, type TestServer } from './helpers.ts';
+import { hashId } from '../src/log.ts';
 import { SUSPEND_CALLS_CHANNEL, type SuspendCall } from './fixtures/lifecycle/recordingOnSessionSuspend.ts';
 
 const RECORDING_SUSPEND = join(ROOT, 'test/fixtures/lifecycle/recordingOnSessionSuspend.ts');
@@ -283,7 +284,7 @@ test('idle suspend on a real clock (processTimeout 1s): C4 and C9', async (s) =>
         assert.equal(t.server.sessions.directory.liveCount, 0);
         const logged = logsWith(t, { event: 'suspended', reason: 'idle' });
         assert.equal(logged.length, 1);
-        assert.equal(logged[0]!.session, entryOf(t, before.id)!.idHash);
+        assert.equal(logged[0]!.session, hashId(entryOf(t, before.id)!.id));
 
         // No double suspend (C4): the hook ran once, and nothing more happens while suspended.
         await sleep(600);
@@ -443,7 +444,7 @@ test('C5: at the cap the least recently active idle context is suspended (evicte
       const c1 = await state(c!, '/inc');
       await state(a!, '/inc'); // b is now the least recently active
       assert.equal(directory.liveCount, 3);
-      const bHash = entryOf(t, b2.id)!.idHash;
+      const bHash = hashId(entryOf(t, b2.id)!.id);
 
       const d1 = await state(d!, '/inc');
       assert.ok(![a1.id, b2.id, c1.id].includes(d1.id));

@@ -5,36 +5,59 @@
 import { threadId } from 'node:worker_threads';
 import type { Context } from '../types.ts';
 import type { ContextInit } from './protocol.ts';
+import { SerialQueue } from './serial-queue.ts';
+import { hashId } from '../log.ts';
+
+let idSalt = new Uint8Array(16);
+
+/** The main thread's salt, so ctx.idHash matches the `session` field of its log lines. */
+export function setIdSalt(hex: string): void {
+  idSalt = Buffer.from(hex, 'hex');
+}
 
 export class LiveContext implements Context {
   readonly id: string;
-  readonly idHash: string;
   readonly resumed: boolean;
   readonly saved: unknown;
   readonly savedVersion: number | undefined;
   readonly clientIp: string;
-  readonly createdAt: Date;
-  readonly threadId = threadId;
   vars: Record<string, any> = {};
-  #isNew = true;
-  #userId: string | null;
+  /** Runs this context's requests one at a time, in arrival order. */
+  readonly queue = new SerialQueue();
   /** True when the hook changed userId since the main thread last heard of it. */
   userIdChanged = false;
+  #isNew = true;
   #closed = false;
-  #expiresAt: Date | null = null;
-  readonly #selections = new Map<string, unknown>();
-  readonly #loading = new Map<string, Promise<unknown>>();
+  #userId: string | null;
+  // Times are kept as numbers and the Maps made on first use: an idle context is small
+  // (bench/ workload e: bytes per live idle context).
+  readonly #createdAt: number;
+  #expiresAt: number | null = null;
+  #selections: Map<string, unknown> | null = null;
+  #loading: Map<string, Promise<unknown>> | null = null;
 
   /** `saved` is the decoded memento; the worker decodes it (and reports a corrupt one). */
   constructor(id: string, init: ContextInit, saved: unknown) {
     this.id = id;
-    this.idHash = init.idHash;
     this.resumed = init.resumed;
     this.saved = saved;
     this.savedVersion = saved === undefined ? undefined : (init.savedVersion ?? undefined);
     this.#userId = init.userId;
     this.clientIp = init.clientIp;
-    this.createdAt = new Date(init.createdAt);
+    this.#createdAt = init.createdAt;
+  }
+
+  /** Computed when asked for (hooks rarely do), so an idle context does not carry it. */
+  get idHash(): string {
+    return hashId(this.id, idSalt);
+  }
+
+  get threadId(): number {
+    return threadId;
+  }
+
+  get createdAt(): Date {
+    return new Date(this.#createdAt);
   }
 
   get isNew(): boolean {
@@ -58,11 +81,11 @@ export class LiveContext implements Context {
   }
 
   get expiresAt(): Date | null {
-    return this.#expiresAt;
+    return this.#expiresAt === null ? null : new Date(this.#expiresAt);
   }
 
   get selections(): ReadonlyMap<string, unknown> {
-    return this.#selections;
+    return (this.#selections ??= new Map());
   }
 
   close(): void {
@@ -70,25 +93,27 @@ export class LiveContext implements Context {
   }
 
   async select<T>(name: string, load: () => T | Promise<T>): Promise<T> {
-    if (this.#selections.has(name)) return this.#selections.get(name) as T;
-    let pending = this.#loading.get(name) as Promise<T> | undefined;
+    const selections = (this.#selections ??= new Map());
+    if (selections.has(name)) return selections.get(name) as T;
+    const loading = (this.#loading ??= new Map());
+    let pending = loading.get(name) as Promise<T> | undefined;
     if (!pending) {
       pending = Promise.resolve().then(load);
-      this.#loading.set(name, pending);
+      loading.set(name, pending);
     }
     try {
       const value = await pending;
-      this.#selections.set(name, value);
+      selections.set(name, value);
       return value;
     } finally {
       // A failed load is not cached: the next call tries again.
-      this.#loading.delete(name);
+      loading.delete(name);
     }
   }
 
   /** Called by the worker before each request. */
   beginRequest(expiresAt: number | null): void {
-    this.#expiresAt = expiresAt === null ? null : new Date(expiresAt);
+    this.#expiresAt = expiresAt;
   }
 
   /** Called by the worker after each request that succeeded. */

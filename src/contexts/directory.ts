@@ -19,7 +19,6 @@ export type SessionState =
 
 export interface SessionEntry extends Route {
   readonly id: string;
-  readonly idHash: string;
   readonly clientIp: string;
   /** Wall-clock ms when the session began (kept in the store record). */
   readonly createdAt: number;

@@ -9,8 +9,9 @@ const encoder = new TextEncoder();
 
 export function toRequest(wire: WireRequest): Request {
   // Header pairs go straight into the Request: building a Headers first copies them twice.
+  const raw = wire.headers === '' ? [] : wire.headers.split('\n');
   const headers: Array<[string, string]> = [];
-  for (let i = 0; i < wire.headers.length; i += 2) headers.push([wire.headers[i]!, wire.headers[i + 1]!]);
+  for (let i = 0; i < raw.length; i += 2) headers.push([raw[i]!, raw[i + 1]!]);
   return new Request(wire.url, { method: wire.method, headers, body: wire.body });
 }
 

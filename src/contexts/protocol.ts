@@ -15,14 +15,16 @@ export interface ContextInit {
   clientIp: string;
   /** Wall-clock ms when the session began. */
   createdAt: number;
-  idHash: string;
 }
 
 export interface WireRequest {
   method: string;
   url: string;
-  /** Raw header list: name, value, name, value … */
-  headers: string[];
+  /**
+   * The raw header list (name, value, name, value …) joined with newlines: one string
+   * clones far cheaper than a dozen, and no header name or value can hold a newline.
+   */
+  headers: string;
   body: ArrayBuffer | null;
 }
 

@@ -3,7 +3,8 @@
  * `ctx.vars.n++` atomic per client even when a hook awaits between read and write.
  */
 export class SerialQueue {
-  #tail: Promise<unknown> = Promise.resolve();
+  /** The last job's settlement, or null when nothing is queued (an idle queue holds no promise). */
+  #tail: Promise<unknown> | null = null;
   #pending = 0;
 
   get pending(): number {
@@ -12,11 +13,17 @@ export class SerialQueue {
 
   run<T>(job: () => Promise<T>): Promise<T> {
     this.#pending++;
-    const result = this.#tail.then(job);
-    this.#tail = result.then(
-      () => this.#pending--,
-      () => this.#pending--,
+    const result = this.#tail ? this.#tail.then(job) : job();
+    const settled: Promise<unknown> = result.then(
+      () => this.#settle(settled),
+      () => this.#settle(settled),
     );
+    this.#tail = settled;
     return result;
+  }
+
+  #settle(settled: Promise<unknown>): void {
+    this.#pending--;
+    if (this.#tail === settled) this.#tail = null;
   }
 }

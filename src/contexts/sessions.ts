@@ -131,14 +131,14 @@ export class Sessions {
     if (!entry && foreign) {
       this.counters.ipMismatches++;
       this.#log.warn(
-        { event: 'ip-mismatch', session: foreign.idHash, boundIp: foreign.clientIp, clientIp },
+        { event: 'ip-mismatch', session: hashId(foreign.id), boundIp: foreign.clientIp, clientIp },
         'session cookie presented from another IP: refused, session untouched',
       );
       return { kind: 'error', error: new ResidentError('RESIDENT_ERR_IP_MISMATCH'), cookie: null };
     }
     if (!entry && presented.length > 0) {
       // Strict mode (A3): an ID we do not hold is never adopted; a new one is issued.
-      this.#log.warn({ event: 'unknown-id', presented: presented.map(hashId), clientIp }, 'unknown or expired session ID: issuing a new one');
+      this.#log.warn({ event: 'unknown-id', presented: presented.map((id) => hashId(id)), clientIp }, 'unknown or expired session ID: issuing a new one');
     }
     if (entry && this.#clock.now() - entry.startedAt >= this.#lifetimeLimit && entry.state !== 'gone') {
       // The absolute lifetime ends the session however active it is (C3); this request
@@ -198,7 +198,6 @@ export class Sessions {
     const mono = this.#clock.now();
     const entry: SessionEntry = {
       id,
-      idHash: hashId(id),
       clientIp: record.clientIp,
       createdAt: record.createdAt,
       startedAt: mono - Math.max(0, now - record.createdAt),
@@ -225,7 +224,6 @@ export class Sessions {
     const now = this.#clock.now();
     const entry: SessionEntry = {
       id,
-      idHash: hashId(id),
       clientIp,
       createdAt: Date.now(),
       startedAt: now,
@@ -243,7 +241,7 @@ export class Sessions {
     entry.init = this.#init(entry, false, undefined);
     this.directory.addLive(entry);
     this.counters.created++;
-    this.#log.debug({ event: 'created', session: entry.idHash, clientIp }, 'session created');
+    this.#log.debug({ event: 'created', session: hashId(entry.id), clientIp }, 'session created');
     return entry;
   }
 
@@ -255,7 +253,6 @@ export class Sessions {
       userId: entry.userId,
       clientIp: entry.clientIp,
       createdAt: entry.createdAt,
-      idHash: entry.idHash,
     };
   }
 
@@ -353,7 +350,7 @@ export class Sessions {
   #asRequestError(entry: SessionEntry, error: unknown): ResidentError {
     if (isResidentError(error)) return error;
     // piscina rejects the tasks of a thread that died (F2): each settles here, once.
-    this.#log.error({ event: 'worker-lost', session: entry.idHash, err: error }, 'request lost with its worker thread');
+    this.#log.error({ event: 'worker-lost', session: hashId(entry.id), err: error }, 'request lost with its worker thread');
     return new ResidentError('RESIDENT_ERR_WORKER_LOST', undefined, { cause: error });
   }
 
@@ -362,7 +359,7 @@ export class Sessions {
     try {
       record = await this.#store.get(entry.id);
     } catch (error) {
-      this.#log.error({ event: 'store-error', session: entry.idHash, err: error }, 'cannot read the suspended session');
+      this.#log.error({ event: 'store-error', session: hashId(entry.id), err: error }, 'cannot read the suspended session');
       throw new ResidentError('RESIDENT_ERR_STORE_FAILED', undefined, { cause: error });
     }
     const room = this.#makeRoom();
@@ -370,14 +367,14 @@ export class Sessions {
     let resumed = true;
     if (!record?.memento && entry.hasMemento) {
       // The store lost what it acknowledged (E8): start afresh rather than pretend.
-      this.#log.warn({ event: 'memento-missing', session: entry.idHash }, 'the store has no memento for this suspended session: starting a fresh context');
+      this.#log.warn({ event: 'memento-missing', session: hashId(entry.id) }, 'the store has no memento for this suspended session: starting a fresh context');
       resumed = false;
       entry.hasMemento = false;
     }
     entry.init = this.#init(entry, resumed, record?.memento ? record : undefined);
     this.directory.addLive(entry);
     this.counters.resumed++;
-    this.#log.info({ event: 'resumed', session: entry.idHash, memento: entry.init.saved !== null }, 'session resumed');
+    this.#log.info({ event: 'resumed', session: hashId(entry.id), memento: entry.init.saved !== null }, 'session resumed');
   }
 
   /** A stored memento the worker could not read: set aside, never served again (E11). */
@@ -385,11 +382,11 @@ export class Sessions {
     this.counters.corruptMementos++;
     entry.hasMemento = false;
     this.#log.error(
-      { event: 'memento-corrupt', session: entry.idHash, code: error.code, err: { message: error.message } },
+      { event: 'memento-corrupt', session: hashId(entry.id), code: error.code, err: { message: error.message } },
       'a stored memento cannot be read: quarantined; the client got a fresh context',
     );
     await this.#store.quarantine(entry.id, error.message).catch((failure) => {
-      this.#log.error({ event: 'store-error', session: entry.idHash, err: failure }, 'cannot quarantine the memento');
+      this.#log.error({ event: 'store-error', session: hashId(entry.id), err: failure }, 'cannot quarantine the memento');
     });
   }
 
@@ -455,7 +452,7 @@ export class Sessions {
     await this.#discard(entry);
     this.directory.markSuspended(entry);
     this.counters.suspended[reason]++;
-    this.#log.info({ event: 'suspended', session: entry.idHash, reason }, 'session suspended');
+    this.#log.info({ event: 'suspended', session: hashId(entry.id), reason }, 'session suspended');
   }
 
   /** Runs inside the entry's gate: no request proceeds until the outcome is settled. */
@@ -520,9 +517,9 @@ export class Sessions {
     this.#pool.release(entry);
     this.counters[why]++;
     if (why === 'closed') this.counters.suspended.closed++;
-    this.#log.info({ event: why, session: entry.idHash }, `session ${why}`);
+    this.#log.info({ event: why, session: hashId(entry.id) }, `session ${why}`);
     this.#store.delete(entry.id).catch((error) => {
-      this.#log.error({ event: 'store-error', session: entry.idHash, err: error }, 'cannot delete the session record');
+      this.#log.error({ event: 'store-error', session: hashId(entry.id), err: error }, 'cannot delete the session record');
     });
   }
 
@@ -561,7 +558,7 @@ export class Sessions {
   /** A context whose suspend keeps failing still cannot outlive its cookie. */
   #expireLive(entry: SessionEntry): void {
     this.counters.lostSuspends++;
-    this.#log.error({ event: 'expired', session: entry.idHash }, 'cookie expired while onSessionSuspend kept failing: context dropped');
+    this.#log.error({ event: 'expired', session: hashId(entry.id) }, 'cookie expired while onSessionSuspend kept failing: context dropped');
     const route = { workerId: entry.workerId };
     this.#end(entry, 'expired');
     void this.#pool.run({ type: 'discard', sessionId: entry.id }, route).catch(() => {});
@@ -620,7 +617,7 @@ export class Sessions {
       this.counters.checkpoints++;
     } catch (error) {
       entry.dirty = true;
-      this.#log.error({ event: 'store-error', session: entry.idHash, err: error }, 'checkpoint not saved; will try again');
+      this.#log.error({ event: 'store-error', session: hashId(entry.id), err: error }, 'checkpoint not saved; will try again');
     }
   }
 
@@ -643,15 +640,14 @@ export class Sessions {
 
   #logHookError(entry: SessionEntry, hook: string, error: WireError, outcome?: string): void {
     this.#log.error(
-      { event: 'hook-error', hook, session: entry.idHash, code: error.code, err: { message: error.message, stack: error.stack } },
+      { event: 'hook-error', hook, session: hashId(entry.id), code: error.code, err: { message: error.message, stack: error.stack } },
       outcome ? `${hook} failed: ${outcome}` : `${hook} failed`,
     );
   }
 
   async #serveEphemeral(clientIp: string, request: WireRequest): Promise<Outcome> {
     const id = newSessionId();
-    const idHash = hashId(id);
-    const init = { resumed: false, saved: null, savedVersion: null, userId: null, clientIp, createdAt: Date.now(), idHash };
+    const init = { resumed: false, saved: null, savedVersion: null, userId: null, clientIp, createdAt: Date.now() };
     try {
       const reply = await this.#pool.run(
         { type: 'request', sessionId: id, ephemeral: true, init, expiresAt: null, request },

@@ -7,9 +7,8 @@ import { parentPort, threadId, workerData, type MessagePort } from 'node:worker_
 import { pathToFileURL } from 'node:url';
 import { ErrorCodes, ResidentError } from '../errors.ts';
 import type { OnConnection, OnSessionSuspend, SuspendReason } from '../types.ts';
-import { LiveContext } from './context.ts';
+import { LiveContext, setIdSalt } from './context.ts';
 import { withDeadline } from './deadline.ts';
-import { SerialQueue } from './serial-queue.ts';
 import { responseBody, toRequest } from './fetch-objects.ts';
 import { decodeMemento, encodeMemento } from './memento.ts';
 import {
@@ -30,9 +29,12 @@ export interface WorkerSettings {
   connectionTimeout: number;
   suspendTimeout: number;
   maxMementoSize: number;
+  /** The main thread's log salt (hex), for ctx.idHash. */
+  idHashSalt: string;
 }
 
 const settings = workerData as WorkerSettings;
+setIdSalt(settings.idHashSalt);
 
 async function loadHook<T>(path: string, name: string): Promise<T> {
   const module = await import(pathToFileURL(path).href);
@@ -56,12 +58,7 @@ process.on('unhandledRejection', (reason) => {
   report({ type: 'log', level: 'error', msg: 'unhandled rejection in a hook', error: toWireError(reason) });
 });
 
-interface Hosted {
-  ctx: LiveContext;
-  queue: SerialQueue;
-}
-
-const contexts = new Map<string, Hosted>();
+const contexts = new Map<string, LiveContext>();
 
 async function fromResponse(response: Response | undefined): Promise<{ status: number; headers: string[]; body: ArrayBuffer | null }> {
   if (response === undefined) return { status: 404, headers: ['content-type', 'text/plain; charset=utf-8'], body: new TextEncoder().encode('Not Found').buffer as ArrayBuffer };
@@ -108,8 +105,7 @@ function createContext(id: string, init: ContextInit): { ctx: LiveContext; memen
   }
 }
 
-async function handleRequest(hosted: Hosted, task: Extract<WorkerTask, { type: 'request' }>): Promise<WorkerReply> {
-  const { ctx } = hosted;
+async function handleRequest(ctx: LiveContext, task: Extract<WorkerTask, { type: 'request' }>): Promise<WorkerReply> {
   ctx.beginRequest(task.expiresAt);
   let reply: WorkerReply;
   let request: Request;
@@ -152,11 +148,11 @@ async function handleRequest(hosted: Hosted, task: Extract<WorkerTask, { type: '
   return reply;
 }
 
-async function handleSuspend(hosted: Hosted, reason: SuspendReason): Promise<WorkerReply> {
+async function handleSuspend(ctx: LiveContext, reason: SuspendReason): Promise<WorkerReply> {
   try {
     // The context stays until the main thread has stored the memento and sends 'discard', so
     // a store that refuses the write leaves the context live (E4).
-    return { type: 'suspended', memento: await takeMemento(hosted.ctx, reason) };
+    return { type: 'suspended', memento: await takeMemento(ctx, reason) };
   } catch (error) {
     // The context stays: an idle suspend is retried later; the main thread decides (H1).
     return { type: 'suspend-failed', error: toWireError(error, 'RESIDENT_ERR_SUSPEND_FAILED') };
@@ -174,7 +170,7 @@ async function dispatch(task: WorkerTask): Promise<WorkerReply> {
     if (task.init) {
       const created = createContext(task.sessionId, task.init);
       mementoError = created.mementoError;
-      hosted = { ctx: created.ctx, queue: new SerialQueue() };
+      hosted = created.ctx;
       if (!task.ephemeral) contexts.set(task.sessionId, hosted);
     }
     if (!hosted) return { type: 'gone' };
