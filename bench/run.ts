@@ -312,4 +312,5 @@ mkdirSync(args.out!, { recursive: true });
 const stamp = new Date().toISOString().replace(/[:.]/g, '-');
 writeFileSync(join(args.out!, `${stamp}${quick ? '-quick' : ''}.json`), JSON.stringify({ settings, rows }, null, 2));
 writeFileSync(join(args.out!, `${stamp}${quick ? '-quick' : ''}.md`), markdown);
-if (!quick) writeFileSync(join(args.out!, 'latest.md'), markdown);
+// latest.md is the last complete run; a subset or a quick run does not replace it.
+if (!quick && workloads.size === 7) writeFileSync(join(args.out!, 'latest.md'), markdown);

@@ -206,6 +206,7 @@ export class Sessions {
       dirty: false,
       state: 'suspended',
       lastActive: mono - Math.max(0, now - record.lastActivityAt),
+      orderedAt: 0,
       inFlight: 0,
       gate: null,
       init: null,
@@ -232,6 +233,7 @@ export class Sessions {
       dirty: false,
       state: 'live',
       lastActive: now,
+      orderedAt: now,
       inFlight: 0,
       gate: null,
       init: null,
@@ -262,11 +264,17 @@ export class Sessions {
    */
   #makeRoom(): ResidentError | undefined {
     if (this.directory.liveCount < this.#config.maxContexts) return undefined;
+    // The Map is in activity order to within REORDER_MS: look on until no later entry can
+    // be older than the best candidate so far.
+    let victim: SessionEntry | undefined;
     for (const candidate of this.directory.live.values()) {
-      if (candidate.state === 'live' && candidate.inFlight === 0 && !candidate.gate) {
-        this.#startSuspend(candidate, 'evicted');
-        return undefined;
-      }
+      if (victim && candidate.orderedAt >= victim.lastActive) break;
+      if (candidate.state !== 'live' || candidate.inFlight > 0 || candidate.gate) continue;
+      if (!victim || candidate.lastActive < victim.lastActive) victim = candidate;
+    }
+    if (victim) {
+      this.#startSuspend(victim, 'evicted');
+      return undefined;
     }
     this.#log.warn({ event: 'capacity', maxContexts: this.#config.maxContexts }, 'every context is busy: refusing a new one');
     return new ResidentError('RESIDENT_ERR_CAPACITY');
@@ -537,7 +545,9 @@ export class Sessions {
     if (this.#idleLimit !== Infinity) {
       let budget = this.directory.live.size;
       for (const entry of this.directory.live.values()) {
-        if (budget-- <= 0 || now - entry.lastActive < this.#idleLimit) break;
+        // Entries are in orderedAt order: past the first one placed too recently, none is idle.
+        if (budget-- <= 0 || now - entry.orderedAt < this.#idleLimit) break;
+        if (now - entry.lastActive < this.#idleLimit) continue;
         if (entry.state !== 'live' || entry.inFlight > 0 || entry.gate) continue;
         if (entry.retryAt > now) {
           if (now - entry.lastActive >= this.#sessionLimit) this.#expireLive(entry);
@@ -548,8 +558,8 @@ export class Sessions {
     }
     if (this.#sessionLimit !== Infinity) {
       for (const entry of this.directory.suspended.values()) {
-        if (now - entry.lastActive < this.#sessionLimit) break;
-        if (entry.gate || entry.inFlight > 0) continue;
+        if (now - entry.orderedAt < this.#sessionLimit) break;
+        if (now - entry.lastActive < this.#sessionLimit || entry.gate || entry.inFlight > 0) continue;
         this.#end(entry, 'expired');
       }
     }
