@@ -210,6 +210,23 @@ export function childLogs(child: Child): LogLine[] {
   return lines;
 }
 
+/** Waits for a CLI child's "started" log line and returns its url; fails early if the child exits. */
+export async function waitForStart(child: Child, timeoutMs = 15_000): Promise<string> {
+  const line = await waitFor(
+    () => {
+      if (child.process.exitCode !== null || child.process.signalCode !== null) {
+        throw new Error(`the server exited before listening\n${describeChild(child)}`);
+      }
+      return childLogs(child).find((l) => l.event === 'started');
+    },
+    timeoutMs,
+    'the "started" log line',
+  );
+  const url = line?.url;
+  if (typeof url !== 'string') throw new Error(`a "started" line without a url: ${JSON.stringify(line)}`);
+  return url;
+}
+
 /** A child's exit and output, for assertion messages. */
 export function describeChild(child: Child, tail = 4000): string {
   return `exit=${child.process.exitCode} signal=${child.process.signalCode}\nstdout:\n${child.stdout().slice(-tail)}\nstderr:\n${child.stderr().slice(-tail)}`;

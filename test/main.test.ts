@@ -8,7 +8,7 @@ import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { Client, FIXTURE_HOOKS, ROOT, childLogs, describeChild, runMain, send, waitFor, writeTempConfig, type Child, type LogLine } from './helpers.ts';
+import { Client, FIXTURE_HOOKS, ROOT, childLogs, describeChild, waitForStart, runMain, send, waitFor, writeTempConfig, type Child, type LogLine } from './helpers.ts';
 
 const CLI_CONNECTION_HOOK = join(ROOT, 'test/fixtures/cli/onConnection.ts');
 const CLI_SUSPEND_HOOK = join(ROOT, 'test/fixtures/cli/onSessionSuspend.ts');
@@ -72,21 +72,7 @@ async function exitCode(child: Child, ms = EXIT_MS): Promise<number | null> {
   }
 }
 
-/** Waits for the "started" log line and returns its url; fails early if the child exits. */
-async function started(child: Child): Promise<string> {
-  const line = await waitFor(
-    () => {
-      if (child.process.exitCode !== null || child.process.signalCode !== null) {
-        throw new Error(`the server exited before listening\n${describeChild(child)}`);
-      }
-      return childLogs(child).find((l) => l.event === 'started');
-    },
-    STARTUP_MS,
-    'the "started" log line',
-  );
-  assert.ok(line && typeof line.url === 'string', JSON.stringify(line));
-  return line.url as string;
-}
+const started = (child: Child) => waitForStart(child, STARTUP_MS);
 
 /** A valid config on 127.0.0.1:port with the fixture hooks (absolute paths). */
 function validConfig(port: number, overrides: { hooks?: Record<string, string>; sessions?: Record<string, unknown> } = {}) {

@@ -21,7 +21,7 @@ import { FileStore } from '../../src/stores/file.ts';
 import { SqliteStore } from '../../src/stores/sqlite.ts';
 import type { SessionRecord } from '../../src/stores/store.ts';
 import { crashRecord, checkCrashRecord } from '../fixtures/crash/records.ts';
-import { Client, FIXTURE_HOOKS, ROOT, childLogs, describeChild, fixtureState, runMain, waitFor, writeTempConfig, type Child, type LogLine } from '../helpers.ts';
+import { Client, FIXTURE_HOOKS, ROOT, childLogs, describeChild, waitForStart, fixtureState, runMain, waitFor, writeTempConfig, type Child, type LogLine } from '../helpers.ts';
 
 const WRITER = join(ROOT, 'test/fixtures/crash/writer.ts');
 /** Kills per store, spread over parallel lanes (each lane its own store and IDs). CRASH_KILLS lowers it while developing only. */
@@ -295,19 +295,7 @@ function startCli(configPath: string): Child {
   return child;
 }
 
-async function started(child: Child): Promise<string> {
-  const line = await waitFor(
-    () => {
-      if (child.process.exitCode !== null || child.process.signalCode !== null) {
-        throw new Error(`the server exited before listening\n${describeChild(child)}`);
-      }
-      return childLogs(child).find((l) => l.event === 'started');
-    },
-    STARTUP_MS,
-    'the "started" log line',
-  );
-  return line!.url as string;
-}
+const started = (child: Child) => waitForStart(child, STARTUP_MS);
 
 async function exited(child: Child, ms = 20_000): Promise<number | null> {
   let timer: NodeJS.Timeout | undefined;
