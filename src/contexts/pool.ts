@@ -36,6 +36,8 @@ export interface PoolEvents {
 }
 
 const WORKER_ENTRY = fileURLToPath(new URL('./worker-entry.mjs', import.meta.url));
+/** A thread that loaded the hooks but never took its channel has failed to start. */
+const CONNECT_TIMEOUT_MS = 10_000;
 
 export class ContextPool {
   readonly #piscina: Piscina<WorkerTask | ConnectTask, WorkerReply | { type: 'connected' }>;
@@ -74,7 +76,11 @@ export class ContextPool {
     // A probe per thread makes each worker import the hooks now, so a broken hook module
     // fails startup rather than the first client's request.
     await Promise.all(Array.from({ length: this.#piscina.maxThreads }, () => this.#piscina.run({ type: 'discard', sessionId: '' })));
-    while (this.#channels.size < this.#piscina.threads.length) await new Promise((resolve) => setTimeout(resolve, 5));
+    const deadline = Date.now() + CONNECT_TIMEOUT_MS;
+    while (this.#channels.size < this.#piscina.maxThreads) {
+      if (Date.now() > deadline) throw new Error(`only ${this.#channels.size} of ${this.#piscina.maxThreads} worker threads connected within ${CONNECT_TIMEOUT_MS} ms`);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
   }
 
   async #connect(workerId: number): Promise<void> {

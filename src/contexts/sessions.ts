@@ -581,11 +581,14 @@ export class Sessions {
   async sweepStore(): Promise<number> {
     let removed = 0;
     try {
-      const ids = await this.#store.expiredIds(Date.now(), EXPIRED_BATCH);
-      for (const id of ids) {
-        if (this.directory.get(id)) continue;
-        await this.#store.delete(id);
-        removed++;
+      // Batch after batch until one comes back short: after a long downtime the backlog goes
+      // in one sweep, not one batch per interval.
+      for (;;) {
+        const ids = await this.#store.expiredIds(Date.now(), EXPIRED_BATCH);
+        const stale = ids.filter((id) => !this.directory.get(id));
+        await Promise.all(stale.map((id) => this.#store.delete(id)));
+        removed += stale.length;
+        if (ids.length < EXPIRED_BATCH || stale.length === 0) break;
       }
     } catch (error) {
       this.#log.error({ event: 'store-error', err: error }, 'the store sweep failed; it will run again');
