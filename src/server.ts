@@ -3,7 +3,7 @@
  * writing what the worker answered. Everything about a session's life is in
  * ./contexts/sessions.ts.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { DestinationStream } from 'pino';
 import { monotonicClock, type Clock } from './clock.ts';

@@ -10,6 +10,7 @@ import { Agent, request, type Dispatcher } from 'undici';
 import type { Clock } from '../src/clock.ts';
 import { resolveConfig, type ResidentConfigInput } from '../src/config.ts';
 import { startServer, type ResidentServer } from '../src/server.ts';
+import type { ContextStore } from '../src/stores/store.ts';
 
 export const ROOT = resolve(import.meta.dirname, '..');
 export const FIXTURE_HOOKS = {
@@ -45,7 +46,8 @@ export function testConfig(overrides: ResidentConfigInput = {}) {
   return resolveConfig(input, ROOT);
 }
 
-export async function startTestServer(overrides: ResidentConfigInput = {}, clock?: Clock): Promise<TestServer> {
+/** @param store a store instance the test holds (the config can only name a kind) */
+export async function startTestServer(overrides: ResidentConfigInput = {}, clock?: Clock, store?: ContextStore): Promise<TestServer> {
   const logs: LogLine[] = [];
   let raw = '';
   const destination = {
@@ -54,7 +56,7 @@ export async function startTestServer(overrides: ResidentConfigInput = {}, clock
       for (const part of line.split('\n')) if (part.trim()) logs.push(JSON.parse(part) as LogLine);
     },
   };
-  const server = await startServer({ config: testConfig(overrides), logDestination: destination, clock });
+  const server = await startServer({ config: testConfig(overrides), logDestination: destination, clock, store });
   return {
     server,
     url: server.url,

@@ -8,7 +8,7 @@ import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { Client, FIXTURE_HOOKS, ROOT, childLogs, describeChild, waitForStart, runMain, send, waitFor, writeTempConfig, type Child, type LogLine } from './helpers.ts';
+import { Client, FIXTURE_HOOKS, ROOT, childLogs, describeChild, waitForStart, runMain, send, waitFor, writeTempConfig, type Child } from './helpers.ts';
 
 const CLI_CONNECTION_HOOK = join(ROOT, 'test/fixtures/cli/onConnection.ts');
 const CLI_SUSPEND_HOOK = join(ROOT, 'test/fixtures/cli/onSessionSuspend.ts');

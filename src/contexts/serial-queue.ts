@@ -5,14 +5,8 @@
 export class SerialQueue {
   /** The last job's settlement, or null when nothing is queued (an idle queue holds no promise). */
   #tail: Promise<unknown> | null = null;
-  #pending = 0;
-
-  get pending(): number {
-    return this.#pending;
-  }
 
   run<T>(job: () => Promise<T>): Promise<T> {
-    this.#pending++;
     const result = this.#tail ? this.#tail.then(job) : job();
     const settled: Promise<unknown> = result.then(
       () => this.#settle(settled),
@@ -23,7 +17,6 @@ export class SerialQueue {
   }
 
   #settle(settled: Promise<unknown>): void {
-    this.#pending--;
     if (this.#tail === settled) this.#tail = null;
   }
 }

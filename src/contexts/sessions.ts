@@ -78,6 +78,8 @@ export class Sessions {
   readonly #timers: NodeJS.Timeout[] = [];
   /** Store lookups under way, so two requests with one unknown ID adopt it once. */
   readonly #adopting = new Map<string, Promise<SessionEntry | undefined>>();
+  /** Records read to adopt a session, kept for the resume that follows, so the store is read once. */
+  readonly #adopted = new Map<string, SessionRecord>();
   #closing = false;
   #idleWaiters: Array<() => void> = [];
   #inFlight = 0;
@@ -214,6 +216,7 @@ export class Sessions {
       workerId: null,
     };
     this.directory.addSuspended(entry);
+    this.#adopted.set(id, record);
     this.counters.adopted++;
     return entry;
   }
@@ -363,9 +366,10 @@ export class Sessions {
   }
 
   async #resume(entry: SessionEntry): Promise<void> {
-    let record: SessionRecord | undefined;
+    let record = this.#adopted.get(entry.id);
+    this.#adopted.delete(entry.id);
     try {
-      record = await this.#store.get(entry.id);
+      record ??= await this.#store.get(entry.id);
     } catch (error) {
       this.#log.error({ event: 'store-error', session: hashId(entry.id), err: error }, 'cannot read the suspended session');
       throw new ResidentError('RESIDENT_ERR_STORE_FAILED', undefined, { cause: error });
@@ -522,6 +526,7 @@ export class Sessions {
   /** Closed by its hook, or expired: the ID is dead and its record deleted. */
   #end(entry: SessionEntry, why: 'closed' | 'expired'): void {
     this.directory.remove(entry);
+    this.#adopted.delete(entry.id);
     this.#pool.release(entry);
     this.counters[why]++;
     if (why === 'closed') this.counters.suspended.closed++;

@@ -21,7 +21,7 @@ import { FileStore } from '../../src/stores/file.ts';
 import { SqliteStore } from '../../src/stores/sqlite.ts';
 import type { SessionRecord } from '../../src/stores/store.ts';
 import { crashRecord, checkCrashRecord } from '../fixtures/crash/records.ts';
-import { Client, FIXTURE_HOOKS, ROOT, childLogs, describeChild, waitForStart, fixtureState, runMain, waitFor, writeTempConfig, type Child, type LogLine } from '../helpers.ts';
+import { Client, FIXTURE_HOOKS, ROOT, childLogs, describeChild, waitForStart, fixtureState, runMain, waitFor, writeTempConfig, type Child } from '../helpers.ts';
 
 const WRITER = join(ROOT, 'test/fixtures/crash/writer.ts');
 /** Kills per store, spread over parallel lanes (each lane its own store and IDs). CRASH_KILLS lowers it while developing only. */

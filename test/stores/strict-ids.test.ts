@@ -11,12 +11,11 @@ import { after, describe, test } from 'node:test';
 import { encodeMemento } from '../../src/contexts/memento.ts';
 import { newSessionId } from '../../src/contexts/ids.ts';
 import type { ResidentConfigInput } from '../../src/config.ts';
-import { startServer } from '../../src/server.ts';
 import { MemoryStore } from '../../src/stores/memory.ts';
 import { SqliteStore } from '../../src/stores/sqlite.ts';
 import type { SessionRecord } from '../../src/stores/store.ts';
 import { hashId } from '../../src/log.ts';
-import { Client, testConfig, waitFor, type LogLine, type TestServer } from '../helpers.ts';
+import { Client, startTestServer, waitFor, type TestServer } from '../helpers.ts';
 import {
   STORE_HOOKS,
   clientWith,
@@ -59,18 +58,8 @@ class ObservedMemoryStore extends MemoryStore {
 }
 
 /** A server on a MemoryStore the test holds (the config cannot hand one over), logs captured. */
-async function startOnMemory(store: MemoryStore, overrides: ResidentConfigInput = {}): Promise<TestServer> {
-  const logs: LogLine[] = [];
-  let raw = '';
-  const destination = {
-    write(line: string) {
-      raw += line;
-      for (const part of line.split('\n')) if (part.trim()) logs.push(JSON.parse(part) as LogLine);
-    },
-  };
-  const config = testConfig({ workers: { threads: 1 }, ...overrides, hooks: STORE_HOOKS });
-  const server = await startServer({ config, logDestination: destination, store });
-  return { server, url: server.url, logs, rawLogs: () => raw, close: async () => void (await server.shutdown()) };
+function startOnMemory(store: MemoryStore, overrides: ResidentConfigInput = {}): Promise<TestServer> {
+  return startTestServer({ workers: { threads: 1 }, ...overrides, hooks: STORE_HOOKS }, undefined, store);
 }
 
 /** One store kind, as the tests below need it. */
