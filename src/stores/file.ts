@@ -2,15 +2,26 @@
  * One JSON file per session in a folder. A write goes to a temp file, is fsynced, renamed over
  * the real one, and the folder is fsynced, so after a crash every record is either the old or
  * the new version, never torn (RELIABILITY.md E1). File names come only from validated IDs,
- * so no request can name a file outside the folder (A7, CVE-2020-9484). An expiry index is
- * built at open and kept in memory, so the sweep never reads the folder.
+ * so no request can name a file outside the folder (A7, CVE-2020-9484). An index of record
+ * summaries (no mementos) is built at open and kept in memory, so the sweep and listings never
+ * read the folder.
  */
-import { mkdir, open, readdir, readFile, rename, rm, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { isSessionIdShape } from '../contexts/ids.ts';
 import { ResidentError } from '../errors.ts';
-import { isSessionRecord, type ContextStore, type CorruptRecordListener, type SessionRecord } from './store.ts';
+import {
+  isSessionRecord,
+  pageOf,
+  summarize,
+  type ContextStore,
+  type CorruptRecordListener,
+  type ListQuery,
+  type SessionRecord,
+  type SessionSummary,
+} from './store.ts';
+import { UserIndex } from './user-index.ts';
 
 const TEMP_PREFIX = '.tmp-';
 const SUFFIX = '.json';
@@ -25,8 +36,9 @@ export class FileStore implements ContextStore {
   readonly kind = 'file';
   readonly #dir: string;
   readonly #onCorrupt: CorruptRecordListener;
-  /** id → expiresAt, for the sweep. */
-  readonly #expiries = new Map<string, number>();
+  /** id → summary of its record, for the sweep and listings. */
+  readonly #summaries = new Map<string, SessionSummary>();
+  readonly #byUser = new UserIndex();
   /** Writes to one file are chained so two renames never race (last write wins, in order). */
   readonly #writes = new Map<string, Promise<void>>();
 
@@ -44,15 +56,12 @@ export class FileStore implements ContextStore {
       for (const name of await readdir(options.dir)) {
         if (name.startsWith(TEMP_PREFIX)) await rm(join(options.dir, name), { force: true });
       }
-      const probe = join(options.dir, `${TEMP_PREFIX}probe-${randomBytes(4).toString('hex')}`);
-      const handle = await open(probe, 'w');
-      await handle.close();
-      await unlink(probe);
+      await store.ping();
       for (const name of await readdir(options.dir)) {
         const id = name.slice(0, -SUFFIX.length);
         if (!name.endsWith(SUFFIX) || !isSessionIdShape(id)) continue;
         const record = await store.get(id);
-        if (record?.expiresAt != null) store.#expiries.set(id, record.expiresAt);
+        if (record) store.#indexRecord(record);
       }
     } catch (error) {
       throw new ResidentError('RESIDENT_ERR_STORE_OPEN', `Cannot use the file store folder ${options.dir}: ${(error as Error).message}`, {
@@ -72,8 +81,10 @@ export class FileStore implements ContextStore {
     try {
       text = await readFile(this.#path(id), 'utf8');
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw error;
+      // A missing file is "no record" only while the folder is there: a folder that vanished
+      // (an unmounted volume) is an outage, not an empty store (RELIABILITY.md E6).
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT' && (await this.#folderExists())) return undefined;
+      throw new ResidentError('RESIDENT_ERR_STORE_FAILED', `file store read failed: ${(error as Error).message}`, { cause: error });
     }
     let record: unknown;
     try {
@@ -108,40 +119,93 @@ export class FileStore implements ContextStore {
         await rm(temp, { force: true }).catch(() => {});
         throw new ResidentError('RESIDENT_ERR_STORE_FAILED', `file store write failed: ${(error as Error).message}`, { cause: error });
       }
-      if (record.expiresAt === null) this.#expiries.delete(record.id);
-      else this.#expiries.set(record.id, record.expiresAt);
+      this.#indexRecord(record);
     });
   }
 
   delete(id: string): Promise<void> {
     return this.#chain(id, async () => {
       await rm(this.#path(id), { force: true });
-      this.#expiries.delete(id);
+      this.#unindex(id);
     });
   }
 
   async expiredIds(now: number, limit: number): Promise<string[]> {
+    await this.#folderPresent();
     const ids: string[] = [];
-    for (const [id, expiresAt] of this.#expiries) {
+    for (const [id, { expiresAt }] of this.#summaries) {
       if (ids.length >= limit) break;
-      if (expiresAt <= now) ids.push(id);
+      if (expiresAt !== null && expiresAt <= now) ids.push(id);
     }
     return ids;
+  }
+
+  async list(query: ListQuery): Promise<SessionSummary[]> {
+    // The index outlives a folder that vanished: list nothing rather than what may be gone.
+    await this.#folderPresent();
+    const summaries =
+      query.userId === undefined ? this.#summaries.values() : [...this.#byUser.of(query.userId)].map((id) => this.#summaries.get(id)!);
+    return pageOf(summaries, query, (summary) => ({ ...summary }));
+  }
+
+  /** Creates, fsyncs and removes a probe file: the folder is there and takes writes. */
+  async ping(): Promise<void> {
+    const probe = join(this.#dir, `${TEMP_PREFIX}probe-${randomBytes(4).toString('hex')}`);
+    try {
+      const handle = await open(probe, 'w');
+      try {
+        await handle.writeFile('probe');
+        await handle.sync();
+      } finally {
+        await handle.close();
+        await unlink(probe).catch(() => {});
+      }
+    } catch (error) {
+      throw new ResidentError('RESIDENT_ERR_STORE_FAILED', `the file store cannot write: ${(error as Error).message}`, { cause: error });
+    }
   }
 
   quarantine(id: string, reason: string): Promise<void> {
     return this.#chain(id, async () => {
       const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+      // The quarantine folder may be gone with a folder that was removed and made again: a
+      // missing destination must not pass for a record that is already gone.
+      await mkdir(join(this.#dir, QUARANTINE), { recursive: true });
       await rename(this.#path(id), join(this.#dir, QUARANTINE, `${id}.${stamp}${SUFFIX}`)).catch((error) => {
         if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
       });
-      this.#expiries.delete(id);
+      this.#unindex(id);
       void reason;
     });
   }
 
   async close(): Promise<void> {
     await Promise.all(this.#writes.values());
+  }
+
+  #indexRecord(record: SessionRecord): void {
+    this.#unindex(record.id);
+    this.#summaries.set(record.id, summarize(record));
+    this.#byUser.add(record.userId, record.id);
+  }
+
+  #unindex(id: string): void {
+    const summary = this.#summaries.get(id);
+    if (!summary) return;
+    this.#summaries.delete(id);
+    this.#byUser.remove(summary.userId, id);
+  }
+
+  async #folderPresent(): Promise<void> {
+    if (!(await this.#folderExists())) throw new ResidentError('RESIDENT_ERR_STORE_FAILED', `the file store folder ${this.#dir} is gone`);
+  }
+
+  async #folderExists(): Promise<boolean> {
+    try {
+      return (await stat(this.#dir)).isDirectory();
+    } catch {
+      return false;
+    }
   }
 
   async #syncDir(): Promise<void> {

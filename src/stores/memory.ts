@@ -1,4 +1,5 @@
-import type { ContextStore, SessionRecord } from './store.ts';
+import { pageOf, summarize, type ContextStore, type ListQuery, type SessionRecord, type SessionSummary } from './store.ts';
+import { UserIndex } from './user-index.ts';
 
 /** Expiry index granularity: records are bucketed by the second they expire in. */
 const BUCKET_MS = 1000;
@@ -15,6 +16,7 @@ export class MemoryStore implements ContextStore {
   /** Expiry second → IDs expiring in it; `#seconds` keeps the keys sorted. */
   readonly #buckets = new Map<number, Set<string>>();
   #seconds: number[] = [];
+  readonly #byUser = new UserIndex();
   readonly #maxEntries: number;
 
   constructor(options: { maxEntries?: number } = {}) {
@@ -35,6 +37,7 @@ export class MemoryStore implements ContextStore {
     // Records hold only strings and numbers: a shallow copy keeps the caller's later changes out.
     this.#records.set(record.id, { ...record });
     if (record.expiresAt !== null) this.#index(record.id, record.expiresAt);
+    this.#byUser.add(record.userId, record.id);
     while (this.#records.size > this.#maxEntries) {
       const first = this.#seconds.length > 0 ? this.#buckets.get(this.#seconds[0]!)!.values().next().value : undefined;
       this.#remove(first ?? this.#records.keys().next().value!);
@@ -57,12 +60,23 @@ export class MemoryStore implements ContextStore {
     return ids;
   }
 
+  async list(query: ListQuery): Promise<SessionSummary[]> {
+    // One user's IDs come from the index; a listing of everything sorts every ID (this store
+    // is for development and tests; the admin view pages through it).
+    const records =
+      query.userId === undefined ? this.#records.values() : [...this.#byUser.of(query.userId)].map((id) => this.#records.get(id)!);
+    return pageOf(records, query, summarize);
+  }
+
+  async ping(): Promise<void> {}
+
   async quarantine(id: string): Promise<void> {
     this.#remove(id);
   }
 
   async close(): Promise<void> {
     this.#records.clear();
+    this.#byUser.clear();
     this.#buckets.clear();
     this.#seconds = [];
   }
@@ -85,6 +99,7 @@ export class MemoryStore implements ContextStore {
     const record = this.#records.get(id);
     if (!record) return;
     this.#records.delete(id);
+    this.#byUser.remove(record.userId, id);
     if (record.expiresAt === null) return;
     const second = Math.floor(record.expiresAt / BUCKET_MS);
     const bucket = this.#buckets.get(second)!;

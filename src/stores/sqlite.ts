@@ -8,9 +8,19 @@ import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ResidentError } from '../errors.ts';
-import { isSessionRecord, type ContextStore, type CorruptRecordListener, type SessionRecord } from './store.ts';
+import {
+  isSessionRecord,
+  type ContextStore,
+  type CorruptRecordListener,
+  type ListQuery,
+  type SessionRecord,
+  type SessionSummary,
+} from './store.ts';
 
 const SCHEMA_VERSION = 1;
+/** How long a write waits for another process's lock. */
+const BUSY_TIMEOUT_MS = 5_000;
+const PING_BUSY_TIMEOUT_MS = 100;
 
 const SCHEMA = `
   CREATE TABLE IF NOT EXISTS sessions (
@@ -26,6 +36,8 @@ const SCHEMA = `
   ) WITHOUT ROWID;
   CREATE INDEX IF NOT EXISTS sessions_expires_at ON sessions (expires_at) WHERE expires_at IS NOT NULL;
   CREATE INDEX IF NOT EXISTS sessions_user_id ON sessions (user_id) WHERE user_id IS NOT NULL;
+  -- One row, rewritten by ping(): readiness means "takes writes", not just "answers".
+  CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY CHECK (id = 1), at INTEGER NOT NULL);
   CREATE TABLE IF NOT EXISTS quarantine (
     id             TEXT    NOT NULL,
     reason         TEXT    NOT NULL,
@@ -46,6 +58,11 @@ export interface Row {
   expires_at: number | null;
 }
 
+type SummaryRow = Omit<Row, 'memento'> & { memento_bytes: number };
+
+const SUMMARY_COLUMNS =
+  'id, user_id, client_ip, memento_version, created_at, updated_at, last_activity_at, expires_at, coalesce(length(CAST(memento AS BLOB)), 0) AS memento_bytes';
+
 export interface SqliteStoreOptions {
   path: string;
   synchronous?: 'normal' | 'full';
@@ -65,7 +82,7 @@ export class SqliteStore implements ContextStore {
     this.#onCorrupt = options.onCorrupt ?? (() => {});
     try {
       mkdirSync(dirname(options.path), { recursive: true });
-      this.#db = new Database(options.path, { timeout: 5000 });
+      this.#db = new Database(options.path, { timeout: BUSY_TIMEOUT_MS });
       this.#db.pragma('journal_mode = WAL');
       this.#db.pragma(`synchronous = ${options.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
       const version = this.#db.pragma('user_version', { simple: true }) as number;
@@ -94,6 +111,12 @@ export class SqliteStore implements ContextStore {
       expired: this.#db.prepare<[number, number], { id: string }>(
         'SELECT id FROM sessions WHERE expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at LIMIT ?',
       ),
+      // Both listings read an index in ID order: the primary key, or (user_id, id) for a user.
+      list: this.#db.prepare<[string, number], SummaryRow>(`SELECT ${SUMMARY_COLUMNS} FROM sessions WHERE id > ? ORDER BY id LIMIT ?`),
+      listUser: this.#db.prepare<[string, string, number], SummaryRow>(
+        `SELECT ${SUMMARY_COLUMNS} FROM sessions WHERE user_id = ? AND id > ? ORDER BY id LIMIT ?`,
+      ),
+      ping: this.#db.prepare<[number]>('INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)'),
       quarantine: this.#db.prepare<[string, string, string | null, number]>(
         'INSERT INTO quarantine (id, reason, row, quarantined_at) VALUES (?, ?, ?, ?)',
       ),
@@ -153,6 +176,34 @@ export class SqliteStore implements ContextStore {
 
   async expiredIds(now: number, limit: number): Promise<string[]> {
     return this.#statements.expired.all(now, limit).map((row) => row.id);
+  }
+
+  async list(query: ListQuery): Promise<SessionSummary[]> {
+    const after = query.after ?? '';
+    const rows =
+      query.userId === undefined ? this.#statements.list.all(after, query.limit) : this.#statements.listUser.all(query.userId, after, query.limit);
+    return rows.map(({ memento_bytes, ...row }) => {
+      const { memento: _, ...summary } = fromRow({ ...row, memento: null });
+      return { ...summary, mementoBytes: memento_bytes };
+    });
+  }
+
+  /**
+   * Writes the one probe row: the database takes writes now (a full disk fails here, as it
+   * fails suspends). With a short busy timeout, so another process holding the write lock
+   * costs the probe a moment, not this thread the whole 5 s busy timeout.
+   */
+  async ping(): Promise<void> {
+    if (!this.#db.open) throw new ResidentError('RESIDENT_ERR_STORE_FAILED', 'the SQLite store is closed');
+    if (this.#batch.length > 0) this.#flush();
+    this.#db.pragma(`busy_timeout = ${PING_BUSY_TIMEOUT_MS}`);
+    try {
+      this.#statements.ping.run(Date.now());
+    } catch (error) {
+      throw new ResidentError('RESIDENT_ERR_STORE_FAILED', `SQLite does not take writes: ${describe(error)}`, { cause: error });
+    } finally {
+      this.#db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+    }
   }
 
   async quarantine(id: string, reason: string): Promise<void> {

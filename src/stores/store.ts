@@ -3,7 +3,7 @@
  * crash. Promise-only; "not found" is `undefined`. One test suite (test/stores/contract.ts)
  * holds every store to the same behaviour, so a new store is done when that suite passes.
  *
- * Required: get, set, delete, expiredIds, quarantine, close.
+ * Required: get, set, delete, expiredIds, list, ping, quarantine, close.
  * A store never interprets the memento: it is text encoded by the worker (devalue), stored and
  * returned byte for byte.
  */
@@ -27,6 +27,46 @@ export interface SessionRecord {
   expiresAt: number | null;
 }
 
+export interface ListQuery {
+  userId?: string;
+  /** Exclusive cursor: the last ID of the previous page. */
+  after?: string;
+  limit: number;
+}
+
+/** A record without its memento: what listings need. */
+export type SessionSummary = Omit<SessionRecord, 'memento'> & {
+  /** The memento's size in UTF-8 bytes; 0 without one. */
+  mementoBytes: number;
+};
+
+/** The summary of a full record. */
+export function summarize(record: SessionRecord): SessionSummary {
+  const { memento, ...rest } = record;
+  return { ...rest, mementoBytes: memento === null ? 0 : Buffer.byteLength(memento) };
+}
+
+/**
+ * The page `query` asks for, out of candidate records held in memory: filtered, in ID order,
+ * cut at the limit, then summarized (for the in-process stores).
+ */
+export function pageOf<T extends { id: string; userId: string | null }>(
+  candidates: Iterable<T>,
+  query: ListQuery,
+  toSummary: (candidate: T) => SessionSummary,
+): SessionSummary[] {
+  const page: T[] = [];
+  for (const candidate of candidates) {
+    if (query.userId !== undefined && candidate.userId !== query.userId) continue;
+    if (query.after !== undefined && candidate.id <= query.after) continue;
+    page.push(candidate);
+  }
+  return page
+    .sort((a, b) => (a.id < b.id ? -1 : 1))
+    .slice(0, query.limit)
+    .map(toSummary);
+}
+
 export interface ContextStore {
   /** 'memory', 'file', 'sqlite', … for logs and the startup banner. */
   readonly kind: string;
@@ -44,6 +84,15 @@ export interface ContextStore {
   delete(id: string): Promise<void>;
   /** Up to `limit` IDs whose expiresAt ≤ now, read from an index, never a scan of every record. */
   expiredIds(now: number, limit: number): Promise<string[]>;
+  /**
+   * Summaries (no memento text) of stored records in ascending ID order, after the ID `after`
+   * when given, at most `limit`; only those of `userId` when given. Read from an index: listing
+   * one user's sessions never scans every record. This is how the server finds every session
+   * of a user, and how the admin view pages through suspended sessions.
+   */
+  list(query: ListQuery): Promise<SessionSummary[]>;
+  /** Resolves when the store can read and write now; rejects with the reason otherwise (/readyz). */
+  ping(): Promise<void>;
   /** Moves a record that cannot be read aside, for inspection, so it is never served again. */
   quarantine(id: string, reason: string): Promise<void>;
   close(): Promise<void>;

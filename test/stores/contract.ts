@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { newSessionId } from '../../src/contexts/ids.ts';
-import type { ContextStore, SessionRecord } from '../../src/stores/store.ts';
+import type { ContextStore, ListQuery, SessionRecord, SessionSummary } from '../../src/stores/store.ts';
 
 export interface StoreFactory {
   /** A fresh, empty store. */
@@ -28,6 +28,51 @@ export function record(overrides: Partial<SessionRecord> = {}): SessionRecord {
     expiresAt: now + 60_000,
     ...overrides,
   };
+}
+
+/**
+ * What `list` must answer for a record: every field but the memento, plus the memento's size in
+ * UTF-8 bytes (0 without one). Written out here rather than taken from src, so a wrong summary
+ * in src cannot make its own expectation.
+ */
+export function summaryOf(r: SessionRecord): SessionSummary {
+  const { memento, ...rest } = r;
+  return { ...rest, mementoBytes: memento === null ? 0 : Buffer.byteLength(memento, 'utf8') };
+}
+
+/** Ascending ID order, as the stores sort: by UTF-16 code unit, the same as bytes for ID letters. */
+export const byId = (a: { id: string }, b: { id: string }) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+
+/**
+ * Every page of a listing, following `after` = the last ID of each page until an empty page.
+ * Asserts every page but the last non-empty one is full, and stops a store that ignores `after`.
+ */
+async function pages(store: ContextStore, query: Omit<ListQuery, 'after'>): Promise<SessionSummary[][]> {
+  const result: SessionSummary[][] = [];
+  let after: string | undefined;
+  for (;;) {
+    const page = await store.list(after === undefined ? { ...query } : { ...query, after });
+    assert.ok(page.length <= query.limit, `a page of ${page.length} for limit ${query.limit}`);
+    if (page.length === 0) return result;
+    const previous = result.at(-1);
+    if (previous) assert.equal(previous.length, query.limit, 'only the last page is short');
+    result.push(page);
+    assert.ok(result.length <= 1000, 'the listing never ends: is `after` ignored?');
+    after = page.at(-1)!.id;
+  }
+}
+
+/** The full listing and each user's listing are exactly the records of `model`, in ID order. */
+async function assertListings(store: ContextStore, model: Iterable<SessionRecord>, users: string[], message = ''): Promise<void> {
+  const expected = [...model].sort(byId).map(summaryOf);
+  assert.deepEqual(await store.list({ limit: 10_000 }), expected, `${message} the full listing`);
+  for (const userId of users) {
+    assert.deepEqual(
+      await store.list({ userId, limit: 10_000 }),
+      expected.filter((s) => s.userId === userId),
+      `${message} the listing of ${userId}`,
+    );
+  }
 }
 
 export function storeContract(name: string, factory: StoreFactory): void {
@@ -127,8 +172,183 @@ export function storeContract(name: string, factory: StoreFactory): void {
       await store.close();
     });
 
+    test('list of an empty store is empty', async () => {
+      const store = await factory.create();
+      assert.deepEqual(await store.list({ limit: 10 }), []);
+      assert.deepEqual(await store.list({ userId: 'A', limit: 10 }), []);
+      assert.deepEqual(await store.list({ after: newSessionId(), limit: 10 }), []);
+      await store.close();
+    });
+
+    test('list returns summaries in ascending ID order: every field but the memento, and its UTF-8 size', async () => {
+      const store = await factory.create();
+      const now = Date.now();
+      // Each record with its memento's size in UTF-8 bytes, counted by hand: 'é😀' is 3 UTF-16
+      // units but 2 + 4 bytes; null and '' both weigh 0; the default memento is 11 ASCII bytes.
+      const sizes = new Map<SessionRecord, number>([
+        [record({ userId: 'user-7', memento: 'é😀', mementoVersion: 3, clientIp: '::1', expiresAt: null }), 6],
+        [record({ memento: null }), 0],
+        [record({ memento: '', expiresAt: now - 5 }), 0],
+        [record({ memento: 'x'.repeat(100_000) + '€', createdAt: now - 9000, updatedAt: now - 8000, lastActivityAt: now - 7000 }), 100_003],
+        [record({ userId: 'user-8', clientIp: '10.1.2.3', mementoVersion: 0 }), 11],
+      ]);
+      // Written in an order that is neither the ID order nor its reverse.
+      const sorted = [...sizes.keys()].sort(byId);
+      for (const at of [2, 0, 4, 1, 3]) await store.set(sorted[at]!);
+      const listed = await store.list({ limit: 100 });
+      assert.deepEqual(
+        listed.map((s) => s.id),
+        sorted.map((r) => r.id),
+        'ascending ID order',
+      );
+      assert.deepEqual(
+        listed.map((s) => s.mementoBytes),
+        sorted.map((r) => sizes.get(r)),
+        'mementoBytes',
+      );
+      assert.deepEqual(listed, sorted.map(summaryOf), 'each summary is the record as set, without its memento');
+      for (const summary of listed) assert.ok(!('memento' in summary), 'no memento key in a summary');
+      assert.deepEqual(await store.list({ limit: 2 }), sorted.slice(0, 2).map(summaryOf), 'at most limit, the first in ID order');
+      await store.close();
+    });
+
+    test('a summary from list is a copy: changing it does not change the store', async () => {
+      const store = await factory.create();
+      const saved = record({ userId: 'A' });
+      await store.set(saved);
+      const [summary] = await store.list({ limit: 10 });
+      assert.ok(summary);
+      summary.userId = 'B';
+      summary.mementoBytes = 1;
+      saved.userId = 'C';
+      await assertListings(store, [{ ...saved, userId: 'A' }], ['A', 'B', 'C']);
+      await store.close();
+    });
+
+    test('paging with after visits every record exactly once, in order, then an empty page', async () => {
+      const store = await factory.create();
+      const records = Array.from({ length: 25 }, (_, i) => record({ userId: i % 3 === 0 ? null : `user-${i % 2}`, memento: `[${i}]` }));
+      for (const r of records) await store.set(r);
+      const sorted = [...records].sort(byId);
+      const visited = await pages(store, { limit: 10 });
+      assert.deepEqual(
+        visited.map((page) => page.length),
+        [10, 10, 5],
+      );
+      assert.deepEqual(visited.flat(), sorted.map(summaryOf));
+      assert.deepEqual(await store.list({ after: sorted.at(-1)!.id, limit: 10 }), [], 'nothing after the last ID');
+      assert.deepEqual(await store.list({ limit: 1 }), [summaryOf(sorted[0]!)]);
+      // after is exclusive and need not be a stored ID: a cursor whose record was deleted still works.
+      const cursor = sorted[9]!.id;
+      await store.delete(cursor);
+      assert.deepEqual(await store.list({ after: cursor, limit: 10 }), sorted.slice(10, 20).map(summaryOf));
+      const stranger = newSessionId();
+      assert.deepEqual(
+        await store.list({ after: stranger, limit: 100 }),
+        sorted.filter((r) => r.id > stranger && r.id !== cursor).map(summaryOf),
+        'after an ID that was never stored',
+      );
+      await store.close();
+    });
+
+    test('list with userId gives exactly that user’s records, also paged; set, delete and quarantine move them', async () => {
+      const store = await factory.create();
+      const model = new Map<string, SessionRecord>();
+      const put = async (r: SessionRecord) => {
+        await store.set(r);
+        model.set(r.id, r);
+      };
+      const ofA = Array.from({ length: 12 }, () => record({ userId: 'A' }));
+      const ofB = Array.from({ length: 3 }, () => record({ userId: 'B' }));
+      const ofNobody = Array.from({ length: 5 }, () => record({ userId: null }));
+      for (const r of [...ofNobody, ...ofA, ...ofB]) await put(r);
+      const users = ['A', 'B', 'nobody', ''];
+      await assertListings(store, model.values(), users, 'at first:');
+      const pagesOfA = await pages(store, { userId: 'A', limit: 5 });
+      assert.deepEqual(
+        pagesOfA.map((page) => page.length),
+        [5, 5, 2],
+      );
+      assert.deepEqual(pagesOfA.flat(), [...ofA].sort(byId).map(summaryOf), 'A’s pages');
+      assert.deepEqual(
+        (await pages(store, { userId: 'B', limit: 2 })).flat(),
+        [...ofB].sort(byId).map(summaryOf),
+        'B’s pages',
+      );
+
+      const [moved, unclaimed, deleted, quarantined, back] = [...ofA].sort(byId) as [SessionRecord, SessionRecord, SessionRecord, SessionRecord, SessionRecord];
+      await put({ ...moved, userId: 'B', memento: 'ü', updatedAt: moved.updatedAt + 1 });
+      await assertListings(store, model.values(), users, 'after A → B:');
+      await put({ ...unclaimed, userId: null });
+      await assertListings(store, model.values(), users, 'after A → null:');
+      await store.delete(deleted.id);
+      model.delete(deleted.id);
+      await assertListings(store, model.values(), users, 'after a delete:');
+      await store.quarantine(quarantined.id, 'test');
+      model.delete(quarantined.id);
+      await assertListings(store, model.values(), users, 'after a quarantine:');
+      await put({ ...back, userId: 'B' });
+      await put({ ...back, userId: 'A', memento: null });
+      await assertListings(store, model.values(), users, 'after A → B → A:');
+      await put({ ...ofB[0]!, userId: 'A' });
+      await assertListings(store, model.values(), users, 'after B → A:');
+      assert.equal((await store.list({ userId: 'A', limit: 100 })).length, 12 - 4 + 1);
+      await store.close();
+    });
+
+    test('ping resolves on a healthy store and leaves nothing listed', async () => {
+      const store = await factory.create();
+      assert.equal(await store.ping(), undefined);
+      assert.deepEqual(await store.list({ limit: 10 }), []);
+      const saved = record({ userId: 'A' });
+      await store.set(saved);
+      await store.ping();
+      await assertListings(store, [saved], ['A']);
+      await store.close();
+    });
+
     if (factory.reopen) {
       const reopen = factory.reopen;
+      test('listings are the same after closing and reopening the store', async () => {
+        const store = await factory.create();
+        const model = new Map<string, SessionRecord>();
+        const records = Array.from({ length: 30 }, (_, i) =>
+          record({ userId: [null, 'A', 'B'][i % 3]!, memento: i % 4 === 0 ? null : `["é${i}😀"]`, expiresAt: i % 5 === 0 ? null : Date.now() + i }),
+        );
+        for (const r of records) {
+          await store.set(r);
+          model.set(r.id, r);
+        }
+        const [moved, deleted, quarantined] = records.filter((r) => r.userId === 'A') as [SessionRecord, SessionRecord, SessionRecord];
+        await store.set({ ...moved, userId: 'B' });
+        model.set(moved.id, { ...moved, userId: 'B' });
+        await store.delete(deleted.id);
+        model.delete(deleted.id);
+        await store.quarantine(quarantined.id, 'test');
+        model.delete(quarantined.id);
+        await store.ping();
+        const users = ['A', 'B'];
+        await assertListings(store, model.values(), users, 'before closing:');
+        const before = {
+          all: await pages(store, { limit: 7 }),
+          A: await pages(store, { userId: 'A', limit: 3 }),
+          B: await pages(store, { userId: 'B', limit: 3 }),
+        };
+        await store.close();
+        const again = await reopen(store);
+        await assertListings(again, model.values(), users, 'after reopening:');
+        assert.deepEqual(
+          {
+            all: await pages(again, { limit: 7 }),
+            A: await pages(again, { userId: 'A', limit: 3 }),
+            B: await pages(again, { userId: 'B', limit: 3 }),
+          },
+          before,
+        );
+        await again.ping();
+        await again.close();
+      });
+
       test('records survive closing and reopening the store', async () => {
         const store = await factory.create();
         const kept = [record(), record({ memento: null, expiresAt: null, userId: 'u' })];

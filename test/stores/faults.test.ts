@@ -10,7 +10,7 @@
  *  - E10: another process hammers the same SQLite database with short write transactions.
  */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, fsyncSync, mkdtempSync, openSync, readFileSync, rmSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,11 +20,13 @@ import { decodeMemento } from '../../src/contexts/memento.ts';
 import { SqliteStore, fromRow, type Row } from '../../src/stores/sqlite.ts';
 import { isSessionRecord, type SessionRecord } from '../../src/stores/store.ts';
 import { Client, ROOT, fixtureState, startTestServer, waitFor, type LogLine, type TestServer } from '../helpers.ts';
+import { fillUp, mountTmpfs as mountTmpfsInto, run, unmount } from './tmpfs.ts';
 
 type Kind = 'sqlite' | 'file';
 
 /** Cleanups (unmount, detach, kill), run last-in first-out in `after`, whatever happened. */
 const cleanups: Array<() => void> = [];
+const mountTmpfs = (size: string) => mountTmpfsInto(size, cleanups);
 
 after(() => {
   for (const cleanup of cleanups.splice(0).reverse()) {
@@ -35,48 +37,6 @@ after(() => {
     }
   }
 });
-
-function run(command: string, args: string[]): { ok: boolean; output: string } {
-  const result = spawnSync(command, args, { encoding: 'utf8' });
-  return { ok: result.status === 0, output: `${result.stdout ?? ''}${result.stderr ?? ''}${result.error?.message ?? ''}`.trim() };
-}
-
-function unmount(path: string): void {
-  // A lazy unmount if a failed test left a file open there.
-  if (!run('umount', [path]).ok) run('umount', ['-l', path]);
-  rmSync(path, { recursive: true, force: true });
-}
-
-/** Mounts a tmpfs of `size` on a fresh folder; a string says why it cannot. */
-function mountTmpfs(size: string): { dir: string } | string {
-  const dir = mkdtempSync(join(tmpdir(), 'resident-fault-'));
-  const mounted = run('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0700`, 'tmpfs', dir]);
-  if (!mounted.ok) {
-    rmSync(dir, { recursive: true, force: true });
-    return `cannot mount a tmpfs (needs root or CAP_SYS_ADMIN): ${mounted.output}`;
-  }
-  cleanups.push(() => unmount(dir));
-  return { dir };
-}
-
-/** Writes into `dir` until the filesystem refuses with ENOSPC; returns the filler's path. */
-function fillUp(dir: string): string {
-  const path = join(dir, 'filler');
-  const fd = openSync(path, 'w');
-  try {
-    for (const size of [1 << 20, 64 << 10, 4 << 10, 512, 1]) {
-      const chunk = Buffer.alloc(size, 0x5a);
-      try {
-        for (;;) writeSync(fd, chunk);
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'ENOSPC') throw error;
-      }
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return path;
-}
 
 /** A real storage fault on a real filesystem, and where a store can live on it. */
 interface Fault {

@@ -56,7 +56,7 @@ test('C8: maxEntries bounds the memory store: the size never exceeds it, the new
 
 test('store.maxEntries from the config reaches the memory store', async () => {
   const config = testConfig({ store: { kind: 'memory', maxEntries: 3 } });
-  const store = await openStore(config.store, createLogger('silent'));
+  const store = await openStore(config.store, createLogger({ level: 'silent', format: 'json' }));
   assert.ok(store instanceof MemoryStore);
   const now = Date.now();
   for (let i = 0; i < 10; i++) {
