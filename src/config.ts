@@ -57,6 +57,21 @@ const trustProxy = z
     return Object.freeze(list);
   });
 
+/**
+ * IP binding: true compares the whole address, false turns binding off, and prefix lengths
+ * bind to a network instead (a mobile client keeps its session while its address changes
+ * within the /24 or /64; RELIABILITY.md B8).
+ */
+const bindIp = z
+  .union([z.boolean(), z.strictObject({ ipv4: z.number().int().min(0).max(32), ipv6: z.number().int().min(0).max(128) })])
+  .optional()
+  .transform((value): { ipv4: number; ipv6: number } | false =>
+    value === undefined || value === true ? { ipv4: 32, ipv6: 128 } : value,
+  );
+
+/** A URL path prefix for the admin view: "/name/", path-safe characters only. */
+const ADMIN_PATH = /^\/(?:[A-Za-z0-9._~-]+\/)+$/;
+
 const sessionsSchema = z.strictObject({
   enabled: bool(true),
   cookieName: z
@@ -68,7 +83,7 @@ const sessionsSchema = z.strictObject({
   processTimeout: duration('480m'),
   maxContexts: int(1, 10_000_000, 100),
   maxQueuedRequests: int(1, 1_000_000, 100),
-  bindIp: bool(true),
+  bindIp,
   trustProxy,
   secureCookie: bool(false),
   sameSite: z.enum(['lax', 'strict']).optional().transform((v) => v ?? 'lax'),
@@ -77,6 +92,21 @@ const sessionsSchema = z.strictObject({
   maxMementoSize: int(1, 2 ** 31 - 1, 1024 * 1024),
   checkpointInterval: duration('0'),
   suspendEveryRequest: bool(false),
+  /** Sessions one user may hold at once; beyond it the oldest is closed. 0: no limit. */
+  maxPerUser: int(0, 1_000_000, 0),
+});
+
+const adminSchema = z.strictObject({
+  /** Bearer token for the admin view and API; the view is off without one. */
+  token: z.string().min(16).optional(),
+  path: z.string().regex(ADMIN_PATH).optional().transform((v) => v ?? '/_resident/'),
+});
+
+const metricsSchema = z.strictObject({
+  enabled: bool(true),
+  /** A separate listener for /metrics (no token); without it metrics are under the admin path. */
+  port: z.number().int().min(0).max(65535).optional(),
+  host: z.string().min(1).optional().transform((v) => v ?? '127.0.0.1'),
 });
 
 const storeSchema = z.strictObject({
@@ -115,21 +145,25 @@ const schema = z.strictObject({
   hooks: section(hooksSchema),
   store: section(storeSchema),
   limits: section(limitsSchema),
-  log: z
-    .strictObject({
+  log: section(
+    z.strictObject({
       level: z
         .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
         .optional()
         .transform((v) => v ?? 'info'),
-    })
-    .optional()
-    .transform((v) => v ?? { level: 'info' as const }),
+      /** auto: readable lines when stdout is a terminal, JSON lines otherwise. */
+      format: z.enum(['auto', 'json', 'pretty']).optional().transform((v) => v ?? 'auto'),
+    }),
+  ),
+  admin: section(adminSchema),
+  metrics: section(metricsSchema),
+  health: section(z.strictObject({ enabled: bool(true) })),
 });
 
 type Parsed = z.output<typeof schema>;
 
 export type ResidentConfig = Readonly<
-  Omit<Parsed, 'sessions' | 'workers' | 'hooks' | 'limits' | 'log' | 'store'> & {
+  Omit<Parsed, 'sessions' | 'workers' | 'hooks' | 'limits' | 'log' | 'store' | 'admin' | 'metrics' | 'health'> & {
     /** Folder of the config file; relative paths in it were resolved against this. */
     baseDir: string;
     sessions: Readonly<Parsed['sessions']>;
@@ -137,6 +171,9 @@ export type ResidentConfig = Readonly<
     hooks: Readonly<Parsed['hooks']>;
     limits: Readonly<Parsed['limits']>;
     log: Readonly<Parsed['log']>;
+    admin: Readonly<Parsed['admin']>;
+    metrics: Readonly<Parsed['metrics']>;
+    health: Readonly<Parsed['health']>;
     store: Readonly<Omit<Parsed['store'], 'path'> & { path: string }>;
   }
 >;
@@ -145,7 +182,10 @@ export type ResidentConfig = Readonly<
 export type ResidentConfigInput = z.input<typeof schema>;
 
 const TRUST_PROXY_FORM = 'false, true, or a list of IP addresses, CIDR ranges or "loopback" / "linklocal" / "uniquelocal"';
-const UNION_FORMS: Record<string, string> = { 'sessions.trustProxy': TRUST_PROXY_FORM };
+const UNION_FORMS: Record<string, string> = {
+  'sessions.trustProxy': TRUST_PROXY_FORM,
+  'sessions.bindIp': 'true, false, or prefix lengths such as { "ipv4": 24, "ipv6": 64 }',
+};
 
 function describeIssue(issue: z.core.$ZodIssue): string {
   const path = issue.path.map(String).join('.');
@@ -154,6 +194,10 @@ function describeIssue(issue: z.core.$ZodIssue): string {
   }
   const where = path || 'the configuration';
   if (issue.code === 'custom') return `${where} must be ${issue.message}`;
+  if (issue.code === 'invalid_format' && path === 'admin.path') {
+    return `${where} must be a URL path that starts and ends with "/", such as "/_resident/"`;
+  }
+  if (issue.code === 'too_small' && path === 'admin.token') return `${where} must be at least 16 characters (a long random secret)`;
   if (issue.code === 'invalid_format' && path.endsWith('cookieName')) {
     return `${where} must be a cookie name of 1 to 64 letters, digits or !#$%&'*+-.^_\`|~ (no spaces, ";", "=" or control characters)`;
   }
@@ -222,13 +266,17 @@ export function resolveConfig(input: unknown, baseDir: string): ResidentConfig {
     workers: Object.freeze(value.workers),
     limits: Object.freeze(value.limits),
     log: Object.freeze(value.log),
+    admin: Object.freeze(value.admin),
+    metrics: Object.freeze(value.metrics),
+    health: Object.freeze(value.health),
   };
   return Object.freeze(config);
 }
 
 /**
  * Reads and validates a config file; paths in it are relative to its folder. `overrides`
- * (e.g. the PORT environment variable) replace top-level keys before validation.
+ * (e.g. the PORT environment variable) replace keys before validation: "port" a top-level
+ * key, "admin.token" one key of a section.
  */
 export function loadConfigFile(path: string, overrides: Record<string, unknown> = {}): ResidentConfig {
   const absolute = resolve(path);
@@ -247,5 +295,16 @@ export function loadConfigFile(path: string, overrides: Record<string, unknown> 
   if (typeof json !== 'object' || json === null || Array.isArray(json)) {
     throw new ResidentError('RESIDENT_ERR_INVALID_CONFIG', `Config file ${absolute} must hold a JSON object`);
   }
-  return resolveConfig({ ...json, ...overrides }, dirname(absolute));
+  const merged: Record<string, unknown> = { ...json };
+  for (const [key, value] of Object.entries(overrides)) {
+    // "section.key" overrides one key of a section and keeps the rest of it.
+    const [section, inner] = key.split('.', 2) as [string, string | undefined];
+    if (inner === undefined) merged[key] = value;
+    else merged[section] = { ...(isObject(merged[section]) ? merged[section] : {}), [inner]: value };
+  }
+  return resolveConfig(merged, dirname(absolute));
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }

@@ -5,6 +5,8 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import pino, { type DestinationStream, type Logger } from 'pino';
+import pretty from 'pino-pretty';
+import type { ResidentConfig } from './config.ts';
 
 export type { Logger };
 
@@ -17,6 +19,16 @@ export function hashId(id: string, withSalt: Uint8Array = salt): string {
   return createHash('sha256').update(withSalt).update(id).digest('base64url').slice(0, 16);
 }
 
-export function createLogger(level: string, destination?: DestinationStream): Logger {
-  return pino({ level, base: { name: 'resident' } }, destination ?? pino.destination({ dest: 1, sync: false }));
+/**
+ * JSON lines for log collectors; readable, coloured lines for a person at a terminal
+ * (`log.format` "auto" decides by whether stdout is a TTY). `destination` (tests) takes JSON.
+ */
+export function createLogger(settings: ResidentConfig['log'], destination?: DestinationStream): Logger {
+  const options = { level: settings.level, base: { name: 'resident' } };
+  if (destination) return pino(options, destination);
+  const readable = settings.format === 'pretty' || (settings.format === 'auto' && process.stdout.isTTY === true);
+  if (readable) {
+    return pino(options, pretty({ colorize: process.stdout.isTTY === true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,name', sync: true }));
+  }
+  return pino(options, pino.destination({ dest: 1, sync: false }));
 }

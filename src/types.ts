@@ -11,9 +11,11 @@
 
 /**
  * Why onSessionSuspend is called. All but 'checkpoint' mean the context leaves memory;
- * 'checkpoint' asks for a memento to save while the context stays live.
+ * 'checkpoint' asks for a memento to save while the context stays live. 'admin': an operator
+ * suspended it from the admin view. 'closed' and 'expired' end the session (the memento is
+ * not kept).
  */
-export type SuspendReason = 'idle' | 'evicted' | 'closed' | 'shutdown' | 'expired' | 'checkpoint';
+export type SuspendReason = 'idle' | 'evicted' | 'admin' | 'closed' | 'shutdown' | 'expired' | 'checkpoint';
 
 /** A client's private, living state on one worker thread. */
 export interface Context {
@@ -55,6 +57,19 @@ export interface Context {
   readonly closed: boolean;
   /** Ends the session after the current request (4D's WEB CLOSE SESSION). */
   close(): void;
+  /**
+   * Gives the session a new ID when this response is sent, keeping this context and its
+   * variables: call it at login and at every change of privilege (OWASP). The response sets
+   * the new cookie; the old ID is dead from the next request on. `id` and `idHash` read the
+   * new ID from the next request on.
+   */
+  regenerate(): void;
+  /**
+   * After this response, closes every other session of this context's userId, live or
+   * suspended, on every worker and in the store ("sign out everywhere else", e.g. after a
+   * password change). Does nothing while userId is null.
+   */
+  closeOtherSessions(): void;
 }
 
 export type OnConnection = (ctx: Context, request: Request) => Promise<Response | undefined> | Response | undefined;

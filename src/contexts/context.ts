@@ -16,7 +16,8 @@ export function setIdSalt(hex: string): void {
 }
 
 export class LiveContext implements Context {
-  readonly id: string;
+  /** Changed only by the worker, when the main thread confirms ctx.regenerate(). */
+  id: string;
   readonly resumed: boolean;
   readonly saved: unknown;
   readonly savedVersion: number | undefined;
@@ -26,6 +27,9 @@ export class LiveContext implements Context {
   readonly queue = new SerialQueue();
   /** True when the hook changed userId since the main thread last heard of it. */
   userIdChanged = false;
+  /** Requests made during the current request: ctx.regenerate(), ctx.closeOtherSessions(). */
+  regenerateRequested = false;
+  closeOthersRequested = false;
   #isNew = true;
   #closed = false;
   #userId: string | null;
@@ -90,6 +94,14 @@ export class LiveContext implements Context {
 
   close(): void {
     this.#closed = true;
+  }
+
+  regenerate(): void {
+    this.regenerateRequested = true;
+  }
+
+  closeOtherSessions(): void {
+    this.closeOthersRequested = true;
   }
 
   async select<T>(name: string, load: () => T | Promise<T>): Promise<T> {

@@ -18,14 +18,19 @@ export type SessionState =
   | 'gone';
 
 export interface SessionEntry extends Route {
-  readonly id: string;
+  /** The cookie value; changes only through ctx.regenerate() (Directory.rename). */
+  id: string;
   readonly clientIp: string;
   /** Wall-clock ms when the session began (kept in the store record). */
   readonly createdAt: number;
   /** Monotonic ms when the session began, for `sessions.maxLifetime`. */
   readonly startedAt: number;
-  /** Set by hooks through ctx.userId. */
+  /** Set by hooks through ctx.userId; change it through Directory.setUser (it is indexed). */
   userId: string | null;
+  /** Requests this process has served for the session (for the admin view). */
+  requests: number;
+  /** UTF-8 size of the last memento written to the store; 0: none. */
+  mementoBytes: number;
   /** The store holds a memento for this session (written by a suspend or a checkpoint). */
   hasMemento: boolean;
   /** Handled a request since its last checkpoint. */
@@ -60,10 +65,42 @@ export class Directory {
   readonly live = new Map<string, SessionEntry>();
   /** Suspended sessions, least recently active first. */
   readonly suspended = new Map<string, SessionEntry>();
+  /** userId → that user's sessions known to this process. */
+  readonly #byUser = new Map<string, Set<SessionEntry>>();
   #suspending = 0;
 
   get(id: string): SessionEntry | undefined {
     return this.live.get(id) ?? this.suspended.get(id);
+  }
+
+  /** The sessions of `userId` this process knows (live or suspended). */
+  ofUser(userId: string): SessionEntry[] {
+    return [...(this.#byUser.get(userId) ?? [])];
+  }
+
+  setUser(entry: SessionEntry, userId: string | null): void {
+    if (entry.userId === userId) return;
+    this.#unindexUser(entry);
+    entry.userId = userId;
+    if (userId === null || entry.state === 'gone') return;
+    let entries = this.#byUser.get(userId);
+    if (!entries) this.#byUser.set(userId, (entries = new Set()));
+    entries.add(entry);
+  }
+
+  /** Gives a live session a new ID (ctx.regenerate()): the old ID stops resolving at once. */
+  rename(entry: SessionEntry, id: string): void {
+    const map = entry.state === 'suspended' ? this.suspended : this.live;
+    map.delete(entry.id);
+    entry.id = id;
+    map.set(id, entry);
+  }
+
+  #unindexUser(entry: SessionEntry): void {
+    if (entry.userId === null) return;
+    const entries = this.#byUser.get(entry.userId);
+    entries?.delete(entry);
+    if (entries?.size === 0) this.#byUser.delete(entry.userId);
   }
 
   /** Contexts that count against `maxContexts`. */
@@ -83,6 +120,9 @@ export class Directory {
     entry.state = 'suspended';
     entry.orderedAt = entry.lastActive;
     this.suspended.set(entry.id, entry);
+    const userId = entry.userId;
+    entry.userId = null;
+    this.setUser(entry, userId);
   }
 
   /** Records activity; moves the entry to the tail when its place is more than REORDER_MS old. */
@@ -116,6 +156,7 @@ export class Directory {
 
   remove(entry: SessionEntry): void {
     if (entry.state === 'suspending') this.#suspending--;
+    this.#unindexUser(entry);
     entry.state = 'gone';
     this.live.delete(entry.id);
     this.suspended.delete(entry.id);

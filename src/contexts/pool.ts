@@ -160,6 +160,20 @@ export class ContextPool {
     return [...this.#channels.keys()];
   }
 
+  /** Threads expected when every one is up. */
+  get size(): number {
+    return this.#piscina.maxThreads;
+  }
+
+  /** Per connected thread: contexts homed there and tasks sent and not yet answered (its queue depth). */
+  workerLoad(): Array<{ threadId: number; contexts: number; queued: number }> {
+    return [...this.#channels.values()].map((channel) => ({
+      threadId: channel.threadId,
+      contexts: this.#homed.get(channel.threadId) ?? 0,
+      queued: channel.inFlight,
+    }));
+  }
+
   /** Each worker's figures: contexts held and heap used. */
   async workerStats(options: { gc?: boolean } = {}): Promise<Array<{ threadId: number; contexts: number; heapUsed: number }>> {
     const replies = await Promise.all([...this.#channels.values()].map((channel) => channel.send({ type: 'stats', sessionId: '', gc: options.gc })));

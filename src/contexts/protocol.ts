@@ -49,6 +49,8 @@ export type WorkerTask =
   | { type: 'suspend'; sessionId: string; reason: SuspendReason }
   /** Drop a context without calling any hook. */
   | { type: 'discard'; sessionId: string }
+  /** ctx.regenerate(): the context is known by `newId` from now on. */
+  | { type: 'rename'; sessionId: string; newId: string }
   /** Report this worker's figures (sent to one worker through its route). */
   | { type: 'stats'; sessionId: ''; /** Collect garbage first, when the process runs with --expose-gc (benchmarks). */ gc?: boolean };
 
@@ -68,6 +70,10 @@ export type WorkerReply =
       mementoError?: WireError;
       /** ctx.userId, when the hook changed it during this request. */
       userId?: string | null;
+      /** The hook called ctx.regenerate(). */
+      regenerate?: true;
+      /** The hook called ctx.closeOtherSessions(). */
+      closeOthers?: true;
       threadId: number;
     }
   /** The request named a context this worker does not hold (closed, or its worker died). */
@@ -76,6 +82,7 @@ export type WorkerReply =
   | { type: 'suspended'; memento: string }
   | { type: 'suspend-failed'; error: WireError }
   | { type: 'discarded' }
+  | { type: 'renamed' }
   | { type: 'stats'; threadId: number; contexts: number; heapUsed: number }
   /** The worker failed the task itself (a bug, not a hook error). */
   | { type: 'failed'; error: WireError };

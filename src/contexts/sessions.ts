@@ -9,9 +9,11 @@
 import type { ResidentConfig } from '../config.ts';
 import type { Clock } from '../clock.ts';
 import { ResidentError, isResidentError } from '../errors.ts';
+import { ipMatcher, type IpMatcher } from '../http/ip-binding.ts';
 import { hashId, type Logger } from '../log.ts';
-import type { ContextStore, SessionRecord } from '../stores/store.ts';
+import type { ContextStore, SessionRecord, SessionSummary } from '../stores/store.ts';
 import type { SuspendReason } from '../types.ts';
+import { withDeadline } from './deadline.ts';
 import { Directory, type SessionEntry } from './directory.ts';
 import { newSessionId } from './ids.ts';
 import type { ContextPool } from './pool.ts';
@@ -25,7 +27,23 @@ export type Outcome =
   | { kind: 'error'; error: ResidentError; cookie: CookieAction };
 
 /** Reasons that take a context out of memory and keep its memento. */
-type SuspendingReason = 'idle' | 'evicted' | 'shutdown';
+type SuspendingReason = 'idle' | 'evicted' | 'admin' | 'shutdown';
+
+/** One session as the admin view and user lookups see it. Times are wall-clock ms. */
+export interface SessionInfo {
+  id: string;
+  userId: string | null;
+  clientIp: string;
+  state: 'live' | 'suspending' | 'suspended';
+  createdAt: number;
+  lastActivityAt: number;
+  /** The worker thread hosting the context; null when suspended. */
+  workerId: number | null;
+  /** Requests served by this process; null for a session it has not seen (stored before a restart). */
+  requests: number | null;
+  /** UTF-8 size of the stored memento; 0: none. */
+  mementoBytes: number;
+}
 
 export interface SessionCounters {
   created: number;
@@ -41,14 +59,37 @@ export interface SessionCounters {
   ipMismatches: number;
   corruptMementos: number;
   workersLost: number;
+  regenerated: number;
+}
+
+/** A session only the store knows (suspended before a restart). */
+export function storedInfo(summary: SessionSummary): SessionInfo {
+  return {
+    id: summary.id,
+    userId: summary.userId,
+    clientIp: summary.clientIp,
+    state: 'suspended',
+    createdAt: summary.createdAt,
+    lastActivityAt: summary.lastActivityAt,
+    workerId: null,
+    requests: null,
+    mementoBytes: summary.mementoBytes,
+  };
 }
 
 const SWEEP_INTERVAL_MS = 250;
 /** How long an idle suspend that failed waits before it is tried again. */
 const SUSPEND_RETRY_MS = 5_000;
+/**
+ * A store read a request waits for, at most: a store that hangs (a stuck network mount) gets
+ * the client a 503 within this, never a request that never ends (RELIABILITY.md E6).
+ */
+const STORE_READ_TIMEOUT_MS = 1_500;
 /** Presented IDs looked up in the store per request at most (a cookie header may carry many). */
 const STORE_LOOKUPS_PER_REQUEST = 3;
 const EXPIRED_BATCH = 1_000;
+/** Records read per store listing when collecting a user's sessions. */
+const USER_PAGE = 1_000;
 
 export class Sessions {
   readonly directory = new Directory();
@@ -56,7 +97,7 @@ export class Sessions {
     created: 0,
     resumed: 0,
     adopted: 0,
-    suspended: { idle: 0, evicted: 0, closed: 0, shutdown: 0, expired: 0, checkpoint: 0, failed: 0 },
+    suspended: { idle: 0, evicted: 0, admin: 0, closed: 0, shutdown: 0, expired: 0, checkpoint: 0, failed: 0 },
     lostSuspends: 0,
     checkpoints: 0,
     closed: 0,
@@ -64,6 +105,7 @@ export class Sessions {
     ipMismatches: 0,
     corruptMementos: 0,
     workersLost: 0,
+    regenerated: 0,
   };
   readonly #config: ResidentConfig['sessions'];
   readonly #pool: ContextPool;
@@ -75,11 +117,14 @@ export class Sessions {
   /** Idle time after which a session is gone; Infinity: never (browser-session cookie). */
   readonly #sessionLimit: number;
   readonly #lifetimeLimit: number;
+  readonly #sameClient: IpMatcher;
   readonly #timers: NodeJS.Timeout[] = [];
   /** Store lookups under way, so two requests with one unknown ID adopt it once. */
   readonly #adopting = new Map<string, Promise<SessionEntry | undefined>>();
   /** Records read to adopt a session, kept for the resume that follows, so the store is read once. */
   readonly #adopted = new Map<string, SessionRecord>();
+  /** Sessions whose end (#finish) is under way: their responses expire the cookie. */
+  readonly #ending = new Set<SessionEntry>();
   #closing = false;
   #idleWaiters: Array<() => void> = [];
   #inFlight = 0;
@@ -99,6 +144,7 @@ export class Sessions {
     this.#log = log;
     this.#sessionLimit = config.cookieTimeout > 0 ? config.cookieTimeout : Infinity;
     this.#lifetimeLimit = config.maxLifetime > 0 ? config.maxLifetime : Infinity;
+    this.#sameClient = ipMatcher(config.bindIp);
     // A context never outlives its cookie: with a cookie shorter than the process timeout, the
     // context is suspended when the cookie expires, and its memento dropped right after.
     this.#idleLimit = Math.min(config.processTimeout > 0 ? config.processTimeout : Infinity, this.#sessionLimit);
@@ -170,7 +216,7 @@ export class Sessions {
         known = await this.#adopt(id);
       }
       if (!known) continue;
-      if (!this.#config.bindIp || known.clientIp === clientIp) return { entry: known };
+      if (this.#sameClient(known.clientIp, clientIp)) return { entry: known };
       foreign ??= known;
     }
     return { foreign };
@@ -186,8 +232,13 @@ export class Sessions {
     return pending;
   }
 
+  /** A store read on a request's path: bounded in time (E6). */
+  #read(id: string): Promise<SessionRecord | undefined> {
+    return withDeadline(this.#store.get(id), STORE_READ_TIMEOUT_MS, 'RESIDENT_ERR_STORE_FAILED', 'the store read');
+  }
+
   async #readForAdoption(id: string): Promise<SessionEntry | undefined> {
-    const record = await this.#store.get(id);
+    const record = await this.#read(id);
     if (!record) return undefined;
     const known = this.directory.get(id);
     if (known) return known;
@@ -204,6 +255,8 @@ export class Sessions {
       createdAt: record.createdAt,
       startedAt: mono - Math.max(0, now - record.createdAt),
       userId: record.userId,
+      requests: 0,
+      mementoBytes: record.memento === null ? 0 : Buffer.byteLength(record.memento),
       hasMemento: record.memento !== null,
       dirty: false,
       state: 'suspended',
@@ -232,6 +285,8 @@ export class Sessions {
       createdAt: Date.now(),
       startedAt: now,
       userId: null,
+      requests: 0,
+      mementoBytes: 0,
       hasMemento: false,
       dirty: false,
       state: 'live',
@@ -246,7 +301,7 @@ export class Sessions {
     entry.init = this.#init(entry, false, undefined);
     this.directory.addLive(entry);
     this.counters.created++;
-    this.#log.debug({ event: 'created', session: hashId(entry.id), clientIp }, 'session created');
+    this.#log.info({ event: 'created', session: hashId(entry.id), clientIp }, 'session created');
     return entry;
   }
 
@@ -266,21 +321,25 @@ export class Sessions {
    * no request in flight. When every context is busy the caller answers 503 (C5, C6).
    */
   #makeRoom(): ResidentError | undefined {
-    if (this.directory.liveCount < this.#config.maxContexts) return undefined;
-    // The Map is in activity order to within REORDER_MS: look on until no later entry can
-    // be older than the best candidate so far.
-    let victim: SessionEntry | undefined;
-    for (const candidate of this.directory.live.values()) {
-      if (victim && candidate.orderedAt >= victim.lastActive) break;
-      if (candidate.state !== 'live' || candidate.inFlight > 0 || candidate.gate) continue;
-      if (!victim || candidate.lastActive < victim.lastActive) victim = candidate;
+    // More than one may go: contexts whose eviction the store refused stayed live over the cap,
+    // and once it takes writes again the count comes back down here. Each victim is marked
+    // suspending at once, so it counts no more and is not picked twice.
+    while (this.directory.liveCount >= this.#config.maxContexts) {
+      // The Map is in activity order to within REORDER_MS: look on until no later entry can
+      // be older than the best candidate so far.
+      let victim: SessionEntry | undefined;
+      for (const candidate of this.directory.live.values()) {
+        if (victim && candidate.orderedAt >= victim.lastActive) break;
+        if (candidate.state !== 'live' || candidate.inFlight > 0 || candidate.gate) continue;
+        if (!victim || candidate.lastActive < victim.lastActive) victim = candidate;
+      }
+      if (!victim) {
+        this.#log.warn({ event: 'capacity', maxContexts: this.#config.maxContexts }, 'every context is busy: refusing a new one');
+        return new ResidentError('RESIDENT_ERR_CAPACITY');
+      }
+      void this.#startSuspend(victim, 'evicted');
     }
-    if (victim) {
-      this.#startSuspend(victim, 'evicted');
-      return undefined;
-    }
-    this.#log.warn({ event: 'capacity', maxContexts: this.#config.maxContexts }, 'every context is busy: refusing a new one');
-    return new ResidentError('RESIDENT_ERR_CAPACITY');
+    return undefined;
   }
 
   async #run(entry: SessionEntry, request: WireRequest, clientIp: string, attempt: number): Promise<Outcome> {
@@ -288,6 +347,7 @@ export class Sessions {
       return { kind: 'error', error: new ResidentError('RESIDENT_ERR_QUEUE_FULL'), cookie: null };
     }
     entry.inFlight++;
+    entry.requests++;
     this.#inFlight++;
     this.directory.touch(entry, this.#clock.now());
     try {
@@ -340,15 +400,88 @@ export class Sessions {
     }
     if (reply.type !== 'response') throw new Error(`unexpected worker reply ${reply.type}`);
     if (reply.error) this.#logHookError(entry, 'onConnection', reply.error);
-    if (reply.userId !== undefined) entry.userId = reply.userId;
+    if (reply.userId !== undefined) this.directory.setUser(entry, reply.userId);
     if (reply.mementoError) await this.#quarantine(entry, reply.mementoError);
-    let cookie: CookieAction = { set: entry.id };
     if (reply.closed) {
-      cookie = { expire: true };
+      this.counters.suspended.closed++;
       if (reply.closeError) this.#logHookError(entry, "onSessionSuspend(ctx, 'closed')", reply.closeError);
       if (entry.state !== 'gone') this.#end(entry, 'closed');
+      return { kind: 'reply', status: reply.status, headers: reply.headers, body: reply.body, cookie: { expire: true } };
     }
+    if (reply.regenerate && entry.state === 'live') await this.#regenerate(entry);
+    else if (reply.userId !== undefined && entry.hasMemento) {
+      // A sign-out must not come back with a crash: the stored record names the user now.
+      await this.#rewriteRecord(entry, entry.id);
+    }
+    // After any regenerate, so the user's sessions are listed under their current IDs.
+    if (reply.userId && this.#config.maxPerUser > 0) {
+      void this.#limitUser(reply.userId, entry).catch((error) => {
+        this.#log.error({ event: 'store-error', err: error }, 'cannot enforce sessions.maxPerUser');
+      });
+    }
+    if (reply.closeOthers && entry.userId !== null) {
+      void this.closeUser(entry.userId, { except: entry, by: 'closeOtherSessions' }).catch((error) => {
+        this.#log.error({ event: 'store-error', err: error }, "cannot close the user's other sessions");
+      });
+    }
+    // Closed meanwhile, or about to be (the admin view, a user-wide close): the cookie is
+    // expired, not renewed.
+    const cookie: CookieAction = entry.state === 'gone' || this.#ending.has(entry) ? { expire: true } : { set: entry.id };
     return { kind: 'reply', status: reply.status, headers: reply.headers, body: reply.body, cookie };
+  }
+
+  /** Closes the oldest sessions of `userId` beyond `sessions.maxPerUser`; `keep` is never one of them. */
+  async #limitUser(userId: string, keep: SessionEntry): Promise<void> {
+    const sessions = await this.sessionsOfUser(userId);
+    const excess = sessions.length - this.#config.maxPerUser;
+    if (excess <= 0) return;
+    const oldest = sessions.filter((session) => session.id !== keep.id).sort((a, b) => a.createdAt - b.createdAt);
+    for (const session of oldest.slice(0, excess)) {
+      this.#log.info({ event: 'user-limit', session: hashId(session.id), maxPerUser: this.#config.maxPerUser }, 'closing the oldest session of a user beyond sessions.maxPerUser');
+      await this.closeSession(session.id, 'maxPerUser');
+    }
+  }
+
+  /**
+   * ctx.regenerate(): a new ID for the same context (RELIABILITY.md A5). The directory answers
+   * to the new ID at once; the worker learns it through its channel ahead of any later task;
+   * a record stored under the old ID (a checkpoint, or the memento it resumed from) moves to
+   * the new one, under the gate, so no checkpoint or suspend interleaves.
+   */
+  async #regenerate(entry: SessionEntry): Promise<void> {
+    const previous = entry.id;
+    const id = newSessionId();
+    this.directory.rename(entry, id);
+    this.counters.regenerated++;
+    this.#log.info({ event: 'regenerated', session: hashId(id), previous: hashId(previous) }, 'session ID regenerated');
+    void this.#pool.run({ type: 'rename', sessionId: previous, newId: id }, entry).catch(() => {
+      // The thread died: the context went with it, and worker loss resumes the session.
+    });
+    if (entry.hasMemento) await this.#rewriteRecord(entry, previous);
+  }
+
+  /**
+   * Rewrites the stored record of `entry` (found under `storedAs`) with its current ID and
+   * userId, under the gate so no checkpoint or suspend interleaves: after a regenerate the
+   * record moves to the new ID, and a change of user reaches the store at once.
+   */
+  async #rewriteRecord(entry: SessionEntry, storedAs: string): Promise<void> {
+    const previous = entry.gate;
+    await this.#setGate(
+      entry,
+      (async () => {
+        if (previous) await previous.catch(() => {});
+        if (entry.state === 'gone') return;
+        try {
+          const record = await this.#store.get(storedAs);
+          if (record) await this.#store.set({ ...record, id: entry.id, userId: entry.userId });
+          if (storedAs !== entry.id) await this.#store.delete(storedAs);
+        } catch (error) {
+          this.#log.error({ event: 'store-error', session: hashId(entry.id), err: error }, 'cannot update the stored session record');
+          if (storedAs !== entry.id) entry.hasMemento = false;
+        }
+      })(),
+    );
   }
 
   async #restart(request: WireRequest, clientIp: string, attempt: number): Promise<Outcome> {
@@ -369,7 +502,7 @@ export class Sessions {
     let record = this.#adopted.get(entry.id);
     this.#adopted.delete(entry.id);
     try {
-      record ??= await this.#store.get(entry.id);
+      record ??= await this.#read(entry.id);
     } catch (error) {
       this.#log.error({ event: 'store-error', session: hashId(entry.id), err: error }, 'cannot read the suspended session');
       throw new ResidentError('RESIDENT_ERR_STORE_FAILED', undefined, { cause: error });
@@ -457,10 +590,11 @@ export class Sessions {
       await this.#store.set(this.#record(entry, reply.memento));
     } catch (error) {
       // The context is still on its worker: refused writes keep it live (E4), loudly.
-      await this.#suspendFailed(entry, reason, { code: 'RESIDENT_ERR_STORE_FAILED', message: (error as Error).message });
+      await this.#suspendFailed(entry, reason, { code: 'RESIDENT_ERR_STORE_FAILED', message: (error as Error).message }, 'store');
       return;
     }
     entry.hasMemento = true;
+    entry.mementoBytes = Buffer.byteLength(reply.memento);
     await this.#discard(entry);
     this.directory.markSuspended(entry);
     this.counters.suspended[reason]++;
@@ -468,10 +602,13 @@ export class Sessions {
   }
 
   /** Runs inside the entry's gate: no request proceeds until the outcome is settled. */
-  async #suspendFailed(entry: SessionEntry, reason: SuspendingReason, error: WireError): Promise<void> {
+  async #suspendFailed(entry: SessionEntry, reason: SuspendingReason, error: WireError, failed: 'hook' | 'store' = 'hook'): Promise<void> {
     this.counters.suspended.failed++;
-    if (reason === 'idle') {
-      // Not silently discarded (H1): the context stays live and the suspend is tried again.
+    // Not silently discarded (H1): the context stays live and the idle sweep tries again. So
+    // does an eviction the store refused (E4, E7): the cap is exceeded until the store takes
+    // writes again, rather than a memento lost. Only a hook that fails a forced suspend
+    // (shutdown, cap) loses the context.
+    if (reason === 'idle' || reason === 'admin' || (reason === 'evicted' && failed === 'store')) {
       this.#logHookError(entry, `onSessionSuspend(ctx, '${reason}')`, error, 'the context stays live; retrying later');
       entry.retryAt = this.#clock.now() + SUSPEND_RETRY_MS;
       this.directory.markLiveAgain(entry);
@@ -505,32 +642,36 @@ export class Sessions {
    * Ends a session through its gate: a live context gets onSessionSuspend(ctx, reason) (its
    * memento is discarded) and leaves its worker; then the ID is dead.
    */
-  #finish(entry: SessionEntry, reason: 'expired'): void {
+  #finish(entry: SessionEntry, reason: 'expired' | 'closed', by?: string): Promise<void> {
     const previous = entry.gate;
-    this.#setGate(
+    this.#ending.add(entry);
+    return this.#setGate(
       entry,
       (async () => {
         if (previous) await previous.catch(() => {});
-        if (entry.state === 'gone') return;
+        if (entry.state === 'gone') {
+          this.#ending.delete(entry);
+          return;
+        }
         if (entry.state === 'live') {
           const reply = await this.#pool.run({ type: 'suspend', sessionId: entry.id, reason }, entry).catch(() => undefined);
           if (reply?.type === 'suspend-failed') this.#logHookError(entry, `onSessionSuspend(ctx, '${reason}')`, reply.error);
           await this.#discard(entry);
           this.counters.suspended[reason]++;
         }
-        this.#end(entry, reason);
+        this.#end(entry, reason, by);
       })(),
     );
   }
 
   /** Closed by its hook, or expired: the ID is dead and its record deleted. */
-  #end(entry: SessionEntry, why: 'closed' | 'expired'): void {
+  #end(entry: SessionEntry, why: 'closed' | 'expired', by?: string): void {
+    this.#ending.delete(entry);
     this.directory.remove(entry);
     this.#adopted.delete(entry.id);
     this.#pool.release(entry);
     this.counters[why]++;
-    if (why === 'closed') this.counters.suspended.closed++;
-    this.#log.info({ event: why, session: hashId(entry.id) }, `session ${why}`);
+    this.#log.info({ event: why, session: hashId(entry.id), ...(by && { by }) }, `session ${why}`);
     this.#store.delete(entry.id).catch((error) => {
       this.#log.error({ event: 'store-error', session: hashId(entry.id), err: error }, 'cannot delete the session record');
     });
@@ -632,11 +773,101 @@ export class Sessions {
     try {
       await this.#store.set(this.#record(entry, reply.memento));
       entry.hasMemento = true;
+      entry.mementoBytes = Buffer.byteLength(reply.memento);
       this.counters.checkpoints++;
     } catch (error) {
       entry.dirty = true;
       this.#log.error({ event: 'store-error', session: hashId(entry.id), err: error }, 'checkpoint not saved; will try again');
     }
+  }
+
+  /** What the admin view shows of a session this process knows. */
+  info(entry: SessionEntry): SessionInfo {
+    return {
+      id: entry.id,
+      userId: entry.userId,
+      clientIp: entry.clientIp,
+      state: entry.state === 'gone' ? 'suspended' : entry.state,
+      createdAt: entry.createdAt,
+      lastActivityAt: Date.now() - Math.max(0, this.#clock.now() - entry.lastActive),
+      workerId: entry.workerId,
+      requests: entry.requests,
+      mementoBytes: entry.mementoBytes,
+    };
+  }
+
+  /**
+   * Every session of `userId`, live or suspended: those this process knows, and those only the
+   * store holds (suspended before a restart).
+   */
+  async sessionsOfUser(userId: string): Promise<SessionInfo[]> {
+    const found = new Map<string, SessionInfo>();
+    for (const entry of this.directory.ofUser(userId)) found.set(entry.id, this.info(entry));
+    for await (const summary of this.#storedOfUser(userId)) {
+      // The directory is the newer word on a session it knows (its userId may have changed).
+      if (found.has(summary.id) || this.directory.get(summary.id)) continue;
+      found.set(summary.id, storedInfo(summary));
+    }
+    return [...found.values()];
+  }
+
+  async *#storedOfUser(userId: string) {
+    let after: string | undefined;
+    for (;;) {
+      const page = await this.#store.list({ userId, after, limit: USER_PAGE });
+      yield* page;
+      if (page.length < USER_PAGE) return;
+      after = page[page.length - 1]!.id;
+    }
+  }
+
+  /**
+   * Closes every session of `userId` (after a password change, or from the admin view): a live
+   * context gets onSessionSuspend(ctx, 'closed') and leaves memory; every record is deleted.
+   * Resolves with how many sessions were closed.
+   */
+  async closeUser(userId: string, options: { except?: SessionEntry; by?: string } = {}): Promise<number> {
+    let closed = 0;
+    for (const session of await this.sessionsOfUser(userId)) {
+      if (session.id === options.except?.id) continue;
+      if (await this.closeSession(session.id, options.by ?? 'admin')) closed++;
+    }
+    return closed;
+  }
+
+  /**
+   * Closes one session by ID, live or suspended, known to this process or only to the store.
+   * Resolves false when there is no such session.
+   */
+  async closeSession(id: string, by: string): Promise<boolean> {
+    const entry = this.directory.get(id);
+    if (!entry) {
+      if (!(await this.#store.get(id))) return false;
+      await this.#store.delete(id);
+      this.counters.closed++;
+      this.#log.info({ event: 'closed', session: hashId(id), by }, 'session closed');
+      return true;
+    }
+    if (entry.state === 'gone') return false;
+    if (entry.state === 'suspended' && !entry.gate) {
+      this.#end(entry, 'closed', by);
+      return true;
+    }
+    // Live, or a suspend or resume under way: through the gate, after whatever runs now.
+    await this.#finish(entry, 'closed', by);
+    return true;
+  }
+
+  /**
+   * Suspends one live context now (the admin view), as an idle one would be. Resolves with the
+   * outcome: 'busy' while it has a request in flight or a suspend or resume under way.
+   */
+  async suspendSession(id: string): Promise<'suspended' | 'busy' | 'not-live' | 'failed'> {
+    const entry = this.directory.get(id);
+    if (!entry || entry.state === 'suspended' || entry.state === 'gone') return 'not-live';
+    if (entry.inFlight > 0 || entry.gate || entry.state !== 'live') return 'busy';
+    await this.#startSuspend(entry, 'admin');
+    return (entry.state as SessionEntry['state']) === 'suspended' ? 'suspended' : 'failed';
   }
 
   /** Every context on a dead thread is lost; their sessions resume on their next request. */

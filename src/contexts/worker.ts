@@ -134,6 +134,14 @@ async function handleRequest(ctx: LiveContext, task: Extract<WorkerTask, { type:
     reply.userId = ctx.userId;
     ctx.userIdChanged = false;
   }
+  if (ctx.regenerateRequested) {
+    reply.regenerate = true;
+    ctx.regenerateRequested = false;
+  }
+  if (ctx.closeOthersRequested) {
+    reply.closeOthers = true;
+    ctx.closeOthersRequested = false;
+  }
   if (ctx.closed || task.ephemeral) {
     contexts.delete(ctx.id);
     if (ctx.closed) {
@@ -182,6 +190,14 @@ async function dispatch(task: WorkerTask): Promise<WorkerReply> {
   if (!hosted) return task.type === 'discard' ? { type: 'discarded' } : { type: 'gone' };
   const target = hosted;
   if (task.type === 'suspend') return target.queue.run(() => handleSuspend(target, task.reason));
+  if (task.type === 'rename') {
+    // Tasks already dispatched hold the context itself; later ones arrive under the new ID
+    // (the channel keeps order), so nothing is looked up under the old one again.
+    contexts.delete(task.sessionId);
+    target.id = task.newId;
+    contexts.set(task.newId, target);
+    return { type: 'renamed' };
+  }
   contexts.delete(task.sessionId);
   return { type: 'discarded' };
 }
