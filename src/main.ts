@@ -1,10 +1,13 @@
 /**
- * Command line: `tsx src/main.ts [--config PATH]`. PORT overrides the configured port.
+ * Command line: `tsx src/main.ts [--config PATH]`. PORT overrides the configured port, and
+ * RESIDENT_ADMIN_TOKEN the admin token (a secret is better kept out of config.json).
  * Exit codes: 0 clean stop, 1 a suspend was lost at shutdown, 2 invalid configuration or
  * hooks that cannot load (nothing listens then).
  */
+import { relative } from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadConfigFile } from './config.ts';
+import ms from 'ms';
+import { loadConfigFile, type ResidentConfig } from './config.ts';
 import { isResidentError } from './errors.ts';
 import { startServer, type ResidentServer } from './server.ts';
 
@@ -19,9 +22,12 @@ async function main(): Promise<number | undefined> {
   }
   let config;
   try {
-    const port = process.env.PORT;
+    const { PORT: port, RESIDENT_ADMIN_TOKEN: token } = process.env;
     // A PORT that is not a whole number is handed on as text, so validation names it.
-    config = loadConfigFile(configPath, port === undefined ? {} : { port: /^\d+$/.test(port) ? Number(port) : port });
+    config = loadConfigFile(configPath, {
+      ...(port !== undefined && { port: /^\d+$/.test(port) ? Number(port) : port }),
+      ...(token !== undefined && { 'admin.token': token }),
+    });
   } catch (error) {
     console.error(`resident: ${(error as Error).message}`);
     return 2;
@@ -61,13 +67,30 @@ async function main(): Promise<number | undefined> {
       url: server.url,
       threads: config.workers.threads,
       store: config.store.kind,
+      storePath: config.store.kind === 'memory' ? null : config.store.path,
       processTimeout: config.sessions.processTimeout,
       cookieTimeout: config.sessions.cookieTimeout,
+      admin: server.adminUrl,
+      metrics: server.metricsUrl,
     },
-    `Resident listening on ${server.url}`,
+    banner(server, config),
   );
   if (stopRequested) stop(stopRequested);
   return undefined;
+}
+
+/** The startup line a person reads: where to go, where sessions are kept, and how long they live. */
+function banner(server: ResidentServer, config: ResidentConfig): string {
+  const duration = (millis: number, none: string) => (millis === 0 ? none : ms(millis, { long: true }));
+  const store = config.store.kind === 'memory' ? 'memory (volatile)' : `${config.store.kind} at ${relative(process.cwd(), config.store.path) || '.'}`;
+  const lines = [
+    `Resident listening on ${server.url}`,
+    `store ${store}, ${config.workers.threads} worker thread${config.workers.threads === 1 ? '' : 's'}`,
+    `${config.sessions.processTimeout === 0 ? 'contexts are never suspended for idleness' : `contexts suspend after ${duration(config.sessions.processTimeout, '')} idle`}; cookies last ${duration(config.sessions.cookieTimeout, 'the browser session')}`,
+  ];
+  if (server.adminUrl) lines.push(`admin view at ${server.adminUrl}`);
+  if (server.metricsUrl) lines.push(`metrics at ${server.metricsUrl}`);
+  return lines.join(' · ');
 }
 
 const code = await main();

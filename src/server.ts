@@ -3,7 +3,7 @@
  * writing what the worker answered. Everything about a session's life is in
  * ./contexts/sessions.ts.
  */
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { DestinationStream } from 'pino';
 import { monotonicClock, type Clock } from './clock.ts';
@@ -16,6 +16,10 @@ import { cameOverTls, clientIp, compileTrust } from './http/client-ip.ts';
 import { expiredSessionCookie, presentedSessionIds, sessionCookieWriter, setsCookieNamed, type CookieSettings } from './http/cookies.ts';
 import { PublicFiles } from './http/static.ts';
 import { ID_HASH_SALT, createLogger, type Logger } from './log.ts';
+import { adminRoutes } from './ops/admin.ts';
+import { healthRoutes } from './ops/health.ts';
+import { Metrics } from './ops/metrics.ts';
+import { send, type OpsRoute } from './ops/respond.ts';
 import { openStore } from './stores/open.ts';
 import type { ContextStore } from './stores/store.ts';
 
@@ -35,6 +39,11 @@ export interface ResidentServer {
   readonly sessions: Sessions;
   readonly pool: ContextPool;
   readonly log: Logger;
+  /** The admin view's URL, when admin.token is set. */
+  readonly adminUrl: string | null;
+  /** Where Prometheus scrapes, when metrics are on. */
+  readonly metricsUrl: string | null;
+  readonly metrics: Metrics | null;
   /**
    * Stops accepting, finishes requests in flight, suspends every live context ('shutdown'),
    * and stops the workers. Idempotent: a second call returns the first call's promise.
@@ -51,14 +60,19 @@ interface Edge {
   setCookie: (id: string, secure: boolean) => string;
   trust: ReturnType<typeof compileTrust>;
   files: PublicFiles;
+  /** Health probes and the admin view, answered before static files and hooks. */
+  ops: OpsRoute[];
+  metrics: Metrics | null;
 }
 
 const TEXT = 'text/plain; charset=utf-8';
 
 export async function startServer(options: StartOptions): Promise<ResidentServer> {
   const { config } = options;
-  const log = createLogger(config.log.level, options.logDestination);
-  const store = options.store ?? (await openStore(config.store, log));
+  const log = createLogger(config.log, options.logDestination);
+  const metrics = config.metrics.enabled ? new Metrics() : null;
+  const openedStore = options.store ?? (await openStore(config.store, log));
+  const store = metrics ? metrics.instrument(openedStore) : openedStore;
   let sessions: Sessions | undefined;
   const pool = new ContextPool(
     config.workers.threads,
@@ -81,11 +95,22 @@ export async function startServer(options: StartOptions): Promise<ResidentServer
   } catch (error) {
     await pool.close();
     await store.close();
-    throw new ResidentError('RESIDENT_ERR_HOOK_LOAD', `Cannot load the hooks: ${(error as Error).message}`, { cause: error });
+    // A worker's failure may arrive as something other than an Error: say what it was.
+    const reason = error instanceof Error ? error.message : typeof error === 'object' && error !== null && 'message' in error ? String(error.message) : String(error);
+    throw new ResidentError('RESIDENT_ERR_HOOK_LOAD', `Cannot load the hooks: ${reason}`, { cause: error });
   }
   sessions = new Sessions(config.sessions, config.store.sweepInterval, pool, store, options.clock ?? monotonicClock, log);
   // Records left expired by an earlier run go now, not one sweep interval from now.
   await sessions.sweepStore();
+  metrics?.watch(sessions, pool, store.kind);
+
+  let stopping: Promise<{ suspended: number; lost: number }> | undefined;
+  const routes: OpsRoute[] = [];
+  if (config.health.enabled) routes.push(healthRoutes({ pool, store, log, stopping: () => stopping !== undefined }));
+  const { token, path: adminPath } = config.admin;
+  // Metrics go under the admin path (same token) unless they have a listener of their own.
+  const metricsOnAdmin = metrics && config.metrics.port === undefined ? metrics : null;
+  if (token) routes.push(adminRoutes({ path: adminPath, token, sessions, pool, store, log, metrics: metricsOnAdmin }));
 
   const edge: Edge = {
     config,
@@ -95,6 +120,8 @@ export async function startServer(options: StartOptions): Promise<ResidentServer
     setCookie: sessionCookieWriter({ name: config.sessions.cookieName, timeout: config.sessions.cookieTimeout, sameSite: config.sessions.sameSite }),
     trust: compileTrust(config.sessions.trustProxy),
     files: await PublicFiles.open(config.publicDir),
+    ops: routes,
+    metrics,
   };
   const server = createServer(
     {
@@ -116,8 +143,14 @@ export async function startServer(options: StartOptions): Promise<ResidentServer
   });
   const { port } = server.address() as AddressInfo;
   const host = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
+  const url = `http://${host}:${port}`;
+  const metricsServer = metrics && config.metrics.port !== undefined ? await listenForMetrics(metrics, config.metrics) : null;
+  const metricsUrl = metricsServer
+    ? `http://${config.metrics.host}:${(metricsServer.address() as AddressInfo).port}/metrics`
+    : metricsOnAdmin && token
+      ? `${url}${adminPath}metrics`
+      : null;
 
-  let stopping: Promise<{ suspended: number; lost: number }> | undefined;
   const activeSessions = sessions;
   const shutdown = () =>
     (stopping ??= (async () => {
@@ -126,6 +159,7 @@ export async function startServer(options: StartOptions): Promise<ResidentServer
       const result = await activeSessions.shutdown(config.limits.shutdownTimeout);
       server.closeAllConnections();
       await closed;
+      if (metricsServer) await new Promise((resolve) => metricsServer.close(resolve));
       await pool.close();
       await store.close();
       edge.files.close();
@@ -133,12 +167,47 @@ export async function startServer(options: StartOptions): Promise<ResidentServer
       return result;
     })());
 
-  return { url: `http://${host}:${port}`, port, sessions, pool, log, shutdown };
+  return { url, port, sessions, pool, log, adminUrl: token ? `${url}${adminPath}` : null, metricsUrl, metrics, shutdown };
+}
+
+/** The URL path of a request, without its query. */
+function pathOf(req: IncomingMessage): string {
+  const url = req.url ?? '/';
+  const query = url.indexOf('?');
+  return query === -1 ? url : url.slice(0, query);
+}
+
+/** metrics.port: a listener of its own for Prometheus, with no token (bind it to a private address). */
+async function listenForMetrics(metrics: Metrics, settings: ResidentConfig['metrics']): Promise<Server> {
+  const server = createServer((req, res) => {
+    if (pathOf(req) !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) {
+      send(res, 404, 'text/plain; charset=utf-8', 'Not Found');
+      return;
+    }
+    metrics.text().then(
+      (text) => send(res, 200, metrics.contentType, text),
+      () => send(res, 500, 'text/plain; charset=utf-8', 'metrics unavailable'),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(settings.port, settings.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return server;
 }
 
 async function handle(edge: Edge, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const { config, sessions, log } = edge;
+  const started = edge.metrics ? performance.now() : 0;
   try {
+    if (edge.ops.length > 0) {
+      const path = pathOf(req);
+      const route = edge.ops.find((candidate) => candidate.claims(path));
+      if (route) return await route.handle(path, req, res);
+    }
     if (await edge.files.serve(req, res)) return;
     const secure = config.sessions.secureCookie || cameOverTls(req, edge.trust);
     // The worker parses this when it builds the Request, and answers 400 if it cannot.
@@ -152,6 +221,7 @@ async function handle(edge: Edge, req: IncomingMessage, res: ServerResponse): Pr
       { method: req.method ?? 'GET', url, headers: req.rawHeaders.join('\n'), body },
     );
     write(edge, req, res, outcome, secure);
+    edge.metrics?.observeRequest(res.statusCode, (performance.now() - started) / 1000, outcome.kind === 'error' ? outcome.error.code : undefined);
   } catch (error) {
     const failure = isResidentError(error) ? error : new ResidentError('RESIDENT_ERR_HOOK_FAILED', undefined, { cause: error });
     if (!isResidentError(error)) log.error({ event: 'edge-error', err: error }, 'unexpected error at the HTTP edge');
@@ -160,6 +230,7 @@ async function handle(edge: Edge, req: IncomingMessage, res: ServerResponse): Pr
       return;
     }
     write(edge, req, res, { kind: 'error', error: failure, cookie: null }, false);
+    edge.metrics?.observeRequest(res.statusCode, (performance.now() - started) / 1000, failure.code);
   }
 }
 

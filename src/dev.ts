@@ -1,0 +1,50 @@
+/**
+ * `npm run dev [-- --config PATH]`: the server under `tsx watch`, restarted when a hook
+ * module changes. Hooks run in worker threads, which tsx's watcher does not follow, so the
+ * folders of the hooks the config names are added with --include. A restart is a graceful
+ * shutdown (tsx sends SIGTERM and waits 5 s): contexts are suspended into the store and
+ * resume in the new process, so a browser keeps its session across an edit.
+ */
+import { spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { dirname, join, relative } from 'node:path';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { loadConfigFile } from './config.ts';
+
+/** Signals closer together than this are one Ctrl-C seen twice. */
+const DUPLICATE_SIGNAL_MS = 1_000;
+
+const { values } = parseArgs({ options: { config: { type: 'string' } }, strict: true });
+const configPath = values.config ?? 'config.json';
+let folders: string[];
+try {
+  const config = loadConfigFile(configPath);
+  folders = [...new Set([dirname(config.hooks.onConnection), dirname(config.hooks.onSessionSuspend)])];
+} catch (error) {
+  console.error(`resident: ${(error as Error).message}`);
+  process.exit(2);
+}
+
+const tsx = createRequire(import.meta.url).resolve('tsx/cli');
+const main = fileURLToPath(new URL('./main.ts', import.meta.url));
+const include = folders.flatMap((folder) => ['--include', join(relative(process.cwd(), folder) || '.', '**')]);
+// In a process group of its own: Ctrl-C in the terminal reaches this process only, which hands
+// tsx exactly one signal. tsx reads a second one as "force kill", so letting the terminal's
+// signal reach it as well would SIGKILL the server before it suspends its contexts.
+const child = spawn(process.execPath, [tsx, 'watch', '--clear-screen=false', ...include, main, '--config', configPath], {
+  stdio: 'inherit',
+  detached: true,
+});
+// tsx relays the signal to the server and waits for its graceful shutdown. A signal that
+// arrives twice at once (the terminal's and a wrapper's relay of the same Ctrl-C) is passed on
+// once; pressing Ctrl-C again later forces the stop.
+let lastSignalAt = -Infinity;
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    const now = performance.now();
+    if (now - lastSignalAt > DUPLICATE_SIGNAL_MS) child.kill(signal);
+    lastSignalAt = now;
+  });
+}
+child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));

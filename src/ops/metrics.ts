@@ -1,0 +1,169 @@
+/**
+ * Prometheus metrics (prom-client), in a registry of our own rather than prom-client's global
+ * one, so two servers in one process (tests, embedding) never share or clash.
+ *
+ * Session counts and lifecycle totals are read from the live structures when Prometheus
+ * scrapes (collect callbacks), so the request path pays nothing for them. Only what has no
+ * other home is recorded as it happens: request latency, 503s and store latency.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ContextPool } from '../contexts/pool.ts';
+import type { Sessions } from '../contexts/sessions.ts';
+import type { ContextStore } from '../stores/store.ts';
+
+const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/** A counter whose value lives elsewhere (Sessions.counters): set from it at scrape time. */
+function mirroredCounter(registry: Registry, name: string, help: string, read: () => number): void {
+  new Counter({
+    name,
+    help,
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(read());
+    },
+  });
+}
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly #requestDuration: Histogram<'status'>;
+  /** One child per status class, made once: observing through it skips hashing the labels. */
+  readonly #durationByClass = new Map<number, Histogram.Internal<'status'>>();
+  readonly #unavailable: Counter<'code'>;
+  readonly #storeDuration: Histogram<'operation' | 'outcome'>;
+
+  constructor() {
+    const registry = this.registry;
+    collectDefaultMetrics({ register: registry, prefix: 'resident_' });
+    this.#requestDuration = new Histogram({
+      name: 'resident_request_duration_seconds',
+      help: 'Dynamic requests, from arrival to the response written, by status class',
+      labelNames: ['status'],
+      buckets: LATENCY_BUCKETS,
+      registers: [registry],
+    });
+    this.#unavailable = new Counter({
+      name: 'resident_unavailable_total',
+      help: 'Requests answered 503, by error code',
+      labelNames: ['code'],
+      registers: [registry],
+    });
+    this.#storeDuration = new Histogram({
+      name: 'resident_store_operation_duration_seconds',
+      help: 'Store operations, by operation and outcome',
+      labelNames: ['operation', 'outcome'],
+      buckets: LATENCY_BUCKETS,
+      registers: [registry],
+    });
+  }
+
+
+  /** Exposes the sessions, workers and store of a started server (read at scrape time). */
+  watch(sessions: Sessions, pool: ContextPool, storeKind: string): void {
+    const registry = this.registry;
+    const { counters, directory } = sessions;
+
+    new Gauge({
+      name: 'resident_sessions',
+      help: 'Sessions this process knows, by state (live: a context holds it; suspended: only its memento is kept)',
+      labelNames: ['state'],
+      registers: [registry],
+      collect() {
+        this.set({ state: 'live' }, directory.liveCount);
+        this.set({ state: 'suspended' }, directory.suspended.size);
+      },
+    });
+    new Counter({
+      name: 'resident_suspensions_total',
+      help: 'Contexts taken out of memory (or checkpointed) through onSessionSuspend, by reason; "failed" counts suspends that did not complete',
+      labelNames: ['reason'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [reason, count] of Object.entries(counters.suspended)) this.inc({ reason }, count);
+      },
+    });
+    mirroredCounter(registry, 'resident_sessions_created_total', 'Sessions created', () => counters.created);
+    mirroredCounter(registry, 'resident_resumes_total', 'Suspended sessions brought back into a new context', () => counters.resumed);
+    mirroredCounter(registry, 'resident_evictions_total', 'Idle contexts suspended to stay within sessions.maxContexts', () => counters.suspended.evicted);
+    mirroredCounter(registry, 'resident_sessions_closed_total', 'Sessions closed (by their hook, the admin view, or a user-wide close)', () => counters.closed);
+    mirroredCounter(registry, 'resident_sessions_expired_total', 'Sessions whose cookie or absolute lifetime ran out', () => counters.expired);
+    mirroredCounter(registry, 'resident_ip_mismatches_total', 'Session cookies presented from another client IP (answered 400)', () => counters.ipMismatches);
+    mirroredCounter(registry, 'resident_lost_suspends_total', 'Forced suspends whose memento could not be kept', () => counters.lostSuspends);
+    mirroredCounter(registry, 'resident_workers_lost_total', 'Worker threads that stopped', () => counters.workersLost);
+    mirroredCounter(registry, 'resident_regenerated_total', 'Session IDs regenerated (ctx.regenerate())', () => counters.regenerated);
+    new Gauge({
+      name: 'resident_worker_contexts',
+      help: 'Live contexts per worker thread',
+      labelNames: ['worker'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const { threadId, contexts } of pool.workerLoad()) this.set({ worker: String(threadId) }, contexts);
+      },
+    });
+    new Gauge({
+      name: 'resident_worker_queue_depth',
+      help: 'Tasks sent to each worker thread and not yet answered',
+      labelNames: ['worker'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const { threadId, queued } of pool.workerLoad()) this.set({ worker: String(threadId) }, queued);
+      },
+    });
+    new Gauge({
+      name: 'resident_store_info',
+      help: 'The store for suspended sessions (value 1)',
+      labelNames: ['kind'],
+      registers: [registry],
+    }).set({ kind: storeKind }, 1);
+  }
+
+  /** One dynamic request answered. `code`: the error code when Resident answered it itself. */
+  observeRequest(status: number, seconds: number, code?: string): void {
+    const statusClass = Math.floor(status / 100);
+    let child = this.#durationByClass.get(statusClass);
+    if (!child) this.#durationByClass.set(statusClass, (child = this.#requestDuration.labels({ status: `${statusClass}xx` })));
+    child.observe(seconds);
+    if (status === 503) this.#unavailable.inc({ code: code ?? 'hook' });
+  }
+
+  /** The store, with every operation timed. */
+  instrument(store: ContextStore): ContextStore {
+    const histogram = this.#storeDuration;
+    const timed = <A extends unknown[], R>(operation: string, call: (...args: A) => Promise<R>) =>
+      async (...args: A): Promise<R> => {
+        const end = histogram.startTimer({ operation });
+        try {
+          const result = await call(...args);
+          end({ outcome: 'ok' });
+          return result;
+        } catch (error) {
+          end({ outcome: 'error' });
+          throw error;
+        }
+      };
+    return {
+      kind: store.kind,
+      get: timed('get', (id) => store.get(id)),
+      set: timed('set', (record) => store.set(record)),
+      delete: timed('delete', (id) => store.delete(id)),
+      expiredIds: timed('expiredIds', (now, limit) => store.expiredIds(now, limit)),
+      list: timed('list', (query) => store.list(query)),
+      ping: timed('ping', () => store.ping()),
+      quarantine: timed('quarantine', (id, reason) => store.quarantine(id, reason)),
+      close: () => store.close(),
+    };
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}
