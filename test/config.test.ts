@@ -57,7 +57,7 @@ describe('defaults (the public contract)', () => {
     assert.equal(s.processTimeout, 28_800_000);
     assert.equal(s.maxContexts, 100);
     assert.equal(s.maxQueuedRequests, 100);
-    assert.equal(s.bindIp, true);
+    assert.deepEqual(s.bindIp, { ipv4: 32, ipv6: 128 });
     assert.deepEqual(s.trustProxy, []);
     assert.equal(s.secureCookie, false);
   });
@@ -81,7 +81,7 @@ describe('defaults (the public contract)', () => {
     const c = resolveConfig({ sessions: { maxContexts: 7 }, workers: {} }, BASE);
     assert.equal(c.sessions.maxContexts, 7);
     assert.equal(c.sessions.cookieTimeout, 28_800_000);
-    assert.equal(c.sessions.bindIp, true);
+    assert.deepEqual(c.sessions.bindIp, { ipv4: 32, ipv6: 128 });
     assert.equal(c.workers.threads, 2);
   });
 });

@@ -7,17 +7,13 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { Client, ROOT, startTestServer, waitFor, type TestServer } from './helpers.ts';
+import { Client, DEMO_OPTIONS, startTestServer, waitFor, type TestServer } from './helpers.ts';
 
-const demoHooks = {
-  onConnection: join(ROOT, 'src/hooks/onConnection.ts'),
-  onSessionSuspend: join(ROOT, 'src/hooks/onSessionSuspend.ts'),
-};
 
 let t: TestServer;
 before(async () => {
   process.env.RESIDENT_DEMO_DB = join(mkdtempSync(join(tmpdir(), 'resident-demo-')), 'demo.db');
-  t = await startTestServer({ publicDir: join(ROOT, 'public'), hooks: demoHooks, sessions: { processTimeout: '1s' } });
+  t = await startTestServer({ ...DEMO_OPTIONS, sessions: { processTimeout: '1s' } });
 });
 after(() => t.close());
 
@@ -90,7 +86,7 @@ test('static files are served without a cookie', async () => {
 
 test('a restart of the demo keeps every visitor’s cart (SQLite store, the default)', async () => {
   const storePath = join(mkdtempSync(join(tmpdir(), 'resident-demo-store-')), 'contexts.db');
-  const options = { publicDir: join(ROOT, 'public'), hooks: demoHooks, store: { kind: 'sqlite' as const, path: storePath } };
+  const options = { ...DEMO_OPTIONS, store: { kind: 'sqlite' as const, path: storePath } };
   const first = await startTestServer(options);
   const visitors = [new Client(first.url), new Client(first.url), new Client(first.url)];
   const skus = ['tea', 'mug', 'book'];

@@ -13,6 +13,12 @@ import { startServer, type ResidentServer } from '../src/server.ts';
 import type { ContextStore } from '../src/stores/store.ts';
 
 export const ROOT = resolve(import.meta.dirname, '..');
+
+/** The shipped demo: its hooks and public folder (set RESIDENT_DEMO_DB to a temp file first). */
+export const DEMO_OPTIONS: ResidentConfigInput = Object.freeze({
+  publicDir: join(ROOT, 'public'),
+  hooks: { onConnection: join(ROOT, 'src/hooks/onConnection.ts'), onSessionSuspend: join(ROOT, 'src/hooks/onSessionSuspend.ts') },
+});
 export const FIXTURE_HOOKS = {
   onConnection: join(ROOT, 'test/fixtures/hooks/onConnection.ts'),
   onSessionSuspend: join(ROOT, 'test/fixtures/hooks/onSessionSuspend.ts'),

@@ -1,9 +1,11 @@
 /**
- * The demo's data source: a small SQLite database of companies, employees, their preferences
- * and a product catalogue, as in 4D's example of reloading a user's preferences at connection.
- * Every worker opens the same file; the first one to get there seeds it.
+ * The demo's data source: a small SQLite database of companies, employees, their preferences,
+ * the users who may sign in, and a product catalogue, as in 4D's example of reloading a
+ * user's preferences at connection. Every worker opens the same file; the first one to get
+ * there seeds it.
  */
 import Database from 'better-sqlite3';
+import { randomBytes, scryptSync, timingSafeEqual } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,8 +23,25 @@ db.exec(`
   CREATE TABLE IF NOT EXISTS preferences (
     employee_id INTEGER PRIMARY KEY REFERENCES employees(id), theme TEXT NOT NULL, language TEXT NOT NULL);
   CREATE TABLE IF NOT EXISTS products (sku TEXT PRIMARY KEY, name TEXT NOT NULL, price_cents INTEGER NOT NULL);
+  CREATE TABLE IF NOT EXISTS users (
+    username TEXT PRIMARY KEY, password_hash TEXT NOT NULL, employee_id INTEGER NOT NULL REFERENCES employees(id));
 `);
 
+/** The demo's sign-ins (shown on the page: this is a demo, not a secret). */
+export const DEMO_USERS: ReadonlyArray<[username: string, password: string, employeeId: number]> = [
+  ['ada', 'analytical-engine', 1],
+  ['grace', 'cobol-1959', 2],
+];
+
+/** scrypt with a random salt, stored as "salt:hash" (hex). */
+function hashPassword(password: string): string {
+  const salt = randomBytes(16);
+  return `${salt.toString('hex')}:${scryptSync(password, salt, 32).toString('hex')}`;
+}
+
+// IMMEDIATE: the write lock is taken before the first read. Every worker seeds at once, and a
+// deferred transaction that reads and then writes fails at once with SQLITE_BUSY when another
+// worker committed in between (SQLite cannot upgrade a stale read to a write).
 db.transaction(() => {
   const companies = db.prepare('INSERT OR IGNORE INTO companies (id, name) VALUES (?, ?)');
   companies.run(1, 'Acme Tools');
@@ -43,7 +62,12 @@ db.transaction(() => {
   products.run('tea', 'Green tea', 450);
   products.run('mug', 'Stoneware mug', 1200);
   products.run('book', 'The 4D handbook', 3900);
-})();
+  const known = db.prepare('SELECT 1 FROM users WHERE username = ?');
+  const users = db.prepare('INSERT OR IGNORE INTO users (username, password_hash, employee_id) VALUES (?, ?, ?)');
+  for (const [username, password, employeeId] of DEMO_USERS) {
+    if (!known.get(username)) users.run(username, hashPassword(password), employeeId);
+  }
+}).immediate();
 
 export interface Employee {
   id: number;
@@ -70,6 +94,27 @@ export function loadEmployees(): Employee[] {
 
 export function loadPreferences(employeeId: number): Preferences | undefined {
   return db.prepare('SELECT theme, language FROM preferences WHERE employee_id = ?').get(employeeId) as Preferences | undefined;
+}
+
+/**
+ * The user's employee record when the password is right. A wrong username costs the same
+ * scrypt as a wrong password, so timing does not tell which usernames exist.
+ */
+export function verifyLogin(username: string, password: string): (Employee & { username: string }) | undefined {
+  const row = db.prepare('SELECT password_hash, employee_id FROM users WHERE username = ?').get(username) as
+    | { password_hash: string; employee_id: number }
+    | undefined;
+  const [saltHex, hashHex] = (row?.password_hash ?? `${'00'.repeat(16)}:${'00'.repeat(32)}`).split(':') as [string, string];
+  const expected = Buffer.from(hashHex, 'hex');
+  const actual = scryptSync(password, Buffer.from(saltHex, 'hex'), expected.length);
+  if (!row || !timingSafeEqual(actual, expected)) return undefined;
+  const employee = loadEmployees().find((e) => e.id === row.employee_id);
+  return employee && { ...employee, username };
+}
+
+/** The employee a username signs in as. */
+export function employeeOfUser(username: string): number | undefined {
+  return (db.prepare('SELECT employee_id FROM users WHERE username = ?').get(username) as { employee_id: number } | undefined)?.employee_id;
 }
 
 export function loadProducts(): Product[] {

@@ -4,9 +4,9 @@
  */
 import type { Context } from '../types.ts';
 import { Cart } from './cart.ts';
-import { loadEmployees, loadPreferences, loadProducts } from './demo-data.ts';
+import { employeeOfUser, loadEmployees, loadPreferences, loadProducts, verifyLogin } from './demo-data.ts';
 import type { DemoMemento } from './onSessionSuspend.ts';
-import { renderPage } from './page.ts';
+import { NOTICES, renderPage, type Notice } from './page.ts';
 
 interface DemoVars {
   hits: number;
@@ -49,6 +49,24 @@ export default async function onConnection(ctx: Context, request: Request): Prom
         vars.employeeId = employees.some((e) => e.id === id) ? id : null;
         return seeOther('/');
       }
+      case '/login': {
+        const user = verifyLogin(String(form.get('username') ?? ''), String(form.get('password') ?? ''));
+        if (!user) return seeOther('/?notice=login-failed');
+        // A privilege change: the session gets a new ID and keeps its context (cart, hits).
+        ctx.userId = user.username;
+        ctx.regenerate();
+        vars.employeeId = user.id;
+        return seeOther('/?notice=signed-in');
+      }
+      case '/logout':
+        ctx.userId = null;
+        ctx.regenerate();
+        vars.employeeId = null;
+        return seeOther('/?notice=signed-out');
+      case '/logout-others':
+        // Every other session of this user, on any worker or suspended in the store.
+        ctx.closeOtherSessions();
+        return seeOther('/?notice=others-closed');
       case '/close':
         ctx.close();
         return seeOther('/');
@@ -59,8 +77,12 @@ export default async function onConnection(ctx: Context, request: Request): Prom
 
   if (pathname !== '/') return undefined;
   vars.hits++;
+  const notice = new URL(request.url).searchParams.get('notice');
   // Cached selections: loaded once per context, then read from memory on every request.
   const [employees, products] = await Promise.all([ctx.select('employees', loadEmployees), ctx.select('products', loadProducts)]);
+  // Signed in, the user is their own employee, whatever was chosen before.
+  const userEmployee = ctx.userId === null ? undefined : employeeOfUser(ctx.userId);
+  if (userEmployee !== undefined) vars.employeeId = userEmployee;
   const employee = employees.find((e) => e.id === vars.employeeId);
   const preferences = employee ? await ctx.select(`preferences:${employee.id}`, () => loadPreferences(employee.id)) : undefined;
   const cart = vars.cart.entries().flatMap(([sku, quantity]) => {
@@ -73,6 +95,8 @@ export default async function onConnection(ctx: Context, request: Request): Prom
     state: !ctx.isNew ? 'continuing' : ctx.resumed ? 'resumed' : 'new',
     expiresAt: ctx.expiresAt,
     threadId: ctx.threadId,
+    user: ctx.userId === null ? null : { username: ctx.userId, name: employee?.name ?? ctx.userId },
+    notice: notice !== null && notice in NOTICES ? (notice as Notice) : null,
     employees,
     employee,
     preferences,
