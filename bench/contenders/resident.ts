@@ -1,6 +1,7 @@
 /**
  * Resident with the bench hooks. Environment: THREADS (default 2), STORE (memory | sqlite),
- * STORE_PATH, PROCESS_TIMEOUT (default 480m), MAX_CONTEXTS (default 2,000,000).
+ * STORE_PATH, PROCESS_TIMEOUT (default 480m), MAX_CONTEXTS (default 2,000,000), METRICS (0: off;
+ * on by default, as in production).
  */
 import { join, resolve } from 'node:path';
 import { resolveConfig } from '../../src/config.ts';
@@ -26,6 +27,7 @@ const config = resolveConfig(
     store: { kind: (env.STORE ?? 'memory') as 'memory' | 'sqlite', path: env.STORE_PATH },
     limits: { shutdownTimeout: '10m' },
     log: { level: 'warn' },
+    metrics: { enabled: env.METRICS !== '0' },
   },
   root,
 );
