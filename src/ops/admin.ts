@@ -127,11 +127,7 @@ export function adminRoutes(sources: AdminSources): OpsRoute {
     for (const summary of stored) {
       const known = sessions.directory.get(summary.id);
       if (known && known.state !== 'suspended') continue;
-      page.push(
-        view(
-known ? { ...sessions.info(known), mementoBytes: summary.mementoBytes } : storedInfo(summary),
-        ),
-      );
+      page.push(view(known ? { ...sessions.info(known), mementoBytes: summary.mementoBytes } : storedInfo(summary)));
     }
     // The store pages by ID, but a cursor holding an ID would show one: it holds the handle
     // of the last ID read instead, resolved back when the next page is asked for.
