@@ -125,6 +125,14 @@ export class Sessions {
   readonly #adopted = new Map<string, SessionRecord>();
   /** Sessions whose end (#finish) is under way: their responses expire the cookie. */
   readonly #ending = new Set<SessionEntry>();
+  /**
+   * Dead IDs whose record the store may still hold: the old ID of a regenerate until its record
+   * is moved, a store-only session while it is closed. They are never adopted, so no request
+   * brings them back in the meantime; an ID stays here if its record could not be deleted.
+   */
+  readonly #retired = new Set<string>();
+  /** Checkpoint writes under way, so a record is not moved while one may still land on it. */
+  readonly #checkpointing = new Map<SessionEntry, Promise<void>>();
   #closing = false;
   #idleWaiters: Array<() => void> = [];
   #inFlight = 0;
@@ -211,7 +219,7 @@ export class Sessions {
     let lookups = 0;
     for (const id of presented) {
       let known = this.directory.get(id);
-      if (!known && lookups < STORE_LOOKUPS_PER_REQUEST) {
+      if (!known && lookups < STORE_LOOKUPS_PER_REQUEST && !this.#retired.has(id)) {
         lookups++;
         known = await this.#adopt(id);
       }
@@ -324,15 +332,24 @@ export class Sessions {
     // More than one may go: contexts whose eviction the store refused stayed live over the cap,
     // and once it takes writes again the count comes back down here. Each victim is marked
     // suspending at once, so it counts no more and is not picked twice.
+    const now = this.#clock.now();
     while (this.directory.liveCount >= this.#config.maxContexts) {
       // The Map is in activity order to within REORDER_MS: look on until no later entry can
       // be older than the best candidate so far.
       let victim: SessionEntry | undefined;
+      let waitingRetry = false;
       for (const candidate of this.directory.live.values()) {
         if (victim && candidate.orderedAt >= victim.lastActive) break;
         if (candidate.state !== 'live' || candidate.inFlight > 0 || candidate.gate) continue;
+        // A suspend the store refused is retried on its own schedule, not once per new client.
+        if (candidate.retryAt > now) {
+          waitingRetry = true;
+          continue;
+        }
         if (!victim || candidate.lastActive < victim.lastActive) victim = candidate;
       }
+      // Idle contexts the store would not take yet: over the cap until it does (E4), as before.
+      if (!victim && waitingRetry) return undefined;
       if (!victim) {
         this.#log.warn({ event: 'capacity', maxContexts: this.#config.maxContexts }, 'every context is busy: refusing a new one');
         return new ResidentError('RESIDENT_ERR_CAPACITY');
@@ -346,6 +363,8 @@ export class Sessions {
     if (entry.inFlight >= this.#config.maxQueuedRequests) {
       return { kind: 'error', error: new ResidentError('RESIDENT_ERR_QUEUE_FULL'), cookie: null };
     }
+    // The ID this request presented: a regenerate may change the entry's before it is answered.
+    const presented = entry.id;
     entry.inFlight++;
     entry.requests++;
     this.#inFlight++;
@@ -375,7 +394,7 @@ export class Sessions {
         entry,
         request.body ?? undefined,
       );
-      return await this.#afterReply(entry, reply, request, clientIp, attempt);
+      return await this.#afterReply(entry, reply, request, clientIp, attempt, presented);
     } catch (error) {
       return { kind: 'error', error: this.#asRequestError(entry, error), cookie: null };
     } finally {
@@ -391,7 +410,7 @@ export class Sessions {
     }
   }
 
-  async #afterReply(entry: SessionEntry, reply: WorkerReply, request: WireRequest, clientIp: string, attempt: number): Promise<Outcome> {
+  async #afterReply(entry: SessionEntry, reply: WorkerReply, request: WireRequest, clientIp: string, attempt: number, presented: string): Promise<Outcome> {
     if (reply.type === 'gone') {
       // The worker no longer holds this context: it was closed by an earlier request, or its
       // thread died and this request raced the news. Either way the request is served again.
@@ -408,7 +427,7 @@ export class Sessions {
       if (entry.state !== 'gone') this.#end(entry, 'closed');
       return { kind: 'reply', status: reply.status, headers: reply.headers, body: reply.body, cookie: { expire: true } };
     }
-    if (reply.regenerate && entry.state === 'live') await this.#regenerate(entry);
+    if (reply.regenerate) await this.#regenerate(entry);
     else if (reply.userId !== undefined && entry.hasMemento) {
       // A sign-out must not come back with a crash: the stored record names the user now.
       await this.#rewriteRecord(entry, entry.id);
@@ -424,10 +443,20 @@ export class Sessions {
         this.#log.error({ event: 'store-error', err: error }, "cannot close the user's other sessions");
       });
     }
-    // Closed meanwhile, or about to be (the admin view, a user-wide close): the cookie is
-    // expired, not renewed.
-    const cookie: CookieAction = entry.state === 'gone' || this.#ending.has(entry) ? { expire: true } : { set: entry.id };
-    return { kind: 'reply', status: reply.status, headers: reply.headers, body: reply.body, cookie };
+    return { kind: 'reply', status: reply.status, headers: reply.headers, body: reply.body, cookie: this.#cookieFor(entry, presented, reply.regenerate === true) };
+  }
+
+  /**
+   * The cookie of a reply. Closed meanwhile, or about to be (the admin view, a user-wide
+   * close): expired, not renewed. Renamed by another request's regenerate since this one
+   * presented its ID: none at all. Only the request that regenerated hands out the new ID (a
+   * client still holding the old one, perhaps a fixated one, never learns it), and renewing
+   * the old ID would overwrite the new cookie in the browser.
+   */
+  #cookieFor(entry: SessionEntry, presented: string, regenerated: boolean): CookieAction {
+    if (entry.state === 'gone' || this.#ending.has(entry)) return { expire: true };
+    if (entry.id !== presented && !regenerated) return null;
+    return { set: entry.id };
   }
 
   /** Closes the oldest sessions of `userId` beyond `sessions.maxPerUser`; `keep` is never one of them. */
@@ -449,15 +478,19 @@ export class Sessions {
    * the new one, under the gate, so no checkpoint or suspend interleaves.
    */
   async #regenerate(entry: SessionEntry): Promise<void> {
+    if (entry.state === 'gone') return; // closed meanwhile: its cookie is expired
     const previous = entry.id;
     const id = newSessionId();
+    // Retired before anything is awaited: from here on the old ID is never adopted back from
+    // a record that has not moved yet.
+    this.#retired.add(previous);
     this.directory.rename(entry, id);
     this.counters.regenerated++;
     this.#log.info({ event: 'regenerated', session: hashId(id), previous: hashId(previous) }, 'session ID regenerated');
     void this.#pool.run({ type: 'rename', sessionId: previous, newId: id }, entry).catch(() => {
       // The thread died: the context went with it, and worker loss resumes the session.
     });
-    if (entry.hasMemento) await this.#rewriteRecord(entry, previous);
+    await this.#rewriteRecord(entry, previous);
   }
 
   /**
@@ -467,21 +500,41 @@ export class Sessions {
    */
   async #rewriteRecord(entry: SessionEntry, storedAs: string): Promise<void> {
     const previous = entry.gate;
+    const moving = storedAs !== entry.id;
+    // Bounded like any store call on a request's path (E6): a store that hangs costs this
+    // response at most the deadline, and the context stays live whatever happens.
+    const bounded = <T>(work: Promise<T>, what: string) => withDeadline(work, STORE_READ_TIMEOUT_MS, 'RESIDENT_ERR_STORE_FAILED', what);
     await this.#setGate(
       entry,
       (async () => {
         if (previous) await previous.catch(() => {});
-        if (entry.state === 'gone') return;
+        // A checkpoint that started under the old ID may still be writing it.
+        await this.#checkpointing.get(entry);
         try {
-          const record = await this.#store.get(storedAs);
-          if (record) await this.#store.set({ ...record, id: entry.id, userId: entry.userId });
-          if (storedAs !== entry.id) await this.#store.delete(storedAs);
+          if (entry.state !== 'gone' && (entry.hasMemento || moving)) {
+            const record = await bounded(this.#store.get(storedAs), 'the store read');
+            // A suspend that ran meanwhile may have saved a newer memento under the new ID.
+            const newer = moving && record ? await bounded(this.#store.get(entry.id), 'the store read') : undefined;
+            if (record && !newer) await bounded(this.#store.set({ ...record, id: entry.id, userId: entry.userId }), 'the store write');
+          }
         } catch (error) {
           this.#log.error({ event: 'store-error', session: hashId(entry.id), err: error }, 'cannot update the stored session record');
-          if (storedAs !== entry.id) entry.hasMemento = false;
+          // The context is live and will be saved again; a record it cannot vouch for is dropped.
+          if (moving) entry.hasMemento = false;
         }
+        if (moving) await this.#deleteRetired(storedAs, entry);
       })(),
     );
+  }
+
+  /** Deletes the record of a retired ID; the ID stays retired if the store refuses. */
+  async #deleteRetired(id: string, entry: SessionEntry): Promise<void> {
+    try {
+      await withDeadline(this.#store.delete(id), STORE_READ_TIMEOUT_MS, 'RESIDENT_ERR_STORE_FAILED', 'the store delete');
+      this.#retired.delete(id);
+    } catch (error) {
+      this.#log.error({ event: 'store-error', session: hashId(entry.id), err: error }, 'cannot delete the record of a retired session ID; it is refused until it expires');
+    }
   }
 
   async #restart(request: WireRequest, clientIp: string, attempt: number): Promise<Outcome> {
@@ -733,6 +786,8 @@ export class Sessions {
         const ids = await this.#store.expiredIds(Date.now(), EXPIRED_BATCH);
         const stale = ids.filter((id) => !this.directory.get(id));
         await Promise.all(stale.map((id) => this.#store.delete(id)));
+        // A retired ID whose record could not be deleted at the time is gone for good now.
+        for (const id of stale) this.#retired.delete(id);
         removed += stale.length;
         if (ids.length < EXPIRED_BATCH || stale.length === 0) break;
       }
@@ -750,9 +805,10 @@ export class Sessions {
   checkpoint(): void {
     if (this.#closing) return;
     for (const entry of this.directory.live.values()) {
-      if (!entry.dirty || entry.state !== 'live' || entry.gate) continue;
+      if (!entry.dirty || entry.state !== 'live' || entry.gate || this.#checkpointing.has(entry)) continue;
       entry.dirty = false;
-      void this.#checkpointOne(entry);
+      const saving = this.#checkpointOne(entry).finally(() => this.#checkpointing.delete(entry));
+      this.#checkpointing.set(entry, saving);
     }
   }
 
@@ -828,9 +884,15 @@ export class Sessions {
    */
   async closeUser(userId: string, options: { except?: SessionEntry; by?: string } = {}): Promise<number> {
     let closed = 0;
-    for (const session of await this.sessionsOfUser(userId)) {
-      if (session.id === options.except?.id) continue;
-      if (await this.closeSession(session.id, options.by ?? 'admin')) closed++;
+    const close = async (id: string) => {
+      if (id !== options.except?.id && (await this.closeSession(id, options.by ?? 'admin'))) closed++;
+    };
+    // Those in memory first: a store that cannot be listed must not keep them open.
+    for (const entry of [...this.directory.ofUser(userId)]) await close(entry.id);
+    try {
+      for await (const summary of this.#storedOfUser(userId)) await close(summary.id);
+    } catch (error) {
+      throw new ResidentError('RESIDENT_ERR_STORE_FAILED', `closed ${closed} session(s) of the user held in memory, but the store could not list the others`, { cause: error });
     }
     return closed;
   }
@@ -840,14 +902,9 @@ export class Sessions {
    * Resolves false when there is no such session.
    */
   async closeSession(id: string, by: string): Promise<boolean> {
-    const entry = this.directory.get(id);
-    if (!entry) {
-      if (!(await this.#store.get(id))) return false;
-      await this.#store.delete(id);
-      this.counters.closed++;
-      this.#log.info({ event: 'closed', session: hashId(id), by }, 'session closed');
-      return true;
-    }
+    // A request may be adopting it from the store right now: then it is closed as a known one.
+    const entry = this.directory.get(id) ?? (await this.#adopting.get(id)?.catch(() => undefined)) ?? this.directory.get(id);
+    if (!entry) return this.#closeStored(id, by);
     if (entry.state === 'gone') return false;
     if (entry.state === 'suspended' && !entry.gate) {
       this.#end(entry, 'closed', by);
@@ -855,6 +912,21 @@ export class Sessions {
     }
     // Live, or a suspend or resume under way: through the gate, after whatever runs now.
     await this.#finish(entry, 'closed', by);
+    return true;
+  }
+
+  /** Closes a session only the store holds; retired meanwhile, so no request adopts it back. */
+  async #closeStored(id: string, by: string): Promise<boolean> {
+    const retiredBefore = this.#retired.has(id);
+    this.#retired.add(id);
+    try {
+      if (!(await this.#store.get(id))) return false;
+      await this.#store.delete(id);
+    } finally {
+      if (!retiredBefore) this.#retired.delete(id);
+    }
+    this.counters.closed++;
+    this.#log.info({ event: 'closed', session: hashId(id), by }, 'session closed');
     return true;
   }
 
