@@ -21,6 +21,7 @@ import {
   describeChild,
   runMain,
   send,
+  skipOrFailOnCi,
   startTestServer,
   waitFor,
   waitForStart,
@@ -354,16 +355,17 @@ describe('log.format through the command line', () => {
       which.on('exit', (code) => resolve(code === 0));
     });
     if (!hasScript) {
-      t.skip('util-linux script is not installed');
+      skipOrFailOnCi(t, 'util-linux script is not installed');
       return;
     }
     const config = writeTempConfig(cliConfig({ log: { format: 'auto' } }));
     const quote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
-    // `exec`: script runs the command through $SHELL -c, and a shell that stays in between
-    // (dash, when SHELL is unset as on CI) dies of the Ctrl-C itself and takes script with it.
+    // script runs the command through $SHELL -c: SHELL is set to /bin/sh so the user's shell
+    // (or a login-less one) plays no part, and `exec` replaces it, because a shell that stays
+    // in between (dash) dies of the Ctrl-C itself and takes script with it.
     const command = `exec ${[process.execPath, '--import', 'tsx', join(ROOT, 'src/main.ts'), '--config', config].map(quote).join(' ')}`;
     // -e: exit with the child's code; -f: flush as it comes; -q: no "Script started" chatter.
-    const pty = spawn('script', ['-qfec', command, '/dev/null'], { cwd: ROOT, detached: true, env: { ...process.env, TERM: 'xterm' } });
+    const pty = spawn('script', ['-qfec', command, '/dev/null'], { cwd: ROOT, detached: true, env: { ...process.env, SHELL: '/bin/sh', TERM: 'xterm' } });
     ptys.push(pty);
     let out = '';
     pty.stdout.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')));

@@ -9,13 +9,10 @@ import { accessSync, constants, mkdirSync, mkdtempSync, rmSync, writeFileSync } 
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { ROOT } from '../helpers.ts';
+import { IN_CI, ROOT } from '../helpers.ts';
 
 export const CHROMIUM_PATH = process.env.RESIDENT_CHROMIUM || '/usr/bin/chromium';
 export const ARTIFACTS_DIR = join(ROOT, 'test-artifacts/browser');
-
-/** CI means the variable is set to anything but empty, "0" or "false". */
-const inCi = !['', '0', 'false'].includes((process.env.CI ?? '').toLowerCase());
 
 function chromiumMissing(): string | undefined {
   try {
@@ -33,7 +30,7 @@ function chromiumMissing(): string | undefined {
 export const browserSkip: string | false = (() => {
   const missing = chromiumMissing();
   if (missing === undefined) return false;
-  if (inCi) throw new Error(`browser tests cannot run on CI: ${missing}`);
+  if (IN_CI) throw new Error(`browser tests cannot run on CI: ${missing}`);
   return `browser tests skipped: ${missing}`;
 })();
 

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import type { BrowserContext, Page } from 'playwright-core';
-import { DEMO_OPTIONS, ROOT, startTestServer, testConfig, waitFor, type TestServer } from '../helpers.ts';
+import { DEMO_OPTIONS, ManualClock, ROOT, startTestServer, testConfig, waitFor, type TestServer } from '../helpers.ts';
 import {
   browserSkip,
   documentCookie,
@@ -182,8 +182,11 @@ describe('the demo in a real browser', { skip: browserSkip, timeout: 60_000 }, (
   });
 
   test('after an idle suspension the page shows the session resumed with its cart', async (t) => {
-    // A server of its own whose contexts leave memory after 1 s idle; the cookie lives on.
-    const short = await startTestServer({ ...demoOptions, sessions: { processTimeout: '1s', cookieTimeout: '1h' } });
+    // A server of its own whose contexts leave memory after 1 s idle; the cookie lives on. Idle
+    // time is judged on a clock the test moves, so a slow click cannot suspend the context
+    // half-way through filling the cart.
+    const clock = new ManualClock();
+    const short = await startTestServer({ ...demoOptions, sessions: { processTimeout: '1s', cookieTimeout: '1h' } }, clock);
     t.after(() => short.close());
     const { context, page } = await openPage(t, short);
     await page.goto('/');
@@ -198,6 +201,8 @@ describe('the demo in a real browser', { skip: browserSkip, timeout: 60_000 }, (
     const cookie = (await sessionCookie(context, short))?.value;
     assert.ok(cookie);
 
+    assert.equal(short.server.sessions.counters.suspended.idle, 0, 'no suspend while the clock stands still');
+    clock.advance(1_500);
     await waitFor(() => short.server.sessions.directory.suspended.has(cookie), 5000, 'the idle suspend');
     assert.equal(short.server.sessions.counters.suspended.idle, 1);
     await page.reload();

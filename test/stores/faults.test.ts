@@ -19,7 +19,7 @@ import Database from 'better-sqlite3';
 import { decodeMemento } from '../../src/contexts/memento.ts';
 import { SqliteStore, fromRow, type Row } from '../../src/stores/sqlite.ts';
 import { isSessionRecord, type SessionRecord } from '../../src/stores/store.ts';
-import { Client, ROOT, fixtureState, startTestServer, waitFor, type LogLine, type TestServer } from '../helpers.ts';
+import { Client, ROOT, fixtureState, skipOrFailOnCi, startTestServer, waitFor, type LogLine, type TestServer } from '../helpers.ts';
 import { fillUp, mountTmpfs as mountTmpfsInto, run, unmount } from './tmpfs.ts';
 
 type Kind = 'sqlite' | 'file';
@@ -208,7 +208,7 @@ const isStoreFailure = (l: LogLine) => l.code === 'RESIDENT_ERR_STORE_FAILED' &&
 async function suspendThroughFault(t: TestContext, kind: Kind, makeFault: () => Fault | string, store: { synchronous?: 'full' } = {}) {
   const fault = makeFault();
   if (typeof fault === 'string') {
-    t.skip(fault);
+    skipOrFailOnCi(t, fault);
     return;
   }
   const path = kind === 'sqlite' ? join(fault.dir, 'contexts.db') : join(fault.dir, 'contexts');
