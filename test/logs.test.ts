@@ -6,6 +6,7 @@
  * made by util-linux `script`); and the startup banner, with RESIDENT_ADMIN_TOKEN.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -324,6 +325,31 @@ describe('log.format through the command line', () => {
     assert.match(out, /session: "[A-Za-z0-9_-]{16}"/, 'the created line names the session by its hash');
     assert.ok(!out.includes(id));
     assertNoRawValue(out + child.stderr(), 'pretty output');
+  });
+
+  test('the hash is salted per process: one session across a restart has another hash in each run, and neither is the unsalted SHA-256 of its ID', TEST, async () => {
+    const path = join(tempDir(), 'contexts.db');
+    const config = cliConfig({ store: { kind: 'sqlite', path } });
+    const first = start(config);
+    const c = client(await waitForStart(first));
+    await get(c, '/inc');
+    const id = c.cookie!;
+    await stop(first); // suspended into the store
+    const second = start(config);
+    const again = client(await waitForStart(second));
+    const resumed = await get(again, '/inc', { headers: { cookie: `RSID=${id}` } });
+    assert.equal(resumed.status, 200);
+    await waitFor(() => childLogs(second).some((line) => line.event === 'resumed'), 5000, 'the resumed line');
+    await stop(second);
+    const created = childLogs(first).find((line) => line.event === 'created')?.session;
+    const suspended = childLogs(first).find((line) => line.event === 'suspended')?.session;
+    const back = childLogs(second).find((line) => line.event === 'resumed')?.session;
+    assert.match(String(created), /^[A-Za-z0-9_-]{16}$/);
+    assert.equal(suspended, created, 'one hash for the session within a run');
+    assert.match(String(back), /^[A-Za-z0-9_-]{16}$/);
+    assert.notEqual(back, created, 'another salt in another run');
+    const unsalted = createHash('sha256').update(id).digest('base64url').slice(0, 16);
+    assert.ok(created !== unsalted && back !== unsalted, 'not a plain hash of the ID');
   });
 
   test('"json": every line is a JSON object with level, time, msg; "auto" through a pipe is the same', TEST, async () => {
