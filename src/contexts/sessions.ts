@@ -333,23 +333,30 @@ export class Sessions {
     // and once it takes writes again the count comes back down here. Each victim is marked
     // suspending at once, so it counts no more and is not picked twice.
     const now = this.#clock.now();
+    // Contexts whose suspend was refused lately (a store outage) are tried again at most one
+    // per admission: a client arriving after the store recovers still brings the count back
+    // down, and one arriving during the outage costs one refused write, not one per context.
+    let retried = false;
     while (this.directory.liveCount >= this.#config.maxContexts) {
       // The Map is in activity order to within REORDER_MS: look on until no later entry can
       // be older than the best candidate so far.
       let victim: SessionEntry | undefined;
-      let waitingRetry = false;
+      let refusedLately: SessionEntry | undefined;
       for (const candidate of this.directory.live.values()) {
         if (victim && candidate.orderedAt >= victim.lastActive) break;
         if (candidate.state !== 'live' || candidate.inFlight > 0 || candidate.gate) continue;
-        // A suspend the store refused is retried on its own schedule, not once per new client.
         if (candidate.retryAt > now) {
-          waitingRetry = true;
+          if (!refusedLately || candidate.lastActive < refusedLately.lastActive) refusedLately = candidate;
           continue;
         }
         if (!victim || candidate.lastActive < victim.lastActive) victim = candidate;
       }
-      // Idle contexts the store would not take yet: over the cap until it does (E4), as before.
-      if (!victim && waitingRetry) return undefined;
+      if (!victim && refusedLately) {
+        // Over the cap until the store takes writes again (E4), rather than a memento lost.
+        if (retried) return undefined;
+        retried = true;
+        victim = refusedLately;
+      }
       if (!victim) {
         this.#log.warn({ event: 'capacity', maxContexts: this.#config.maxContexts }, 'every context is busy: refusing a new one');
         return new ResidentError('RESIDENT_ERR_CAPACITY');
@@ -884,8 +891,13 @@ export class Sessions {
    */
   async closeUser(userId: string, options: { except?: SessionEntry; by?: string } = {}): Promise<number> {
     let closed = 0;
+    // A record the store still lists while the delete of a session just closed is under way
+    // is not that session closed twice.
+    const seen = new Set<string>();
     const close = async (id: string) => {
-      if (id !== options.except?.id && (await this.closeSession(id, options.by ?? 'admin'))) closed++;
+      if (seen.has(id) || id === options.except?.id) return;
+      seen.add(id);
+      if (await this.closeSession(id, options.by ?? 'admin')) closed++;
     };
     // Those in memory first: a store that cannot be listed must not keep them open.
     for (const entry of [...this.directory.ofUser(userId)]) await close(entry.id);
