@@ -17,7 +17,7 @@ import { expiredSessionCookie, presentedSessionIds, sessionCookieWriter, setsCoo
 import { PublicFiles } from './http/static.ts';
 import { ID_HASH_SALT, createLogger, type Logger } from './log.ts';
 import { adminRoutes } from './ops/admin.ts';
-import { healthRoutes } from './ops/health.ts';
+import { StoreProbe, healthRoutes } from './ops/health.ts';
 import { Metrics } from './ops/metrics.ts';
 import { send, type OpsRoute } from './ops/respond.ts';
 import { openStore } from './stores/open.ts';
@@ -68,11 +68,33 @@ interface Edge {
 const TEXT = 'text/plain; charset=utf-8';
 
 export async function startServer(options: StartOptions): Promise<ResidentServer> {
+  const log = createLogger(options.config.log, options.logDestination);
+  // What each step started, undone last first when a later step fails: a failed start leaves
+  // nothing listening, no worker thread and the store closed, so the CLI can exit 2 cleanly.
+  const undo: Array<() => unknown> = [];
+  try {
+    return await start(options, log, undo);
+  } catch (error) {
+    for (const step of undo.reverse()) {
+      try {
+        await step();
+      } catch (cleanupError) {
+        log.warn({ event: 'start-cleanup-error', err: cleanupError }, 'cleaning up after a failed start');
+      }
+    }
+    throw error;
+  }
+}
+
+async function start(options: StartOptions, log: Logger, undo: Array<() => unknown>): Promise<ResidentServer> {
   const { config } = options;
-  const log = createLogger(config.log, options.logDestination);
-  const metrics = config.metrics.enabled ? new Metrics() : null;
+  const { token, path: adminPath } = config.admin;
+  // Only metrics something can read: under the admin path (needs the token) or on metrics.port.
+  const metrics = config.metrics.enabled && (token || config.metrics.port !== undefined) ? new Metrics() : null;
+  if (metrics) undo.push(() => metrics.close());
   const openedStore = options.store ?? (await openStore(config.store, log));
   const store = metrics ? metrics.instrument(openedStore) : openedStore;
+  undo.push(() => store.close());
   let sessions: Sessions | undefined;
   const pool = new ContextPool(
     config.workers.threads,
@@ -90,36 +112,43 @@ export async function startServer(options: StartOptions): Promise<ResidentServer
       onPoolError: (error) => log.error({ event: 'pool-error', err: error }, 'worker pool error'),
     },
   );
+  undo.push(() => pool.close());
   try {
     await pool.ready();
   } catch (error) {
-    await pool.close();
-    await store.close();
     // A worker's failure may arrive as something other than an Error: say what it was.
     const reason = error instanceof Error ? error.message : typeof error === 'object' && error !== null && 'message' in error ? String(error.message) : String(error);
     throw new ResidentError('RESIDENT_ERR_HOOK_LOAD', `Cannot load the hooks: ${reason}`, { cause: error });
   }
-  sessions = new Sessions(config.sessions, config.store.sweepInterval, pool, store, options.clock ?? monotonicClock, log);
+  const activeSessions = new Sessions(config.sessions, config.store.sweepInterval, pool, store, options.clock ?? monotonicClock, log);
+  sessions = activeSessions;
+  undo.push(() => activeSessions.shutdown(0));
   // Records left expired by an earlier run go now, not one sweep interval from now.
-  await sessions.sweepStore();
-  metrics?.watch(sessions, pool, store.kind);
+  await activeSessions.sweepStore();
+  metrics?.watch(activeSessions, pool, store.kind);
 
   let stopping: Promise<{ suspended: number; lost: number }> | undefined;
   const routes: OpsRoute[] = [];
-  if (config.health.enabled) routes.push(healthRoutes({ pool, store, log, stopping: () => stopping !== undefined }));
-  const { token, path: adminPath } = config.admin;
+  const probe = config.health.enabled ? new StoreProbe(store, log) : null;
+  if (probe) {
+    undo.push(() => probe.stop());
+    await probe.start();
+    routes.push(healthRoutes({ pool, storeKind: store.kind, probe, stopping: () => stopping !== undefined }));
+  }
   // Metrics go under the admin path (same token) unless they have a listener of their own.
   const metricsOnAdmin = metrics && config.metrics.port === undefined ? metrics : null;
-  if (token) routes.push(adminRoutes({ path: adminPath, token, sessions, pool, store, log, metrics: metricsOnAdmin }));
+  if (token) routes.push(adminRoutes({ path: adminPath, token, sessions: activeSessions, pool, store, log, metrics: metricsOnAdmin }));
 
+  const files = await PublicFiles.open(config.publicDir);
+  undo.push(() => files.close());
   const edge: Edge = {
     config,
-    sessions,
+    sessions: activeSessions,
     log,
     cookie: { name: config.sessions.cookieName, timeout: config.sessions.cookieTimeout, sameSite: config.sessions.sameSite },
     setCookie: sessionCookieWriter({ name: config.sessions.cookieName, timeout: config.sessions.cookieTimeout, sameSite: config.sessions.sameSite }),
     trust: compileTrust(config.sessions.trustProxy),
-    files: await PublicFiles.open(config.publicDir),
+    files,
     ops: routes,
     metrics,
   };
@@ -134,24 +163,24 @@ export async function startServer(options: StartOptions): Promise<ResidentServer
     },
     (req, res) => void handle(edge, req, res),
   );
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.port, config.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  await listen(server, 'port', config.port, config.host);
+  undo.push(() => closeListener(server));
   const { port } = server.address() as AddressInfo;
   const host = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
   const url = `http://${host}:${port}`;
-  const metricsServer = metrics && config.metrics.port !== undefined ? await listenForMetrics(metrics, config.metrics) : null;
+  let metricsServer: Server | null = null;
+  if (metrics && config.metrics.port !== undefined) {
+    const listener = metricsListener(metrics);
+    const same = config.metrics.port !== 0 && config.metrics.port === port ? ' (the same as port)' : '';
+    await listen(listener, 'metrics.port', config.metrics.port, config.metrics.host, same);
+    metricsServer = listener;
+  }
   const metricsUrl = metricsServer
     ? `http://${config.metrics.host}:${(metricsServer.address() as AddressInfo).port}/metrics`
-    : metricsOnAdmin && token
+    : metricsOnAdmin
       ? `${url}${adminPath}metrics`
       : null;
 
-  const activeSessions = sessions;
   const shutdown = () =>
     (stopping ??= (async () => {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
@@ -159,15 +188,41 @@ export async function startServer(options: StartOptions): Promise<ResidentServer
       const result = await activeSessions.shutdown(config.limits.shutdownTimeout);
       server.closeAllConnections();
       await closed;
-      if (metricsServer) await new Promise((resolve) => metricsServer.close(resolve));
+      if (metricsServer) await closeListener(metricsServer);
       await pool.close();
+      probe?.stop();
       await store.close();
-      edge.files.close();
+      metrics?.close();
+      files.close();
       log.info({ event: 'stopped', ...result }, 'server stopped');
       return result;
     })());
 
-  return { url, port, sessions, pool, log, adminUrl: token ? `${url}${adminPath}` : null, metricsUrl, metrics, shutdown };
+  return { url, port, sessions: activeSessions, pool, log, adminUrl: token ? `${url}${adminPath}` : null, metricsUrl, metrics, shutdown };
+}
+
+/**
+ * Listens, or fails with RESIDENT_ERR_LISTEN naming the config key (a port in use, a host that
+ * is not an address of this machine), which the CLI turns into exit 2.
+ */
+async function listen(server: Server, key: 'port' | 'metrics.port', port: number, host: string, note = ''): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const fail = (error: Error) => {
+      reject(new ResidentError('RESIDENT_ERR_LISTEN', `Cannot listen on ${key} ${port}${note} at ${host}: ${error.message}`, { cause: error }));
+    };
+    server.once('error', fail);
+    server.listen(port, host, () => {
+      server.off('error', fail);
+      resolve();
+    });
+  });
+}
+
+function closeListener(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
 }
 
 /** The URL path of a request, without its query. */
@@ -178,8 +233,8 @@ function pathOf(req: IncomingMessage): string {
 }
 
 /** metrics.port: a listener of its own for Prometheus, with no token (bind it to a private address). */
-async function listenForMetrics(metrics: Metrics, settings: ResidentConfig['metrics']): Promise<Server> {
-  const server = createServer((req, res) => {
+function metricsListener(metrics: Metrics): Server {
+  return createServer((req, res) => {
     if (pathOf(req) !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) {
       send(res, 404, 'text/plain; charset=utf-8', 'Not Found');
       return;
@@ -189,14 +244,6 @@ async function listenForMetrics(metrics: Metrics, settings: ResidentConfig['metr
       () => send(res, 500, 'text/plain; charset=utf-8', 'metrics unavailable'),
     );
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(settings.port, settings.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  return server;
 }
 
 async function handle(edge: Edge, req: IncomingMessage, res: ServerResponse): Promise<void> {

@@ -1,7 +1,8 @@
 /**
  * /healthz and /readyz through a real server over real sockets: what they answer, that they
  * never create or touch a session nor reach the hooks, readiness when the store or a worker
- * thread is down or the server is stopping, and `health.enabled: false`.
+ * thread is down or the server is stopping, that probes never ping the store themselves (one
+ * background ping at a time, however many probes come), and `health.enabled: false`.
  * Store outages during live traffic (E7) are in test/stores/outage.test.ts.
  */
 import assert from 'node:assert/strict';
@@ -10,6 +11,9 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { FileStore } from '../src/stores/file.ts';
+import { SqliteStore } from '../src/stores/sqlite.ts';
+import type { ContextStore } from '../src/stores/store.ts';
 import { Client, ManualClock, ROOT, send, startTestServer, waitFor, type Reply, type TestServer } from './helpers.ts';
 import { parkThreadPool as parkThreadsOfPool } from './park-threadpool.ts';
 
@@ -64,6 +68,58 @@ async function timedSend(url: string, init?: Parameters<typeof send>[1]): Promis
   const started = Date.now();
   const reply = await send(url, init);
   return { reply, ms: Date.now() - started };
+}
+
+/** How the server used a store: ping calls, and the most ever under way at once. */
+interface PingCount {
+  calls: number;
+  pending: number;
+  mostPending: number;
+}
+
+/** A real store, passed through unchanged, with its pings counted. */
+function countingPings(store: ContextStore): { store: ContextStore; pings: PingCount } {
+  const pings: PingCount = { calls: 0, pending: 0, mostPending: 0 };
+  const counted: ContextStore = {
+    kind: store.kind,
+    get: (id) => store.get(id),
+    set: (record) => store.set(record),
+    delete: (id) => store.delete(id),
+    expiredIds: (now, limit) => store.expiredIds(now, limit),
+    list: (query) => store.list(query),
+    quarantine: (id, reason) => store.quarantine(id, reason),
+    close: () => store.close(),
+    async ping() {
+      pings.calls++;
+      pings.mostPending = Math.max(pings.mostPending, ++pings.pending);
+      try {
+        await store.ping();
+      } finally {
+        pings.pending--;
+      }
+    },
+  };
+  return { store: counted, pings };
+}
+
+async function serverOn(store: ContextStore, overrides: Parameters<typeof startTestServer>[0] = {}): Promise<TestServer> {
+  const server = await startTestServer(overrides, undefined, store);
+  servers.push(server);
+  return server;
+}
+
+/** Probes until /readyz answers `status`; each probe must answer at once (it never waits on the store). */
+async function readyzUntil(url: string, status: number, timeoutMs: number): Promise<Readiness> {
+  const body = await waitFor(
+    async () => {
+      const { reply, ms } = await timedSend(`${url}/readyz`);
+      assert.ok(ms < 500, `/readyz answered after ${ms} ms`);
+      return reply.status === status ? probeBody<Readiness>(reply) : undefined;
+    },
+    timeoutMs,
+    `/readyz ${status}`,
+  );
+  return body!;
 }
 
 async function parkThreadPool(): Promise<() => Promise<void>> {
@@ -137,6 +193,8 @@ describe('readiness when something is down', () => {
     assert.equal((await send(`${t.url}/readyz`)).status, 200);
 
     rmSync(path, { recursive: true, force: true });
+    // The next background ping (within about a second) finds the folder gone.
+    await readyzUntil(t.url, 503, 3000);
     for (let i = 0; i < 2; i++) {
       const { reply, ms } = await timedSend(`${t.url}/readyz`);
       assert.equal(reply.status, 503, reply.text);
@@ -145,7 +203,7 @@ describe('readiness when something is down', () => {
         workers: { up: 1, expected: 1 },
         store: { kind: 'file', status: 'unreachable' },
       });
-      assert.ok(ms < 1500, `answered in ${ms} ms`);
+      assert.ok(ms < 500, `answered in ${ms} ms`);
       assert.doesNotMatch(reply.text, /ENOENT|\/tmp|contexts/, 'the reason goes to the log, not to the client');
     }
     assert.equal((await send(`${t.url}/healthz`)).status, 200, 'liveness is not readiness');
@@ -155,47 +213,83 @@ describe('readiness when something is down', () => {
     assert.match(String((logged[0]!.err as { message?: string }).message), /ENOENT/);
 
     mkdirSync(path);
-    const back = await send(`${t.url}/readyz`);
-    assert.equal(back.status, 200, back.text);
-    assert.equal(probeBody<Readiness>(back).status, 'ready');
+    assert.equal((await readyzUntil(t.url, 200, 3000)).status, 'ready');
+    assert.equal(t.logs.filter((line) => line.event === 'store-reachable').length, 1, 'the recovery is logged');
   });
 
   test(
-    'file store folder removed: one error line per outage, not one per probe',
+    'file store folder removed: one error line per outage, not one per failed ping or probe',
     TEST,
     async () => {
       const path = join(tempDir(), 'contexts');
-      const t = await serverWith({ workers: { threads: 1 }, store: { kind: 'file', path } });
+      const { store, pings } = countingPings(await FileStore.open({ dir: path }));
+      const t = await serverOn(store, { workers: { threads: 1 } });
       rmSync(path, { recursive: true, force: true });
+      await readyzUntil(t.url, 503, 3000);
+      const failing = pings.calls;
+      await waitFor(() => pings.calls >= failing + 2, 4000, 'two more failed pings');
       for (let i = 0; i < 3; i++) assert.equal((await send(`${t.url}/readyz`)).status, 503);
       const messages = t.logs.filter((line) => line.event === 'store-unreachable').map((line) => (line.err as { message?: string }).message);
       assert.equal(messages.length, 1, JSON.stringify(messages, null, 1));
     },
   );
 
-  test('a store that does not answer: /readyz gives up after 1 s with 503 while /healthz answers at once; ready again after', TEST, async () => {
-    const path = join(tempDir(), 'contexts');
-    const t = await serverWith({ workers: { threads: 1 }, store: { kind: 'file', path } });
+  test('a store that does not answer: /readyz turns 503 within about 2 s and answers at once meanwhile; one ping pending, never a pile; ready again after', TEST, async () => {
+    const dir = join(tempDir(), 'contexts');
+    const { store, pings } = countingPings(await FileStore.open({ dir }));
+    const t = await serverOn(store, { workers: { threads: 1 } });
     assert.equal((await send(`${t.url}/readyz`)).status, 200);
 
     const release = await parkThreadPool();
     try {
-      const [ready, health] = await Promise.all([timedSend(`${t.url}/readyz`), timedSend(`${t.url}/healthz`)]);
-      assert.equal(ready.reply.status, 503, ready.reply.text);
-      assert.deepEqual(probeBody<Readiness>(ready.reply).store, { kind: 'file', status: 'unreachable' });
-      assert.ok(ready.ms >= 900 && ready.ms < 2000, `/readyz answered after ${ready.ms} ms (ping deadline 1 s)`);
+      // At most a second until the next ping, then a second until it is given up on.
+      const down = await readyzUntil(t.url, 503, 3500);
+      assert.deepEqual(down.store, { kind: 'file', status: 'unreachable' });
+      const health = await timedSend(`${t.url}/healthz`);
       assert.equal(health.reply.status, 200);
       assert.ok(health.ms < 500, `/healthz answered after ${health.ms} ms`);
       const line = t.logs.find((l) => l.event === 'store-unreachable');
       assert.match(String((line?.err as { message?: string } | undefined)?.message), /within 1000 ms/);
+      // Probes keep coming while the store hangs: still 503, and the hung ping is the only one.
+      const stuckAt = pings.calls;
+      const until = Date.now() + 1500;
+      while (Date.now() < until) assert.equal((await timedSend(`${t.url}/readyz`)).reply.status, 503);
+      assert.equal(pings.calls, stuckAt, 'no new ping while one hangs');
+      assert.equal(pings.mostPending, 1);
     } finally {
       // The parked threads must go back whatever failed, or every later test waits on them.
       await release();
     }
-    const back = await send(`${t.url}/readyz`);
-    assert.equal(back.status, 200, back.text);
-    // The late pings finished and cleaned up after themselves.
-    await waitFor(() => readdirSync(path).every((name) => !name.startsWith('.tmp-')), 2000, 'no probe file left');
+    assert.equal((await readyzUntil(t.url, 200, 3000)).status, 'ready');
+    assert.equal(pings.mostPending, 1, 'never two pings at once');
+    // The late ping finished and cleaned up after itself.
+    await waitFor(() => readdirSync(dir).every((name) => !name.startsWith('.tmp-')), 2000, 'no probe file left');
+  });
+
+  test('many probes at once ping the store no more than once a second, one ping at a time; the pings stop at shutdown', TEST, async () => {
+    const { store, pings } = countingPings(new SqliteStore({ path: join(tempDir(), 'contexts.db'), synchronous: 'normal' }));
+    const t = await serverOn(store, { workers: { threads: 1 } });
+    const started = Date.now();
+    const before = pings.calls;
+    let probes = 0;
+    for (let round = 0; round < 5; round++) {
+      const replies = await Promise.all(Array.from({ length: 100 }, () => send(`${t.url}/readyz`)));
+      probes += replies.length;
+      for (const reply of replies) assert.equal(reply.status, 200, reply.text);
+    }
+    const seconds = (Date.now() - started) / 1000;
+    const during = pings.calls - before;
+    assert.ok(during <= Math.ceil(seconds) + 1, `${during} pings for ${probes} probes in ${seconds.toFixed(1)} s`);
+    assert.equal(pings.mostPending, 1);
+
+    // The background pings go on without probes, about once a second...
+    const idle = pings.calls;
+    await waitFor(() => pings.calls >= idle + 2, 4000, 'two more background pings');
+    // ...and stop with the server.
+    await t.close();
+    const stopped = pings.calls;
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    assert.equal(pings.calls, stopped, 'no ping after shutdown');
   });
 
   test('a worker thread dies: /readyz 503 with up < expected until piscina has replaced it', TEST, async () => {
@@ -240,7 +334,7 @@ describe('readiness when something is down', () => {
     socket.write('GET /readyz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
     await stopping;
     await closed;
-    const statuses = [...raw.matchAll(/^HTTP\/1\.1 (\d{3})/gm)].map((m) => Number(m[1]));
+    const statuses = [...raw.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
     assert.deepEqual(statuses, [200, 503, 200], raw);
     assert.match(raw, /\{"status":"stopping","workers":\{"up":1,"expected":1\},"store":\{"kind":"memory","status":"ok"\}\}/);
     assert.match(raw, /\{"status":"ok"\}/);

@@ -13,7 +13,24 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import type { ResidentConfigInput } from '../src/config.ts';
-import { Client, ManualClock, fixtureState, send, startTestServer, waitFor, type TestServer } from './helpers.ts';
+import { isResidentError } from '../src/errors.ts';
+import { MemoryStore } from '../src/stores/memory.ts';
+import type { ContextStore } from '../src/stores/store.ts';
+import {
+  Client,
+  FIXTURE_HOOKS,
+  ManualClock,
+  ROOT,
+  childLogs,
+  describeChild,
+  fixtureState,
+  runMain,
+  send,
+  startTestServer,
+  waitFor,
+  writeTempConfig,
+  type TestServer,
+} from './helpers.ts';
 
 const TOKEN = 'metrics-test-token-0123456789';
 const AUTH = { authorization: `Bearer ${TOKEN}` };
@@ -249,14 +266,112 @@ test('with metrics.port (0: any free port) a listener of its own serves GET /met
   assert.equal(await connectTo(Number(new URL(bare.server.metricsUrl!).port), '127.0.0.1'), 'ECONNREFUSED', 'bound to 127.0.0.2 only');
 });
 
-test('without an admin token or metrics.port, metrics are nowhere; the admin path belongs to the hooks', async () => {
+test('without an admin token or metrics.port nothing could scrape them, so no metrics are made; requests are served, the admin path belongs to the hooks', async () => {
   const t = await server();
+  assert.equal(t.server.metrics, null, 'not collected: nothing could read them');
   assert.equal(t.server.metricsUrl, null);
   assert.equal(t.server.adminUrl, null);
-  assert.ok(t.server.metrics, 'still collected, just not exposed');
-  const reply = await client(t).get('/_resident/metrics', { headers: AUTH });
+  const c = client(t);
+  assert.equal((await fixtureState(c, '/inc')).n, 1);
+  assert.equal((await fixtureState(c, '/inc')).n, 2);
+  const reply = await c.get('/_resident/metrics', { headers: AUTH });
   assert.equal(reply.status, 200);
   assert.equal(reply.json().hook, 'onConnection');
+  assert.equal((await c.get('/metrics')).status, 404, 'the fixture hook has no /metrics');
+  assert.equal((await send(`${t.url}/readyz`)).status, 200);
+});
+
+test('HEAD on the metrics route and the admin API: the status and headers of GET, without a body', async () => {
+  const t = await adminServer();
+  await client(t).get('/inc');
+  const urls = [t.server.metricsUrl!, `${t.server.adminUrl}api/overview`, `${t.server.adminUrl}api/sessions?state=live`, `${t.server.adminUrl}api/users/ada/sessions`];
+  for (const url of urls) {
+    const get = await send(url, { headers: AUTH });
+    const head = await send(url, { method: 'HEAD', headers: AUTH });
+    assert.equal(get.status, 200, `GET ${url}: ${get.text}`);
+    assert.equal(head.status, 200, `HEAD ${url}`);
+    assert.equal(head.text, '', `HEAD ${url}: no body`);
+    for (const name of ['content-type', 'cache-control', 'x-content-type-options']) assert.equal(head.headers[name], get.headers[name], `${url}: ${name}`);
+    assert.ok(Number(head.headers['content-length']) > 0, `${url}: the length GET's body would have`);
+    const refused = await send(url, { method: 'HEAD' });
+    assert.equal(refused.status, 401, `HEAD ${url} without the token`);
+    assert.equal(refused.headers['www-authenticate'], 'Bearer realm="resident"');
+  }
+  // HEAD reads like GET and never acts: an action answers as a GET of it does.
+  const action = `${t.server.adminUrl}api/users/ada/close`;
+  assert.equal((await send(action, { method: 'HEAD', headers: AUTH })).status, (await send(action, { headers: AUTH })).status);
+  assert.equal((await send(`${t.server.adminUrl}api/nope`, { method: 'HEAD', headers: AUTH })).status, 404);
+});
+
+// ---------------------------------------------------------------------------------------------
+// A metrics listener that cannot listen
+
+/** A real store whose close() is counted (every other call goes straight through). */
+function closeCounted(store: ContextStore): { store: ContextStore; closes: () => number } {
+  let closes = 0;
+  const counted = new Proxy(store, {
+    get(target, key) {
+      if (key === 'close') return () => (closes++, target.close());
+      const value = Reflect.get(target, key, target) as unknown;
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+  return { store: counted, closes: () => closes };
+}
+
+/** A loopback listener holding a port, closed after the tests. */
+async function occupiedPort(): Promise<number> {
+  const holder = createServer();
+  await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+  after(() => new Promise<void>((resolve) => holder.close(() => resolve())));
+  return (holder.address() as { port: number }).port;
+}
+
+test('metrics.port in use, equal to port, or on a host not of this machine: startServer fails with RESIDENT_ERR_LISTEN naming metrics.port, and leaves nothing open', async () => {
+  const busy = await occupiedPort();
+  const cases: Array<{ what: string; metrics: (port: number) => ResidentConfigInput['metrics'] }> = [
+    { what: 'a port in use', metrics: () => ({ port: busy }) },
+    { what: 'the main port', metrics: (port) => ({ port }) },
+    { what: 'a host not of this machine', metrics: () => ({ port: 0, host: '192.0.2.1' }) },
+  ];
+  for (const { what, metrics } of cases) {
+    const port = await freePort();
+    const { store, closes } = closeCounted(new MemoryStore());
+    await assert.rejects(
+      startTestServer({ port, workers: { threads: 1 }, metrics: metrics(port) }, undefined, store),
+      (error: Error) => {
+        assert.ok(isResidentError(error, 'RESIDENT_ERR_LISTEN'), `${what}: ${error.stack}`);
+        assert.match(error.message, /\bmetrics\.port\b/, what);
+        return true;
+      },
+    );
+    assert.equal(await connectTo(port), 'ECONNREFUSED', `${what}: the main port was closed again`);
+    assert.equal(closes(), 1, `${what}: the store was closed`);
+  }
+  assert.equal(await connectTo(busy), 'connected', 'the other listener is untouched');
+});
+
+test('npm start with metrics.port equal to port or in use: exit 2, a message naming metrics.port, nothing listening', { timeout: 60_000 }, async () => {
+  const busy = await occupiedPort();
+  for (const same of [true, false]) {
+    const port = await freePort();
+    const config = {
+      host: '127.0.0.1',
+      port,
+      publicDir: join(ROOT, 'test/fixtures/public'),
+      workers: { threads: 1 },
+      hooks: FIXTURE_HOOKS,
+      store: { kind: 'memory' },
+      metrics: { port: same ? port : busy },
+    };
+    const child = runMain(['--config', writeTempConfig(config)]);
+    const code = await Promise.race([child.exited, new Promise<string>((resolve) => setTimeout(() => resolve('no exit'), 20_000))]);
+    if (code === 'no exit') child.process.kill('SIGKILL');
+    assert.equal(code, 2, describeChild(child));
+    assert.match(child.stderr(), same ? /metrics\.port \d+ \(the same as port\)/ : /metrics\.port \d+ at 127\.0\.0\.1: .*EADDRINUSE/, describeChild(child));
+    assert.equal(childLogs(child).find((line) => line.event === 'started'), undefined);
+    assert.equal(await connectTo(port), 'ECONNREFUSED');
+  }
 });
 
 test('metrics.enabled false: no metrics route under the admin path and no listener', async () => {
@@ -404,6 +519,17 @@ test('the cap: a second client with maxContexts 1 evicts the first', async () =>
   assert.equal((await fixtureState(a)).resumed, true);
   const again = await scrapeUntil(t, (m) => sample(m, 'resident_evictions_total') === 2, 'the second eviction');
   assert.equal(sample(again, 'resident_resumes_total'), 1);
+});
+
+test('checkpoints: counted under reason "checkpoint", one per context that handled a request, and not as suspensions of another reason', async () => {
+  const t = await adminServer({ sessions: { checkpointInterval: '100ms' } });
+  const a = client(t);
+  await fixtureState(a, '/inc');
+  const saved = await scrapeUntil(t, (m) => sample(m, 'resident_suspensions_total', { reason: 'checkpoint' }) === 1, 'the checkpoint');
+  assert.equal(sample(saved, 'resident_suspensions_total', { reason: 'idle' }), 0);
+  assert.equal(sample(saved, 'resident_sessions', { state: 'live' }), 1, 'the context stays live');
+  await fixtureState(a, '/inc');
+  await scrapeUntil(t, (m) => sample(m, 'resident_suspensions_total', { reason: 'checkpoint' }) === 2, 'the checkpoint after the next request');
 });
 
 test('a cookie from another IP: ip_mismatches_total, and a 4xx request', async () => {

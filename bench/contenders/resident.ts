@@ -27,7 +27,8 @@ const config = resolveConfig(
     store: { kind: (env.STORE ?? 'memory') as 'memory' | 'sqlite', path: env.STORE_PATH },
     limits: { shutdownTimeout: '10m' },
     log: { level: 'warn' },
-    metrics: { enabled: env.METRICS !== '0' },
+    // Metrics are only collected where they can be scraped: a listener of their own (any port).
+    metrics: env.METRICS === '0' ? { enabled: false } : { port: 0 },
   },
   root,
 );

@@ -1,7 +1,9 @@
 /**
  * The admin page: static HTML, a script and a stylesheet, served without the token (they
- * hold no data). The script asks for the token, keeps it in sessionStorage (gone when the tab
- * closes) and calls the JSON API with it. Every value from the API is written with
+ * hold no data). The script asks for the token, keeps it in a variable only (asked again after
+ * a reload) and calls the JSON API with it. Never in sessionStorage or localStorage: those belong
+ * to the origin, and any page of the app opened later in the tab (a hook's HTML with a
+ * third-party script, an XSS) could read them. Every value from the API is written with
  * textContent, never as HTML: a userId is whatever a hook set, so it is untrusted text.
  */
 
@@ -74,9 +76,11 @@ const $ = (id) => document.getElementById(id);
 const cursors = { live: null, suspended: null };
 const COLUMNS = ['maskedId', 'userId', 'clientIp', 'state', 'createdAt', 'lastActivityAt', 'workerId', 'requests', 'mementoBytes'];
 const HEADINGS = ['Session', 'User', 'Client IP', 'State', 'Created', 'Last activity', 'Worker', 'Requests', 'Memento bytes', ''];
+// The token lives here only, for this page's life: storage would share it with the app's pages.
+let token = null;
 
 async function call(method, path) {
-  const response = await fetch(base + 'api/' + path, { method, headers: { authorization: 'Bearer ' + sessionStorage.getItem('residentToken') } });
+  const response = await fetch(base + 'api/' + path, { method, headers: { authorization: 'Bearer ' + token } });
   const body = await response.json().catch(() => ({}));
   if (response.status === 401) { showLogin('That token was refused.'); throw new Error('unauthorized'); }
   if (!response.ok) throw new Error(body.error || response.statusText);
@@ -155,7 +159,7 @@ async function refresh() {
 }
 
 function showLogin(message) {
-  sessionStorage.removeItem('residentToken');
+  token = null;
   $('main').hidden = true;
   $('login').hidden = false;
   $('login-error').textContent = message || '';
@@ -169,7 +173,7 @@ async function openView() {
 
 $('login').addEventListener('submit', (event) => {
   event.preventDefault();
-  sessionStorage.setItem('residentToken', $('token').value);
+  token = $('token').value;
   $('token').value = '';
   openView();
 });
@@ -185,5 +189,7 @@ $('user-close').addEventListener('click', () => act(() => closeUser($('user').va
 $('refresh').addEventListener('click', () => act(async () => ''));
 $('logout').addEventListener('click', () => showLogin(''));
 for (const more of document.querySelectorAll('.more')) more.addEventListener('click', () => list(more.dataset.list, true));
-if (sessionStorage.getItem('residentToken')) openView(); else showLogin('');
+// Earlier versions kept the token in sessionStorage: remove what they may have left.
+sessionStorage.removeItem('residentToken');
+showLogin('');
 `;

@@ -1,13 +1,14 @@
 /**
  * The admin view: a JSON API and a small page under `admin.path`, on only when `admin.token`
  * is set. Every API call needs `Authorization: Bearer <token>`; the page itself holds no data
- * and asks for the token, which it keeps in sessionStorage and sends with each call (a header
- * that browsers never attach on their own, so no cross-site request can act as the operator).
+ * and asks for the token, which it keeps in a variable only (never in storage another page of
+ * the origin could read) and sends with each call (a header that browsers never attach on
+ * their own, so no cross-site request can act as the operator).
  *
  * A full session ID is never shown: it is the credential. Sessions are listed with a masked
  * ID (its first 4 characters) and a handle, the salted hash that log lines carry, which names
- * the session for the actions and is useless as a cookie. Handles are valid while this
- * process runs; they are remembered from the listings that showed them.
+ * the session for the actions and is useless as a cookie. A handle resolves only after a
+ * listing of this process has shown it (the last MAX_HANDLES are remembered).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ContextPool } from '../contexts/pool.ts';
@@ -194,11 +195,12 @@ export function adminRoutes(sources: AdminSources): OpsRoute {
 
   const claims = (path: string) => path.startsWith(base) || path === base.slice(0, -1);
   const handle = async (path: string, req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    const method = req.method ?? 'GET';
+    // HEAD is answered as GET, with the same status and headers; send() leaves the body out.
+    const method = req.method === 'HEAD' ? 'GET' : (req.method ?? 'GET');
     if (path === base.slice(0, -1)) return send(res, 308, 'text/plain; charset=utf-8', '', { location: base });
     const rest = path.slice(base.length);
     // The page and its assets hold no data: they load without the token and ask for it.
-    if (method === 'GET' || method === 'HEAD') {
+    if (method === 'GET') {
       if (rest === '') return sendPage(res, 'text/html; charset=utf-8', adminPage(base), csp);
       if (rest === 'admin.js') return sendPage(res, 'text/javascript; charset=utf-8', ADMIN_JS, csp);
       if (rest === 'admin.css') return sendPage(res, 'text/css; charset=utf-8', ADMIN_CSS, csp);

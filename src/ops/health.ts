@@ -1,48 +1,133 @@
 /**
  * Probes for orchestrators and load balancers. /healthz: the process answers (liveness).
- * /readyz: every worker thread is up and the store answers (readiness); 503 otherwise, and
- * while shutting down, so a balancer stops sending before the server stops answering.
+ * /readyz: every worker thread is up and the store answers (readiness); 503 otherwise.
+ *
+ * The store is not pinged per probe: a ping writes (SQLite: a synchronous write on this
+ * thread; file store: a probe file, fsynced), so an anonymous client looping on /readyz would
+ * stall every request, and a hung store would collect one unfinished ping per probe. A
+ * StoreProbe pings in the background instead, one ping at a time, about once a second, and
+ * /readyz answers from its latest result.
+ *
+ * During shutdown /readyz answers 503 "stopping", but shutdown() closes the listener and the
+ * idle keep-alive connections at once: a new connection is refused, so only a probe sent on a
+ * connection that was busy with a request when shutdown began ever sees "stopping". There is
+ * no drain delay: the orchestrator takes the instance out of rotation before it signals it
+ * (a Kubernetes preStop sleep; see README "Health").
+ *
  * Neither creates a session or sets a cookie, and neither says more than up or down: details
  * of a failure go to the log.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { withDeadline } from '../contexts/deadline.ts';
 import type { ContextPool } from '../contexts/pool.ts';
 import type { Logger } from '../log.ts';
 import type { ContextStore } from '../stores/store.ts';
 import { sendJson, type OpsRoute } from './respond.ts';
 
-/** A store that does not answer within this is not ready (RELIABILITY.md E6: bounded time). */
-const STORE_PING_TIMEOUT_MS = 1_000;
+/** How often the store is pinged while the server runs. */
+const PING_INTERVAL_MS = 1_000;
+/** A ping not settled within this is a failure (RELIABILITY.md E6: bounded time). */
+const PING_TIMEOUT_MS = 1_000;
+/** A result older than this says nothing about now (the pinger stalled): not ready. */
+const RESULT_MAX_AGE_MS = 3_000;
+
+/**
+ * Pings the store in the background and keeps the latest result. Never two pings at once: a
+ * ping that misses its deadline counts as a failure, and no other starts until it settles.
+ * An outage is logged when it begins and when it ends, not once per ping.
+ */
+export class StoreProbe {
+  readonly #store: ContextStore;
+  readonly #log: Logger;
+  #timer: NodeJS.Timeout | undefined;
+  /** When the ping under way started (performance.now()), until the store settles it. */
+  #pingStarted: number | undefined;
+  #latest: { at: number; error: string | null } | undefined;
+  #stopped = false;
+
+  constructor(store: ContextStore, log: Logger) {
+    this.#store = store;
+    this.#log = log;
+  }
+
+  /** Pings once (so the first probe has an answer), then about once a second until stop(). */
+  async start(): Promise<void> {
+    this.#timer = setInterval(() => void this.#ping(), PING_INTERVAL_MS);
+    this.#timer.unref();
+    await this.#ping();
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    clearInterval(this.#timer);
+  }
+
+  /** null when the store answered recently; otherwise why not (for the log). */
+  failure(now = performance.now()): string | null {
+    if (this.#pingStarted !== undefined && now - this.#pingStarted > PING_TIMEOUT_MS) return 'a ping is still pending';
+    if (!this.#latest) return 'not pinged yet';
+    if (now - this.#latest.at > RESULT_MAX_AGE_MS) return `no ping result for ${Math.round(now - this.#latest.at)} ms`;
+    return this.#latest.error;
+  }
+
+  /** Resolves with the ping's outcome, or at its deadline; starts nothing while one is under way. */
+  #ping(): Promise<void> {
+    if (this.#pingStarted !== undefined || this.#stopped) return Promise.resolve();
+    const started = performance.now();
+    this.#pingStarted = started;
+    let ping: Promise<void>;
+    try {
+      ping = this.#store.ping();
+    } catch (error) {
+      ping = Promise.reject(error);
+    }
+    return new Promise<void>((resolve) => {
+      let settled = false;
+      const settle = (error: string | null) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(deadline);
+        this.#record(error);
+        resolve();
+      };
+      const deadline = setTimeout(() => settle(`the store ping did not settle within ${PING_TIMEOUT_MS} ms`), PING_TIMEOUT_MS);
+      deadline.unref();
+      ping.then(
+        () => settle(null),
+        (error: unknown) => settle((error instanceof Error && error.message) || 'unreachable'),
+      ).finally(() => {
+        if (this.#pingStarted === started) this.#pingStarted = undefined;
+      });
+    });
+  }
+
+  #record(error: string | null): void {
+    const wasDown = this.#latest !== undefined && this.#latest.error !== null;
+    this.#latest = { at: performance.now(), error };
+    if (this.#stopped) return;
+    if (error !== null && !wasDown) this.#log.error({ event: 'store-unreachable', err: { message: error } }, 'readiness: the store does not answer');
+    if (error === null && wasDown) this.#log.info({ event: 'store-reachable' }, 'readiness: the store answers again');
+  }
+}
 
 export interface HealthSources {
   pool: ContextPool;
-  store: ContextStore;
-  log: Logger;
+  storeKind: string;
+  probe: StoreProbe;
   stopping: () => boolean;
 }
 
 export function healthRoutes(sources: HealthSources): OpsRoute {
-  // Probes come every few seconds: an outage is logged when it begins and when it ends, not
-  // once per probe.
-  let storeDown = false;
   const claims = (path: string) => path === '/healthz' || path === '/readyz';
   const handle = async (path: string, _req: IncomingMessage, res: ServerResponse): Promise<void> => {
     if (path === '/healthz') return sendJson(res, 200, { status: 'ok' });
     const workers = { up: sources.pool.threadIds.length, expected: sources.pool.size };
-    const store = await withDeadline(sources.store.ping(), STORE_PING_TIMEOUT_MS, 'RESIDENT_ERR_STORE_FAILED', 'the store ping').then(
-      () => 'ok' as const,
-      (error: Error) => error.message || 'unreachable',
-    );
-    if (store !== 'ok' && !storeDown) sources.log.error({ event: 'store-unreachable', err: { message: store } }, 'readiness: the store does not answer');
-    if (store === 'ok' && storeDown) sources.log.info({ event: 'store-reachable' }, 'readiness: the store answers again');
-    storeDown = store !== 'ok';
+    const storeOk = sources.probe.failure() === null;
     const stopping = sources.stopping();
-    const ready = !stopping && workers.up === workers.expected && store === 'ok';
+    const ready = !stopping && workers.up === workers.expected && storeOk;
     sendJson(res, ready ? 200 : 503, {
       status: ready ? 'ready' : stopping ? 'stopping' : 'not ready',
       workers,
-      store: { kind: sources.store.kind, status: store === 'ok' ? 'ok' : 'unreachable' },
+      store: { kind: sources.storeKind, status: storeOk ? 'ok' : 'unreachable' },
     });
   };
   return { claims, handle };

@@ -5,13 +5,34 @@
  * Session counts and lifecycle totals are read from the live structures when Prometheus
  * scrapes (collect callbacks), so the request path pays nothing for them. Only what has no
  * other home is recorded as it happens: request latency, 503s and store latency.
+ *
+ * The server makes a Metrics only when something can scrape it (see startServer): otherwise
+ * every request would pay for a histogram nobody reads.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
 import type { ContextPool } from '../contexts/pool.ts';
 import type { Sessions } from '../contexts/sessions.ts';
 import type { ContextStore } from '../stores/store.ts';
 
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+let processMetrics: Metric[] | undefined;
+
+/**
+ * prom-client's process and Node.js metrics (CPU, memory, event-loop lag, GC), made once per
+ * process and shared by every server's registry. collectDefaultMetrics starts a GC
+ * PerformanceObserver and an event-loop delay monitor that prom-client 15 gives no way to stop
+ * (https://github.com/siimon/prom-client/issues/494, /issues/500): called per server, each
+ * server started in a process would leave one more of each running.
+ */
+function sharedProcessMetrics(): Metric[] {
+  if (!processMetrics) {
+    const registry = new Registry();
+    collectDefaultMetrics({ register: registry, prefix: 'resident_' });
+    processMetrics = registry.getMetricsAsArray().map(({ name }) => registry.getSingleMetric(name)!);
+  }
+  return processMetrics;
+}
 
 /** A counter whose value lives elsewhere (Sessions.counters): set from it at scrape time. */
 function mirroredCounter(registry: Registry, name: string, help: string, read: () => number): void {
@@ -36,7 +57,7 @@ export class Metrics {
 
   constructor() {
     const registry = this.registry;
-    collectDefaultMetrics({ register: registry, prefix: 'resident_' });
+    for (const metric of sharedProcessMetrics()) registry.registerMetric(metric);
     this.#requestDuration = new Histogram({
       name: 'resident_request_duration_seconds',
       help: 'Dynamic requests, from arrival to the response written, by status class',
@@ -82,7 +103,8 @@ export class Metrics {
       registers: [registry],
       collect() {
         this.reset();
-        for (const [reason, count] of Object.entries(counters.suspended)) this.inc({ reason }, count);
+        // A checkpoint leaves the context live, so Sessions counts it apart from suspensions.
+        for (const [reason, count] of Object.entries(counters.suspended)) this.inc({ reason }, reason === 'checkpoint' ? counters.checkpoints : count);
       },
     });
     mirroredCounter(registry, 'resident_sessions_created_total', 'Sessions created', () => counters.created);
@@ -157,6 +179,11 @@ export class Metrics {
       quarantine: timed('quarantine', (id, reason) => store.quarantine(id, reason)),
       close: () => store.close(),
     };
+  }
+
+  /** Drops every metric and its collect callback, so nothing holds on to a stopped server. */
+  close(): void {
+    this.registry.clear();
   }
 
   text(): Promise<string> {

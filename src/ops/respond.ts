@@ -14,9 +14,11 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
   send(res, status, 'application/json; charset=utf-8', JSON.stringify(body), headers);
 }
 
+/** A HEAD request gets the same status and headers (Content-Length included) without the body. */
 export function send(res: ServerResponse, status: number, contentType: string, body: string, headers: Record<string, string> = {}): void {
   res.writeHead(status, {
     'content-type': contentType,
+    'content-length': String(Buffer.byteLength(body)),
     'cache-control': 'no-store',
     'x-content-type-options': 'nosniff',
     ...headers,
