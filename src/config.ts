@@ -72,6 +72,9 @@ const bindIp = z
 /** A URL path prefix for the admin view: "/name/", path-safe characters only. */
 const ADMIN_PATH = /^\/(?:[A-Za-z0-9._~-]+\/)+$/;
 
+/** Admin token characters: printable ASCII, no space (with min(16): `^[\x21-\x7e]{16,}$`). */
+const ADMIN_TOKEN = /^[\x21-\x7e]*$/;
+
 const sessionsSchema = z.strictObject({
   enabled: bool(true),
   cookieName: z
@@ -97,8 +100,12 @@ const sessionsSchema = z.strictObject({
 });
 
 const adminSchema = z.strictObject({
-  /** Bearer token for the admin view and API; the view is off without one. */
-  token: z.string().min(16).optional(),
+  /**
+   * Bearer token for the admin view and API; the view is off without one. Printable ASCII
+   * without spaces: the check reads `Bearer (\S+)` and Node decodes header values as latin1,
+   * so a space or a non-ASCII character would make a token that no request can ever match.
+   */
+  token: z.string().min(16).regex(ADMIN_TOKEN).optional(),
   path: z.string().regex(ADMIN_PATH).optional().transform((v) => v ?? '/_resident/'),
 });
 
@@ -198,6 +205,10 @@ function describeIssue(issue: z.core.$ZodIssue): string {
     return `${where} must be a URL path that starts and ends with "/", such as "/_resident/"`;
   }
   if (issue.code === 'too_small' && path === 'admin.token') return `${where} must be at least 16 characters (a long random secret)`;
+  // Never echo the value: it is a secret.
+  if (issue.code === 'invalid_format' && path === 'admin.token') {
+    return `${where} must be printable ASCII without spaces (letters, digits and punctuation): an Authorization header cannot carry anything else`;
+  }
   if (issue.code === 'invalid_format' && path.endsWith('cookieName')) {
     return `${where} must be a cookie name of 1 to 64 letters, digits or !#$%&'*+-.^_\`|~ (no spaces, ";", "=" or control characters)`;
   }

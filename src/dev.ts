@@ -38,13 +38,28 @@ const child = spawn(process.execPath, [tsx, 'watch', '--clear-screen=false', ...
 });
 // tsx relays the signal to the server and waits for its graceful shutdown. A signal that
 // arrives twice at once (the terminal's and a wrapper's relay of the same Ctrl-C) is passed on
-// once; pressing Ctrl-C again later forces the stop.
+// once; pressing Ctrl-C again later forces the stop. SIGHUP (the terminal closed) only reaches
+// this process, since the child has a session of its own; it is passed on as SIGTERM, because
+// tsx relays only SIGINT and SIGTERM and would die of a SIGHUP, leaving the server running.
+const RELAYED = { SIGINT: 'SIGINT', SIGTERM: 'SIGTERM', SIGHUP: 'SIGTERM' } as const;
 let lastSignalAt = -Infinity;
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+for (const [signal, relayed] of Object.entries(RELAYED)) {
   process.on(signal, () => {
     const now = performance.now();
-    if (now - lastSignalAt > DUPLICATE_SIGNAL_MS) child.kill(signal);
+    if (now - lastSignalAt > DUPLICATE_SIGNAL_MS) child.kill(relayed);
     lastSignalAt = now;
   });
 }
+// Detached, the child outlives this process unless told: whatever ends this process that can
+// be caught (the child's exit below, an uncaught error, any process.exit) stops the child's
+// whole group, tsx and the server in it, so no server is left holding the port. SIGKILL cannot
+// be caught. After a normal stop the group is gone already and the kill finds no one.
+process.on('exit', () => {
+  if (child.pid === undefined) return;
+  try {
+    process.kill(-child.pid, 'SIGTERM');
+  } catch {
+    // the group has ended already
+  }
+});
 child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));

@@ -293,6 +293,22 @@ describe('invalid values name the key', () => {
     invalid({ sessions: { trustProxy: 1 } }, 'sessions.trustProxy');
   });
 
+  // The bearer check reads `Bearer (\S+)` from a header Node decodes as latin1: a token with a
+  // space or a character outside printable ASCII would pass here and then fail every request.
+  for (const token of ['correct horse battery staple', 'tab\tseparated-0123456789', 'mot-de-passe-\u00e9t\u00e9-2024', 'emoji-token-\u{1F511}-0123456789', 'line\nbreak-0123456789', 'del\u007f-character-0123456789']) {
+    test(`admin.token ${JSON.stringify(token)} is refused, naming the key and not echoing the value`, () => {
+      const error = invalid({ admin: { token } }, 'admin.token');
+      assert.match(error.message, /printable ASCII without spaces/);
+      assert.ok(!error.message.includes(token), error.message);
+    });
+  }
+
+  test('admin.token: 16 or more printable ASCII characters are accepted, punctuation included', () => {
+    for (const token of ['x'.repeat(16), '!"#$%&\'()*+,-./0123456789:;<=>?@AZ[\\]^_`az{|}~']) {
+      assert.equal(resolveConfig({ admin: { token } }, BASE).admin.token, token);
+    }
+  });
+
   test('log.level must be a known level', () => {
     invalid({ log: { level: 'loud' } }, 'log.level');
   });
@@ -343,6 +359,14 @@ describe('loadConfigFile', () => {
     assert.equal(loadConfigFile(path).port, 9000);
     assert.equal(loadConfigFile(path, { port: 1234 }).port, 1234);
     assertInvalid(() => loadConfigFile(path, { port: 'abc' }), 'port');
+  });
+
+  test('an admin.token override (RESIDENT_ADMIN_TOKEN) is validated like the file value', () => {
+    const path = writeTempConfig({ admin: { token: 'file-token-0123456789' } });
+    assert.equal(loadConfigFile(path, { 'admin.token': 'env-token-0123456789' }).admin.token, 'env-token-0123456789');
+    const token = 'env token with spaces 0123456789';
+    const error = assertInvalid(() => loadConfigFile(path, { 'admin.token': token }), 'admin.token');
+    assert.ok(!error.message.includes(token), error.message);
   });
 
   test('invalid content names the key', () => {

@@ -1,6 +1,7 @@
 /**
  * The shipped demo hooks, driven through a real server like a browser would: page, cart,
- * preferences from SQLite, close, and the cart surviving a suspension.
+ * preferences from SQLite, close, the cart surviving a suspension, and sign-in attempts that
+ * neither stall their worker nor tell which usernames exist.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
@@ -75,6 +76,58 @@ test('the close button ends the session', async () => {
   const next = await client.get('/', { headers: { cookie: `RSID=${before}` } });
   assert.equal(cell(next.text, 'state'), 'new');
   assert.equal(cell(next.text, 'hits'), '1');
+});
+
+test('sign-in attempts do not stall the other contexts on their worker (scrypt runs off the thread)', async () => {
+  const one = await startTestServer({ ...DEMO_OPTIONS, workers: { threads: 1 } });
+  try {
+    const bystander = new Client(one.url);
+    assert.equal((await bystander.get('/')).status, 200);
+    const attackers = Array.from({ length: 16 }, () => new Client(one.url));
+    let answered = 0;
+    const attempts = attackers.map(async (client) => {
+      const reply = await client.get('/login', form({ username: 'ada', password: 'not-the-password' }));
+      answered++;
+      return reply;
+    });
+    // Every attempt has reached the one worker thread (answered, or still in flight there).
+    const inFlight = () => one.server.pool.workerLoad().reduce((sum, worker) => sum + worker.queued, 0);
+    await waitFor(() => inFlight() + answered >= attackers.length, 5000, 'every attempt on the worker');
+    const page = await bystander.get('/');
+    const answeredBeforePage = answered;
+    assert.equal(page.status, 200);
+    assert.equal(cell(page.text, 'hits'), '2');
+    for (const reply of await Promise.all(attempts)) {
+      assert.equal(reply.status, 303);
+      assert.equal(reply.headers.location, '/?notice=login-failed');
+    }
+    // A synchronous scrypt (~36 ms each) would have held the page until every attempt was done.
+    assert.ok(answeredBeforePage < attackers.length, `the page waited for all ${attackers.length} sign-in attempts`);
+  } finally {
+    await one.close();
+  }
+});
+
+test('an unknown username costs the same scrypt as a wrong password, and gets the same answer', async () => {
+  const client = new Client(t.url);
+  await client.get('/');
+  const timeLogin = async (username: string) => {
+    const started = performance.now();
+    const reply = await client.get('/login', form({ username, password: 'not-the-password' }));
+    assert.equal(reply.status, 303);
+    assert.equal(reply.headers.location, '/?notice=login-failed');
+    return performance.now() - started;
+  };
+  const median = (values: number[]) => values.sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+  const known: number[] = [];
+  const unknown: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    known.push(await timeLogin('ada'));
+    unknown.push(await timeLogin(`nobody-${i}`));
+  }
+  // Without the stand-in hash an unknown user answers in about 1 ms against scrypt's tens of ms;
+  // the bound is loose because this machine is shared.
+  assert.ok(median(unknown) > median(known) / 3, `unknown ${median(unknown).toFixed(1)} ms, known ${median(known).toFixed(1)} ms`);
 });
 
 test('static files are served without a cookie', async () => {

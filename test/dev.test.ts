@@ -2,12 +2,13 @@
  * `npm run dev` (src/dev.ts: the server under `tsx watch`, with the hook folders included), as a
  * real process tree: editing a hook module restarts the server, and since a restart is a
  * graceful shutdown into the SQLite store, the session survives it. SIGTERM to the process
- * group (what Ctrl-C does in a terminal) stops everything: no process is left behind.
+ * group (what Ctrl-C does in a terminal) stops everything: no process is left behind. So does
+ * SIGHUP to the dev process alone (the terminal closed), which the detached server never sees.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -22,6 +23,10 @@ const strays: number[] = [];
 after(() => {
   for (const group of groups) for (const pid of processesInGroup(group)) killQuietly(pid, 'SIGKILL');
   for (const pid of strays) if (alive(pid)) killQuietly(pid, 'SIGKILL');
+  // tsx watch and the server are in a session of their own, and a SIGKILL to the group above
+  // leaves them running (holding this process's output pipes open, so it never exits) when a
+  // test failed before it listed them: find them by the temp config on their command line.
+  for (const { pid } of processes()) if (tempDirs.some((dir) => commandLine(pid).includes(`${dir}/`))) killQuietly(pid, 'SIGKILL');
   for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
 });
 
@@ -78,6 +83,28 @@ function alive(pid: number): boolean {
     return false;
   }
   return !processes().every((p) => p.pid !== pid);
+}
+
+/** The command line of a process ('' once it is gone). */
+function commandLine(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
+  } catch {
+    return '';
+  }
+}
+
+/** What happens when connecting to `url`'s port: 'connected' or the error code. */
+function probe(url: string): Promise<string> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve) => {
+    const socket = connect(Number(port), hostname);
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve('connected');
+    });
+    socket.once('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
+  });
 }
 
 async function freePort(): Promise<number> {
@@ -247,4 +274,59 @@ test(
       await client.close();
     }
   },
+);
+
+/** In a dev tree: src/dev.ts, the parent of tsx watch (npm's shell has src/dev.ts on its command line too). */
+function devTree(tree: number[]): { dev: number; tsxWatch: number } {
+  const tsxWatch = tree.find((pid) => /tsx\/dist\/cli\.mjs watch /.test(commandLine(pid)));
+  const dev = processes().find((p) => p.pid === tsxWatch)?.ppid;
+  assert.ok(tsxWatch && dev && commandLine(dev).includes('src/dev.ts'), `the dev processes in ${JSON.stringify(tree.map((pid) => `${pid}: ${commandLine(pid)}`))}`);
+  return { dev, tsxWatch };
+}
+
+/** The server's port refuses connections, npm has exited, and no process of `tree` is left. */
+async function assertAllGone(dev: Dev, tree: number[]): Promise<void> {
+  await waitFor(async () => (await probe(dev.url)) === 'ECONNREFUSED', 15_000, 'the port to refuse connections').catch((error: Error) =>
+    assert.fail(`${error.message}\n${describeChild(dev.child)}`),
+  );
+  assert.notEqual(await within(dev.child.exited, 15_000), 'timeout', describeChild(dev.child));
+  await waitFor(() => tree.filter(alive).length === 0, 10_000, 'every process of the tree to end').catch((error: Error) =>
+    assert.fail(`${error.message}: still running ${JSON.stringify(tree.filter(alive))}\n${describeChild(dev.child)}`),
+  );
+}
+
+/** `npm run dev` with one request served; `act` gets its process tree (strays noted for cleanup). */
+async function withRunningDev(act: (dev: Dev, tree: number[]) => Promise<void>): Promise<void> {
+  const dev = await startDev();
+  const client = new Client(dev.url);
+  try {
+    assert.equal((await client.get('/count')).text, 'v1 n=1');
+    const tree = processTree(dev.group);
+    for (const pid of tree) if (!groups.includes(pid)) strays.push(pid);
+    await act(dev, tree);
+  } finally {
+    await client.close();
+  }
+}
+
+test('npm run dev: SIGHUP to the dev process (the terminal closed) stops the server gracefully, and its port is free', TEST, () =>
+  withRunningDev(async (dev, tree) => {
+    // Only src/dev.ts gets the hang-up: tsx watch and the server are in a session of their own.
+    process.kill(devTree(tree).dev, 'SIGHUP');
+    await assertAllGone(dev, tree);
+    // Stopped as by Ctrl-C: the live context was suspended into the store, not lost.
+    const logs = childLogs(dev.child);
+    assert.equal(logs.filter((l) => l.event === 'suspended' && l.reason === 'shutdown').length, 1, describeChild(dev.child));
+    assert.equal(logs.filter((l) => l.event === 'stopped').length, 1, describeChild(dev.child));
+  }),
+);
+
+test('npm run dev: when tsx watch dies, the dev process exits and takes the server with it', TEST, () =>
+  withRunningDev(async (dev, tree) => {
+    // SIGKILL: tsx cannot relay anything, and its server is orphaned. The dev process sees its
+    // child exit and, exiting, signals the child's process group, where the server still is.
+    process.kill(devTree(tree).tsxWatch, 'SIGKILL');
+    await assertAllGone(dev, tree);
+    assert.equal(childLogs(dev.child).filter((l) => l.event === 'stopped').length, 1, describeChild(dev.child));
+  }),
 );

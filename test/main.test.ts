@@ -188,6 +188,29 @@ describe('invalid startup', () => {
     assert.equal(await probe(port), 'ECONNREFUSED');
   });
 
+  // No Authorization header could carry these (the bearer check reads `\S+` from latin1).
+  test('an admin.token with a space in the config file: exit 2 naming admin.token, not echoing it, nothing listening', TEST, async () => {
+    const port = await freePort();
+    const token = 'correct horse battery staple';
+    const child = start(['--config', writeTempConfig({ ...validConfig(port), admin: { token } })]);
+    assert.equal(await exitCode(child), 2, describeChild(child));
+    assert.match(child.stderr(), /admin\.token must be printable ASCII without spaces/);
+    assert.ok(!child.stderr().includes(token), 'the secret is not echoed');
+    assert.ok(!child.stderr().includes('correct horse'), 'not even part of it');
+    assert.equal(await probe(port), 'ECONNREFUSED');
+  });
+
+  test('a RESIDENT_ADMIN_TOKEN with a non-ASCII character: exit 2 naming admin.token, not echoing it, nothing listening', TEST, async () => {
+    const port = await freePort();
+    const token = 'mot-de-passe-\u00e9t\u00e9-0123456789';
+    const child = start(['--config', writeTempConfig(validConfig(port))], { RESIDENT_ADMIN_TOKEN: token });
+    assert.equal(await exitCode(child), 2, describeChild(child));
+    assert.match(child.stderr(), /admin\.token must be printable ASCII without spaces/);
+    assert.ok(!child.stderr().includes('mot-de-passe'), 'the secret is not echoed');
+    assert.equal(childLogs(child).find((l) => l.event === 'started'), undefined);
+    assert.equal(await probe(port), 'ECONNREFUSED');
+  });
+
   test('a hook module that cannot be found: exit 2 naming the module, nothing listening', TEST, async () => {
     const port = await freePort();
     const missing = join(mkdtempSync(join(tmpdir(), 'resident-test-')), 'onConnection.ts');

@@ -5,10 +5,15 @@
  * there seeds it.
  */
 import Database from 'better-sqlite3';
-import { randomBytes, scryptSync, timingSafeEqual } from 'node:crypto';
+import { randomBytes, scrypt, scryptSync, timingSafeEqual, type BinaryLike } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+// A sign-in runs scrypt in libuv's thread pool, not on the worker thread: scryptSync held the
+// worker ~36 ms per attempt, and every context on it waited behind unauthenticated POST /login.
+const scryptAsync = promisify(scrypt) as (password: BinaryLike, salt: BinaryLike, keylen: number) => Promise<Buffer>;
 
 const path = process.env.RESIDENT_DEMO_DB ?? fileURLToPath(new URL('../../data/demo.db', import.meta.url));
 mkdirSync(dirname(path), { recursive: true });
@@ -33,7 +38,7 @@ export const DEMO_USERS: ReadonlyArray<[username: string, password: string, empl
   ['grace', 'cobol-1959', 2],
 ];
 
-/** scrypt with a random salt, stored as "salt:hash" (hex). */
+/** scrypt with a random salt, stored as "salt:hash" (hex). Sync: only when seeding, at startup. */
 function hashPassword(password: string): string {
   const salt = randomBytes(16);
   return `${salt.toString('hex')}:${scryptSync(password, salt, 32).toString('hex')}`;
@@ -96,18 +101,23 @@ export function loadPreferences(employeeId: number): Preferences | undefined {
   return db.prepare('SELECT theme, language FROM preferences WHERE employee_id = ?').get(employeeId) as Preferences | undefined;
 }
 
+/** Hashed in place of an unknown user's, so that user costs the same scrypt as a known one. */
+const NO_USER_HASH = `${'00'.repeat(16)}:${'00'.repeat(32)}`;
+
 /**
  * The user's employee record when the password is right. A wrong username costs the same
- * scrypt as a wrong password, so timing does not tell which usernames exist.
+ * scrypt and the same constant-time compare as a wrong password, so timing does not tell which
+ * usernames exist.
  */
-export function verifyLogin(username: string, password: string): (Employee & { username: string }) | undefined {
+export async function verifyLogin(username: string, password: string): Promise<(Employee & { username: string }) | undefined> {
   const row = db.prepare('SELECT password_hash, employee_id FROM users WHERE username = ?').get(username) as
     | { password_hash: string; employee_id: number }
     | undefined;
-  const [saltHex, hashHex] = (row?.password_hash ?? `${'00'.repeat(16)}:${'00'.repeat(32)}`).split(':') as [string, string];
+  const [saltHex, hashHex] = (row?.password_hash ?? NO_USER_HASH).split(':') as [string, string];
   const expected = Buffer.from(hashHex, 'hex');
-  const actual = scryptSync(password, Buffer.from(saltHex, 'hex'), expected.length);
-  if (!row || !timingSafeEqual(actual, expected)) return undefined;
+  const actual = await scryptAsync(password, Buffer.from(saltHex, 'hex'), expected.length);
+  const matches = timingSafeEqual(actual, expected);
+  if (!row || !matches) return undefined;
   const employee = loadEmployees().find((e) => e.id === row.employee_id);
   return employee && { ...employee, username };
 }

@@ -50,7 +50,7 @@ export default async function onConnection(ctx: Context, request: Request): Prom
         return seeOther('/');
       }
       case '/login': {
-        const user = verifyLogin(String(form.get('username') ?? ''), String(form.get('password') ?? ''));
+        const user = await verifyLogin(String(form.get('username') ?? ''), String(form.get('password') ?? ''));
         if (!user) return seeOther('/?notice=login-failed');
         // A privilege change: the session gets a new ID and keeps its context (cart, hits).
         ctx.userId = user.username;

@@ -20,7 +20,13 @@ const TOKEN = 'browser-admin-token-0123456789';
 
 // Only what the in-page functions below use; tsconfig has no DOM lib.
 declare const document: { querySelectorAll(selector: string): { length: number } };
-declare const sessionStorage: { getItem(key: string): string | null };
+interface WebStorage {
+  readonly length: number;
+  key(index: number): string | null;
+  getItem(key: string): string | null;
+}
+declare const sessionStorage: WebStorage;
+declare const localStorage: WebStorage;
 const demoOptions: ResidentConfigInput = {
   ...DEMO_OPTIONS,
   workers: { threads: 2 },
@@ -95,6 +101,26 @@ describe('the admin page in a real browser', { skip: browserSkip, timeout: 60_00
     await waitForText(page, '#message', message);
   }
 
+  /**
+   * Every entry of the page's sessionStorage and localStorage, which any page of the origin can
+   * read: the admin token must never be among them.
+   */
+  async function webStorage(page: Page): Promise<string[]> {
+    return page.evaluate(() =>
+      [sessionStorage, localStorage].flatMap((storage) =>
+        Array.from({ length: storage.length }, (_, i) => {
+          const key = storage.key(i) ?? '';
+          return `${key}=${storage.getItem(key) ?? ''}`;
+        }),
+      ),
+    );
+  }
+
+  async function assertTokenNotStored(page: Page): Promise<void> {
+    const entries = await webStorage(page);
+    assert.ok(!entries.some((entry) => entry.includes(TOKEN)), `the token is in web storage: ${entries.join(', ')}`);
+  }
+
   /** The page's HTML holds no session ID any client has held. */
   async function assertNoIds(page: Page): Promise<void> {
     const html = await page.content();
@@ -107,7 +133,7 @@ describe('the admin page in a real browser', { skip: browserSkip, timeout: 60_00
     await waitForText(page, '#login-error', 'That token was refused.');
     assert.equal(await page.isVisible('#main'), false);
     assert.equal(await page.isVisible('#login'), true);
-    assert.equal(await page.evaluate(() => sessionStorage.getItem('residentToken')), null, 'the refused token is forgotten');
+    assert.deepEqual(await webStorage(page), [], 'the refused token is not stored');
     assert.deepEqual(await textsOf(page, '#live tr[data-handle]'), []);
     assert.deepEqual(await context.cookies(), [], 'the admin page sets no cookie');
     await screenshot(page, 'admin-refused.png');
@@ -135,6 +161,10 @@ describe('the admin page in a real browser', { skip: browserSkip, timeout: 60_00
     const { context: adminContext, page } = await openAdmin(t, TOKEN);
     await waitForCount(page, '#live tr[data-handle]', 2);
     assert.equal(await page.isVisible('#login'), false);
+    // Signed in, and the token is in no storage another page of the app's origin could read.
+    await assertTokenNotStored(page);
+    assert.deepEqual(await webStorage(page), []);
+    assert.equal(await page.inputValue('#token'), '', 'nor left in the form');
     assert.equal(await textOf(page, '#store'), 'store: memory');
     assert.equal(await textOf(page, '#totals'), '2 live, 0 suspended known to this process');
     // One row per worker thread, with its contexts.
@@ -197,15 +227,28 @@ describe('the admin page in a real browser', { skip: browserSkip, timeout: 60_00
     assert.equal(await textOf(ada.page, '#user'), 'nobody');
     assert.notEqual(await sessionCookie(ada.context), adaId);
 
-    // The token lives in this tab's sessionStorage: a reload opens the view without asking.
+    // The token lives in a variable of the page only: a reload asks for it again.
     await page.reload();
+    assert.equal(await page.isVisible('#login'), true, 'a reload asks for the token again');
+    assert.equal(await page.isVisible('#main'), false);
+    // A page of the app opened next in the tab (a static file: no session) finds no token in
+    // the origin's storage.
+    const app = await page.goto('/style.css');
+    assert.equal(app?.status(), 200);
+    assert.deepEqual(await webStorage(page), []);
+    await page.goto(server!.server.adminUrl!);
+    assert.equal(await page.isVisible('#login'), true);
+    await page.fill('#token', TOKEN);
+    await page.click('#login button[type="submit"]');
     await waitForCount(page, '#live tr[data-handle]', 2);
     assert.equal(await page.isVisible('#login'), false);
     await assertNoIds(page);
+    await assertTokenNotStored(page);
     assert.deepEqual(await adminContext.cookies(), [], 'the operator never got a session cookie');
-    // "Forget the token" asks for it again.
+    // "Forget the token" asks for it again, and the next call is refused until it is given.
     await page.click('#logout');
     assert.equal(await page.isVisible('#login'), true);
-    assert.equal(await page.evaluate(() => sessionStorage.getItem('residentToken')), null);
+    assert.equal(await page.isVisible('#main'), false);
+    await assertTokenNotStored(page);
   });
 });
