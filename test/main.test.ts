@@ -222,6 +222,16 @@ describe('invalid startup', () => {
     assert.equal(await probe(port), 'ECONNREFUSED');
   });
 
+  test('a hook module whose loading throws a SqliteError: exit 2, and the message says what failed', TEST, async () => {
+    const port = await freePort();
+    const failing = join(ROOT, 'test/fixtures/failing-load/onConnection.ts');
+    const child = start(['--config', writeTempConfig(validConfig(port, { hooks: { onConnection: failing } }))]);
+    assert.equal(await exitCode(child), 2, describeChild(child));
+    assert.ok(child.stderr().includes(`onConnection (${failing}) failed to load: SqliteError SQLITE_CANTOPEN: unable to open database file`), child.stderr());
+    assert.ok(!child.stderr().includes('[object Object]'), child.stderr());
+    assert.equal(await probe(port), 'ECONNREFUSED');
+  });
+
   test('a hook module without a default export: exit 2 naming the hook', TEST, async () => {
     const port = await freePort();
     const child = start(['--config', writeTempConfig(validConfig(port, { hooks: { onSessionSuspend: NO_DEFAULT_HOOK } }))]);

@@ -37,7 +37,16 @@ const settings = workerData as WorkerSettings;
 setIdSalt(settings.idHashSalt);
 
 async function loadHook<T>(path: string, name: string): Promise<T> {
-  const module = await import(pathToFileURL(path).href);
+  let module;
+  try {
+    module = await import(pathToFileURL(path).href);
+  } catch (error) {
+    // Said in a plain Error: what a module throws may not survive the trip to the main thread
+    // (better-sqlite3's SqliteError arrives as a bare object, its message gone).
+    const { name: kind, code, message } = (error ?? {}) as { name?: unknown; code?: unknown; message?: unknown };
+    const what = [kind, code].filter((part) => typeof part === 'string' && part).join(' ');
+    throw new Error(`${name} (${path}) failed to load: ${what ? `${what}: ` : ''}${typeof message === 'string' ? message : String(error)}`);
+  }
   const hook = module.default;
   if (typeof hook !== 'function') {
     throw new ResidentError('RESIDENT_ERR_HOOK_LOAD', `${name} (${path}) must have a default export that is a function`);

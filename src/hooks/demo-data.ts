@@ -17,11 +17,30 @@ const scryptAsync = promisify(scrypt) as (password: BinaryLike, salt: BinaryLike
 
 const path = process.env.RESIDENT_DEMO_DB ?? fileURLToPath(new URL('../../data/demo.db', import.meta.url));
 mkdirSync(dirname(path), { recursive: true });
-const db = new Database(path);
-db.pragma('journal_mode = WAL');
-db.pragma('busy_timeout = 5000');
+const db = new Database(path, { timeout: 5000 });
 
-db.exec(`
+/**
+ * Every worker thread opens and seeds the file at once. The busy timeout covers most of the
+ * contention, but SQLite answers some of it with SQLITE_BUSY at once instead of waiting (a
+ * journal-mode change racing another connection, a stale WAL snapshot): tried again here, for
+ * up to the same 5 s, so a fresh demo database never fails a worker's start.
+ */
+function retryingBusy<T>(work: () => T): T {
+  const deadline = Date.now() + 5_000;
+  for (;;) {
+    try {
+      return work();
+    } catch (error) {
+      const code = (error as { code?: unknown }).code;
+      if (typeof code !== 'string' || !code.startsWith('SQLITE_BUSY') || Date.now() > deadline) throw error;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+    }
+  }
+}
+
+retryingBusy(() => db.pragma('journal_mode = WAL'));
+
+const schema = `
   CREATE TABLE IF NOT EXISTS companies (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
   CREATE TABLE IF NOT EXISTS employees (
     id INTEGER PRIMARY KEY, name TEXT NOT NULL, company_id INTEGER NOT NULL REFERENCES companies(id));
@@ -30,7 +49,7 @@ db.exec(`
   CREATE TABLE IF NOT EXISTS products (sku TEXT PRIMARY KEY, name TEXT NOT NULL, price_cents INTEGER NOT NULL);
   CREATE TABLE IF NOT EXISTS users (
     username TEXT PRIMARY KEY, password_hash TEXT NOT NULL, employee_id INTEGER NOT NULL REFERENCES employees(id));
-`);
+`;
 
 /** The demo's sign-ins (shown on the page: this is a demo, not a secret). */
 export const DEMO_USERS: ReadonlyArray<[username: string, password: string, employeeId: number]> = [
@@ -44,10 +63,12 @@ function hashPassword(password: string): string {
   return `${salt.toString('hex')}:${scryptSync(password, salt, 32).toString('hex')}`;
 }
 
-// IMMEDIATE: the write lock is taken before the first read. Every worker seeds at once, and a
-// deferred transaction that reads and then writes fails at once with SQLITE_BUSY when another
-// worker committed in between (SQLite cannot upgrade a stale read to a write).
-db.transaction(() => {
+// IMMEDIATE: the write lock is taken before the first read, and the schema is made inside the
+// same transaction. Every worker seeds at once, and a deferred transaction (or an autocommit
+// CREATE) that reads and then writes fails at once with SQLITE_BUSY when another worker
+// committed in between (SQLite cannot upgrade a stale read to a write).
+const seed = db.transaction(() => {
+  db.exec(schema);
   const companies = db.prepare('INSERT OR IGNORE INTO companies (id, name) VALUES (?, ?)');
   companies.run(1, 'Acme Tools');
   companies.run(2, 'Globex Foods');
@@ -72,7 +93,8 @@ db.transaction(() => {
   for (const [username, password, employeeId] of DEMO_USERS) {
     if (!known.get(username)) users.run(username, hashPassword(password), employeeId);
   }
-}).immediate();
+});
+retryingBusy(() => seed.immediate());
 
 export interface Employee {
   id: number;
