@@ -22,9 +22,11 @@ const db = new Database(path, { timeout: 5000 });
 /**
  * Every worker thread opens and seeds the file at once. The busy timeout covers most of the
  * contention, but SQLite answers some of it with SQLITE_BUSY at once instead of waiting (a
- * journal-mode change racing another connection, a stale WAL snapshot): tried again here, for
- * up to the same 5 s, so a fresh demo database never fails a worker's start.
+ * journal-mode change racing another connection, a stale WAL snapshot, a WAL-index lock that
+ * keeps moving): tried again here, for up to the same 5 s, so a fresh demo database never
+ * fails a worker's start.
  */
+const TRANSIENT = /^SQLITE_(BUSY|LOCKED|PROTOCOL)/;
 function retryingBusy<T>(work: () => T): T {
   const deadline = Date.now() + 5_000;
   for (;;) {
@@ -32,7 +34,7 @@ function retryingBusy<T>(work: () => T): T {
       return work();
     } catch (error) {
       const code = (error as { code?: unknown }).code;
-      if (typeof code !== 'string' || !code.startsWith('SQLITE_BUSY') || Date.now() > deadline) throw error;
+      if (typeof code !== 'string' || !TRANSIENT.test(code) || Date.now() > deadline) throw error;
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
     }
   }
