@@ -85,6 +85,12 @@ const SUSPEND_RETRY_MS = 5_000;
  * the client a 503 within this, never a request that never ends (RELIABILITY.md E6).
  */
 const STORE_READ_TIMEOUT_MS = 1_500;
+
+/** A store call on a request's path, given up on (503) after STORE_READ_TIMEOUT_MS. */
+function bounded<T>(work: Promise<T>, what: string): Promise<T> {
+  return withDeadline(work, STORE_READ_TIMEOUT_MS, 'RESIDENT_ERR_STORE_FAILED', what);
+}
+
 /** Presented IDs looked up in the store per request at most (a cookie header may carry many). */
 const STORE_LOOKUPS_PER_REQUEST = 3;
 const EXPIRED_BATCH = 1_000;
@@ -242,7 +248,7 @@ export class Sessions {
 
   /** A store read on a request's path: bounded in time (E6). */
   #read(id: string): Promise<SessionRecord | undefined> {
-    return withDeadline(this.#store.get(id), STORE_READ_TIMEOUT_MS, 'RESIDENT_ERR_STORE_FAILED', 'the store read');
+    return bounded(this.#store.get(id), 'the store read');
   }
 
   async #readForAdoption(id: string): Promise<SessionEntry | undefined> {
@@ -510,7 +516,6 @@ export class Sessions {
     const moving = storedAs !== entry.id;
     // Bounded like any store call on a request's path (E6): a store that hangs costs this
     // response at most the deadline, and the context stays live whatever happens.
-    const bounded = <T>(work: Promise<T>, what: string) => withDeadline(work, STORE_READ_TIMEOUT_MS, 'RESIDENT_ERR_STORE_FAILED', what);
     await this.#setGate(
       entry,
       (async () => {
@@ -519,9 +524,9 @@ export class Sessions {
         await this.#checkpointing.get(entry);
         try {
           if (entry.state !== 'gone' && (entry.hasMemento || moving)) {
-            const record = await bounded(this.#store.get(storedAs), 'the store read');
+            const record = await this.#read(storedAs);
             // A suspend that ran meanwhile may have saved a newer memento under the new ID.
-            const newer = moving && record ? await bounded(this.#store.get(entry.id), 'the store read') : undefined;
+            const newer = moving && record ? await this.#read(entry.id) : undefined;
             if (record && !newer) await bounded(this.#store.set({ ...record, id: entry.id, userId: entry.userId }), 'the store write');
           }
         } catch (error) {
@@ -537,7 +542,7 @@ export class Sessions {
   /** Deletes the record of a retired ID; the ID stays retired if the store refuses. */
   async #deleteRetired(id: string, entry: SessionEntry): Promise<void> {
     try {
-      await withDeadline(this.#store.delete(id), STORE_READ_TIMEOUT_MS, 'RESIDENT_ERR_STORE_FAILED', 'the store delete');
+      await bounded(this.#store.delete(id), 'the store delete');
       this.#retired.delete(id);
     } catch (error) {
       this.#log.error({ event: 'store-error', session: hashId(entry.id), err: error }, 'cannot delete the record of a retired session ID; it is refused until it expires');
