@@ -24,6 +24,7 @@ export const ErrorCodes = {
   RESIDENT_ERR_BAD_REQUEST: { status: 400, message: 'Bad request.' },
   RESIDENT_ERR_STORE_OPEN: { status: 0, message: 'the store cannot be opened' },
   RESIDENT_ERR_LISTEN: { status: 0, message: 'a listener cannot be opened' },
+  RESIDENT_ERR_EFFECT_REFUSED: { status: 0, message: 'a session effect was asked for outside an unanswered request' },
   RESIDENT_ERR_STORE_FAILED: { status: 503, message: 'Session storage is unavailable. Please retry shortly.' },
 } as const satisfies Record<string, { status: number; message: string }>;
 

@@ -471,7 +471,15 @@ test('A12: a hook setting its own RSID cookie: exactly one RSID Set-Cookie, with
 // ---------------------------------------------------------------------------------------------
 // B1, B2: IP binding
 
-test('B1: a cookie presented from another IP gets a short 400, no cookie, the context untouched, and a warn line with both IPs', async () => {
+/** The 400 of a refused binding expires the cookie for its sender only: one Set-Cookie, empty, Max-Age=0. */
+function expiresCookieForSender(reply: Reply): void {
+  assert.equal(reply.setCookies.length, 1, JSON.stringify(reply.setCookies));
+  assert.match(reply.setCookies[0]!, /^RSID=;/, 'our cookie, emptied');
+  assert.match(reply.setCookies[0]!, /Max-Age=0/i, 'expired at once');
+  assert.match(reply.setCookies[0]!, /Path=\//, 'on the path the real cookie has');
+}
+
+test('B1: a cookie presented from another IP gets a short 400 that expires the cookie for that sender, the context untouched, and a warn line with both IPs', async () => {
   const { id, owner } = await newSession(main);
   assert.equal(state(await owner.get('/inc')).n, 2);
   const entry = main.server.sessions.directory.get(id);
@@ -483,7 +491,7 @@ test('B1: a cookie presented from another IP gets a short 400, no cookie, the co
   const attacker = client(main.url, '127.0.0.2');
   const stolen = await attacker.get('/inc', { headers: { cookie: `RSID=${id}` } });
   assert.equal(stolen.status, 400);
-  assert.deepEqual(stolen.setCookies, [], 'no Set-Cookie for the foreign sender');
+  expiresCookieForSender(stolen);
   assert.match(String(stolen.headers['content-type']), /^text\/plain/);
   assert.ok(stolen.text.length > 0 && stolen.text.length < 200, `short body: ${stolen.text}`);
   assert.doesNotMatch(stolen.text, /\n\s+at |Error:|RESIDENT_ERR|127\.0\.0\.|node_modules|\.ts\b/);
@@ -499,6 +507,13 @@ test('B1: a cookie presented from another IP gets a short 400, no cookie, the co
   const back = state(await owner.get('/inc'));
   assert.equal(back.id, id);
   assert.equal(back.n, 3, 'the foreign /inc did not run: the counter continues exactly');
+
+  // The sender's browser dropped the cookie: its reload is a new session of its own, not a
+  // dead end (before, every reload repeated the 400 until the cookie expired).
+  const reload = await attacker.get('/inc');
+  assert.equal(reload.status, 200);
+  assert.notEqual(state(reload).id, id);
+  assert.equal(state(await owner.get('/inc')).n, 4, 'the owner’s session is still untouched');
 });
 
 test('B1: with sessions.bindIp false the same foreign request is served in the same session', async () => {
@@ -521,7 +536,7 @@ test('B2: trustProxy off: X-Forwarded-For, Forwarded and X-Real-IP naming the vi
   for (const headers of spoofs) {
     const reply = await client(main.url, '127.0.0.2').get('/inc', { headers: { ...headers, cookie: `RSID=${id}` } });
     assert.equal(reply.status, 400, JSON.stringify(headers));
-    assert.deepEqual(reply.setCookies, []);
+    expiresCookieForSender(reply);
   }
   // And from 127.0.0.1 the spoofed headers do not change the bound address either.
   const own = state(await owner.get('/inc', { headers: { 'x-forwarded-for': '9.9.9.9', 'x-real-ip': '9.9.9.9' } }));

@@ -83,6 +83,7 @@ function countingPings(store: ContextStore): { store: ContextStore; pings: PingC
   const counted: ContextStore = {
     kind: store.kind,
     get: (id) => store.get(id),
+    existing: (ids) => store.existing(ids),
     set: (record) => store.set(record),
     delete: (id) => store.delete(id),
     expiredIds: (now, limit) => store.expiredIds(now, limit),

@@ -1,9 +1,10 @@
 /**
- * The worker-side Context: what hooks receive. Lives in exactly one worker's heap; nothing in
- * it crosses threads except the memento its suspend hook returns.
+ * The worker-side state of one context. Lives in exactly one worker's heap; nothing in it
+ * crosses threads except the memento its suspend hook returns. Hooks never hold it directly:
+ * each call gets a HookContext (./hook-context.ts), so session effects (close, regenerate,
+ * userId) belong to the request that asked for them.
  */
 import { threadId } from 'node:worker_threads';
-import type { Context } from '../types.ts';
 import type { ContextInit } from './protocol.ts';
 import { SerialQueue } from './serial-queue.ts';
 import { hashId } from '../log.ts';
@@ -15,7 +16,7 @@ export function setIdSalt(hex: string): void {
   idSalt = Buffer.from(hex, 'hex');
 }
 
-export class LiveContext implements Context {
+export class LiveContext {
   /** Changed only by the worker, when the main thread confirms ctx.regenerate(). */
   id: string;
   readonly resumed: boolean;
@@ -25,11 +26,6 @@ export class LiveContext implements Context {
   vars: Record<string, any> = {};
   /** Runs this context's requests one at a time, in arrival order. */
   readonly queue = new SerialQueue();
-  /** True when the hook changed userId since the main thread last heard of it. */
-  userIdChanged = false;
-  /** Requests made during the current request: ctx.regenerate(), ctx.closeOtherSessions(). */
-  regenerateRequested = false;
-  closeOthersRequested = false;
   #isNew = true;
   #closed = false;
   #userId: string | null;
@@ -72,12 +68,14 @@ export class LiveContext implements Context {
     return this.#userId;
   }
 
-  set userId(value: string | null) {
+  /** Sets userId; true when it changed. Only a HookContext of an unanswered request calls it. */
+  changeUser(value: string | null): boolean {
     if (value !== null && (typeof value !== 'string' || value.length === 0 || value.length > 256)) {
       throw new TypeError('ctx.userId must be a non-empty string of at most 256 characters, or null');
     }
-    if (value !== this.#userId) this.userIdChanged = true;
+    const changed = value !== this.#userId;
     this.#userId = value;
+    return changed;
   }
 
   get closed(): boolean {
@@ -92,16 +90,9 @@ export class LiveContext implements Context {
     return (this.#selections ??= new Map());
   }
 
-  close(): void {
+  /** The session ends: later requests already queued for this context are not run on it. */
+  markClosed(): void {
     this.#closed = true;
-  }
-
-  regenerate(): void {
-    this.regenerateRequested = true;
-  }
-
-  closeOtherSessions(): void {
-    this.closeOthersRequested = true;
   }
 
   async select<T>(name: string, load: () => T | Promise<T>): Promise<T> {

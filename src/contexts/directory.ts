@@ -4,6 +4,7 @@
  * free), so the idle sweep and cap eviction read from the head: O(expired), never a scan of
  * every session, and no timer per session.
  */
+import { ExpiryQueue } from './expiry-queue.ts';
 import type { Route } from './pool.ts';
 import type { ContextInit } from './protocol.ts';
 
@@ -51,6 +52,8 @@ export interface SessionEntry extends Route {
   init: ContextInit | null;
   /** Monotonic ms before which a failed idle suspend is not retried. */
   retryAt: number;
+  /** Has a place in the directory's expiry queue (at most one at a time). */
+  queuedForExpiry: boolean;
 }
 
 /**
@@ -67,6 +70,11 @@ export class Directory {
   readonly suspended = new Map<string, SessionEntry>();
   /** userId → that user's sessions known to this process. */
   readonly #byUser = new Map<string, Set<SessionEntry>>();
+  /**
+   * Suspended sessions by last activity, for expiry: the `suspended` Map is in the order they
+   * were suspended or adopted, which is not the order they expire in.
+   */
+  readonly #expiry = new ExpiryQueue<SessionEntry>();
   #suspending = 0;
 
   get(id: string): SessionEntry | undefined {
@@ -120,6 +128,7 @@ export class Directory {
     entry.state = 'suspended';
     entry.orderedAt = entry.lastActive;
     this.suspended.set(entry.id, entry);
+    this.#queueForExpiry(entry);
     const userId = entry.userId;
     entry.userId = null;
     this.setUser(entry, userId);
@@ -152,6 +161,33 @@ export class Directory {
     entry.orderedAt = entry.lastActive;
     this.live.delete(entry.id);
     this.suspended.set(entry.id, entry);
+    this.#queueForExpiry(entry);
+  }
+
+  #queueForExpiry(entry: SessionEntry): void {
+    if (entry.queuedForExpiry) return;
+    entry.queuedForExpiry = true;
+    this.#expiry.push(entry.lastActive, entry);
+  }
+
+  /**
+   * Suspended sessions idle for `limit` ms or more at monotonic time `now`, least recently
+   * active first, for which `canEnd` says yes; taken out of the expiry queue. A session that
+   * became active meanwhile takes a new place; one that is live or gone leaves the queue (a
+   * later suspension queues it again).
+   */
+  takeExpired(now: number, limit: number, canEnd: (entry: SessionEntry) => boolean): SessionEntry[] {
+    const expired: SessionEntry[] = [];
+    const later: SessionEntry[] = [];
+    while (now - this.#expiry.peekKey() >= limit) {
+      const entry = this.#expiry.pop()!;
+      entry.queuedForExpiry = false;
+      if (entry.state !== 'suspended') continue;
+      if (now - entry.lastActive < limit || !canEnd(entry)) later.push(entry);
+      else expired.push(entry);
+    }
+    for (const entry of later) this.#queueForExpiry(entry);
+    return expired;
   }
 
   remove(entry: SessionEntry): void {

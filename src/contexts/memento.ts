@@ -20,10 +20,41 @@ function digest(text: string): string {
   return createHash('sha256').update(text).digest('base64url').slice(0, 22);
 }
 
+/**
+ * devalue refuses an own key named `__proto__` both ways (so that parsing can never set a
+ * prototype). Such keys are ordinary data in parsed JSON (`JSON.parse('{"__proto__": 1}')`),
+ * and refusing them made every suspend of a context holding user JSON fail. An object with one
+ * is written as its entries under a tag of ours, and read back by defining each key as an own
+ * data property: never an assignment, so no prototype is ever touched.
+ */
+const PROTO_KEYED = 'ProtoKeyed';
+
+const reducers = {
+  [PROTO_KEYED]: (value: unknown) => {
+    if (typeof value !== 'object' || value === null || !Object.hasOwn(value, '__proto__')) return false;
+    const proto = Object.getPrototypeOf(value);
+    if (proto !== Object.prototype && proto !== null) return false;
+    return [proto === null, Object.entries(value)];
+  },
+};
+
+const revivers = {
+  [PROTO_KEYED]: (packed: unknown) => {
+    const [nullProto, entries] = Array.isArray(packed) ? packed : [];
+    if (typeof nullProto !== 'boolean' || !Array.isArray(entries)) throw new Error('a malformed object with a __proto__ key');
+    const object: Record<string, unknown> = nullProto ? Object.create(null) : {};
+    for (const entry of entries) {
+      if (!Array.isArray(entry) || typeof entry[0] !== 'string') throw new Error('a malformed object with a __proto__ key');
+      Object.defineProperty(object, entry[0], { value: entry[1], enumerable: true, writable: true, configurable: true });
+    }
+    return object;
+  },
+};
+
 export function encodeMemento(value: unknown, maxBytes: number): string {
   let text: string;
   try {
-    text = stringify(value);
+    text = stringify(value, reducers);
   } catch (error) {
     const path = (error as { path?: string }).path;
     const where = path ? `memento${path}` : 'the memento';
@@ -51,7 +82,7 @@ export function decodeMemento(stored: string): unknown {
     throw new ResidentError('RESIDENT_ERR_MEMENTO_CORRUPT', 'the stored memento does not match its checksum');
   }
   try {
-    return parse(text);
+    return parse(text, revivers);
   } catch (error) {
     throw new ResidentError('RESIDENT_ERR_MEMENTO_CORRUPT', `the stored memento cannot be parsed: ${(error as Error).message}`);
   }

@@ -60,11 +60,15 @@ export type WorkerReply =
       status: number;
       headers: string[];
       body: ArrayBuffer | null;
-      /** The hook called ctx.close(): the context is gone from the worker. */
+      /**
+       * This request called ctx.close(): the context runs no further request, and waits for the
+       * main thread's 'suspend' ('closed') and 'discard', which the main thread sends only after
+       * retiring the ID.
+       */
       closed: boolean;
       /** The hook failed; status/body are the generic error response. */
       error?: WireError;
-      /** onSessionSuspend(ctx, 'closed') failed after a close. */
+      /** onSessionSuspend(ctx, 'closed') failed after a close (a throwaway context only: a session's close runs as a 'suspend' task). */
       closeError?: WireError;
       /** The memento in `init` could not be read: the context started without it. */
       mementoError?: WireError;
@@ -104,10 +108,31 @@ export interface ConnectTask {
 /** Messages a worker sends outside of task replies (through parentPort). */
 export type WorkerEvent = { type: 'log'; level: 'warn' | 'error'; msg: string; error?: WireError };
 
+/**
+ * Any thrown value, in words. Total: a hook may throw (or reject with) anything, including an
+ * object whose String() throws (`Object.create(null)`), and describing it must never fail:
+ * a failure here once cost a whole worker thread (issue 9, finding 9).
+ */
 export function toWireError(error: unknown, code = 'RESIDENT_ERR_HOOK_FAILED'): WireError {
-  if (error instanceof Error) {
-    const withCode = (error as { code?: unknown }).code;
-    return { code: typeof withCode === 'string' ? withCode : code, message: error.message, stack: error.stack };
+  try {
+    if (error instanceof Error) {
+      const withCode = (error as { code?: unknown }).code;
+      const { stack } = error;
+      return { code: typeof withCode === 'string' ? withCode : code, message: describeThrown(error.message), stack: typeof stack === 'string' ? stack : undefined };
+    }
+    return { code, message: describeThrown(error) };
+  } catch {
+    // A Proxy or getters that throw: nothing more can be said safely.
+    return { code, message: 'a value that cannot be described was thrown' };
   }
-  return { code, message: String(error) };
+}
+
+function describeThrown(value: unknown): string {
+  if (typeof value === 'string') return value;
+  try {
+    return String(value);
+  } catch {
+    // No toString, or one that throws: name the kind of value instead.
+    return Object.prototype.toString.call(value);
+  }
 }

@@ -91,8 +91,6 @@ function bounded<T>(work: Promise<T>, what: string): Promise<T> {
   return withDeadline(work, STORE_READ_TIMEOUT_MS, 'RESIDENT_ERR_STORE_FAILED', what);
 }
 
-/** Presented IDs looked up in the store per request at most (a cookie header may carry many). */
-const STORE_LOOKUPS_PER_REQUEST = 3;
 const EXPIRED_BATCH = 1_000;
 /** Records read per store listing when collecting a user's sessions. */
 const USER_PAGE = 1_000;
@@ -196,16 +194,13 @@ export class Sessions {
         { event: 'ip-mismatch', session: hashId(foreign.id), boundIp: foreign.clientIp, clientIp },
         'session cookie presented from another IP: refused, session untouched',
       );
-      return { kind: 'error', error: new ResidentError('RESIDENT_ERR_IP_MISMATCH'), cookie: null };
+      // The cookie is expired for this sender only (B1): a reload starts a new session here,
+      // while the bound session stays untouched for its owner.
+      return { kind: 'error', error: new ResidentError('RESIDENT_ERR_IP_MISMATCH'), cookie: { expire: true } };
     }
     if (!entry && presented.length > 0) {
       // Strict mode (A3): an ID we do not hold is never adopted; a new one is issued.
       this.#log.warn({ event: 'unknown-id', presented: presented.map((id) => hashId(id)), clientIp }, 'unknown or expired session ID: issuing a new one');
-    }
-    if (entry && this.#clock.now() - entry.startedAt >= this.#lifetimeLimit && entry.state !== 'gone') {
-      // The absolute lifetime ends the session however active it is (C3); this request
-      // waits for that on the gate, then starts a new session.
-      this.#finish(entry, 'expired');
     }
     if (!entry) {
       const created = this.#create(clientIp);
@@ -218,22 +213,46 @@ export class Sessions {
   /**
    * Duplicate cookie names (cookie tossing, A8): the first known session bound to this client
    * wins, so an unknown or foreign value can never shadow a valid one. IDs this process does
-   * not know are looked up in the store: a session suspended before a restart resumes.
+   * not know are looked up in the store: a session suspended before a restart resumes. One
+   * store call says which of them exist, however many the header carries, so junk values cost
+   * no read each and cannot push a real session past any lookup budget. A session found
+   * expired (idle past cookieTimeout, or past maxLifetime) is ended here and skipped, on every
+   * path: the sweep may not have reached it yet.
    */
   async #find(presented: string[], clientIp: string): Promise<{ entry?: SessionEntry; foreign?: SessionEntry }> {
+    let unknown: string[] | undefined;
+    for (const id of presented) {
+      if (!this.directory.get(id) && !this.#retired.has(id)) (unknown ??= []).push(id);
+    }
+    const stored = unknown ? await bounded(this.#store.existing(unknown), 'the store lookup') : undefined;
     let foreign: SessionEntry | undefined;
-    let lookups = 0;
     for (const id of presented) {
       let known = this.directory.get(id);
-      if (!known && lookups < STORE_LOOKUPS_PER_REQUEST && !this.#retired.has(id)) {
-        lookups++;
-        known = await this.#adopt(id);
+      if (!known && stored?.has(id) && !this.#retired.has(id)) known = await this.#adopt(id);
+      if (!known || known.state === 'gone') continue;
+      if (this.#hasExpired(known)) {
+        // Its end (onSessionSuspend(ctx, 'expired') for a live context) completes before a
+        // new session is made for this client: never two contexts of one client at once.
+        await this.#expire(known);
+        continue;
       }
-      if (!known) continue;
       if (this.#sameClient(known.clientIp, clientIp)) return { entry: known };
       foreign ??= known;
     }
     return { foreign };
+  }
+
+  /** Idle past the cookie's lifetime, or past `sessions.maxLifetime` however active (C3). */
+  #hasExpired(entry: SessionEntry): boolean {
+    const now = this.#clock.now();
+    if (now - entry.startedAt >= this.#lifetimeLimit) return true;
+    return entry.inFlight === 0 && now - entry.lastActive >= this.#sessionLimit;
+  }
+
+  /** Ends an expired session: at once when suspended and idle, else through its gate. */
+  async #expire(entry: SessionEntry): Promise<void> {
+    if (entry.state === 'suspended' && !entry.gate && entry.inFlight === 0 && !this.#ending.has(entry)) this.#end(entry, 'expired');
+    else await this.#finish(entry, 'expired');
   }
 
   /** A session the store holds but this process does not know (it ran before a restart). */
@@ -253,7 +272,8 @@ export class Sessions {
 
   async #readForAdoption(id: string): Promise<SessionEntry | undefined> {
     const record = await this.#read(id);
-    if (!record) return undefined;
+    // Closed or regenerated while the read was under way: a dead ID is never adopted (A4).
+    if (!record || this.#retired.has(id)) return undefined;
     const known = this.directory.get(id);
     if (known) return known;
     const now = Date.now();
@@ -280,6 +300,7 @@ export class Sessions {
       gate: null,
       init: null,
       retryAt: 0,
+      queuedForExpiry: false,
       workerId: null,
     };
     this.directory.addSuspended(entry);
@@ -310,6 +331,7 @@ export class Sessions {
       gate: null,
       init: null,
       retryAt: 0,
+      queuedForExpiry: false,
       workerId: null,
     };
     entry.init = this.#init(entry, false, undefined);
@@ -425,9 +447,10 @@ export class Sessions {
 
   async #afterReply(entry: SessionEntry, reply: WorkerReply, request: WireRequest, clientIp: string, attempt: number, presented: string): Promise<Outcome> {
     if (reply.type === 'gone') {
-      // The worker no longer holds this context: it was closed by an earlier request, or its
-      // thread died and this request raced the news. Either way the request is served again.
-      if (entry.state === 'live') this.#lose(entry);
+      // The worker no longer runs requests on this context: an earlier request closed it (its
+      // end is under way, and this request is served afresh once it is done), or its thread
+      // died and this request raced the news (the session resumes from its memento).
+      if (entry.state === 'live' && !this.#ending.has(entry)) this.#lose(entry);
       return attempt === 0 ? this.#run(entry, request, clientIp, 1) : this.#restart(request, clientIp, attempt);
     }
     if (reply.type !== 'response') throw new Error(`unexpected worker reply ${reply.type}`);
@@ -435,9 +458,9 @@ export class Sessions {
     if (reply.userId !== undefined) this.directory.setUser(entry, reply.userId);
     if (reply.mementoError) await this.#quarantine(entry, reply.mementoError);
     if (reply.closed) {
-      this.counters.suspended.closed++;
-      if (reply.closeError) this.#logHookError(entry, "onSessionSuspend(ctx, 'closed')", reply.closeError);
-      if (entry.state !== 'gone') this.#end(entry, 'closed');
+      // The ID is retired before onSessionSuspend(ctx, 'closed') runs, in a task of its own:
+      // whatever that hook does, even exit its thread, the session cannot come back (A4).
+      await this.#finish(entry, 'closed');
       return { kind: 'reply', status: reply.status, headers: reply.headers, body: reply.body, cookie: { expire: true } };
     }
     if (reply.regenerate) await this.#regenerate(entry);
@@ -491,12 +514,12 @@ export class Sessions {
    * the new one, under the gate, so no checkpoint or suspend interleaves.
    */
   async #regenerate(entry: SessionEntry): Promise<void> {
-    if (entry.state === 'gone') return; // closed meanwhile: its cookie is expired
+    if (entry.state === 'gone' || this.#ending.has(entry)) return; // closed meanwhile: its cookie is expired
     const previous = entry.id;
     const id = newSessionId();
     // Retired before anything is awaited: from here on the old ID is never adopted back from
     // a record that has not moved yet.
-    this.#retired.add(previous);
+    this.#retire(previous);
     this.directory.rename(entry, id);
     this.counters.regenerated++;
     this.#log.info({ event: 'regenerated', session: hashId(id), previous: hashId(previous) }, 'session ID regenerated');
@@ -543,7 +566,7 @@ export class Sessions {
   async #deleteRetired(id: string, entry: SessionEntry): Promise<void> {
     try {
       await bounded(this.#store.delete(id), 'the store delete');
-      this.#retired.delete(id);
+      await this.#releaseRetired(id);
     } catch (error) {
       this.#log.error({ event: 'store-error', session: hashId(entry.id), err: error }, 'cannot delete the record of a retired session ID; it is refused until it expires');
     }
@@ -709,6 +732,9 @@ export class Sessions {
    */
   #finish(entry: SessionEntry, reason: 'expired' | 'closed', by?: string): Promise<void> {
     const previous = entry.gate;
+    // Retired before anything is awaited: from here on no request adopts this ID from a
+    // record that is still in the store (A4).
+    if (entry.state !== 'gone') this.#retire(entry.id);
     this.#ending.add(entry);
     return this.#setGate(
       entry,
@@ -729,17 +755,46 @@ export class Sessions {
     );
   }
 
-  /** Closed by its hook, or expired: the ID is dead and its record deleted. */
+  /**
+   * Closed or expired: the ID is dead and its record deleted. The ID stays retired until the
+   * delete has landed after any checkpoint write still under way, and no adoption read that
+   * began before it is pending; if the store refuses the delete, it stays retired for good
+   * (the store sweep removes the record once it expires).
+   */
   #end(entry: SessionEntry, why: 'closed' | 'expired', by?: string): void {
+    const { id } = entry;
+    this.#retire(id);
     this.#ending.delete(entry);
     this.directory.remove(entry);
-    this.#adopted.delete(entry.id);
+    this.#adopted.delete(id);
     this.#pool.release(entry);
     this.counters[why]++;
-    this.#log.info({ event: why, session: hashId(entry.id), ...(by && { by }) }, `session ${why}`);
-    this.#store.delete(entry.id).catch((error) => {
-      this.#log.error({ event: 'store-error', session: hashId(entry.id), err: error }, 'cannot delete the session record');
-    });
+    this.#log.info({ event: why, session: hashId(id), ...(by && { by }) }, `session ${why}`);
+    const checkpoint = this.#checkpointing.get(entry);
+    void (async () => {
+      try {
+        await checkpoint;
+        await this.#store.delete(id);
+      } catch (error) {
+        this.#log.error({ event: 'store-error', session: hashId(id), err: error }, 'cannot delete the session record; its ID stays refused');
+        return;
+      }
+      await this.#releaseRetired(id);
+    })();
+  }
+
+  /** From now on `id` is never adopted from the store, whatever record it still holds. */
+  #retire(id: string): void {
+    this.#retired.add(id);
+  }
+
+  /**
+   * Forgets a retired ID once its record is gone: after any adoption read of it that began
+   * earlier has settled (that read may have seen the record, and finds the ID retired).
+   */
+  async #releaseRetired(id: string): Promise<void> {
+    await this.#adopting.get(id)?.catch(() => undefined);
+    this.#retired.delete(id);
   }
 
   #expiresAt(entry: SessionEntry): number | null {
@@ -768,11 +823,8 @@ export class Sessions {
       }
     }
     if (this.#sessionLimit !== Infinity) {
-      for (const entry of this.directory.suspended.values()) {
-        if (now - entry.orderedAt < this.#sessionLimit) break;
-        if (now - entry.lastActive < this.#sessionLimit || entry.gate || entry.inFlight > 0) continue;
-        this.#end(entry, 'expired');
-      }
+      const idle = (entry: SessionEntry) => !entry.gate && entry.inFlight === 0;
+      for (const entry of this.directory.takeExpired(now, this.#sessionLimit, idle)) this.#end(entry, 'expired');
     }
   }
 
@@ -935,13 +987,12 @@ export class Sessions {
   /** Closes a session only the store holds; retired meanwhile, so no request adopts it back. */
   async #closeStored(id: string, by: string): Promise<boolean> {
     const retiredBefore = this.#retired.has(id);
-    this.#retired.add(id);
-    try {
-      if (!(await this.#store.get(id))) return false;
-      await this.#store.delete(id);
-    } finally {
-      if (!retiredBefore) this.#retired.delete(id);
-    }
+    this.#retire(id);
+    // A failure leaves the ID retired: the close was asked for, and may have half happened.
+    const existed = (await this.#store.existing([id])).has(id);
+    if (existed) await this.#store.delete(id);
+    if (!retiredBefore) await this.#releaseRetired(id);
+    if (!existed) return false;
     this.counters.closed++;
     this.#log.info({ event: 'closed', session: hashId(id), by }, 'session closed');
     return true;

@@ -8,6 +8,7 @@ import { pathToFileURL } from 'node:url';
 import { ErrorCodes, ResidentError } from '../errors.ts';
 import type { OnConnection, OnSessionSuspend, SuspendReason } from '../types.ts';
 import { LiveContext, setIdSalt } from './context.ts';
+import { HookContext, onRefusedEffect } from './hook-context.ts';
 import { withDeadline } from './deadline.ts';
 import { responseBody, toRequest } from './fetch-objects.ts';
 import { decodeMemento, encodeMemento } from './memento.ts';
@@ -66,6 +67,7 @@ function report(event: WorkerEvent): void {
 process.on('unhandledRejection', (reason) => {
   report({ type: 'log', level: 'error', msg: 'unhandled rejection in a hook', error: toWireError(reason) });
 });
+onRefusedEffect((message) => report({ type: 'log', level: 'warn', msg: 'a hook asked to change its session after its request was answered', error: { code: 'RESIDENT_ERR_EFFECT_REFUSED', message } }));
 
 const contexts = new Map<string, LiveContext>();
 
@@ -91,8 +93,10 @@ function errorResponse(status: 400 | 500 | 504): { status: number; headers: stri
 
 /** Calls onSessionSuspend and encodes what it returns; throws when it cannot be saved. */
 async function takeMemento(ctx: LiveContext, reason: SuspendReason): Promise<string> {
+  // The suspend hook reads and saves; session effects belong to requests.
+  const view = new HookContext(ctx, 'onSessionSuspend cannot change the session (only onConnection can)');
   const memento = await withDeadline(
-    Promise.resolve().then(() => onSessionSuspend(ctx, reason)),
+    Promise.resolve().then(() => onSessionSuspend(view, reason)),
     settings.suspendTimeout,
     'RESIDENT_ERR_HOOK_TIMEOUT',
     `onSessionSuspend(ctx, '${reason}')`,
@@ -115,8 +119,11 @@ function createContext(id: string, init: ContextInit): { ctx: LiveContext; memen
 }
 
 async function handleRequest(ctx: LiveContext, task: Extract<WorkerTask, { type: 'request' }>): Promise<WorkerReply> {
+  // Closed by an earlier request: a request queued behind the close never runs on this
+  // context; the main thread serves it afresh once the close has retired the ID.
+  if (ctx.closed && !task.ephemeral) return { type: 'gone' };
   ctx.beginRequest(task.expiresAt);
-  let reply: WorkerReply;
+  let reply: Extract<WorkerReply, { type: 'response' }>;
   let request: Request;
   try {
     request = toRequest(task.request);
@@ -124,9 +131,10 @@ async function handleRequest(ctx: LiveContext, task: Extract<WorkerTask, { type:
     // An unparseable URL or Host header: the client's fault, answered without the hook.
     return { type: 'response', ...errorResponse(400), closed: false, threadId };
   }
+  const hookCtx = new HookContext(ctx);
   try {
     const response = await withDeadline(
-      Promise.resolve().then(() => onConnection(ctx, request)),
+      Promise.resolve().then(() => onConnection(hookCtx, request)),
       settings.connectionTimeout,
       'RESIDENT_ERR_HOOK_TIMEOUT',
       'onConnection',
@@ -139,27 +147,20 @@ async function handleRequest(ctx: LiveContext, task: Extract<WorkerTask, { type:
     const status = error instanceof ResidentError && error.code === 'RESIDENT_ERR_HOOK_TIMEOUT' ? 504 : 500;
     reply = { type: 'response', ...errorResponse(status), closed: false, error: toWireError(error), threadId };
   }
-  if (ctx.userIdChanged) {
-    reply.userId = ctx.userId;
-    ctx.userIdChanged = false;
+  // What the request asked of its session goes with its own reply, even an error's (a close
+  // then a throw still closes, H6); anything a hook asks after this is refused.
+  const effects = hookCtx.settle();
+  if (effects) {
+    if (effects.userId !== undefined) reply.userId = effects.userId;
+    if (effects.regenerate) reply.regenerate = true;
+    if (effects.closeOthers) reply.closeOthers = true;
+    reply.closed = effects.closed;
   }
-  if (ctx.regenerateRequested) {
-    reply.regenerate = true;
-    ctx.regenerateRequested = false;
-  }
-  if (ctx.closeOthersRequested) {
-    reply.closeOthers = true;
-    ctx.closeOthersRequested = false;
-  }
-  if (ctx.closed || task.ephemeral) {
-    contexts.delete(ctx.id);
-    if (ctx.closed) {
-      reply.closed = true;
-      try {
-        await takeMemento(ctx, 'closed');
-      } catch (error) {
-        reply.closeError = toWireError(error, 'RESIDENT_ERR_SUSPEND_FAILED');
-      }
+  if (task.ephemeral && reply.closed) {
+    try {
+      await takeMemento(ctx, 'closed');
+    } catch (error) {
+      reply.closeError = toWireError(error, 'RESIDENT_ERR_SUSPEND_FAILED');
     }
   }
   return reply;

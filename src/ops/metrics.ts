@@ -171,6 +171,7 @@ export class Metrics {
     return {
       kind: store.kind,
       get: timed('get', (id) => store.get(id)),
+      existing: timed('existing', (ids) => store.existing(ids)),
       set: timed('set', (record) => store.set(record)),
       delete: timed('delete', (id) => store.delete(id)),
       expiredIds: timed('expiredIds', (now, limit) => store.expiredIds(now, limit)),

@@ -100,6 +100,12 @@ export class FileStore implements ContextStore {
     return record;
   }
 
+  /** From the index kept in memory (every record file is indexed at open and on write). */
+  async existing(ids: readonly string[]): Promise<Set<string>> {
+    await this.#folderPresent();
+    return new Set(ids.filter((id) => this.#summaries.has(id)));
+  }
+
   set(record: SessionRecord): Promise<void> {
     return this.#chain(record.id, async () => {
       const target = this.#path(record.id);

@@ -32,6 +32,10 @@ export class MemoryStore implements ContextStore {
     return record && { ...record };
   }
 
+  async existing(ids: readonly string[]): Promise<Set<string>> {
+    return new Set(ids.filter((id) => this.#records.has(id)));
+  }
+
   async set(record: SessionRecord): Promise<void> {
     this.#remove(record.id);
     // Records hold only strings and numbers: a shallow copy keeps the caller's later changes out.

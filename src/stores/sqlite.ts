@@ -108,6 +108,8 @@ export class SqliteStore implements ContextStore {
            last_activity_at = excluded.last_activity_at, expires_at = excluded.expires_at`,
       ),
       delete: this.#db.prepare<[string]>('DELETE FROM sessions WHERE id = ?'),
+      // One statement for any number of IDs: the list arrives as a JSON array.
+      existing: this.#db.prepare<[string], { id: string }>('SELECT id FROM sessions WHERE id IN (SELECT value FROM json_each(?))').pluck(),
       expired: this.#db.prepare<[number, number], { id: string }>(
         'SELECT id FROM sessions WHERE expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at LIMIT ?',
       ),
@@ -133,6 +135,10 @@ export class SqliteStore implements ContextStore {
       return undefined;
     }
     return record;
+  }
+
+  async existing(ids: readonly string[]): Promise<Set<string>> {
+    return new Set(this.#statements.existing.all(JSON.stringify(ids)) as unknown as string[]);
   }
 
   set(record: SessionRecord): Promise<void> {

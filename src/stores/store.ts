@@ -3,7 +3,7 @@
  * crash. Promise-only; "not found" is `undefined`. One test suite (test/stores/contract.ts)
  * holds every store to the same behaviour, so a new store is done when that suite passes.
  *
- * Required: get, set, delete, expiredIds, list, ping, quarantine, close.
+ * Required: get, existing, set, delete, expiredIds, list, ping, quarantine, close.
  * A store never interprets the memento: it is text encoded by the worker (devalue), stored and
  * returned byte for byte.
  */
@@ -76,6 +76,11 @@ export interface ContextStore {
    * cannot void a memento (RELIABILITY.md C9).
    */
   get(id: string): Promise<SessionRecord | undefined>;
+  /**
+   * Which of `ids` have a record, in one call whatever their number, reading no memento: a
+   * Cookie header may carry hundreds of values, and junk ones must cost no read each (A8).
+   */
+  existing(ids: readonly string[]): Promise<Set<string>>;
   /**
    * Inserts or replaces. Resolves only once the record is durable (for durable stores).
    * Writes and deletes of one ID take effect in the order they were called.

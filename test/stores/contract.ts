@@ -137,6 +137,20 @@ export function storeContract(name: string, factory: StoreFactory): void {
       await store.close();
     });
 
+    test('existing names exactly the IDs that have a record, for hundreds of IDs in one call', async () => {
+      const store = await factory.create();
+      const kept = [record(), record({ memento: null }), record({ expiresAt: Date.now() - 1000 })];
+      const deleted = record();
+      for (const r of [...kept, deleted]) await store.set(r);
+      await store.delete(deleted.id);
+      // As many values as a 16 KiB Cookie header can carry, the real ones last.
+      const junk = Array.from({ length: 600 }, () => newSessionId());
+      const found = await store.existing([...junk, deleted.id, ...kept.map((r) => r.id)]);
+      assert.deepEqual([...found].sort(), kept.map((r) => r.id).sort(), 'kept records exist (expired ones too: expiry is the caller’s call); junk and deleted do not');
+      assert.deepEqual([...(await store.existing([]))], []);
+      await store.close();
+    });
+
     test('expiredIds lists exactly the expired records, oldest first, up to the limit', async () => {
       const store = await factory.create();
       const now = Date.now();

@@ -1,0 +1,137 @@
+/**
+ * What a hook receives as `ctx`: a view of the context for one hook call. The context's state
+ * (vars, selections) is shared by every call; session effects (close, regenerate, userId,
+ * closeOtherSessions) belong to the call that asked for them. Once its request has been
+ * answered (the hook timed out, threw, or returned), the view refuses them: a hook still
+ * running after a 504 can never hand a new ID, a user or a close to another request's
+ * response (issue 9, finding 3: session fixation through a late regenerate).
+ */
+import { ResidentError } from '../errors.ts';
+import type { Context } from '../types.ts';
+import type { LiveContext } from './context.ts';
+
+/** What one request asked of its session, delivered with that request's reply and never later. */
+export interface SessionEffects {
+  closed: boolean;
+  regenerate: boolean;
+  closeOthers: boolean;
+  /** Present when the request changed ctx.userId. */
+  userId?: string | null;
+}
+
+/** Told of every refused effect, so the log says why a late hook call threw. */
+let reportRefusal: (message: string) => void = () => {};
+
+export function onRefusedEffect(report: (message: string) => void): void {
+  reportRefusal = report;
+}
+
+export class HookContext implements Context {
+  readonly #live: LiveContext;
+  /** Why effects are refused; null while the request is unanswered. */
+  #refusal: string | null;
+  #effects: SessionEffects | null = null;
+
+  /** `refusal`: why this call may not change the session at all (e.g. onSessionSuspend). */
+  constructor(live: LiveContext, refusal: string | null = null) {
+    this.#live = live;
+    this.#refusal = refusal;
+  }
+
+  /** The request was answered: returns what it asked for; every later effect is refused. */
+  settle(): SessionEffects | null {
+    this.#refusal ??= 'its request was already answered (timed out, failed or returned)';
+    return this.#effects;
+  }
+
+  #accept(what: string): SessionEffects {
+    if (this.#refusal !== null) {
+      const message = `${what} refused: ${this.#refusal}`;
+      reportRefusal(message);
+      throw new ResidentError('RESIDENT_ERR_EFFECT_REFUSED', message);
+    }
+    return (this.#effects ??= { closed: false, regenerate: false, closeOthers: false });
+  }
+
+  get id(): string {
+    return this.#live.id;
+  }
+
+  get idHash(): string {
+    return this.#live.idHash;
+  }
+
+  get isNew(): boolean {
+    return this.#live.isNew;
+  }
+
+  get resumed(): boolean {
+    return this.#live.resumed;
+  }
+
+  get saved(): unknown {
+    return this.#live.saved;
+  }
+
+  get savedVersion(): number | undefined {
+    return this.#live.savedVersion;
+  }
+
+  get userId(): string | null {
+    return this.#live.userId;
+  }
+
+  set userId(value: string | null) {
+    const effects = this.#accept('setting ctx.userId');
+    if (this.#live.changeUser(value)) effects.userId = value;
+  }
+
+  get vars(): Record<string, any> {
+    return this.#live.vars;
+  }
+
+  set vars(value: Record<string, any>) {
+    this.#live.vars = value;
+  }
+
+  select<T>(name: string, load: () => T | Promise<T>): Promise<T> {
+    return this.#live.select(name, load);
+  }
+
+  get selections(): ReadonlyMap<string, unknown> {
+    return this.#live.selections;
+  }
+
+  get clientIp(): string {
+    return this.#live.clientIp;
+  }
+
+  get createdAt(): Date {
+    return this.#live.createdAt;
+  }
+
+  get expiresAt(): Date | null {
+    return this.#live.expiresAt;
+  }
+
+  get threadId(): number {
+    return this.#live.threadId;
+  }
+
+  get closed(): boolean {
+    return this.#live.closed;
+  }
+
+  close(): void {
+    this.#accept('ctx.close()').closed = true;
+    this.#live.markClosed();
+  }
+
+  regenerate(): void {
+    this.#accept('ctx.regenerate()').regenerate = true;
+  }
+
+  closeOtherSessions(): void {
+    this.#accept('ctx.closeOtherSessions()').closeOthers = true;
+  }
+}

@@ -1,0 +1,129 @@
+/**
+ * Issue 9, findings 3 and 9, through a real server: session effects belong to the request that
+ * asked for them (a hook still running after its 504 cannot log a user in, regenerate or close
+ * through another request's response), thrown values that cannot be printed are contained,
+ * and user JSON with a `__proto__` key survives a suspension. Rows H5, F6, A5.
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { Client, ROOT, startTestServer, waitFor, type Reply, type TestServer } from './helpers.ts';
+
+const HOOKS = {
+  onConnection: join(ROOT, 'test/fixtures/effects/onConnection.ts'),
+  onSessionSuspend: join(ROOT, 'test/fixtures/effects/onSessionSuspend.ts'),
+};
+
+const servers: TestServer[] = [];
+after(() => Promise.all(servers.map((t) => t.close())));
+
+async function serverWith(overrides: Parameters<typeof startTestServer>[0] = {}): Promise<TestServer> {
+  const t = await startTestServer({ workers: { threads: 1 }, ...overrides, hooks: { ...HOOKS, ...overrides.hooks } });
+  servers.push(t);
+  return t;
+}
+
+/** The session IDs our cookie is set to by this reply (empty values are expiries). */
+function issued(reply: Reply): string[] {
+  return reply.setCookies.filter((line) => line.startsWith('RSID=')).map((line) => line.slice(5, line.indexOf(';')));
+}
+
+const ERROR = 50;
+
+test('finding 3: a hook that logs in and regenerates after its 504 changes nothing; the next request keeps the old ID and no user', { timeout: 30_000 }, async () => {
+  const t = await serverWith({ hooks: { connectionTimeout: '1s' } });
+  const victim = new Client(t.url);
+  await victim.get('/inc');
+  const id = victim.cookie!;
+
+  const timedOut = await victim.get('/late-login?ms=1500');
+  assert.equal(timedOut.status, 504);
+  assert.deepEqual(issued(timedOut).filter((value) => value !== id), [], 'the 504 hands out no other ID');
+
+  // The late hook has asked, and been refused, by the time this is logged.
+  await waitFor(() => t.logs.find((line) => line.event === 'worker' && /after its request was answered/.test(line.msg)), 5000, 'the refusal logged');
+  const next = await new Client(t.url).get('/state', { headers: { cookie: `RSID=${id}` } });
+  assert.equal(next.status, 200);
+  assert.deepEqual(issued(next), [id], 'the next request renews the same ID, never a new one');
+  const state = next.json<{ id: string; userId: string | null; n: number; refusals: string[] }>();
+  assert.equal(state.id, id);
+  assert.equal(state.userId, null, 'the late login did not happen');
+  assert.equal(state.n, 1, 'same context');
+  assert.deepEqual(state.refusals, ['RESIDENT_ERR_EFFECT_REFUSED'], 'the late hook was told, with a stable code');
+  assert.equal((await t.server.sessions.sessionsOfUser('late-user')).length, 0, 'no session of the late user');
+});
+
+test('finding 3: a close asked after the 504 is refused; the session goes on', { timeout: 30_000 }, async () => {
+  const t = await serverWith({ hooks: { connectionTimeout: '1s' } });
+  const client = new Client(t.url);
+  await client.get('/inc');
+  const id = client.cookie!;
+  assert.equal((await client.get('/late-close?ms=1500')).status, 504);
+  await waitFor(async () => (await new Client(t.url).get('/state', { headers: { cookie: `RSID=${id}` } })).json().refusals.length > 0, 5000, 'the late close refused');
+  const reply = await client.get('/inc');
+  assert.deepEqual([reply.status, reply.json().id, reply.json().n], [200, id, 2]);
+  assert.deepEqual(issued(reply), [id]);
+});
+
+test('finding 3/9: regenerate then throw a value String() cannot print: a 500 (not 502) carrying the new ID; the old ID is dead, the thread alive', { timeout: 30_000 }, async () => {
+  const t = await serverWith();
+  const client = new Client(t.url);
+  await client.get('/inc');
+  const old = client.cookie!;
+  const failed = await client.get('/regenerate-then-throw');
+  assert.equal(failed.status, 500);
+  assert.doesNotMatch(failed.text, /\n\s+at |Object|null/);
+  const [fresh] = issued(failed);
+  assert.ok(fresh && fresh !== old, 'the regenerate belongs to this request and goes out with its answer');
+  assert.equal(issued(failed).length, 1);
+
+  // Whoever still holds the old ID gets a new, empty session: never the new ID (fixation).
+  const stale = await new Client(t.url).get('/state', { headers: { cookie: `RSID=${old}` } });
+  assert.equal(stale.status, 200);
+  assert.ok(!issued(stale).includes(fresh) && stale.json().id !== fresh && stale.json().id !== old);
+  // The holder of the new ID continues the same context on a thread that never died.
+  const next = await client.get('/inc');
+  assert.deepEqual([next.json().id, next.json().n], [fresh, 2]);
+  assert.ok(!t.logs.some((line) => line.event === 'worker-lost'), 'no worker lost');
+  const hookError = t.logs.find((line) => line.event === 'hook-error' && line.hook === 'onConnection');
+  assert.ok(hookError, 'logged as a hook error');
+});
+
+test('finding 9: a hook throwing a plain string after setting userId answers 500 and the user is set by that request only', async () => {
+  const t = await serverWith();
+  const client = new Client(t.url);
+  await client.get('/inc');
+  const reply = await client.get('/login-then-throw');
+  assert.equal(reply.status, 500);
+  assert.equal((await t.server.sessions.sessionsOfUser('thrower')).length, 1);
+  assert.equal((await client.get('/state')).json().userId, 'thrower');
+});
+
+test('finding 9: an unhandled rejection whose reason cannot be printed is logged and leaves the thread and its contexts alive', { timeout: 30_000 }, async () => {
+  const t = await serverWith();
+  const client = new Client(t.url);
+  await client.get('/inc');
+  assert.equal((await client.get('/stray-null-rejection')).status, 200);
+  await waitFor(() => t.logs.find((line) => line.event === 'worker' && line.msg === 'unhandled rejection in a hook'), 5000, 'the rejection logged');
+  const after = await client.get('/inc');
+  assert.equal(after.json().n, 3, 'the context survived: its thread did not die');
+  assert.ok(!t.logs.some((line) => line.event === 'worker-lost'));
+  assert.ok(!t.logs.some((line) => line.level >= ERROR && line.event !== 'worker'), 'nothing else went wrong');
+});
+
+test('finding 9: user JSON with a __proto__ key is saved and restored as data, and pollutes nothing', { timeout: 30_000 }, async () => {
+  const t = await serverWith({ sessions: { suspendEveryRequest: true } });
+  const client = new Client(t.url);
+  assert.equal((await client.get('/user-json')).status, 200);
+  await waitFor(() => t.logs.find((line) => line.event === 'suspended'), 5000, 'the suspend');
+  assert.ok(!t.logs.some((line) => line.event === 'hook-error'), `no failed suspend: ${JSON.stringify(t.logs.filter((l) => l.event === 'hook-error'))}`);
+  const profile = (await client.get('/profile')).json();
+  assert.deepEqual(profile, {
+    resumed: true,
+    keys: ['__proto__', 'name', 'nested'],
+    ownProto: { admin: true },
+    protoIsObject: true,
+    nested: [1, 2],
+    polluted: false,
+  });
+});
