@@ -127,3 +127,67 @@ test('finding 9: user JSON with a __proto__ key is saved and restored as data, a
     polluted: false,
   });
 });
+
+test('red team H3: ctx.close() then throwing a revoked Proxy still closes (500, cookie expired, old ID dead), no worker lost', { timeout: 30_000 }, async () => {
+  const t = await serverWith();
+  const client = new Client(t.url);
+  await client.get('/login?user=alice');
+  const id = client.cookie!;
+  const reply = await client.get('/close-then-throw-revoked');
+  assert.equal(reply.status, 500);
+  assert.ok(reply.setCookies.some((line) => /^RSID=;.*Max-Age=0/i.test(line)), 'the cookie expired');
+  const replay = await new Client(t.url).get('/state', { headers: { cookie: `RSID=${id}` } });
+  assert.notEqual(replay.json().id, id);
+  assert.equal((await t.server.sessions.sessionsOfUser('alice')).length, 0);
+  assert.ok(!t.logs.some((line) => line.event === 'worker-lost'));
+});
+
+test('red team H4: a cycle through an object with a __proto__ key fails the suspend at once, with the reason logged, and the context stays live', { timeout: 30_000 }, async () => {
+  const t = await serverWith();
+  const client = new Client(t.url);
+  await client.get('/inc');
+  await client.get('/cycle-proto');
+  assert.equal(await t.server.sessions.suspendSession(client.cookie!), 'failed');
+  const line = t.logs.find((entry) => entry.event === 'hook-error' && entry.code === 'RESIDENT_ERR_MEMENTO_NOT_CLONEABLE');
+  assert.match(String((line?.err as { message?: string } | undefined)?.message), /cycle/);
+  assert.equal((await client.get('/inc')).json().n, 2, 'still the same live context');
+});
+
+test('red team H5: closeOtherSessions() with close() or a sign-out in the same request still signs the user out everywhere', { timeout: 60_000 }, async () => {
+  const t = await serverWith();
+  for (const variant of ['close=1', 'out=1']) {
+    const user = `user-${variant}`;
+    const others = [new Client(t.url), new Client(t.url)];
+    for (const other of others) await other.get(`/login?user=${user}`);
+    const here = new Client(t.url);
+    await here.get(`/login?user=${user}`);
+    assert.equal((await here.get(`/everywhere?${variant}`)).status, 200);
+    await waitFor(async () => (await t.server.sessions.sessionsOfUser(user)).length === 0, 5000, `${variant}: every session of the user closed`);
+    for (const other of others) assert.equal((await other.get('/state')).json().userId, null, `${variant}: the other session is signed out`);
+  }
+});
+
+test('red team H7: closeUser while a sign-in of that user is under way closes that session too when its reply arrives', { timeout: 30_000 }, async () => {
+  const t = await serverWith();
+  const client = new Client(t.url);
+  await client.get('/inc');
+  const signingIn = client.get('/login?user=dave&ms=600');
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  await t.server.sessions.closeUser('dave', { by: 'test' });
+  const reply = await signingIn;
+  assert.ok(reply.setCookies.some((line) => /^RSID=;.*Max-Age=0/i.test(line)), 'the sign-in answers with the cookie expired');
+  assert.equal((await t.server.sessions.sessionsOfUser('dave')).length, 0, 'no session of dave survives the close-all');
+});
+
+test('red team H8: "sign out everywhere else" pressed in two sessions of one user at once leaves one signed in', { timeout: 60_000 }, async () => {
+  const t = await serverWith();
+  for (let trial = 0; trial < 10; trial++) {
+    const user = `twice-${trial}`;
+    const [a, b] = [new Client(t.url), new Client(t.url)];
+    await a.get(`/login?user=${user}`);
+    await b.get(`/login?user=${user}`);
+    await Promise.all([a.get('/everywhere'), b.get('/everywhere')]);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal((await t.server.sessions.sessionsOfUser(user)).length, 1, `trial ${trial}: exactly one session stays signed in`);
+  }
+});

@@ -14,7 +14,8 @@ import type { LiveContext } from './context.ts';
 export interface SessionEffects {
   closed: boolean;
   regenerate: boolean;
-  closeOthers: boolean;
+  /** closeOtherSessions() was called while the session belonged to this user. */
+  closeOthersOf?: string;
   /** Present when the request changed ctx.userId. */
   userId?: string | null;
 }
@@ -50,7 +51,7 @@ export class HookContext implements Context {
       reportRefusal(message);
       throw new ResidentError('RESIDENT_ERR_EFFECT_REFUSED', message);
     }
-    return (this.#effects ??= { closed: false, regenerate: false, closeOthers: false });
+    return (this.#effects ??= { closed: false, regenerate: false });
   }
 
   get id(): string {
@@ -91,6 +92,7 @@ export class HookContext implements Context {
   }
 
   set vars(value: Record<string, any>) {
+    if (typeof value !== 'object' || value === null) throw new TypeError('ctx.vars must be an object');
     this.#live.vars = value;
   }
 
@@ -131,7 +133,13 @@ export class HookContext implements Context {
     this.#accept('ctx.regenerate()').regenerate = true;
   }
 
+  /**
+   * Names the user at the time of the call, so "sign out everywhere" followed by a sign-out
+   * (userId = null) or a close in the same request still reaches the user's other sessions.
+   */
   closeOtherSessions(): void {
-    this.#accept('ctx.closeOtherSessions()').closeOthers = true;
+    const effects = this.#accept('ctx.closeOtherSessions()');
+    const userId = this.#live.userId;
+    if (userId !== null) effects.closeOthersOf = userId;
   }
 }

@@ -34,9 +34,33 @@ const reducers = {
     if (typeof value !== 'object' || value === null || !Object.hasOwn(value, '__proto__')) return false;
     const proto = Object.getPrototypeOf(value);
     if (proto !== Object.prototype && proto !== null) return false;
+    // devalue cannot revive a tagged value from inside its own payload: refused now, at
+    // suspend time, rather than read back as corrupt (H2).
+    if (reachesItself(value)) throw new Error('an object with a __proto__ key cannot be part of a cycle');
     return [proto === null, Object.entries(value)];
   },
 };
+
+/** True when `root` can be reached again from its own values (through objects, arrays, Maps, Sets). */
+function reachesItself(root: object): boolean {
+  const seen = new Set<object>();
+  const pending: unknown[] = [...childrenOf(root)];
+  while (pending.length > 0) {
+    const value = pending.pop();
+    if (value === root) return true;
+    if (typeof value !== 'object' || value === null || seen.has(value)) continue;
+    seen.add(value);
+    for (const child of childrenOf(value)) pending.push(child);
+  }
+  return false;
+}
+
+function childrenOf(value: object): Iterable<unknown> {
+  if (value instanceof Map) return [...value.keys(), ...value.values()];
+  if (value instanceof Set) return value.values();
+  if (ArrayBuffer.isView(value) || value instanceof Date || value instanceof RegExp) return [];
+  return Object.values(value);
+}
 
 const revivers = {
   [PROTO_KEYED]: (packed: unknown) => {

@@ -76,8 +76,8 @@ export type WorkerReply =
       userId?: string | null;
       /** The hook called ctx.regenerate(). */
       regenerate?: true;
-      /** The hook called ctx.closeOtherSessions(). */
-      closeOthers?: true;
+      /** The hook called ctx.closeOtherSessions() while the session belonged to this user. */
+      closeOthersOf?: string;
       threadId: number;
     }
   /** The request named a context this worker does not hold (closed, or its worker died). */

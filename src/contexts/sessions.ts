@@ -92,6 +92,8 @@ function bounded<T>(work: Promise<T>, what: string): Promise<T> {
 }
 
 const EXPIRED_BATCH = 1_000;
+/** How long a closeUser is remembered for sign-ins under way at the time (see #usersClosedAt). */
+const USER_CLOSE_MEMORY_MS = 3_600_000;
 /** Records read per store listing when collecting a user's sessions. */
 const USER_PAGE = 1_000;
 
@@ -135,6 +137,19 @@ export class Sessions {
    * brings them back in the meantime; an ID stays here if its record could not be deleted.
    */
   readonly #retired = new Set<string>();
+  /**
+   * Old IDs of a regenerate whose record is still moving, to the session they now name: an
+   * admin close by the old handle closes the session, not just the record in transit.
+   */
+  readonly #renamed = new Map<string, SessionEntry>();
+  /**
+   * Monotonic time of the latest closeUser(userId): a login under way then (its userId reaches
+   * this thread with its reply) is closed on arrival, so "close all" cannot miss it. Entries go
+   * once no request admitted before them can still be answered.
+   */
+  readonly #usersClosedAt = new Map<string, number>();
+  /** Record deletes of ended sessions still under way; shutdown waits for them. */
+  readonly #deleting = new Set<Promise<void>>();
   /** Checkpoint writes under way, so a record is not moved while one may still land on it. */
   readonly #checkpointing = new Map<SessionEntry, Promise<void>>();
   #closing = false;
@@ -237,6 +252,8 @@ export class Sessions {
         continue;
       }
       if (this.#sameClient(known.clientIp, clientIp)) return { entry: known };
+      // Read for another client's request: its memento is not kept in memory meanwhile.
+      this.#adopted.delete(known.id);
       foreign ??= known;
     }
     return { foreign };
@@ -400,6 +417,7 @@ export class Sessions {
     }
     // The ID this request presented: a regenerate may change the entry's before it is answered.
     const presented = entry.id;
+    const admittedAt = this.#clock.now();
     entry.inFlight++;
     entry.requests++;
     this.#inFlight++;
@@ -429,7 +447,7 @@ export class Sessions {
         entry,
         request.body ?? undefined,
       );
-      return await this.#afterReply(entry, reply, request, clientIp, attempt, presented);
+      return await this.#afterReply(entry, reply, request, clientIp, attempt, presented, admittedAt);
     } catch (error) {
       return { kind: 'error', error: this.#asRequestError(entry, error), cookie: null };
     } finally {
@@ -445,7 +463,15 @@ export class Sessions {
     }
   }
 
-  async #afterReply(entry: SessionEntry, reply: WorkerReply, request: WireRequest, clientIp: string, attempt: number, presented: string): Promise<Outcome> {
+  async #afterReply(
+    entry: SessionEntry,
+    reply: WorkerReply,
+    request: WireRequest,
+    clientIp: string,
+    attempt: number,
+    presented: string,
+    admittedAt: number,
+  ): Promise<Outcome> {
     if (reply.type === 'gone') {
       // The worker no longer runs requests on this context: an earlier request closed it (its
       // end is under way, and this request is served afresh once it is done), or its thread
@@ -457,10 +483,21 @@ export class Sessions {
     if (reply.error) this.#logHookError(entry, 'onConnection', reply.error);
     if (reply.userId !== undefined) this.directory.setUser(entry, reply.userId);
     if (reply.mementoError) await this.#quarantine(entry, reply.mementoError);
-    if (reply.closed) {
+    if (reply.closeOthersOf !== undefined) {
+      // Whatever else this request did (a close, a sign-out), the user it named is signed out elsewhere.
+      // A request that also closes its own session signs the user out everywhere, itself included.
+      const except = reply.closed ? undefined : entry;
+      void this.closeUser(reply.closeOthersOf, { except, by: 'closeOtherSessions' }).catch((error) => {
+        this.#log.error({ event: 'store-error', err: error }, "cannot close the user's other sessions");
+      });
+    }
+    // A sign-in that was under way when all of the user's sessions were closed is closed too.
+    const closedUserAt = reply.userId ? this.#usersClosedAt.get(reply.userId) : undefined;
+    const lateLogin = closedUserAt !== undefined && closedUserAt >= admittedAt;
+    if (reply.closed || lateLogin) {
       // The ID is retired before onSessionSuspend(ctx, 'closed') runs, in a task of its own:
       // whatever that hook does, even exit its thread, the session cannot come back (A4).
-      await this.#finish(entry, 'closed');
+      await this.#finish(entry, 'closed', lateLogin && !reply.closed ? 'closeUser' : undefined);
       return { kind: 'reply', status: reply.status, headers: reply.headers, body: reply.body, cookie: { expire: true } };
     }
     if (reply.regenerate) await this.#regenerate(entry);
@@ -472,11 +509,6 @@ export class Sessions {
     if (reply.userId && this.#config.maxPerUser > 0) {
       void this.#limitUser(reply.userId, entry).catch((error) => {
         this.#log.error({ event: 'store-error', err: error }, 'cannot enforce sessions.maxPerUser');
-      });
-    }
-    if (reply.closeOthers && entry.userId !== null) {
-      void this.closeUser(entry.userId, { except: entry, by: 'closeOtherSessions' }).catch((error) => {
-        this.#log.error({ event: 'store-error', err: error }, "cannot close the user's other sessions");
       });
     }
     return { kind: 'reply', status: reply.status, headers: reply.headers, body: reply.body, cookie: this.#cookieFor(entry, presented, reply.regenerate === true) };
@@ -520,6 +552,7 @@ export class Sessions {
     // Retired before anything is awaited: from here on the old ID is never adopted back from
     // a record that has not moved yet.
     this.#retire(previous);
+    this.#renamed.set(previous, entry);
     this.directory.rename(entry, id);
     this.counters.regenerated++;
     this.#log.info({ event: 'regenerated', session: hashId(id), previous: hashId(previous) }, 'session ID regenerated');
@@ -557,7 +590,10 @@ export class Sessions {
           // The context is live and will be saved again; a record it cannot vouch for is dropped.
           if (moving) entry.hasMemento = false;
         }
-        if (moving) await this.#deleteRetired(storedAs, entry);
+        if (moving) {
+          await this.#deleteRetired(storedAs, entry);
+          this.#renamed.delete(storedAs);
+        }
       })(),
     );
   }
@@ -750,7 +786,7 @@ export class Sessions {
           await this.#discard(entry);
           this.counters.suspended[reason]++;
         }
-        this.#end(entry, reason, by);
+        await this.#endDurably(entry, reason, by);
       })(),
     );
   }
@@ -761,7 +797,7 @@ export class Sessions {
    * began before it is pending; if the store refuses the delete, it stays retired for good
    * (the store sweep removes the record once it expires).
    */
-  #end(entry: SessionEntry, why: 'closed' | 'expired', by?: string): void {
+  #end(entry: SessionEntry, why: 'closed' | 'expired', by?: string): Promise<void> {
     const { id } = entry;
     this.#retire(id);
     this.#ending.delete(entry);
@@ -771,7 +807,7 @@ export class Sessions {
     this.counters[why]++;
     this.#log.info({ event: why, session: hashId(id), ...(by && { by }) }, `session ${why}`);
     const checkpoint = this.#checkpointing.get(entry);
-    void (async () => {
+    const deleting = (async () => {
       try {
         await checkpoint;
         await this.#store.delete(id);
@@ -781,6 +817,18 @@ export class Sessions {
       }
       await this.#releaseRetired(id);
     })();
+    this.#deleting.add(deleting);
+    void deleting.finally(() => this.#deleting.delete(deleting));
+    return deleting;
+  }
+
+  /**
+   * An end that is acknowledged (a close's response, closeSession resolving) waits for the
+   * record's delete, so a crash or restart right after cannot bring the session back; a store
+   * that hangs delays it at most STORE_READ_TIMEOUT_MS (the ID stays refused meanwhile).
+   */
+  #endDurably(entry: SessionEntry, why: 'closed' | 'expired', by?: string): Promise<void> {
+    return bounded(this.#end(entry, why, by), 'the store delete').catch(() => undefined);
   }
 
   /** From now on `id` is never adopted from the store, whatever record it still holds. */
@@ -808,6 +856,10 @@ export class Sessions {
   sweep(): void {
     if (this.#closing) return;
     const now = this.#clock.now();
+    for (const [userId, closedAt] of this.#usersClosedAt) {
+      // No request admitted before that close can still be answered.
+      if (this.#inFlight === 0 || now - closedAt > USER_CLOSE_MEMORY_MS) this.#usersClosedAt.delete(userId);
+    }
     if (this.#idleLimit !== Infinity) {
       let budget = this.directory.live.size;
       for (const entry of this.directory.live.values()) {
@@ -889,7 +941,7 @@ export class Sessions {
       return;
     }
     // A context closed or suspended meanwhile has had its last word: its record is not revived.
-    if (reply.type !== 'suspended' || entry.state !== 'live') return;
+    if (reply.type !== 'suspended' || entry.state !== 'live' || this.#ending.has(entry)) return;
     try {
       await this.#store.set(this.#record(entry, reply.memento));
       entry.hasMemento = true;
@@ -947,12 +999,18 @@ export class Sessions {
    * Resolves with how many sessions were closed.
    */
   async closeUser(userId: string, options: { except?: SessionEntry; by?: string } = {}): Promise<number> {
+    const { except } = options;
+    // "Sign out everywhere else" from a session that is itself being closed (the same button
+    // pressed in two sessions at once) stops: one of them stays signed in.
+    const exceptEnded = () => except !== undefined && (except.state === 'gone' || this.#ending.has(except));
+    if (exceptEnded()) return 0;
+    if (!except) this.#usersClosedAt.set(userId, this.#clock.now());
     let closed = 0;
     // A record the store still lists while the delete of a session just closed is under way
     // is not that session closed twice.
     const seen = new Set<string>();
     const close = async (id: string) => {
-      if (seen.has(id) || id === options.except?.id) return;
+      if (seen.has(id) || id === except?.id || exceptEnded()) return;
       seen.add(id);
       if (await this.closeSession(id, options.by ?? 'admin')) closed++;
     };
@@ -972,11 +1030,13 @@ export class Sessions {
    */
   async closeSession(id: string, by: string): Promise<boolean> {
     // A request may be adopting it from the store right now: then it is closed as a known one.
-    const entry = this.directory.get(id) ?? (await this.#adopting.get(id)?.catch(() => undefined)) ?? this.directory.get(id);
+    // An old ID of a regenerate whose record is still moving names the session under its new ID.
+    const entry =
+      this.directory.get(id) ?? this.#renamed.get(id) ?? (await this.#adopting.get(id)?.catch(() => undefined)) ?? this.directory.get(id);
     if (!entry) return this.#closeStored(id, by);
     if (entry.state === 'gone') return false;
     if (entry.state === 'suspended' && !entry.gate) {
-      this.#end(entry, 'closed', by);
+      await this.#endDurably(entry, 'closed', by);
       return true;
     }
     // Live, or a suspend or resume under way: through the gate, after whatever runs now.

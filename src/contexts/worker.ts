@@ -91,6 +91,14 @@ function errorResponse(status: 400 | 500 | 504): { status: number; headers: stri
   return { status, headers: ['content-type', 'text/plain; charset=utf-8'], body: new TextEncoder().encode(text).buffer as ArrayBuffer };
 }
 
+function isHookTimeout(error: unknown): boolean {
+  try {
+    return error instanceof ResidentError && error.code === 'RESIDENT_ERR_HOOK_TIMEOUT';
+  } catch {
+    return false;
+  }
+}
+
 /** Calls onSessionSuspend and encodes what it returns; throws when it cannot be saved. */
 async function takeMemento(ctx: LiveContext, reason: SuspendReason): Promise<string> {
   // The suspend hook reads and saves; session effects belong to requests.
@@ -144,8 +152,8 @@ async function handleRequest(ctx: LiveContext, task: Extract<WorkerTask, { type:
     // while restoring a memento, the next request sees isNew (and saved) again (H4).
     ctx.endRequest();
   } catch (error) {
-    const status = error instanceof ResidentError && error.code === 'RESIDENT_ERR_HOOK_TIMEOUT' ? 504 : 500;
-    reply = { type: 'response', ...errorResponse(status), closed: false, error: toWireError(error), threadId };
+    // Whatever was thrown (a revoked Proxy makes even `instanceof` throw), this answers.
+    reply = { type: 'response', ...errorResponse(isHookTimeout(error) ? 504 : 500), closed: false, error: toWireError(error), threadId };
   }
   // What the request asked of its session goes with its own reply, even an error's (a close
   // then a throw still closes, H6); anything a hook asks after this is refused.
@@ -153,7 +161,7 @@ async function handleRequest(ctx: LiveContext, task: Extract<WorkerTask, { type:
   if (effects) {
     if (effects.userId !== undefined) reply.userId = effects.userId;
     if (effects.regenerate) reply.regenerate = true;
-    if (effects.closeOthers) reply.closeOthers = true;
+    if (effects.closeOthersOf !== undefined) reply.closeOthersOf = effects.closeOthersOf;
     reply.closed = effects.closed;
   }
   if (task.ephemeral && reply.closed) {
@@ -167,6 +175,9 @@ async function handleRequest(ctx: LiveContext, task: Extract<WorkerTask, { type:
 }
 
 async function handleSuspend(ctx: LiveContext, reason: SuspendReason): Promise<WorkerReply> {
+  // A closed context has one memento left to give: its 'closed' one, which is discarded. A
+  // checkpoint queued behind the close must not write the session back into the store.
+  if (ctx.closed && reason !== 'closed') return { type: 'gone' };
   try {
     // The context stays until the main thread has stored the memento and sends 'discard', so
     // a store that refuses the write leaves the context live (E4).

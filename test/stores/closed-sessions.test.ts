@@ -14,7 +14,7 @@ import { MemoryStore } from '../../src/stores/memory.ts';
 import { SqliteStore } from '../../src/stores/sqlite.ts';
 import type { ContextStore } from '../../src/stores/store.ts';
 import { Client, startTestServer, waitFor, type TestServer } from '../helpers.ts';
-import { STORE_HOOKS, cleanup, recordSuspendCalls, tempStore, type StoreKind } from './server-helpers.ts';
+import { STORE_HOOKS, cleanup, cliConfig, cliReady, recordSuspendCalls, startCli, tempStore, type StoreKind } from './server-helpers.ts';
 
 after(cleanup);
 
@@ -175,4 +175,32 @@ describe('A4: a closed session never comes back while its cookie keeps polling',
       await t.close();
     }
   });
+});
+
+describe('A4: an acknowledged close survives a crash right after it (red team H1)', { concurrency: true }, () => {
+  for (const kind of ['sqlite', 'file'] as const) {
+    test(`${kind} store: kill -9 the moment the logout answers, restart: the old cookie gets a new session, 4 trials`, { timeout: 120_000 }, async () => {
+      const store = tempStore(kind);
+      for (let trial = 0; trial < 4; trial++) {
+        // Checkpoints every 20 ms, so one is often queued behind the closing request.
+        let child = startCli(cliConfig(store, { sessions: { processTimeout: '1h', checkpointInterval: '20ms' } }));
+        let url = await cliReady(child);
+        const client = new Client(url);
+        await client.get('/user?id=alice');
+        await client.get('/inc');
+        const id = client.cookie!;
+        const logout = await client.get('/close');
+        assert.equal(logout.status, 200);
+        child.process.kill('SIGKILL');
+        await child.exited;
+        child = startCli(cliConfig(store, { sessions: { processTimeout: '1h' } }));
+        url = await cliReady(child);
+        const back = await new Client(url).get('/state', { headers: { cookie: `RSID=${id}` } });
+        assert.notEqual(back.json().id, id, `trial ${trial}: the closed session came back after the crash`);
+        assert.equal(back.json().userId, null);
+        child.process.kill('SIGKILL');
+        await child.exited;
+      }
+    });
+  }
 });
