@@ -165,8 +165,11 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
       // a slow-headers client linger well past headersTimeout.
       connectionsCheckingInterval: Math.max(100, Math.min(30_000, config.limits.headersTimeout / 4 || 30_000)),
     },
-    (req, res) => void handle(edge, req, res),
+    (req, res) => void handle(edge, req, res, false),
   );
+  // With a listener here node sends no `100 Continue` of its own: handle() sends it only when
+  // the body is going to be read, so a body over the limit is refused before it is sent.
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => void handle(edge, req, res, true));
   await listen(server, 'port', config.port, config.host);
   undo.push(() => closeListener(server));
   const { port } = server.address() as AddressInfo;
@@ -251,7 +254,8 @@ function metricsListener(metrics: Metrics): Server {
   });
 }
 
-async function handle(edge: Edge, req: IncomingMessage, res: ServerResponse): Promise<void> {
+/** @param expectsContinue the client sent `Expect: 100-continue` and waits for it to send its body */
+async function handle(edge: Edge, req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): Promise<void> {
   const { config, sessions, log } = edge;
   const started = edge.metrics ? performance.now() : 0;
   try {
@@ -273,7 +277,7 @@ async function handle(edge: Edge, req: IncomingMessage, res: ServerResponse): Pr
     // worker parses this URL again in `new Request()` and answers 400 if it cannot, a last
     // safety net behind parseTarget.
     const url = `${secure ? 'https' : 'http'}://${target.host}${target.path}${target.search}`;
-    const body = await readBody(req, config.limits.maxBodySize);
+    const body = await readBody(req, config.limits.maxBodySize, expectsContinue ? () => res.writeContinue() : undefined);
     const outcome = await sessions.serve(
       presentedSessionIds(req.headers.cookie, edge.cookie.name),
       clientIp(req, edge.trust),
@@ -282,6 +286,12 @@ async function handle(edge: Edge, req: IncomingMessage, res: ServerResponse): Pr
     write(edge, req, res, outcome, secure);
     edge.metrics?.observeRequest(res.statusCode, (performance.now() - started) / 1000, outcome.kind === 'error' ? outcome.error.code : undefined);
   } catch (error) {
+    if (isResidentError(error, 'RESIDENT_ERR_CLIENT_ABORTED')) {
+      // The client's doing: nobody to answer, nothing to count, no stack worth keeping.
+      log.debug({ event: 'client-aborted', code: error.code }, 'the client went away mid-request');
+      res.destroy();
+      return;
+    }
     if (isResidentError(error, 'RESIDENT_ERR_BAD_REQUEST')) log.debug({ event: 'bad-request', reason: error.message }, 'bad request');
     const failure = isResidentError(error) ? error : new ResidentError('RESIDENT_ERR_HOOK_FAILED', undefined, { cause: error });
     if (!isResidentError(error)) log.error({ event: 'edge-error', err: error }, 'unexpected error at the HTTP edge');

@@ -80,3 +80,55 @@ export function rawRequest(
     });
   });
 }
+
+/** A raw connection driven step by step: write, wait for what the server sent so far, close. */
+export interface RawConversation {
+  write(bytes: string | Buffer): void;
+  /** Everything the server wrote so far. */
+  received(): string;
+  /** Resolves with received() once `check` accepts it, or rejects after `timeoutMs`. */
+  until(check: (received: string) => boolean, timeoutMs?: number): Promise<string>;
+  readonly closed: Promise<void>;
+  /** Ends the connection abruptly: `reset` sends an RST, otherwise a FIN. */
+  destroy(reset?: boolean): void;
+}
+
+export async function rawConversation(port: number, host = '127.0.0.1'): Promise<RawConversation> {
+  const socket = connect({ port, host });
+  let text = '';
+  const waiters = new Set<() => void>();
+  socket.on('data', (chunk: Buffer) => {
+    text += chunk.toString('latin1');
+    for (const wake of waiters) wake();
+  });
+  socket.on('error', () => undefined);
+  const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+  void closed.then(() => {
+    for (const wake of waiters) wake();
+  });
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('error', reject);
+  });
+  return {
+    write: (bytes) => void socket.write(bytes),
+    received: () => text,
+    until: (check, timeoutMs = 5000) =>
+      new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          waiters.delete(wake);
+          reject(new Error(`no matching answer within ${timeoutMs} ms; received so far:\n${text}`));
+        }, timeoutMs);
+        const wake = () => {
+          if (!check(text)) return;
+          clearTimeout(timer);
+          waiters.delete(wake);
+          resolve(text);
+        };
+        waiters.add(wake);
+        wake();
+      }),
+    closed,
+    destroy: (reset = false) => void (reset ? socket.resetAndDestroy() : socket.destroy()),
+  };
+}
