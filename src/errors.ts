@@ -22,6 +22,8 @@ export const ErrorCodes = {
   },
   RESIDENT_ERR_BODY_TOO_LARGE: { status: 413, message: 'The request body is too large.' },
   RESIDENT_ERR_BAD_REQUEST: { status: 400, message: 'Bad request.' },
+  // The client's doing, and no one is left to answer: logged at debug, never counted as a failure.
+  RESIDENT_ERR_CLIENT_ABORTED: { status: 0, message: 'the client went away before its request was read' },
   RESIDENT_ERR_STORE_OPEN: { status: 0, message: 'the store cannot be opened' },
   RESIDENT_ERR_LISTEN: { status: 0, message: 'a listener cannot be opened' },
   RESIDENT_ERR_EFFECT_REFUSED: { status: 0, message: 'a session effect was asked for outside an unanswered request' },

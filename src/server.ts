@@ -15,6 +15,7 @@ import { readBody } from './http/body.ts';
 import { cameOverTls, clientIp, compileTrust } from './http/client-ip.ts';
 import { expiredSessionCookie, presentedSessionIds, sessionCookieWriter, setsCookieNamed, type CookieSettings } from './http/cookies.ts';
 import { PublicFiles } from './http/static.ts';
+import { parseTarget } from './http/target.ts';
 import { ID_HASH_SALT, createLogger, type Logger } from './log.ts';
 import { adminRoutes } from './ops/admin.ts';
 import { StoreProbe, healthRoutes } from './ops/health.ts';
@@ -63,6 +64,8 @@ interface Edge {
   /** Health probes and the admin view, answered before static files and hooks. */
   ops: OpsRoute[];
   metrics: Metrics | null;
+  /** host:port of the listener: the host of request.url for an HTTP/1.0 request without Host. */
+  listenHost: string;
 }
 
 const TEXT = 'text/plain; charset=utf-8';
@@ -151,6 +154,7 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
     files,
     ops: routes,
     metrics,
+    listenHost: '', // set once listening
   };
   const server = createServer(
     {
@@ -161,12 +165,16 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
       // a slow-headers client linger well past headersTimeout.
       connectionsCheckingInterval: Math.max(100, Math.min(30_000, config.limits.headersTimeout / 4 || 30_000)),
     },
-    (req, res) => void handle(edge, req, res),
+    (req, res) => void handle(edge, req, res, false),
   );
+  // With a listener here node sends no `100 Continue` of its own: handle() sends it only when
+  // the body is going to be read, so a body over the limit is refused before it is sent.
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => void handle(edge, req, res, true));
   await listen(server, 'port', config.port, config.host);
   undo.push(() => closeListener(server));
   const { port } = server.address() as AddressInfo;
   const host = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
+  edge.listenHost = `${host.includes(':') ? `[${host}]` : host}:${port}`;
   const url = `http://${host}:${port}`;
   let metricsServer: Server | null = null;
   if (metrics && config.metrics.port !== undefined) {
@@ -246,22 +254,30 @@ function metricsListener(metrics: Metrics): Server {
   });
 }
 
-async function handle(edge: Edge, req: IncomingMessage, res: ServerResponse): Promise<void> {
+/** @param expectsContinue the client sent `Expect: 100-continue` and waits for it to send its body */
+async function handle(edge: Edge, req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): Promise<void> {
   const { config, sessions, log } = edge;
   const started = edge.metrics ? performance.now() : 0;
   try {
-    if (edge.ops.length > 0) {
-      const path = pathOf(req);
-      const route = edge.ops.find((candidate) => candidate.claims(path));
-      if (route) return await route.handle(path, req, res);
+    // Parsed once: the ops routes, the static files and the hook all see this path.
+    const target = parseTarget(req, edge.listenHost);
+    if (target.path === '*') {
+      // OPTIONS * asks about the server as a whole: no hook has a path to route it on.
+      res.writeHead(204, { 'cache-control': 'no-store' });
+      res.end();
+      return;
     }
-    if (await edge.files.serve(req, res)) return;
+    if (edge.ops.length > 0) {
+      const route = edge.ops.find((candidate) => candidate.claims(target.path));
+      if (route) return await route.handle(target, req, res);
+    }
+    if (await edge.files.serve(target.path, req, res)) return;
     const secure = config.sessions.secureCookie || cameOverTls(req, edge.trust);
-    // The worker parses this when it builds the Request, and answers 400 if it cannot.
-    const path = req.url ?? '/';
-    const base = `${secure ? 'https' : 'http'}://${req.headers.host ?? 'localhost'}`;
-    const url = path.startsWith('/') ? base + path : new URL(path, base).href;
-    const body = await readBody(req, config.limits.maxBodySize);
+    // The scheme is how the request reached us, whatever an absolute-form target said. The
+    // worker parses this URL again in `new Request()` and answers 400 if it cannot, a last
+    // safety net behind parseTarget.
+    const url = `${secure ? 'https' : 'http'}://${target.host}${target.path}${target.search}`;
+    const body = await readBody(req, config.limits.maxBodySize, expectsContinue ? () => res.writeContinue() : undefined);
     const outcome = await sessions.serve(
       presentedSessionIds(req.headers.cookie, edge.cookie.name),
       clientIp(req, edge.trust),
@@ -270,6 +286,13 @@ async function handle(edge: Edge, req: IncomingMessage, res: ServerResponse): Pr
     write(edge, req, res, outcome, secure);
     edge.metrics?.observeRequest(res.statusCode, (performance.now() - started) / 1000, outcome.kind === 'error' ? outcome.error.code : undefined);
   } catch (error) {
+    if (isResidentError(error, 'RESIDENT_ERR_CLIENT_ABORTED')) {
+      // The client's doing: nobody to answer, nothing to count, no stack worth keeping.
+      log.debug({ event: 'client-aborted', code: error.code }, 'the client went away mid-request');
+      res.destroy();
+      return;
+    }
+    if (isResidentError(error, 'RESIDENT_ERR_BAD_REQUEST')) log.debug({ event: 'bad-request', reason: error.message }, 'bad request');
     const failure = isResidentError(error) ? error : new ResidentError('RESIDENT_ERR_HOOK_FAILED', undefined, { cause: error });
     if (!isResidentError(error)) log.error({ event: 'edge-error', err: error }, 'unexpected error at the HTTP edge');
     if (res.headersSent) {

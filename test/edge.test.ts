@@ -12,6 +12,7 @@ import { resolveConfig, type ResidentConfigInput } from '../src/config.ts';
 import { hashId } from '../src/log.ts';
 import { Agent } from 'undici';
 import { Client, ManualClock, ROOT, send, startTestServer, waitFor, type LogLine, type Reply, type TestServer } from './helpers.ts';
+import { rawRequest } from './raw-http.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Plumbing
@@ -123,83 +124,6 @@ async function newSession(t: TestServer, localAddress?: string): Promise<{ id: s
   const id = issuedId(reply);
   assert.equal(state(reply).id, id);
   return { id, owner };
-}
-
-interface RawReply {
-  /** Everything the server wrote before closing (or before our timeout). */
-  raw: string;
-  /** 0 when no status line arrived. */
-  status: number;
-  headers: Map<string, string[]>;
-  body: string;
-  /** The server closed the connection. */
-  closed: boolean;
-  /** ms from the first write to the close (or the timeout). */
-  elapsed: number;
-}
-
-function parseRaw(raw: string): Pick<RawReply, 'status' | 'headers' | 'body'> {
-  const end = raw.indexOf('\r\n\r\n');
-  const head = end === -1 ? raw : raw.slice(0, end);
-  const [statusLine = '', ...lines] = head.split('\r\n');
-  const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(statusLine)?.[1] ?? 0);
-  const headers = new Map<string, string[]>();
-  for (const line of lines) {
-    const colon = line.indexOf(':');
-    if (colon === -1) continue;
-    const name = line.slice(0, colon).trim().toLowerCase();
-    headers.set(name, [...(headers.get(name) ?? []), line.slice(colon + 1).trim()]);
-  }
-  let body = end === -1 ? '' : raw.slice(end + 4);
-  if (headers.get('transfer-encoding')?.some((v) => /chunked/i.test(v))) body = dechunk(body);
-  return { status, headers, body };
-}
-
-function dechunk(text: string): string {
-  let out = '';
-  let at = 0;
-  for (;;) {
-    const lineEnd = text.indexOf('\r\n', at);
-    if (lineEnd === -1) return out;
-    const size = parseInt(text.slice(at, lineEnd), 16);
-    if (!(size > 0)) return out;
-    out += text.slice(lineEnd + 2, lineEnd + 2 + size);
-    at = lineEnd + 2 + size + 2;
-  }
-}
-
-/**
- * Writes `bytes` on a raw TCP socket and collects the answer until the server closes the
- * connection or `timeoutMs` passes. Send `Connection: close` to get a close after the reply.
- */
-function rawRequest(
-  port: number,
-  bytes: string | Buffer,
-  options: { host?: string; localAddress?: string; timeoutMs?: number; keepWriting?: Buffer } = {},
-): Promise<RawReply> {
-  return new Promise((resolve) => {
-    const started = Date.now();
-    const chunks: Buffer[] = [];
-    const socket = connect({ port, host: options.host ?? '127.0.0.1', localAddress: options.localAddress });
-    let settled = false;
-    const finish = (closed: boolean) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      socket.destroy();
-      const raw = Buffer.concat(chunks).toString('latin1');
-      resolve({ raw, closed, elapsed: Date.now() - started, ...parseRaw(raw) });
-    };
-    const timer = setTimeout(() => finish(false), options.timeoutMs ?? 5000);
-    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
-    socket.on('close', () => finish(true));
-    // A reset after the server answered and hung up counts as closed.
-    socket.on('error', () => finish(true));
-    socket.on('connect', () => {
-      socket.write(bytes);
-      if (options.keepWriting) socket.write(options.keepWriting, () => undefined);
-    });
-  });
 }
 
 function rawGet(path: string, extraHeaders: string[] = [], method = 'GET'): Buffer {

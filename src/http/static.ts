@@ -54,12 +54,13 @@ export class PublicFiles {
     this.#rebuild.unref();
   }
 
-  /** Serves the file and resolves true, or resolves false when no file matches the request. */
-  serve(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
+  /**
+   * Serves the file at `path` (the request's path as the edge parsed it, never re-read from
+   * req.url, so a file and a hook cannot disagree on which path was asked for) and resolves
+   * true, or resolves false when no file matches.
+   */
+  serve(path: string, req: IncomingMessage, res: ServerResponse): Promise<boolean> {
     if (req.method !== 'GET' && req.method !== 'HEAD') return Promise.resolve(false);
-    const url = req.url ?? '/';
-    const query = url.indexOf('?');
-    const path = query === -1 ? url : url.slice(0, query);
     let decoded: string;
     try {
       decoded = decodeURIComponent(path);

@@ -13,6 +13,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ContextPool } from '../contexts/pool.ts';
 import { storedInfo, type SessionInfo, type Sessions } from '../contexts/sessions.ts';
+import type { RequestTarget } from '../http/target.ts';
 import { hashId, type Logger } from '../log.ts';
 import type { ContextStore } from '../stores/store.ts';
 import { ADMIN_CSS, ADMIN_JS, adminPage } from './admin-page.ts';
@@ -194,7 +195,7 @@ export function adminRoutes(sources: AdminSources): OpsRoute {
   };
 
   const claims = (path: string) => path.startsWith(base) || path === base.slice(0, -1);
-  const handle = async (path: string, req: IncomingMessage, res: ServerResponse): Promise<void> => {
+  const handle = async ({ path, search }: RequestTarget, req: IncomingMessage, res: ServerResponse): Promise<void> => {
     // HEAD is answered as GET, with the same status and headers; send() leaves the body out.
     const method = req.method === 'HEAD' ? 'GET' : (req.method ?? 'GET');
     if (path === base.slice(0, -1)) return send(res, 308, 'text/plain; charset=utf-8', '', { location: base });
@@ -212,7 +213,7 @@ export function adminRoutes(sources: AdminSources): OpsRoute {
       if (rest === 'metrics' && sources.metrics && method === 'GET') {
         send(res, 200, sources.metrics.contentType, await sources.metrics.text());
       } else if (rest.startsWith('api/')) {
-        await api(method, rest.slice(4), new URL(req.url ?? '/', 'http://admin'), res);
+        await api(method, rest.slice(4), new URL(search, 'http://admin/'), res);
       } else {
         throw new HttpError(404, 'no such admin route');
       }

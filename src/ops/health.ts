@@ -19,6 +19,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ContextPool } from '../contexts/pool.ts';
+import type { RequestTarget } from '../http/target.ts';
 import type { Logger } from '../log.ts';
 import type { ContextStore } from '../stores/store.ts';
 import { sendJson, type OpsRoute } from './respond.ts';
@@ -118,7 +119,7 @@ export interface HealthSources {
 
 export function healthRoutes(sources: HealthSources): OpsRoute {
   const claims = (path: string) => path === '/healthz' || path === '/readyz';
-  const handle = async (path: string, _req: IncomingMessage, res: ServerResponse): Promise<void> => {
+  const handle = async ({ path }: RequestTarget, _req: IncomingMessage, res: ServerResponse): Promise<void> => {
     if (path === '/healthz') return sendJson(res, 200, { status: 'ok' });
     const workers = { up: sources.pool.threadIds.length, expected: sources.pool.size };
     const storeOk = sources.probe.failure() === null;

@@ -1,13 +1,15 @@
 /** Answers for the operations endpoints (health, admin, metrics): never cached, never sniffed. */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { RequestTarget } from '../http/target.ts';
 
 /**
  * Paths answered before static files and hooks. `claims` is a plain string test, so the
- * request path of every other request pays no await for them.
+ * request path of every other request pays no await for them. Both get the target the edge
+ * parsed (src/http/target.ts), never req.url, which an absolute-form request fills with a URL.
  */
 export interface OpsRoute {
   claims(path: string): boolean;
-  handle(path: string, req: IncomingMessage, res: ServerResponse): Promise<void>;
+  handle(target: RequestTarget, req: IncomingMessage, res: ServerResponse): Promise<void>;
 }
 
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
