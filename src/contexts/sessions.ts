@@ -17,13 +17,13 @@ import { withDeadline } from './deadline.ts';
 import { Directory, type SessionEntry } from './directory.ts';
 import { newSessionId } from './ids.ts';
 import type { ContextPool } from './pool.ts';
-import type { WireError, WireRequest, WorkerEvent, WorkerReply } from './protocol.ts';
+import type { WireBody, WireError, WireRequest, WorkerEvent, WorkerReply } from './protocol.ts';
 
 /** What the HTTP edge does with our cookie in the response. */
 export type CookieAction = { set: string } | { expire: true } | null;
 
 export type Outcome =
-  | { kind: 'reply'; status: number; headers: string[]; body: ArrayBuffer | null; cookie: CookieAction }
+  | { kind: 'reply'; status: number; headers: string[]; body: WireBody; cookie: CookieAction }
   | { kind: 'error'; error: ResidentError; cookie: CookieAction };
 
 /** Reasons that take a context out of memory and keep its memento. */
