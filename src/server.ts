@@ -313,7 +313,6 @@ function write(edge: Edge, req: IncomingMessage, res: ServerResponse, outcome: O
     }
   }
   if (body !== null) headers.push('content-length', String(typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength));
-  else if (!stream && status !== 204 && status !== 304) headers.push('content-length', '0');
   if (outcome.cookie && 'set' in outcome.cookie) headers.push('set-cookie', edge.setCookie(outcome.cookie.set, secure));
   else if (outcome.cookie) headers.push('set-cookie', expiredSessionCookie(edge.cookie, secure));
   const source = stream && pulledFrom(edge.pool, stream);
