@@ -16,7 +16,7 @@ import { readBody } from './http/body.ts';
 import { cameOverTls, clientIp, compileTrust } from './http/client-ip.ts';
 import { expiredSessionCookie, presentedSessionIds, sessionCookieWriter, setsCookieNamed, type CookieSettings } from './http/cookies.ts';
 import { PublicFiles } from './http/static.ts';
-import { pulledFrom, pumpBody } from './http/stream-response.ts';
+import { pulledFrom, streamBody } from './http/stream-response.ts';
 import { ID_HASH_SALT, createLogger, type Logger } from './log.ts';
 import { adminRoutes } from './ops/admin.ts';
 import { StoreProbe, healthRoutes } from './ops/health.ts';
@@ -304,7 +304,6 @@ function write(edge: Edge, req: IncomingMessage, res: ServerResponse, outcome: O
     if (outcome.body instanceof ArrayBuffer) body = new Uint8Array(outcome.body);
     else if (outcome.body) stream = outcome.body;
     else if (status >= 500) body = 'Internal Server Error';
-    // The worker has dropped the hook's framing headers: the length said here is the body's own.
     for (let i = 0; i < outcome.headers.length; i += 2) {
       const name = outcome.headers[i]!;
       const value = outcome.headers[i + 1]!;
@@ -312,6 +311,7 @@ function write(edge: Edge, req: IncomingMessage, res: ServerResponse, outcome: O
       headers.push(name, value);
     }
   }
+  // The worker has dropped the hook's framing headers: the length said here is the body's own.
   if (body !== null) headers.push('content-length', String(typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength));
   if (outcome.cookie && 'set' in outcome.cookie) headers.push('set-cookie', edge.setCookie(outcome.cookie.set, secure));
   else if (outcome.cookie) headers.push('set-cookie', expiredSessionCookie(edge.cookie, secure));
@@ -327,17 +327,11 @@ function write(edge: Edge, req: IncomingMessage, res: ServerResponse, outcome: O
   }
   if (!source) {
     res.end(req.method === 'HEAD' ? undefined : (body ?? undefined));
-  } else if (req.method === 'HEAD') {
-    res.end();
-    source.cancel();
-  } else {
-    // The head leaves now, not with the first chunk: an event stream's client learns at once
-    // that it is connected.
-    res.flushHeaders();
-    void pumpBody(req, res, source, (cut) => {
-      edge.log.error({ event: 'stream-error', code: cut.code, err: { message: cut.message } }, 'the response body failed after its head was sent: connection closed');
-    });
+    return;
   }
+  streamBody(req, res, source, (cut) => {
+    edge.log.error({ event: 'stream-error', code: cut.code, err: { message: cut.message } }, 'the response body failed after its head was sent: connection closed');
+  });
 }
 
 /** A clean 500 when nothing was sent yet; otherwise the connection cannot be framed any more. */

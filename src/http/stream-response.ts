@@ -53,11 +53,27 @@ export function pulledFrom(pool: ContextPool, body: StreamedBody): ChunkSource {
 }
 
 /**
+ * Sends the body of `res`, whose head was just written: nothing for a HEAD (the stream is
+ * cancelled), else the head at once and then every chunk. `onCut` hears of a body that failed.
+ */
+export function streamBody(req: IncomingMessage, res: ServerResponse, source: ChunkSource, onCut: (cut: BodyCut) => void): void {
+  if (req.method === 'HEAD') {
+    res.end();
+    source.cancel();
+    return;
+  }
+  // The head leaves now, not with the first chunk: an event stream's client learns at once
+  // that it is connected.
+  res.flushHeaders();
+  void pumpBody(req, res, source, onCut);
+}
+
+/**
  * Pumps `source` into `res` (its head already written) until the end, the client's
  * disconnect (the source is cancelled) or a failure (the connection is destroyed and `onCut`
  * told). Never rejects.
  */
-export async function pumpBody(req: IncomingMessage, res: ServerResponse, source: ChunkSource, onCut: (cut: BodyCut) => void): Promise<void> {
+async function pumpBody(req: IncomingMessage, res: ServerResponse, source: ChunkSource, onCut: (cut: BodyCut) => void): Promise<void> {
   // The socket's close covers a response still queued behind a pipelined one, which may
   // never see a close of its own.
   const socket = req.socket;
