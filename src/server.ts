@@ -9,12 +9,14 @@ import type { DestinationStream } from 'pino';
 import { monotonicClock, type Clock } from './clock.ts';
 import type { ResidentConfig } from './config.ts';
 import { ContextPool } from './contexts/pool.ts';
+import type { StreamedBody } from './contexts/protocol.ts';
 import { Sessions, type Outcome } from './contexts/sessions.ts';
-import { ResidentError, isResidentError } from './errors.ts';
+import { ErrorCodes, ResidentError, isResidentError } from './errors.ts';
 import { readBody } from './http/body.ts';
 import { cameOverTls, clientIp, compileTrust } from './http/client-ip.ts';
 import { expiredSessionCookie, presentedSessionIds, sessionCookieWriter, setsCookieNamed, type CookieSettings } from './http/cookies.ts';
 import { PublicFiles } from './http/static.ts';
+import { pulledFrom, streamBody } from './http/stream-response.ts';
 import { parseTarget } from './http/target.ts';
 import { ID_HASH_SALT, createLogger, type Logger } from './log.ts';
 import { adminRoutes } from './ops/admin.ts';
@@ -56,6 +58,8 @@ export interface ResidentServer {
 interface Edge {
   config: ResidentConfig;
   sessions: Sessions;
+  /** Where a streamed response body is pulled from. */
+  pool: ContextPool;
   log: Logger;
   cookie: CookieSettings;
   setCookie: (id: string, secure: boolean) => string;
@@ -147,6 +151,7 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
   const edge: Edge = {
     config,
     sessions: activeSessions,
+    pool,
     log,
     cookie: { name: config.sessions.cookieName, timeout: config.sessions.cookieTimeout, sameSite: config.sessions.sameSite },
     setCookie: sessionCookieWriter({ name: config.sessions.cookieName, timeout: config.sessions.cookieTimeout, sameSite: config.sessions.sameSite }),
@@ -304,10 +309,12 @@ async function handle(edge: Edge, req: IncomingMessage, res: ServerResponse, exp
   }
 }
 
+/** The fixed body of an answer; a streamed one is pumped after the head (./http/stream-response.ts). */
 function write(edge: Edge, req: IncomingMessage, res: ServerResponse, outcome: Outcome, secure: boolean): void {
   const headers: string[] = [];
   let status: number;
-  let body: Uint8Array | string | null;
+  let body: Uint8Array | string | null = null;
+  let stream: StreamedBody | null = null;
   if (outcome.kind === 'error') {
     status = outcome.error.status || 500;
     body = outcome.error.publicMessage;
@@ -317,7 +324,9 @@ function write(edge: Edge, req: IncomingMessage, res: ServerResponse, outcome: O
     if (outcome.error.code === 'RESIDENT_ERR_BODY_TOO_LARGE') headers.push('connection', 'close');
   } else {
     status = outcome.status;
-    body = outcome.body ? new Uint8Array(outcome.body) : outcome.status >= 500 ? 'Internal Server Error' : null;
+    if (outcome.body instanceof ArrayBuffer) body = new Uint8Array(outcome.body);
+    else if (outcome.body) stream = outcome.body;
+    else if (status >= 500) body = 'Internal Server Error';
     for (let i = 0; i < outcome.headers.length; i += 2) {
       const name = outcome.headers[i]!;
       const value = outcome.headers[i + 1]!;
@@ -325,8 +334,37 @@ function write(edge: Edge, req: IncomingMessage, res: ServerResponse, outcome: O
       headers.push(name, value);
     }
   }
+  // The worker has dropped the hook's framing headers: the length said here is the body's own.
+  if (body !== null) headers.push('content-length', String(typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength));
   if (outcome.cookie && 'set' in outcome.cookie) headers.push('set-cookie', edge.setCookie(outcome.cookie.set, secure));
   else if (outcome.cookie) headers.push('set-cookie', expiredSessionCookie(edge.cookie, secure));
-  res.writeHead(status, headers);
-  res.end(req.method === 'HEAD' ? undefined : body ?? undefined);
+  const source = stream && pulledFrom(edge.pool, stream);
+  try {
+    res.writeHead(status, headers);
+  } catch (error) {
+    // The worker checks every header a hook gave; this is the last line of defence.
+    edge.log.error({ event: 'edge-error', err: error }, 'cannot write the response head: answering 500');
+    source?.cancel();
+    writeFailure(res);
+    return;
+  }
+  if (!source) {
+    res.end(req.method === 'HEAD' ? undefined : (body ?? undefined));
+    return;
+  }
+  streamBody(req, res, source, (cut) => {
+    edge.log.error({ event: 'stream-error', code: cut.code, err: { message: cut.message } }, 'the response body failed after its head was sent: connection closed');
+  });
+}
+
+/** A clean 500 when nothing was sent yet; otherwise the connection cannot be framed any more. */
+function writeFailure(res: ServerResponse): void {
+  const text = ErrorCodes.RESIDENT_ERR_HOOK_FAILED.message;
+  try {
+    if (res.headersSent) throw new Error('head already sent');
+    res.writeHead(500, 'Internal Server Error', ['content-type', TEXT, 'cache-control', 'no-store', 'content-length', String(Buffer.byteLength(text))]);
+    res.end(text);
+  } catch {
+    res.destroy();
+  }
 }

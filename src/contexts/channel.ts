@@ -32,6 +32,8 @@ export class WorkerChannel {
     this.threadId = threadId;
     this.#port = port;
     port.on('message', (batch: ReplyBatch) => {
+      // Closed from this side: whatever the thread still says arrives too late to count.
+      if (this.#closed) return;
       for (const [id, reply] of batch) {
         const pending = this.#pending.get(id);
         this.#pending.delete(id);
@@ -39,10 +41,7 @@ export class WorkerChannel {
       }
     });
     port.on('close', () => {
-      this.#closed = true;
-      const lost = [...this.#pending.values()];
-      this.#pending.clear();
-      for (const pending of lost) pending.reject(new WorkerLostError(threadId));
+      this.#failPending();
       onClose();
     });
     // The HTTP server keeps the process alive; an idle channel must not.
@@ -82,7 +81,16 @@ export class WorkerChannel {
     this.#port.postMessage(batch, transfer);
   }
 
+  #failPending(): void {
+    this.#closed = true;
+    const lost = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const pending of lost) pending.reject(new WorkerLostError(this.threadId));
+  }
+
+  /** Every task still waiting fails now, not when the port's close event comes. */
   close(): void {
+    this.#failPending();
     this.#port.close();
   }
 }

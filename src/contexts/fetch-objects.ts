@@ -30,14 +30,14 @@ function bodySource(response: Response): string | Uint8Array | undefined {
 }
 
 /**
- * The response body as one ArrayBuffer. A body built from a string or bytes is taken from its
- * source instead of being read back through its stream; anything else (a stream, a Blob, a
- * body already read) goes the standard way.
+ * The response body as one ArrayBuffer when it was built from a string or bytes (taken from its
+ * source, not read back through its stream), null when there is none, and undefined for any
+ * other body (a stream, a Blob, a fetch() body, one already read): that one is streamed.
  */
-export async function responseBody(response: Response): Promise<ArrayBuffer | null> {
+export function wholeBody(response: Response): ArrayBuffer | null | undefined {
   if (response.body === null) return null;
   const source = bodySource(response);
   if (typeof source === 'string') return encoder.encode(source).buffer as ArrayBuffer;
   if (source) return source.slice().buffer as ArrayBuffer;
-  return response.arrayBuffer();
+  return undefined;
 }

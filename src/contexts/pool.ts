@@ -48,6 +48,7 @@ export class ContextPool {
   /** Sends that found no connected thread (one was being replaced) wait here. */
   #waiting: Array<() => void> = [];
   #closed = false;
+  #closing: Promise<void> | null = null;
 
   constructor(threads: number, settings: WorkerSettings, events: PoolEvents) {
     this.#events = events;
@@ -114,6 +115,21 @@ export class ContextPool {
       await new Promise<void>((resolve) => this.#waiting.push(resolve));
       channel = this.#channelFor(route);
     }
+    return ContextPool.#send(channel, task, transfer);
+  }
+
+  /**
+   * Sends a task to the thread `threadId` itself, with no route: the pulls of a streamed
+   * response body go to the thread that holds the stream, and home no context there. Rejects
+   * with WorkerLostError when that thread is gone.
+   */
+  async toThread(threadId: number, task: WorkerTask): Promise<WorkerReply> {
+    const channel = this.#channels.get(threadId);
+    if (!channel) throw new WorkerLostError(threadId);
+    return ContextPool.#send(channel, task);
+  }
+
+  static async #send(channel: WorkerChannel, task: WorkerTask, transfer?: ArrayBuffer): Promise<WorkerReply> {
     const reply = await channel.send(task, transfer);
     if (reply.type === 'failed') throw new Error(`worker ${channel.threadId} failed a task: ${reply.error.message}`);
     return reply;
@@ -180,10 +196,19 @@ export class ContextPool {
     return replies.flatMap((reply) => (reply.type === 'stats' ? [{ threadId: reply.threadId, contexts: reply.contexts, heapUsed: reply.heapUsed }] : []));
   }
 
-  async close(): Promise<void> {
-    this.#closed = true;
-    for (const wake of this.#waiting.splice(0)) wake();
-    await this.#piscina.destroy();
+  /**
+   * Stops every thread. Tasks still waiting for a reply fail with WorkerLostError at once, so
+   * nothing a stopped thread was doing lands afterwards. Idempotent (shutdown may call it at
+   * its deadline, then the server once more).
+   */
+  close(): Promise<void> {
+    if (!this.#closing) {
+      this.#closed = true;
+      for (const wake of this.#waiting.splice(0)) wake();
+      for (const channel of this.#channels.values()) channel.close();
+      this.#closing = this.#piscina.destroy();
+    }
+    return this.#closing;
   }
 
   /** piscina's balancer, for control tasks only: the connect task names its thread. */

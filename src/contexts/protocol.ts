@@ -28,6 +28,19 @@ export interface WireRequest {
   body: ArrayBuffer | null;
 }
 
+/**
+ * A response body the worker keeps and the main thread pulls chunk by chunk (a stream, a Blob,
+ * a fetch() body): see ./body-streams.ts and ../http/stream-response.ts.
+ */
+export interface StreamedBody {
+  streamId: number;
+  /** The thread that holds the stream: pulls go there and nowhere else. */
+  threadId: number;
+}
+
+/** A response body as it crosses: whole bytes (a string or bytes body, transferred), a stream to pull, or none. */
+export type WireBody = ArrayBuffer | StreamedBody | null;
+
 export interface WireError {
   code: string;
   message: string;
@@ -52,14 +65,18 @@ export type WorkerTask =
   /** ctx.regenerate(): the context is known by `newId` from now on. */
   | { type: 'rename'; sessionId: string; newId: string }
   /** Report this worker's figures (sent to one worker through its route). */
-  | { type: 'stats'; sessionId: ''; /** Collect garbage first, when the process runs with --expose-gc (benchmarks). */ gc?: boolean };
+  | { type: 'stats'; sessionId: ''; /** Collect garbage first, when the process runs with --expose-gc (benchmarks). */ gc?: boolean }
+  /** The next chunk of a streamed response body (sent to the thread that holds it). */
+  | { type: 'pull'; streamId: number }
+  /** The client is gone: cancel the stream (its source's cancel() runs). */
+  | { type: 'cancel'; streamId: number };
 
 export type WorkerReply =
   | {
       type: 'response';
       status: number;
       headers: string[];
-      body: ArrayBuffer | null;
+      body: WireBody;
       /**
        * This request called ctx.close(): the context runs no further request, and waits for the
        * main thread's 'suspend' ('closed') and 'discard', which the main thread sends only after
@@ -88,6 +105,9 @@ export type WorkerReply =
   | { type: 'discarded' }
   | { type: 'renamed' }
   | { type: 'stats'; threadId: number; contexts: number; heapUsed: number }
+  /** A pulled chunk (transferred); null once the stream ended, or with `error` when it failed. */
+  | { type: 'chunk'; bytes: ArrayBuffer | null; error?: WireError }
+  | { type: 'cancelled' }
   /** The worker failed the task itself (a bug, not a hook error). */
   | { type: 'failed'; error: WireError };
 

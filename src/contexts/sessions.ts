@@ -17,13 +17,13 @@ import { withDeadline } from './deadline.ts';
 import { Directory, type SessionEntry } from './directory.ts';
 import { newSessionId } from './ids.ts';
 import type { ContextPool } from './pool.ts';
-import type { WireError, WireRequest, WorkerEvent, WorkerReply } from './protocol.ts';
+import type { WireBody, WireError, WireRequest, WorkerEvent, WorkerReply } from './protocol.ts';
 
 /** What the HTTP edge does with our cookie in the response. */
 export type CookieAction = { set: string } | { expire: true } | null;
 
 export type Outcome =
-  | { kind: 'reply'; status: number; headers: string[]; body: ArrayBuffer | null; cookie: CookieAction }
+  | { kind: 'reply'; status: number; headers: string[]; body: WireBody; cookie: CookieAction }
   | { kind: 'error'; error: ResidentError; cookie: CookieAction };
 
 /** Reasons that take a context out of memory and keep its memento. */
@@ -1111,58 +1111,89 @@ export class Sessions {
     }
   }
 
-  /** Resolves when no request is in flight, or after `timeoutMs`. */
+  /** Resolves when no request is in flight, or after `timeoutMs` (Infinity: only then). */
   #drained(timeoutMs: number): Promise<void> {
     if (this.#inFlight === 0) return Promise.resolve();
     return new Promise((resolve) => {
-      const timer = setTimeout(resolve, timeoutMs);
-      this.#idleWaiters.push(() => {
+      let timer: NodeJS.Timeout | undefined;
+      const wake = () => {
         clearTimeout(timer);
         resolve();
-      });
+      };
+      this.#idleWaiters.push(wake);
+      if (timeoutMs === Infinity) return;
+      timer = setTimeout(() => {
+        // Out of the waiters, so that polling does not pile them up.
+        this.#idleWaiters = this.#idleWaiters.filter((waiter) => waiter !== wake);
+        resolve();
+      }, timeoutMs);
     });
   }
 
   /**
-   * Suspends every live context with reason 'shutdown'. A suspend or resume already under way
-   * is waited for first; whatever it leaves live (an idle suspend that failed, a resume that
-   * completed) is suspended in the next round.
+   * Suspends every live context with reason 'shutdown', until none is left or `until.stopped`.
+   * A suspend or resume already under way is waited for first; whatever it leaves live (an idle
+   * suspend that failed, a resume that completed) is suspended in the next round. A context
+   * with a request in flight is suspended as soon as that request is answered (its hook
+   * returned: a body still streaming does not hold it).
    */
-  async #suspendAll(): Promise<void> {
-    for (;;) {
+  async #suspendAll(until: { stopped: boolean }): Promise<void> {
+    while (!until.stopped) {
       const pending: Promise<void>[] = [];
+      let busy = false;
       for (const entry of [...this.directory.live.values()]) {
         if (entry.gate) pending.push(entry.gate.catch(() => undefined));
-        else if (entry.state === 'live') pending.push(this.#startSuspend(entry, 'shutdown'));
+        else if (entry.state !== 'live') continue;
+        else if (entry.inFlight > 0) busy = true;
+        else pending.push(this.#startSuspend(entry, 'shutdown'));
       }
-      if (pending.length === 0) return;
-      await Promise.all(pending);
+      if (pending.length > 0) await Promise.all(pending);
+      // Nothing to suspend but busy contexts: look again when a request is answered.
+      else if (busy) await this.#drained(50);
+      else return;
     }
   }
 
   /**
-   * Graceful shutdown: finish requests in flight, then suspend every live context with reason
-   * 'shutdown'. Idempotent. Resolves with how many suspends were lost.
+   * Graceful shutdown within `deadlineMs` (0: no deadline). Requests in flight get at most half
+   * of it, so the other half is kept for the suspends however long a hook takes (issue 9); then
+   * every context without a request in flight is suspended with reason 'shutdown', and a busy
+   * one as soon as its request is answered. At the deadline the worker threads are stopped:
+   * a suspend still under way then lands (its memento was in hand) or ends with its thread,
+   * and `lost` counts exactly the contexts whose memento was not saved. Call it once.
    */
   async shutdown(deadlineMs: number): Promise<{ suspended: number; lost: number }> {
     this.#closing = true;
     for (const timer of this.#timers) clearInterval(timer);
-    const started = Date.now();
-    await this.#drained(deadlineMs);
+    const deadline = deadlineMs > 0 ? Date.now() + deadlineMs : Infinity;
+    await this.#drained(deadlineMs > 0 ? deadlineMs / 2 : Infinity);
     const before = { lost: this.counters.lostSuspends, done: this.counters.suspended.shutdown };
-    const remaining = Math.max(0, deadlineMs - (Date.now() - started));
+    const until = { stopped: false };
     let timer: NodeJS.Timeout | undefined;
     const timedOut = await Promise.race([
-      this.#suspendAll().then(() => false),
-      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), remaining))),
+      this.#suspendAll(until).then(() => false),
+      new Promise<boolean>((resolve) => {
+        if (deadline !== Infinity) timer = setTimeout(() => resolve(true), Math.max(0, deadline - Date.now()));
+      }),
     ]);
     clearTimeout(timer);
+    until.stopped = true;
     let lost = this.counters.lostSuspends - before.lost;
     if (timedOut) {
-      const stuck = [...this.directory.live.values()].filter((entry) => entry.state !== 'suspended').length;
-      lost += stuck;
-      this.#log.error({ event: 'shutdown-timeout', contexts: stuck }, 'shutdown deadline passed before every context was suspended');
+      // Not saved by the deadline: contexts still busy, and suspends under way (a slow hook).
+      const stuck = [...this.directory.live.values()];
+      const { suspended } = this.counters;
+      const saved = () => suspended.idle + suspended.evicted + suspended.admin + suspended.shutdown;
+      const savedBefore = saved();
+      await this.#pool.close();
+      await Promise.all(stuck.map((entry) => entry.gate?.catch(() => undefined)));
+      const unsaved = Math.max(0, stuck.length - (saved() - savedBefore));
+      lost += unsaved;
+      this.#log.error({ event: 'shutdown-timeout', contexts: unsaved }, 'shutdown deadline passed before every context was suspended');
     }
+    // Records of sessions that ended are deleted before the store closes: a close a client
+    // was told about must not come back after the restart.
+    await bounded(Promise.all(this.#deleting), 'the store deletes').catch(() => undefined);
     return { suspended: this.counters.suspended.shutdown - before.done, lost };
   }
 }

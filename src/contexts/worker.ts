@@ -10,14 +10,17 @@ import type { OnConnection, OnSessionSuspend, SuspendReason } from '../types.ts'
 import { LiveContext, setIdSalt } from './context.ts';
 import { HookContext, onRefusedEffect } from './hook-context.ts';
 import { withDeadline } from './deadline.ts';
-import { responseBody, toRequest } from './fetch-objects.ts';
+import { cancelBody, holdBody, pullBody } from './body-streams.ts';
+import { toRequest, wholeBody } from './fetch-objects.ts';
 import { decodeMemento, encodeMemento } from './memento.ts';
+import { wireHeaders } from './response-headers.ts';
 import {
   toWireError,
   type ConnectTask,
   type ContextInit,
   type ReplyBatch,
   type TaskBatch,
+  type WireBody,
   type WireError,
   type WorkerEvent,
   type WorkerReply,
@@ -71,17 +74,25 @@ onRefusedEffect((message) => report({ type: 'log', level: 'warn', msg: 'a hook a
 
 const contexts = new Map<string, LiveContext>();
 
-async function fromResponse(response: Response | undefined): Promise<{ status: number; headers: string[]; body: ArrayBuffer | null }> {
+/**
+ * The hook's Response as the main thread writes it: framing headers dropped (./response-headers.ts),
+ * a string or bytes body whole, any other body held here for the main thread to pull.
+ */
+function fromResponse(response: Response | undefined): { status: number; headers: string[]; body: WireBody } {
   if (response === undefined) return { status: 404, headers: ['content-type', 'text/plain; charset=utf-8'], body: new TextEncoder().encode('Not Found').buffer as ArrayBuffer };
-  if (!(response instanceof Response)) {
-    throw new ResidentError('RESIDENT_ERR_HOOK_FAILED', 'onConnection must return a Response or undefined');
+  if (!(response instanceof Response) || response.type === 'error') {
+    throw new ResidentError('RESIDENT_ERR_HOOK_FAILED', 'onConnection must return a Response (not Response.error()) or undefined');
   }
-  const headers: string[] = [];
-  for (const [name, value] of response.headers) {
-    if (name !== 'set-cookie') headers.push(name, value);
+  let headers: string[];
+  try {
+    headers = wireHeaders(response);
+  } catch (error) {
+    // Never sent: let its source (an upstream fetch, a file) stop.
+    response.body?.cancel().catch(() => {});
+    throw error;
   }
-  for (const cookie of response.headers.getSetCookie()) headers.push('set-cookie', cookie);
-  return { status: response.status, headers, body: await responseBody(response) };
+  const whole = wholeBody(response);
+  return { status: response.status, headers, body: whole === undefined ? { streamId: holdBody(response), threadId } : whole };
 }
 
 /** The generic answer to a failed hook: the details go to the log, never to the client (F1). */
@@ -147,7 +158,7 @@ async function handleRequest(ctx: LiveContext, task: Extract<WorkerTask, { type:
       'RESIDENT_ERR_HOOK_TIMEOUT',
       'onConnection',
     );
-    reply = { type: 'response', ...(await fromResponse(response)), closed: false, threadId };
+    reply = { type: 'response', ...fromResponse(response), closed: false, threadId };
     // Only a request that succeeded ends the context's first request: when the hook throws
     // while restoring a memento, the next request sees isNew (and saved) again (H4).
     ctx.endRequest();
@@ -193,6 +204,11 @@ async function dispatch(task: WorkerTask): Promise<WorkerReply> {
     if (task.gc) (globalThis as { gc?: () => void }).gc?.();
     return { type: 'stats', threadId, contexts: contexts.size, heapUsed: process.memoryUsage().heapUsed };
   }
+  if (task.type === 'pull') return pullBody(task.streamId);
+  if (task.type === 'cancel') {
+    cancelBody(task.streamId);
+    return { type: 'cancelled' };
+  }
   let hosted = contexts.get(task.sessionId);
   if (task.type === 'request') {
     let mementoError: WireError | undefined;
@@ -225,7 +241,8 @@ async function dispatch(task: WorkerTask): Promise<WorkerReply> {
 
 /**
  * Serves the main thread's channel: a batch of tasks in, each dispatched at once (contexts
- * keep their own order), replies sent back in batches as they complete, bodies transferred.
+ * keep their own order), replies sent back in batches as they complete, bodies and chunks
+ * transferred.
  */
 function attach(port: MessagePort): void {
   let outbox: ReplyBatch = [];
@@ -241,7 +258,8 @@ function attach(port: MessagePort): void {
   };
   const answer = (id: number, reply: WorkerReply) => {
     outbox.push([id, reply]);
-    if (reply.type === 'response' && reply.body) transfer.push(reply.body);
+    if (reply.type === 'response' && reply.body instanceof ArrayBuffer) transfer.push(reply.body);
+    else if (reply.type === 'chunk' && reply.bytes) transfer.push(reply.bytes);
     if (!scheduled) {
       scheduled = true;
       setImmediate(flush);

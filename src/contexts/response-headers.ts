@@ -1,0 +1,67 @@
+/**
+ * Which of a hook's Response headers reach the wire. Resident owns the framing (issue 9): the
+ * length and transfer coding of a response are node:http's, computed from the body actually
+ * sent, so a hook can never announce one length and send another and desync a keep-alive or
+ * pipelined connection. Runs in the worker, so the main thread never gets a head it cannot write.
+ */
+import * as zlib from 'node:zlib';
+import { ResidentError } from '../errors.ts';
+
+/**
+ * Hop-by-hop and framing headers (RFC 9110 §7.6.1, RFC 9112 §6–7): they describe one connection
+ * or one body's framing, and a hook's values (often copied from an upstream fetch()) describe
+ * another.
+ */
+const HOP_BY_HOP = new Set(['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'trailer', 'te', 'proxy-connection']);
+
+/** What node:http refuses in a header value (its checkInvalidHeaderChar): it would throw in writeHead. */
+const INVALID_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
+
+/**
+ * The content codings fetch() decodes (undici's fetch, lib/web/fetch/index.js): gzip, x-gzip,
+ * deflate and br everywhere; zstd from undici 7.11 on (Node 24), where node:zlib has it.
+ */
+const DECODED_BY_FETCH = new Set(['gzip', 'x-gzip', 'deflate', 'br', ...(fetchDecodesZstd() ? ['zstd'] : [])]);
+/** undici rejects a response with more codings than this, so none past it was decoded. */
+const MAX_CODINGS = 5;
+
+function fetchDecodesZstd(): boolean {
+  if (typeof (zlib as { createZstdDecompress?: unknown }).createZstdDecompress !== 'function') return false;
+  const [major = 0, minor = 0] = (process.versions.undici ?? '0.0').split('.').map(Number);
+  return major > 7 || (major === 7 && minor >= 11);
+}
+
+/**
+ * fetch() decodes a body when it knows every one of its codings, and then keeps the
+ * Content-Encoding header: relayed as is, it would label decoded bytes as compressed. A
+ * Response the hook built itself (type 'default') keeps the header: its bytes are what it says.
+ */
+function decodedByFetch(response: Response, contentEncoding: string): boolean {
+  if (response.type === 'default' || response.body === null) return false;
+  const codings = contentEncoding.toLowerCase().split(',');
+  return codings.length <= MAX_CODINGS && codings.every((coding) => DECODED_BY_FETCH.has(coding.trim()));
+}
+
+function checked(name: string, value: string): string {
+  if (INVALID_VALUE.test(value)) {
+    // The header is named; its value may be private and stays out of the log.
+    throw new ResidentError('RESIDENT_ERR_HOOK_FAILED', `onConnection returned a Response whose "${name}" header has a character HTTP cannot carry (a control character or one above U+00FF)`);
+  }
+  return value;
+}
+
+/**
+ * The Response's headers as a flat name, value list for writeHead, without the hop-by-hop and
+ * framing ones and without a Content-Encoding fetch() already undid. Throws
+ * RESIDENT_ERR_HOOK_FAILED naming a header whose value HTTP cannot carry.
+ */
+export function wireHeaders(response: Response): string[] {
+  const headers: string[] = [];
+  for (const [name, value] of response.headers) {
+    if (name === 'set-cookie' || HOP_BY_HOP.has(name)) continue;
+    if (name === 'content-encoding' && decodedByFetch(response, value)) continue;
+    headers.push(name, checked(name, value));
+  }
+  for (const cookie of response.headers.getSetCookie()) headers.push('set-cookie', checked('set-cookie', cookie));
+  return headers;
+}
