@@ -543,11 +543,14 @@ test('a cookie from another IP: ip_mismatches_total, and a 4xx request', async (
 
   const refused = await elsewhere.get('/inc');
   assert.equal(refused.status, 400);
-  assert.deepEqual(refused.setCookies, []);
+  assert.equal(refused.setCookies.length, 1, 'the 400 expires the cookie for its sender only (B1)');
+  assert.match(refused.setCookies[0]!, /^RSID=;.*Max-Age=0/i);
   const m = await scrape(t);
   assert.equal(sample(m, 'resident_ip_mismatches_total'), 1);
   assert.equal(sample(m, `${REQUESTS}_count`, { status: '4xx' }), 1);
   assert.equal(sample(m, 'resident_sessions_created_total'), 1, 'no session for the foreign request');
+  // The 400 expired the cookie for that sender: present it again, as a thief would.
+  elsewhere.cookie = home.cookie;
   await elsewhere.get('/inc');
   assert.equal(sample(await scrape(t), 'resident_ip_mismatches_total'), 2);
   // The session itself was untouched.

@@ -59,7 +59,7 @@ describe('durable stores, side by side', { concurrency: true }, () => {
           const thief = clientWith(t.url, ids[0], { localAddress: '127.0.0.2' });
           const stolen = await thief.get('/state');
           assert.equal(stolen.status, 400, stolen.text);
-          assert.deepEqual(cookieValues(stolen), [], 'no cookie for the thief');
+          assert.deepEqual(cookieValues(stolen), [''], 'the thief’s cookie is expired, never renewed or replaced (B1)');
           await thief.close();
 
           for (const [i, id] of ids.entries()) {
