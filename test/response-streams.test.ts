@@ -161,6 +161,14 @@ describe('streamed response bodies (issue 9, finding 5)', () => {
     const logged = await waitFor(() => t.logs.find((line) => line.event === 'stream-error'), 3000, 'the stream-error line');
     assert.equal(logged!.code, 'RESIDENT_ERR_HOOK_FAILED');
   });
+
+  test('a stream that fails before any of it was sent: a clean 500 with a length, the connection kept', async () => {
+    const { raw } = await rawUntilClosed(t.server.port, get('/stream-error-at-once') + get('/state', ['connection: close']));
+    assert.ok(raw.startsWith('HTTP/1.1 500 Internal Server Error'), raw.slice(0, 80));
+    assert.match(raw, /content-length: \d+/i);
+    assert.ok(!raw.includes('secret'));
+    assert.equal(raw.split('HTTP/1.1 ').length - 1, 2, 'the pipelined request after it is answered too');
+  });
 });
 
 test('a worker dying mid-stream destroys the client connection; the server keeps serving', async () => {

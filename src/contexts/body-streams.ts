@@ -9,9 +9,12 @@
 import { toWireError, type WorkerReply } from './protocol.ts';
 
 type ChunkReply = Extract<WorkerReply, { type: 'chunk' }>;
+type ReadResult = Awaited<ReturnType<ReadableStreamDefaultReader<unknown>['read']>>;
 
 interface Held {
   reader: ReadableStreamDefaultReader<unknown>;
+  /** Reads begun before the body was held (see readReady), taken before any new one. */
+  queued: Array<Promise<ReadResult>>;
   /** Cancels a stream nobody has pulled yet; cleared by the first pull. */
   unclaimed: NodeJS.Timeout | null;
 }
@@ -26,14 +29,71 @@ const UNCLAIMED_MS = 60_000;
 const held = new Map<number, Held>();
 let nextId = 1;
 
-/** Keeps `response`'s body for pulling; returns its stream ID. Throws when the body was already read. */
-export function holdBody(response: Response): number {
+/** What readReady found: the whole body, or a body still producing, with what it had ready. */
+export type ReadyBody = { whole: ArrayBuffer } | { reader: ReadableStreamDefaultReader<unknown>; ready: Uint8Array[]; pending: Promise<ReadResult> };
+
+/** Bytes read ahead at most before a body is streamed rather than sent whole. */
+const READ_AHEAD_BYTES = 1 << 20;
+/** Reads ahead at most (a source may enqueue empty chunks forever). */
+const READ_AHEAD_CHUNKS = 64;
+
+/**
+ * Reads what `response`'s body has ready without waiting on its source. A body built from a
+ * string or bytes has all of it at once and ends at once: it is sent whole, with a length, as
+ * on the fast path (Node 24's Response keeps its source private, so this is how such a body is
+ * told apart there). A body still producing after that is streamed, starting with what was read.
+ */
+export async function readReady(response: Response): Promise<ReadyBody> {
   if (response.bodyUsed || !response.body) throw new TypeError('the Response body was already read');
   const reader = response.body.getReader();
+  const ready: Uint8Array[] = [];
+  let size = 0;
+  try {
+    for (let reads = 1; ; reads++) {
+      const pending = reader.read();
+      // Seen by the pull that takes it; never an unhandled rejection meanwhile.
+      pending.catch(() => {});
+      const next = await Promise.race([pending, nextTurn()]);
+      if (next === NOT_YET || size > READ_AHEAD_BYTES || reads > READ_AHEAD_CHUNKS) return { reader, ready, pending };
+      if (next.done) return { whole: joined(ready, size) };
+      if (!(next.value instanceof Uint8Array)) throw new TypeError('the response body stream produced a chunk that is not a Uint8Array');
+      ready.push(next.value);
+      size += next.value.byteLength;
+    }
+  } catch (error) {
+    // Nothing was sent yet: the hook fails cleanly (500), and the source is told to stop.
+    reader.cancel(error).catch(() => {});
+    throw error;
+  }
+}
+
+const NOT_YET = Symbol('not yet');
+
+function nextTurn(): Promise<typeof NOT_YET> {
+  return new Promise((resolve) => setImmediate(resolve, NOT_YET));
+}
+
+function joined(chunks: Uint8Array[], size: number): ArrayBuffer {
+  const whole = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    whole.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return whole.buffer;
+}
+
+/** Keeps a body that is still producing for pulling; returns its stream ID. */
+export function holdBody(body: Extract<ReadyBody, { reader: unknown }>): number {
   const id = nextId++;
   const unclaimed = setTimeout(() => cancelBody(id), UNCLAIMED_MS);
   unclaimed.unref();
-  held.set(id, { reader, unclaimed });
+  // What was read ahead goes out first, as one chunk; then the read already under way (a read,
+  // once begun, must not be dropped).
+  const ahead = body.ready.reduce((size, chunk) => size + chunk.byteLength, 0);
+  const queued: Array<Promise<ReadResult>> = [body.pending];
+  if (ahead > 0) queued.unshift(Promise.resolve({ done: false, value: new Uint8Array(joined(body.ready, ahead)) }));
+  held.set(id, { reader: body.reader, queued, unclaimed });
   return id;
 }
 
@@ -47,7 +107,7 @@ export async function pullBody(id: number): Promise<ChunkReply> {
   }
   try {
     for (;;) {
-      const { done, value } = await entry.reader.read();
+      const { done, value } = await (entry.queued.shift() ?? entry.reader.read());
       if (done) {
         held.delete(id);
         return { type: 'chunk', bytes: null };

@@ -10,7 +10,7 @@ import type { OnConnection, OnSessionSuspend, SuspendReason } from '../types.ts'
 import { LiveContext, setIdSalt } from './context.ts';
 import { HookContext, onRefusedEffect } from './hook-context.ts';
 import { withDeadline } from './deadline.ts';
-import { cancelBody, holdBody, pullBody } from './body-streams.ts';
+import { cancelBody, holdBody, pullBody, readReady } from './body-streams.ts';
 import { toRequest, wholeBody } from './fetch-objects.ts';
 import { decodeMemento, encodeMemento } from './memento.ts';
 import { wireHeaders } from './response-headers.ts';
@@ -78,7 +78,7 @@ const contexts = new Map<string, LiveContext>();
  * The hook's Response as the main thread writes it: framing headers dropped (./response-headers.ts),
  * a string or bytes body whole, any other body held here for the main thread to pull.
  */
-function fromResponse(response: Response | undefined): { status: number; headers: string[]; body: WireBody } {
+async function fromResponse(response: Response | undefined): Promise<{ status: number; headers: string[]; body: WireBody }> {
   if (response === undefined) return { status: 404, headers: ['content-type', 'text/plain; charset=utf-8'], body: new TextEncoder().encode('Not Found').buffer as ArrayBuffer };
   if (!(response instanceof Response) || response.type === 'error') {
     throw new ResidentError('RESIDENT_ERR_HOOK_FAILED', 'onConnection must return a Response (not Response.error()) or undefined');
@@ -92,7 +92,9 @@ function fromResponse(response: Response | undefined): { status: number; headers
     throw error;
   }
   const whole = wholeBody(response);
-  return { status: response.status, headers, body: whole === undefined ? { streamId: holdBody(response), threadId } : whole };
+  if (whole !== undefined) return { status: response.status, headers, body: whole };
+  const ready = await readReady(response);
+  return { status: response.status, headers, body: 'whole' in ready ? ready.whole : { streamId: holdBody(ready), threadId } };
 }
 
 /** The generic answer to a failed hook: the details go to the log, never to the client (F1). */
@@ -158,7 +160,7 @@ async function handleRequest(ctx: LiveContext, task: Extract<WorkerTask, { type:
       'RESIDENT_ERR_HOOK_TIMEOUT',
       'onConnection',
     );
-    reply = { type: 'response', ...fromResponse(response), closed: false, threadId };
+    reply = { type: 'response', ...(await fromResponse(response)), closed: false, threadId };
     // Only a request that succeeded ends the context's first request: when the hook throws
     // while restoring a memento, the next request sees isNew (and saved) again (H4).
     ctx.endRequest();
