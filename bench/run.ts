@@ -14,7 +14,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { cpus, tmpdir, totalmem } from 'node:os';
-import { join, resolve } from 'node:path';
+import { delimiter, dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { request } from 'undici';
 import { Contender, PEERS, baseline, resident, type ContenderSpec } from './lib/contender.ts';
@@ -220,7 +220,10 @@ async function startup(): Promise<void> {
   for (let i = 0; i < tries; i++) {
     const port = await freePort();
     const started = performance.now();
-    const child = spawn('npm', ['start', '--silent'], { cwd: ROOT, env: { ...process.env, PORT: String(port) }, detached: true, stdio: 'ignore' });
+    // This Node first on PATH, so npm and the start script run on it like every other contender
+    // (npm still puts node_modules/.bin first: on Linux x64 that is the Node 24 npm installed).
+    const path = `${dirname(process.execPath)}${delimiter}${process.env.PATH ?? ''}`;
+    const child = spawn('npm', ['start', '--silent'], { cwd: ROOT, env: { ...process.env, PATH: path, PORT: String(port) }, detached: true, stdio: 'ignore' });
     for (;;) {
       try {
         const response = await request(`http://127.0.0.1:${port}/`);

@@ -5,6 +5,7 @@
  */
 export const ErrorCodes = {
   RESIDENT_ERR_INVALID_CONFIG: { status: 0, message: 'invalid configuration' },
+  RESIDENT_ERR_NODE_VERSION: { status: 0, message: 'this Node.js is too old' },
   RESIDENT_ERR_HOOK_LOAD: { status: 0, message: 'a hook module could not be loaded' },
   RESIDENT_ERR_HOOK_FAILED: { status: 500, message: 'Internal Server Error' },
   RESIDENT_ERR_HOOK_TIMEOUT: { status: 504, message: 'The request took too long to answer.' },

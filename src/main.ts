@@ -1,10 +1,12 @@
 /**
  * Command line: `tsx src/main.ts [--config PATH]`. PORT overrides the configured port, and
  * RESIDENT_ADMIN_TOKEN the admin token (a secret is better kept out of config.json).
- * Exit codes: 0 clean stop, 1 a suspend was lost at shutdown, 2 invalid configuration, hooks
- * that cannot load, a store that cannot open or a port that cannot be listened on (startServer
- * has stopped whatever it started: nothing listens then).
+ * Exit codes: 0 clean stop, 1 a suspend was lost at shutdown, 2 a Node.js older than 22.12,
+ * invalid configuration, hooks that cannot load, a store that cannot open or a port that cannot
+ * be listened on (startServer has stopped whatever it started: nothing listens then).
  */
+// First, so an older Node.js is refused before any other module runs.
+import './refuse-old-node.ts';
 import { relative } from 'node:path';
 import { parseArgs } from 'node:util';
 import ms from 'ms';

@@ -19,6 +19,7 @@ import { PublicFiles } from './http/static.ts';
 import { pulledFrom, streamBody } from './http/stream-response.ts';
 import { parseTarget } from './http/target.ts';
 import { ID_HASH_SALT, createLogger, type Logger } from './log.ts';
+import { assertSupportedNode } from './node-version.ts';
 import { adminRoutes } from './ops/admin.ts';
 import { StoreProbe, healthRoutes } from './ops/health.ts';
 import { Metrics } from './ops/metrics.ts';
@@ -75,6 +76,8 @@ interface Edge {
 const TEXT = 'text/plain; charset=utf-8';
 
 export async function startServer(options: StartOptions): Promise<ResidentServer> {
+  // For code that starts Resident without src/main.ts: the same refusal, as a rejection.
+  assertSupportedNode();
   const log = createLogger(options.config.log, options.logDestination);
   // What each step started, undone last first when a later step fails: a failed start leaves
   // nothing listening, no worker thread and the store closed, so the CLI can exit 2 cleanly.

@@ -37,7 +37,7 @@ export class PublicFiles {
     try {
       for (const entry of await readdir(this.#root, { recursive: true, withFileTypes: true })) {
         if (!entry.isFile()) continue;
-        const path = relative(this.#root, join(entry.parentPath ?? entry.path, entry.name));
+        const path = relative(this.#root, join(entry.parentPath, entry.name));
         // Dotfiles and files in dot-folders are never served.
         if (path.split(sep).some((part) => part.startsWith('.'))) continue;
         paths.add(`/${path.split(sep).join('/')}`);
