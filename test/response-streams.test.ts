@@ -91,6 +91,20 @@ describe('streamed response bodies (issue 9, finding 5)', () => {
     }
   });
 
+  test('a client gone before the hook returned its stream: the stream is cancelled at once (red team 2, H1)', async () => {
+    await new Promise<void>((resolve) => {
+      const socket = connect({ port: t.server.port, host: '127.0.0.1' });
+      socket.on('error', () => undefined);
+      socket.on('connect', () => socket.write(get('/endless?key=early&wait=400')));
+      setTimeout(() => {
+        socket.destroy();
+        resolve();
+      }, 100);
+    });
+    const observer = new Client(t.url);
+    await waitFor(() => cancelled(observer, 'early'), 5000, "the stream's cancel(), though its client left before the head");
+  });
+
   test('a client that disconnects mid-stream cancels the stream: its source sees cancel()', async () => {
     const { raw, closed } = await new Promise<{ raw: string; closed: boolean }>((resolve) => {
       const socket = connect({ port: t.server.port, host: '127.0.0.1' });

@@ -180,6 +180,11 @@ export class Sessions {
     if (storeSweepInterval > 0) this.#every(storeSweepInterval, () => void this.sweepStore());
   }
 
+  /** True once shutdown began. */
+  get closing(): boolean {
+    return this.#closing;
+  }
+
   #every(ms: number, job: () => void): void {
     const timer = setInterval(job, ms);
     timer.unref();

@@ -57,6 +57,12 @@ export function pulledFrom(pool: ContextPool, body: StreamedBody): ChunkSource {
  * cancelled), else the head at once and then every chunk. `onCut` hears of a body that failed.
  */
 export function streamBody(req: IncomingMessage, res: ServerResponse, source: ChunkSource, onCut: (cut: BodyCut) => void): void {
+  // The client left while the hook ran: its 'close' has fired already, and no pull would ever
+  // be cancelled by it. The stream is let go now.
+  if (res.destroyed || req.socket.destroyed) {
+    source.cancel();
+    return;
+  }
   if (req.method === 'HEAD') {
     res.end();
     source.cancel();
