@@ -6,6 +6,7 @@
  * queue moved on when the hook returned; the stream lives here until it ends, fails or is
  * cancelled, whatever happens to the context meanwhile.
  */
+import { joinedBytes } from '../bytes.ts';
 import { toWireError, type WorkerReply } from './protocol.ts';
 
 type ChunkReply = Extract<WorkerReply, { type: 'chunk' }>;
@@ -55,7 +56,7 @@ export async function readReady(response: Response): Promise<ReadyBody> {
       pending.catch(() => {});
       const next = await Promise.race([pending, nextTurn()]);
       if (next === NOT_YET || size > READ_AHEAD_BYTES || reads > READ_AHEAD_CHUNKS) return { reader, ready, pending };
-      if (next.done) return { whole: joined(ready, size) };
+      if (next.done) return { whole: joinedBytes(ready, size) };
       if (!(next.value instanceof Uint8Array)) throw new TypeError('the response body stream produced a chunk that is not a Uint8Array');
       ready.push(next.value);
       size += next.value.byteLength;
@@ -73,15 +74,6 @@ function nextTurn(): Promise<typeof NOT_YET> {
   return new Promise((resolve) => setImmediate(resolve, NOT_YET));
 }
 
-function joined(chunks: Uint8Array[], size: number): ArrayBuffer {
-  const whole = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    whole.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return whole.buffer;
-}
 
 /** Keeps a body that is still producing for pulling; returns its stream ID. */
 export function holdBody(body: Extract<ReadyBody, { reader: unknown }>): number {
@@ -92,7 +84,7 @@ export function holdBody(body: Extract<ReadyBody, { reader: unknown }>): number 
   // once begun, must not be dropped).
   const ahead = body.ready.reduce((size, chunk) => size + chunk.byteLength, 0);
   const queued: Array<Promise<ReadResult>> = [body.pending];
-  if (ahead > 0) queued.unshift(Promise.resolve({ done: false, value: new Uint8Array(joined(body.ready, ahead)) }));
+  if (ahead > 0) queued.unshift(Promise.resolve({ done: false, value: new Uint8Array(joinedBytes(body.ready, ahead)) }));
   held.set(id, { reader: body.reader, queued, unclaimed });
   return id;
 }

@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import { joinedBytes } from '../bytes.ts';
 import { ResidentError, isResidentError } from '../errors.ts';
 
 /**
@@ -29,13 +30,7 @@ export async function readBody(req: IncomingMessage, limit: number, goAhead?: ()
     throw error;
   }
   if (size === 0) return null;
-  const body = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    body.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return body.buffer;
+  return joinedBytes(chunks, size);
 }
 
 /** node:http fails a request whose connection closed before its body ended with ECONNRESET 'aborted'. */
