@@ -1,7 +1,7 @@
 /**
  * The HTTP edge, on the main thread: static files, the session cookie, the client IP, and
- * writing what the worker answered. Everything about a session's life is in
- * ./contexts/sessions.ts.
+ * writing what the worker answered. Everything about a session's life is in ./sessions/,
+ * behind the one call `sessions.serve(...)`.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -10,7 +10,7 @@ import { monotonicClock, type Clock } from './clock.ts';
 import type { ResidentConfig } from './config.ts';
 import { ContextPool } from './contexts/pool.ts';
 import type { StreamedBody } from './contexts/protocol.ts';
-import { Sessions, type Outcome } from './contexts/sessions.ts';
+import { Sessions, type Outcome } from './sessions/index.ts';
 import { ErrorCodes, ResidentError, isResidentError } from './errors.ts';
 import { readBody } from './http/body.ts';
 import { cameOverTls, clientIp, compileTrust } from './http/client-ip.ts';
@@ -130,9 +130,16 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
     const reason = error instanceof Error ? error.message : typeof error === 'object' && error !== null && 'message' in error ? String(error.message) : String(error);
     throw new ResidentError('RESIDENT_ERR_HOOK_LOAD', `Cannot load the hooks: ${reason}`, { cause: error });
   }
-  const activeSessions = new Sessions(config.sessions, config.store.sweepInterval, pool, store, options.clock ?? monotonicClock, log);
+  const activeSessions = new Sessions({
+    config: config.sessions,
+    storeSweepInterval: config.store.sweepInterval,
+    host: pool,
+    store,
+    clock: options.clock ?? monotonicClock,
+    log,
+  });
   sessions = activeSessions;
-  undo.push(() => activeSessions.shutdown(0));
+  undo.push(() => activeSessions.shutdown(0, () => pool.close()));
   // Records left expired by an earlier run go now, not one sweep interval from now.
   await activeSessions.sweepStore();
   metrics?.watch(activeSessions, pool, store.kind);
@@ -201,7 +208,7 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
     (stopping ??= (async () => {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
-      const result = await activeSessions.shutdown(config.limits.shutdownTimeout);
+      const result = await activeSessions.shutdown(config.limits.shutdownTimeout, () => pool.close());
       server.closeAllConnections();
       await closed;
       if (metricsServer) await closeListener(metricsServer);

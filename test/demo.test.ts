@@ -58,7 +58,7 @@ test('a suspended visitor comes back resumed with the cart restored', async () =
   const client = new Client(t.url);
   await client.get('/');
   await client.get('/cart/add', form({ sku: 'book' }));
-  await waitFor(() => t.server.sessions.directory.suspended.has(client.cookie!), 4000, 'the idle suspend');
+  await waitFor(() => (t.server.sessions.info(client.cookie!)?.state === 'suspended'), 4000, 'the idle suspend');
   const page = (await client.get('/')).text;
   assert.equal(cell(page, 'state'), 'resumed');
   assert.equal(cell(page, 'hits'), '2');

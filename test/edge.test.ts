@@ -218,7 +218,7 @@ test('A1/B10: X-Forwarded-Proto https from a trusted proxy adds Secure; from an 
 test('A3: a well-formed, never-issued ID is not adopted: 200, a new ID, and a warn line "unknown-id"', async () => {
   const forged = 'attacker_chosen_id_000';
   seenIds.add(forged);
-  const before = main.server.sessions.counters.created;
+  const before = main.server.sessions.stats.created;
   const reply = await withCookie(main, '/state', `RSID=${forged}`);
   assert.equal(reply.status, 200);
   const id = issuedId(reply);
@@ -226,7 +226,7 @@ test('A3: a well-formed, never-issued ID is not adopted: 200, a new ID, and a wa
   const body = state(reply);
   assert.equal(body.id, id);
   assert.equal(body.isNew, true);
-  assert.equal(main.server.sessions.counters.created, before + 1);
+  assert.equal(main.server.sessions.stats.created, before + 1);
   const line = await waitFor(
     () => logsWith(main, 'unknown-id').find((l) => (l.presented as string[] | undefined)?.includes(hashId(forged))),
     2000,
@@ -313,7 +313,7 @@ test('A6: bytes undici will not send (NUL, CR, LF, raw UTF-8) get 200 or 400, ne
 });
 
 test('A7: injection-shaped IDs start a new session (200)', async () => {
-  const before = main.server.sessions.counters.created;
+  const before = main.server.sessions.stats.created;
   const values = ['../../etc/passwd', '..%2f..%2fx', "x' OR 1=1--", '*', '?', 'a'.repeat(5 * 1024), '..\\..\\x', '${jndi:x}', 'RSID*'];
   for (const value of values) {
     const reply = await withCookie(main, '/state', `RSID=${value}`);
@@ -322,7 +322,7 @@ test('A7: injection-shaped IDs start a new session (200)', async () => {
     assert.notEqual(id, value);
     assert.equal(state(reply).isNew, true);
   }
-  assert.equal(main.server.sessions.counters.created, before + values.length);
+  assert.equal(main.server.sessions.stats.created, before + values.length);
   // Dropped by the shape check before any lookup: none is ever reported as a presented ID.
   const reported = new Set(logsWith(main, 'unknown-id').flatMap((line) => (line.presented as string[] | undefined) ?? []));
   for (const value of values) assert.ok(!reported.has(hashId(value)), `${value.slice(0, 40)} reached the session lookup`);
@@ -335,14 +335,14 @@ test('A8: duplicate RSID names: an unknown value never shadows the valid one, in
   const { id, owner } = await newSession(main);
   const unknown = 'unknown_but_wellformed';
   seenIds.add(unknown);
-  const created = main.server.sessions.counters.created;
+  const created = main.server.sessions.stats.created;
   const first = await withCookie(main, '/inc', `RSID=${unknown}; RSID=${id}`);
   assert.equal(issuedId(first), id, 'no new cookie ID');
   assert.deepEqual([state(first).id, state(first).n], [id, 2]);
   const second = await withCookie(main, '/inc', `RSID=${id}; RSID=${unknown}`);
   assert.equal(issuedId(second), id);
   assert.deepEqual([state(second).id, state(second).n], [id, 3]);
-  assert.equal(main.server.sessions.counters.created, created, 'never two contexts');
+  assert.equal(main.server.sessions.stats.created, created, 'never two contexts');
   assert.equal(state(await owner.get('/inc')).n, 4);
 });
 
@@ -406,11 +406,10 @@ function expiresCookieForSender(reply: Reply): void {
 test('B1: a cookie presented from another IP gets a short 400 that expires the cookie for that sender, the context untouched, and a warn line with both IPs', async () => {
   const { id, owner } = await newSession(main);
   assert.equal(state(await owner.get('/inc')).n, 2);
-  const entry = main.server.sessions.directory.get(id);
-  assert.ok(entry);
-  const lastActive = entry.lastActive;
+  const idleBefore = main.server.sessions.info(id)?.idleMs;
+  assert.ok(idleBefore !== undefined && idleBefore !== null);
   mainClock.advance(60_000);
-  const mismatchesBefore = main.server.sessions.counters.ipMismatches;
+  const mismatchesBefore = main.server.sessions.stats.ipMismatches;
 
   const attacker = client(main.url, '127.0.0.2');
   const stolen = await attacker.get('/inc', { headers: { cookie: `RSID=${id}` } });
@@ -419,8 +418,8 @@ test('B1: a cookie presented from another IP gets a short 400 that expires the c
   assert.match(String(stolen.headers['content-type']), /^text\/plain/);
   assert.ok(stolen.text.length > 0 && stolen.text.length < 200, `short body: ${stolen.text}`);
   assert.doesNotMatch(stolen.text, /\n\s+at |Error:|RESIDENT_ERR|127\.0\.0\.|node_modules|\.ts\b/);
-  assert.equal(main.server.sessions.counters.ipMismatches, mismatchesBefore + 1);
-  assert.equal(main.server.sessions.directory.get(id)?.lastActive, lastActive, 'no activity refresh');
+  assert.equal(main.server.sessions.stats.ipMismatches, mismatchesBefore + 1);
+  assert.equal(main.server.sessions.info(id)?.idleMs, idleBefore + 60_000, 'no activity refresh');
 
   const line = await waitFor(() => logsWith(main, 'ip-mismatch').find((l) => l.session === hashId(id)), 2000, 'the ip-mismatch log line');
   assert.ok(line);
@@ -608,11 +607,11 @@ test('D3: a slowloris socket gets 408 and is closed at headersTimeout while a no
 
 test('D4: a 20 KB Cookie header gets 431 and the server keeps serving', async () => {
   const { id, owner } = await newSession(main);
-  const created = main.server.sessions.counters.created;
+  const created = main.server.sessions.stats.created;
   const reply = await rawRequest(main.server.port, rawGet('/inc', [`Cookie: RSID=${id}; pad=${'x'.repeat(20_000)}`]));
   assert.equal(reply.status, 431, reply.raw.slice(0, 100));
   assert.equal(reply.closed, true);
-  assert.equal(main.server.sessions.counters.created, created, 'no context involved');
+  assert.equal(main.server.sessions.stats.created, created, 'no context involved');
   const viaUndici = await owner.get('/state', { headers: { cookie: `RSID=${id}; pad=${'y'.repeat(20_000)}` } });
   assert.equal(viaUndici.status, 431);
   assert.deepEqual(viaUndici.setCookies, []);
@@ -627,7 +626,7 @@ test('D6: a body over limits.maxBodySize gets 413 quickly (declared or streamed)
   const atLimit = await send(`${t.url}/echo`, { method: 'POST', body: 'z'.repeat(1024) });
   assert.equal(atLimit.json().body.length, 1024);
 
-  const created = t.server.sessions.counters.created;
+  const created = t.server.sessions.stats.created;
   const declared = await rawRequest(
     t.server.port,
     Buffer.concat([Buffer.from('POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10240\r\n\r\n', 'latin1'), Buffer.alloc(10240, 0x61)]),
@@ -657,7 +656,7 @@ test('D6: a body over limits.maxBodySize gets 413 quickly (declared or streamed)
   assert.equal(huge.status, 413, huge.raw.slice(0, 100));
   assert.equal(huge.closed, true, 'the connection is closed, not drained');
   assert.ok(huge.elapsed < 1000, `413 after ${huge.elapsed} ms`);
-  assert.equal(t.server.sessions.counters.created, created, 'no context for a refused body');
+  assert.equal(t.server.sessions.stats.created, created, 'no context for a refused body');
 
   assert.equal((await send(`${t.url}/echo`, { method: 'POST', body: 'still here' })).json().body, 'still here');
 });
@@ -679,8 +678,8 @@ test('D9: 200 other cookie pairs with RSID in the middle: the right session is f
 // Static files, enabled: false, 404
 
 test('static: /style.css is served without a cookie and without a context; HEAD works', async () => {
-  const created = main.server.sessions.counters.created;
-  const live = main.server.sessions.directory.live.size;
+  const created = main.server.sessions.stats.created;
+  const live = main.server.sessions.stats.live;
   const reply = await send(`${main.url}/style.css`);
   assert.equal(reply.status, 200);
   assert.equal(reply.text, 'body { font-family: sans-serif; }\n');
@@ -697,8 +696,8 @@ test('static: /style.css is served without a cookie and without a context; HEAD 
   const withJunk = await send(`${main.url}/style.css`, { headers: { cookie: 'RSID=attacker_chosen_id_001' } });
   assert.equal(withJunk.status, 200);
   assert.deepEqual(withJunk.setCookies, []);
-  assert.equal(main.server.sessions.counters.created, created, 'no session created for static files');
-  assert.equal(main.server.sessions.directory.live.size, live);
+  assert.equal(main.server.sessions.stats.created, created, 'no session created for static files');
+  assert.equal(main.server.sessions.stats.live, live);
 });
 
 test('static: a dotfile and path traversal are not served as files (they reach the hook: 404)', async () => {
@@ -732,7 +731,7 @@ test('issue point 9: sessions.enabled false: no Set-Cookie ever, a fresh context
   const again = await send(`${t.url}/inc`, { headers: { cookie: `RSID=${presented}` } });
   assert.deepEqual(again.setCookies, []);
   assert.equal(state(again).n, 1, 'a presented cookie selects nothing');
-  assert.equal(t.server.sessions.directory.live.size, 0, 'nothing kept after the response');
+  assert.equal(t.server.sessions.stats.live, 0, 'nothing kept after the response');
 });
 
 test('a hook returning undefined (unknown path) gives 404', async () => {
@@ -762,7 +761,7 @@ test('A13: no raw session ID issued or presented in this file ever appears in a 
   // The lines of the main server identify each session it created by that session's hash.
   const created = new Set(logsWith(main, 'created').map((line) => line.session));
   assert.ok(created.size > 10);
-  const issuedOnMain = [...seenIds].filter((id) => main.server.sessions.directory.get(id));
+  const issuedOnMain = [...seenIds].filter((id) => main.server.sessions.info(id));
   assert.ok(issuedOnMain.length > 5);
   for (const id of issuedOnMain) assert.ok(created.has(hashId(id)), 'a created line names the session by its hash');
   assert.ok(logsWith(main, 'unknown-id').length >= 2);

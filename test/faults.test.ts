@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { SessionEntry } from '../src/contexts/directory.ts';
+import type { SessionInfo } from '../src/sessions/index.ts';
 import { Client, fixtureState, waitFor, withServer, type FixtureState, type LogLine, type Reply, type TestServer } from './helpers.ts';
 import { hashId } from '../src/log.ts';
 
@@ -20,8 +20,8 @@ function setCookieLines(reply: Reply): string[] {
   return reply.setCookies.filter((line) => line.startsWith('RSID='));
 }
 
-function entryOf(t: TestServer, id: string): SessionEntry | undefined {
-  return t.server.sessions.directory.get(id);
+function entryOf(t: TestServer, id: string): SessionInfo | undefined {
+  return t.server.sessions.info(id);
 }
 
 function hashOf(t: TestServer, id: string): string {
@@ -115,11 +115,11 @@ test('faults inside a request (connectionTimeout 500ms)', async (s) => {
       assert.equal(next.threadId, first.threadId);
       assert.equal(next.n, 2);
       assert.equal(next.resumed, false);
-      assert.equal(t.server.sessions.counters.workersLost, 0);
+      assert.equal(t.server.sessions.stats.workersLost, 0);
     });
 
     await s.test('H6: close then throw: 500, the cookie expired, closed exactly once, the ID dead', async () => {
-      const { counters } = t.server.sessions;
+      const counters = t.server.sessions.stats;
       const closedBefore = counters.closed;
       const client = new Client(t.url);
       const first = await state(client, '/inc');
@@ -167,7 +167,7 @@ test('idle suspends whose hook fails (processTimeout 1s)', { concurrency: true }
         assert.equal(next.isNew, false);
         assert.equal(next.n, 1);
         assert.deepEqual((await client.get('/get')).json(), { value: 'x' });
-        assert.ok(t.server.sessions.counters.suspended.failed >= 1);
+        assert.ok(t.server.sessions.stats.suspended.failed >= 1);
       }),
 
       s.test('H1: a failed idle suspend is retried later and then succeeds (throw-once)', async () => {
@@ -253,7 +253,7 @@ test('H1/H3: shutdown while an idle suspend is failing counts the context as los
 
 test('H1: a forced (evicting) suspend that throws is logged and counted; the session resumes without a memento', async () => {
   await withServer({ sessions: { maxContexts: 1 } }, async (t) => {
-    const { counters } = t.server.sessions;
+    const counters = t.server.sessions.stats;
     const first = new Client(t.url);
     const f1 = await state(first, '/inc');
     await first.get('/mode?value=throw');
@@ -298,7 +298,7 @@ test('H1/C7: a request that waited on a forced suspend that failed keeps the con
     assert.equal(back.resumed, true);
     assert.equal(back.saved, undefined);
     assert.equal(back.n, 1);
-    await waitFor(() => t.server.sessions.counters.lostSuspends === 1, 2000, 'the counted loss');
+    await waitFor(() => t.server.sessions.stats.lostSuspends === 1, 2000, 'the counted loss');
     await sleep(100);
     // From here on the session lives in the context it resumed into.
     for (const n of [2, 3, 4]) {
@@ -309,7 +309,7 @@ test('H1/C7: a request that waited on a forced suspend that failed keeps the con
         'the resumed context was lost (a second resume, a lost write)',
       );
     }
-    assert.equal(t.server.sessions.counters.resumed, 1);
+    assert.equal(t.server.sessions.stats.resumed, 1);
   });
 });
 
@@ -317,7 +317,7 @@ test('H1/C7: a request that waited on a forced suspend that failed keeps the con
 
 test('F2: a worker thread dies: its requests settle once, it is replaced, its sessions resume, the other is untouched', async () => {
   await withServer({ workers: { threads: 2 } }, async (t) => {
-    const { counters } = t.server.sessions;
+    const counters = t.server.sessions.stats;
     const a = new Client(t.url);
     const a1 = await state(a, '/inc');
     const dying = a1.threadId;

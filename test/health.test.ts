@@ -148,8 +148,8 @@ describe('the probes on a healthy server', () => {
     assert.equal(head.text, '');
 
     const { sessions } = t.server;
-    assert.equal(sessions.counters.created, 0, 'no session created');
-    assert.equal(sessions.directory.live.size + sessions.directory.suspended.size, 0);
+    assert.equal(sessions.stats.created, 0, 'no session created');
+    assert.equal(sessions.stats.live + sessions.stats.suspending + sessions.stats.suspendedKnown, 0);
     assert.deepEqual(t.logs.filter((line) => line.event === 'created'), []);
   });
 
@@ -160,18 +160,18 @@ describe('the probes on a healthy server', () => {
     const first = await owner.get('/inc');
     assert.equal(first.status, 200);
     const id = owner.cookie!;
-    const entry = t.server.sessions.directory.get(id);
-    assert.ok(entry);
-    const { lastActive, requests } = entry;
+    const entry = t.server.sessions.info(id);
+    assert.ok(entry && entry.idleMs !== null);
+    const { idleMs, requests } = entry;
     clock.advance(60_000);
     for (const path of ['/healthz', '/readyz']) {
       const reply = await owner.get(path);
       assert.equal(reply.status, 200, path);
       probeBody(reply);
     }
-    assert.equal(entry.lastActive, lastActive, 'no activity refresh');
-    assert.equal(entry.requests, requests, 'the sessions layer never saw the probes');
-    assert.equal(t.server.sessions.counters.created, 1);
+    assert.equal(t.server.sessions.info(id)?.idleMs, idleMs + 60_000, 'no activity refresh');
+    assert.equal(t.server.sessions.info(id)?.requests, requests, 'the sessions layer never saw the probes');
+    assert.equal(t.server.sessions.stats.created, 1);
     assert.equal((await owner.get('/inc')).json().n, 2, 'the hook ran for /inc only');
   });
 
@@ -329,7 +329,7 @@ describe('readiness when something is down', () => {
     socket.on('error', () => {});
     await new Promise((resolve) => socket.once('connect', resolve));
     socket.write('GET /sleep?ms=800 HTTP/1.1\r\nHost: x\r\n\r\n');
-    await waitFor(() => t.server.sessions.directory.live.size === 1, 2000, 'the slow request under way');
+    await waitFor(() => t.server.sessions.stats.live === 1, 2000, 'the slow request under way');
     const stopping = t.close();
     await new Promise((resolve) => setTimeout(resolve, 50));
     socket.write('GET /readyz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
@@ -352,12 +352,12 @@ describe('health.enabled false', () => {
     assert.equal(health.setCookies.length, 1);
     const ready = await c.get('/readyz');
     assert.equal(ready.text, 'hook saw /readyz (2)', 'in the same session');
-    assert.equal(t.server.sessions.counters.created, 1);
+    assert.equal(t.server.sessions.stats.created, 1);
 
     // And the ops hook leaves the probes to the server when health is on.
     const on = await serverWith({ workers: { threads: 1 }, hooks: { onConnection: OPS_HOOK } });
     const probe = await send(`${on.url}/healthz`);
     assert.deepEqual(probeBody(probe), { status: 'ok' });
-    assert.equal(on.server.sessions.counters.created, 0);
+    assert.equal(on.server.sessions.stats.created, 0);
   });
 });

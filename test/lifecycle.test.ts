@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { BroadcastChannel } from 'node:worker_threads';
 import { after, test } from 'node:test';
 import { Agent } from 'undici';
-import type { SessionEntry } from '../src/contexts/directory.ts';
+import type { SessionInfo } from '../src/sessions/index.ts';
 import { Client, fixtureState, ManualClock, ROOT, send, waitFor, withServer, type FixtureState, type LogLine, type Reply, type TestServer } from './helpers.ts';
 import { hashId } from '../src/log.ts';
 import { SUSPEND_CALLS_CHANNEL, type SuspendCall } from './fixtures/lifecycle/recordingOnSessionSuspend.ts';
@@ -42,8 +42,8 @@ function setCookieValue(reply: Reply): string | undefined {
   return undefined;
 }
 
-function entryOf(t: TestServer, id: string): SessionEntry | undefined {
-  return t.server.sessions.directory.get(id);
+function entryOf(t: TestServer, id: string): SessionInfo | undefined {
+  return t.server.sessions.info(id);
 }
 
 function logsWith(t: TestServer, fields: Record<string, unknown>): LogLine[] {
@@ -165,13 +165,13 @@ test('contexts on one server: isolation, serialization, affinity, live objects, 
             restore();
           }
         }
-        const { counters } = t.server.sessions;
+        const counters = t.server.sessions.stats;
         assert.equal(counters.suspended.idle, 0);
         assert.equal(counters.expired, 0);
       });
 
       await s.test('close: ctx.close() expires the cookie, runs the hook with reason closed, the ID is dead (A4)', async () => {
-        const { counters } = t.server.sessions;
+        const counters = t.server.sessions.stats;
         const client = new Client(t.url);
         const first = await state(client, '/inc');
         const oldCookie = client.cookie!;
@@ -269,7 +269,7 @@ test('idle suspend on a real clock (processTimeout 1s): C4 and C9', async (s) =>
     { sessions: { processTimeout: '1s', cookieTimeout: '30m' }, hooks: { onSessionSuspend: RECORDING_SUSPEND } },
     async (t) => {
       await s.test('C4: suspended within a second of processTimeout, hook called once, memento comes back', async () => {
-        const { counters } = t.server.sessions;
+        const counters = t.server.sessions.stats;
         const client = new Client(t.url);
         await state(client, '/inc');
         const before = await state(client, '/inc');
@@ -281,7 +281,7 @@ test('idle suspend on a real clock (processTimeout 1s): C4 and C9', async (s) =>
         assert.ok(elapsed >= 1000, `suspended ${elapsed.toFixed(0)} ms after the last response, before processTimeout`);
         assert.ok(elapsed < 2100, `suspended only ${elapsed.toFixed(0)} ms after the last response`);
         assert.equal(counters.suspended.idle, 1);
-        assert.equal(t.server.sessions.directory.liveCount, 0);
+        assert.equal(t.server.sessions.stats.live, 0);
         const logged = logsWith(t, { event: 'suspended', reason: 'idle' });
         assert.equal(logged.length, 1);
         assert.equal(logged[0]!.session, hashId(entryOf(t, before.id)!.id));
@@ -348,7 +348,7 @@ test('C1/C2 (manual clock): the cookie is accepted until cookieTimeout after the
   await withServer(
     { sessions: { processTimeout: '10m', cookieTimeout: '20m' } },
     async (t) => {
-      const { counters } = t.server.sessions;
+      const counters = t.server.sessions.stats;
       const client = new Client(t.url);
       const first = await state(client, '/inc');
       const oldCookie = client.cookie!;
@@ -402,7 +402,7 @@ test('C1 (manual clock): a suspended session resumes within cookieTimeout and is
   await withServer(
     { sessions: { processTimeout: '5m', cookieTimeout: '20m' } },
     async (t) => {
-      const { counters } = t.server.sessions;
+      const counters = t.server.sessions.stats;
       const client = new Client(t.url);
       const first = await state(client, '/inc');
 
@@ -433,9 +433,9 @@ test('C1 (manual clock): a suspended session resumes within cookieTimeout and is
 
 test('C5: at the cap the least recently active idle context is suspended (evicted), not dropped', async () => {
   await withServer({ sessions: { maxContexts: 3 } }, async (t) => {
-    const { directory, counters } = t.server.sessions;
+    const counters = t.server.sessions.stats;
     let maxLive = 0;
-    const sampler = setInterval(() => (maxLive = Math.max(maxLive, directory.liveCount)), 1);
+    const sampler = setInterval(() => (maxLive = Math.max(maxLive, counters.live)), 1);
     try {
       const [a, b, c, d] = Array.from({ length: 4 }, () => new Client(t.url));
       const a1 = await state(a!, '/inc');
@@ -443,7 +443,7 @@ test('C5: at the cap the least recently active idle context is suspended (evicte
       const b2 = await state(b!, '/inc');
       const c1 = await state(c!, '/inc');
       await state(a!, '/inc'); // b is now the least recently active
-      assert.equal(directory.liveCount, 3);
+      assert.equal(counters.live, 3);
       const bHash = hashId(entryOf(t, b2.id)!.id);
 
       const d1 = await state(d!, '/inc');
@@ -480,7 +480,7 @@ test('C6: cap reached and every context busy: 503 with Retry-After, the busy one
     const b = new Client(t.url);
     let settled = 0;
     const slow = [a.get('/sleep?ms=1500'), b.get('/sleep?ms=1500')].map((p) => p.finally(() => settled++));
-    await waitFor(() => t.server.sessions.directory.liveCount === 2, 2000, 'two busy contexts');
+    await waitFor(() => t.server.sessions.stats.live === 2, 2000, 'two busy contexts');
     const refused = await new Client(t.url).get('/state');
     assert.equal(settled, 0, 'the refusal came while both requests were in flight');
     assert.equal(refused.status, 503);
@@ -492,8 +492,8 @@ test('C6: cap reached and every context busy: 503 with Retry-After, the busy one
       assert.equal(reply.status, 200);
       assert.equal(reply.json<State>().n, 0);
     }
-    assert.equal(t.server.sessions.counters.suspended.evicted, 0, 'no busy context was evicted');
-    assert.equal(t.server.sessions.counters.created, 2);
+    assert.equal(t.server.sessions.stats.suspended.evicted, 0, 'no busy context was evicted');
+    assert.equal(t.server.sessions.stats.created, 2);
   });
 });
 
@@ -503,7 +503,7 @@ test('C7: requests racing an idle suspend are served in order, with no lost writ
     { sessions: { processTimeout: '1s' }, hooks: { onConnection: RESTORING_CONNECTION } },
     async (t) => {
       const { sessions } = t.server;
-      const { counters, directory } = sessions;
+      const counters = sessions.stats;
       const client = new Client(t.url);
       const first = await state(client, '/inc');
       let acked = first.n;
@@ -541,7 +541,7 @@ test('C7: requests racing an idle suspend are served in order, with no lost writ
             fire();
             let answered = false;
             void Promise.all(requests).then(() => (answered = true));
-            while (!answered && !(directory.get(first.id)!.inFlight > 0)) await new Promise((resolve) => setImmediate(resolve));
+            while (!answered && !(sessions.info(first.id)!.inFlight > 0)) await new Promise((resolve) => setImmediate(resolve));
             admitted = !answered;
             clock.advance(1100);
             sessions.sweep();
@@ -570,25 +570,25 @@ test('C7: requests racing an idle suspend are served in order, with no lost writ
 
         await waitFor(
           () => {
-            const entry = directory.get(first.id);
-            return entry && entry.gate === null && entry.state !== 'suspending';
+            const entry = sessions.info(first.id);
+            return entry && !entry.transitioning && entry.state !== 'suspending';
           },
           2000,
           'a settled session',
         );
-        const entry = directory.get(first.id)!;
-        assert.equal(directory.live.size + directory.suspended.size, 1, `iteration ${i}: more than one entry`);
+        const entry = sessions.info(first.id)!;
+        assert.equal(counters.live + counters.suspending + counters.suspendedKnown, 1, `iteration ${i}: more than one entry`);
         if (admitted) assert.equal(entry.state, 'live', `iteration ${i}: suspended although a request was in flight`);
         if (entry.state === 'live') {
-          assert.equal(directory.liveCount, 1);
+          assert.equal(counters.live, 1);
           assert.equal(counters.resumed, counters.suspended.idle, `iteration ${i}: resumes and suspends out of step`);
         } else {
           assert.equal(entry.state, 'suspended');
-          assert.equal(directory.liveCount, 0);
+          assert.equal(counters.live, 0);
           assert.equal(counters.resumed, counters.suspended.idle - 1, `iteration ${i}: resumes and suspends out of step`);
         }
         const homed = [...t.server.pool.homedCounts.values()].reduce((x, y) => x + y, 0);
-        assert.equal(homed, directory.liveCount, `iteration ${i}: ${homed} contexts homed on workers`);
+        assert.equal(homed, counters.live, `iteration ${i}: ${homed} contexts homed on workers`);
       }
       assert.equal(counters.created, 1);
       assert.equal(counters.suspended.failed, 0);
@@ -612,7 +612,7 @@ test('shutdown (issue point 8): every live context is suspended with reason shut
     const ids = [(await state(a, '/inc')).id, (await state(b, '/inc')).id];
     // c's first request is still running when shutdown begins: it is finished, not cut.
     const inFlight = c.get('/sleep?ms=300');
-    await waitFor(() => t.server.sessions.directory.liveCount === 3, 2000, 'three live contexts');
+    await waitFor(() => t.server.sessions.stats.live === 3, 2000, 'three live contexts');
     const first = t.server.shutdown();
     const second = t.server.shutdown();
     const cReply = await inFlight;
@@ -624,7 +624,7 @@ test('shutdown (issue point 8): every live context is suspended with reason shut
     assert.deepEqual(await t.server.shutdown(), result, 'idempotent');
     await waitFor(() => ids.every((id) => suspendCalls.reasons(id).length >= 1), 2000, 'three hook calls');
     for (const id of ids) assert.deepEqual(suspendCalls.reasons(id), ['shutdown']);
-    assert.equal(t.server.sessions.counters.suspended.shutdown, 3);
+    assert.equal(t.server.sessions.stats.suspended.shutdown, 3);
     await assert.rejects(new Client(t.url).get('/state'), 'the server no longer listens');
   });
 });

@@ -249,7 +249,7 @@ describe('shutdown keeps time for suspends (E3, issue 9 finding 5)', () => {
     await withDurableServer({ limits: { shutdownTimeout: '3s' } }, async (t, stored) => {
       const ids = await sessions(t, 20);
       const slow = new Client(t.url).get('/sleep?ms=60000').catch((error: Error) => error);
-      await waitFor(() => t.server.sessions.directory.liveCount === 21, 5000, 'the slow request in flight');
+      await waitFor(() => t.server.sessions.stats.live === 21, 5000, 'the slow request in flight');
       const started = Date.now();
       const result = await t.server.shutdown();
       const took = Date.now() - started;

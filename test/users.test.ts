@@ -13,7 +13,7 @@ import { after, describe, test } from 'node:test';
 import type { ResidentConfigInput } from '../src/config.ts';
 import { decodeMemento, encodeMemento } from '../src/contexts/memento.ts';
 import { newSessionId } from '../src/contexts/ids.ts';
-import type { SessionInfo } from '../src/contexts/sessions.ts';
+import type { SessionInfo } from '../src/sessions/index.ts';
 import { hashId } from '../src/log.ts';
 import { MemoryStore } from '../src/stores/memory.ts';
 import type { ListQuery, SessionRecord, SessionSummary } from '../src/stores/store.ts';
@@ -260,9 +260,9 @@ describe('ctx.regenerate() (A5)', { timeout: 60_000 }, () => {
     const replay2 = await stateOf(withCookie(t.url, oldId));
     assert.ok(![oldId, newId, replay.id].includes(replay2.id), 'the old ID is never adopted');
 
-    assert.equal(t.server.sessions.directory.get(oldId), undefined);
-    assert.equal(t.server.sessions.directory.get(newId)?.state, 'live');
-    assert.equal(t.server.sessions.counters.regenerated, 1);
+    assert.equal(t.server.sessions.info(oldId), undefined);
+    assert.equal(t.server.sessions.info(newId)?.state, 'live');
+    assert.equal(t.server.sessions.stats.regenerated, 1);
     // The regenerated client carries on undisturbed.
     const later = await stateOf(client);
     assert.equal(later.id, newId);
@@ -288,8 +288,8 @@ describe('ctx.regenerate() (A5)', { timeout: 60_000 }, () => {
     const client = new Client(t.url);
     const first = await stateOf(client);
     const oldId = client.cookie!;
-    const entry = sessions.directory.get(oldId)!;
-    const admitted = () => entry.requests - 1; // requests admitted after the first one
+    // Read under the old ID for as long as it names the session (until the regenerate runs).
+    const admitted = () => sessions.info(oldId)!.requests! - 1; // requests admitted after the first one
     const asOld = (ms: number) => send(`${t.url}/slow-inc?ms=${ms}`, { headers: { cookie: `RSID=${oldId}` } });
 
     // Five queued before the regenerate, five after it, all presenting the old cookie and all
@@ -300,8 +300,8 @@ describe('ctx.regenerate() (A5)', { timeout: 60_000 }, () => {
     await waitFor(() => admitted() === 6, 5000, 'the regenerate admitted');
     const afterwards = Array.from({ length: 5 }, () => asOld(20));
     await waitFor(() => admitted() === 10 + 1, 5000, `the last five admitted (admitted: ${admitted()})`);
-    assert.equal(entry.id, oldId, 'still the old ID while the regenerate waits its turn');
-    assert.equal(entry.inFlight, 11, 'all eleven in flight at once');
+    assert.equal(sessions.info(oldId)?.id, oldId, 'still the old ID while the regenerate waits its turn');
+    assert.equal(sessions.info(oldId)?.inFlight, 11, 'all eleven in flight at once');
 
     const early = await Promise.all(before);
     const regenReply = await regen;
@@ -329,7 +329,7 @@ describe('ctx.regenerate() (A5)', { timeout: 60_000 }, () => {
     assert.equal(next.n, 10);
     assert.equal(next.born, first.born);
     // No request was lost to a 'gone' context and retried as a new session.
-    assert.equal(sessions.counters.created, 1, 'no other session was created');
+    assert.equal(sessions.stats.created, 1, 'no other session was created');
     assert.equal(t.logs.filter((line) => line.event === 'worker-lost' || line.event === 'hook-error').length, 0);
     assertNoRawIds(t, [oldId, newId]);
     await stop(t);
@@ -401,7 +401,7 @@ describe('ctx.regenerate() (A5)', { timeout: 60_000 }, () => {
       assert.ok(gone.id !== oldId && gone.id !== newId);
       assert.equal(gone.resumed, false);
       assert.equal(gone.n, 0);
-      assert.equal(t2.server.sessions.counters.adopted, 1, 'only the new ID was found in the store');
+      assert.equal(t2.server.sessions.stats.adopted, 1, 'only the new ID was found in the store');
       await stop(t2);
     });
   }
@@ -470,14 +470,14 @@ describe('ctx.regenerate() (A5)', { timeout: 60_000 }, () => {
     // 1. The delete of the old record hangs: a request with the old ID meanwhile starts afresh.
     const slow = await resumedOnce();
     const slowOld = slow.cookie!;
-    const adoptedBefore = sessions.counters.adopted;
+    const adoptedBefore = sessions.stats.adopted;
     const held = store.holdDeletes();
     const regen = slow.get('/regenerate');
     await waitFor(() => store.heldDeletes > 0, 5000, 'the move reaching the delete');
     const replay = await stateOf(withCookie(t.url, slowOld), '/inc');
     assert.notEqual(replay.id, slowOld, 'the old ID was not adopted from its record');
     assert.equal(replay.n, 1, 'a fresh context');
-    assert.equal(sessions.counters.adopted, adoptedBefore);
+    assert.equal(sessions.stats.adopted, adoptedBefore);
     held.release();
     const regenReply = await regen;
     assert.equal(regenReply.status, 200);
@@ -544,8 +544,8 @@ describe('sessions of a user', { timeout: 60_000 }, () => {
       assert.equal(listed[0]!.state, 'suspended');
       assert.equal(listed[0]!.requests, null, 'a session this process has not seen');
       assert.equal(listed[0]!.userId, 'alice');
-      assert.equal(sessions.directory.get(storeOnly.alice), undefined, 'listing did not adopt it');
-      assert.equal(sessions.counters.adopted, 0);
+      assert.equal(sessions.info(storeOnly.alice), undefined, 'listing did not adopt it');
+      assert.equal(sessions.stats.adopted, 0);
 
       const live = new Client(t.url);
       const suspended = new Client(t.url);
@@ -667,7 +667,7 @@ describe('sessions of a user', { timeout: 60_000 }, () => {
     const id = client.cookie!;
     assert.equal(await t.server.sessions.closeSession(id, 'test'), true);
     await suspendCalls.expect(id, ['closed']);
-    assert.equal(t.server.sessions.directory.get(id), undefined);
+    assert.equal(t.server.sessions.info(id), undefined);
     assert.deepEqual(await idsOf(t, 'carol'), []);
     const next = await stateOf(client);
     assert.notEqual(next.id, id);
@@ -694,7 +694,7 @@ describe('sessions of a user', { timeout: 60_000 }, () => {
     });
     for (const id of ids) {
       await suspendCalls.expect(id, ['closed']);
-      assert.equal(t.server.sessions.directory.get(id), undefined, 'closed though the store listing failed');
+      assert.equal(t.server.sessions.info(id), undefined, 'closed though the store listing failed');
     }
     store.failLists(false);
     assert.deepEqual(await idsOf(t, 'dave'), []);

@@ -38,13 +38,8 @@ serveControl(server.port, {
     const gc = command.gc === true;
     if (gc) (globalThis as { gc?: () => void }).gc?.();
     const workers = await server.pool.workerStats({ gc });
-    return {
-      sessions: server.sessions.directory.live.size + server.sessions.directory.suspended.size,
-      live: server.sessions.directory.liveCount,
-      ...memory(),
-      workers,
-      counters: server.sessions.counters,
-    };
+    const { live, suspending, suspendedKnown, ...counters } = server.sessions.stats;
+    return { sessions: live + suspending + suspendedKnown, live, ...memory(), workers, counters };
   },
   async shutdown() {
     const started = performance.now();

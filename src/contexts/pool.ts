@@ -5,9 +5,10 @@
  * piscina run (a task object, an async resource, a wake-up per message) was the largest
  * main-thread cost after socket writes (bench/ profile, BENCHMARKS.md).
  *
- * Affinity is ours: a context's home is the thread id in its Route for its whole life. A new
- * context goes to the thread holding the fewest. piscina's balancer only routes the control
- * tasks (readiness, channel hand-over) to the thread they are for.
+ * Affinity is ours: the pool places a new context on the thread holding the fewest and
+ * reports that thread; the sessions keep it as the context's home for its whole life and send
+ * its tasks there (src/sessions/host.ts is the contract). piscina's balancer only routes the
+ * control tasks (readiness, channel hand-over) to the thread they are for.
  */
 import { fileURLToPath } from 'node:url';
 import { MessageChannel } from 'node:worker_threads';
@@ -16,13 +17,9 @@ import type { PiscinaTask } from 'piscina';
 import { WorkerChannel, WorkerLostError } from './channel.ts';
 import type { ConnectTask, WorkerEvent, WorkerReply, WorkerTask } from './protocol.ts';
 import type { WorkerSettings } from './worker.ts';
+import type { ContextHost } from '../sessions/host.ts';
 
 export { WorkerLostError };
-
-/** Where a context lives: read on every send, written when a home is picked. */
-export interface Route {
-  workerId: number | null;
-}
 
 interface BalancedWorker {
   id: number;
@@ -39,7 +36,7 @@ const WORKER_ENTRY = fileURLToPath(new URL('./worker-entry.mjs', import.meta.url
 /** A thread that loaded the hooks but never took its channel has failed to start. */
 const CONNECT_TIMEOUT_MS = 10_000;
 
-export class ContextPool {
+export class ContextPool implements ContextHost {
   readonly #piscina: Piscina<WorkerTask | ConnectTask, WorkerReply | { type: 'connected' }>;
   readonly #channels = new Map<number, WorkerChannel>();
   /** Contexts homed per worker id. */
@@ -105,15 +102,52 @@ export class ContextPool {
   }
 
   /**
-   * Sends a task to the home thread of `route`, picking one (the thread holding the fewest
-   * contexts) if it has none; a task without a route goes to the least busy thread.
+   * The home for a new context: the connected thread holding the fewest, counted there at
+   * once. Undefined while no thread is connected (one is being replaced): see `connected`.
+   * The caller keeps the answer; the pool writes no session field.
    */
-  async run(task: WorkerTask, route: Route | null, transfer?: ArrayBuffer): Promise<WorkerReply> {
-    let channel = this.#channelFor(route);
+  place(): number | undefined {
+    let best: number | undefined;
+    let bestCount = Infinity;
+    for (const threadId of this.#channels.keys()) {
+      const count = this.#homed.get(threadId) ?? 0;
+      if (count < bestCount) {
+        best = threadId;
+        bestCount = count;
+      }
+    }
+    if (best !== undefined) this.#homed.set(best, bestCount + 1);
+    return best;
+  }
+
+  /** Resolves once some thread is connected, or the pool is closed. */
+  connected(): Promise<void> {
+    if (this.#channels.size > 0 || this.#closed) return Promise.resolve();
+    return new Promise<void>((resolve) => this.#waiting.push(resolve));
+  }
+
+  /** A context homed on `threadId` left it. */
+  release(threadId: number): void {
+    const count = this.#homed.get(threadId);
+    if (count !== undefined) this.#homed.set(threadId, Math.max(0, count - 1));
+  }
+
+  /**
+   * Sends a task to thread `threadId`, or to the least busy thread when null. A thread that is
+   * gone took its contexts with it: a task for it is answered 'gone' at once (the session
+   * resumes from its memento), never sent to another thread that holds no such context.
+   */
+  async run(task: WorkerTask, threadId: number | null, transfer?: ArrayBuffer): Promise<WorkerReply> {
+    if (threadId !== null) {
+      const home = this.#channels.get(threadId);
+      if (!home) return { type: 'gone' };
+      return ContextPool.#send(home, task, transfer);
+    }
+    let channel = this.#leastBusy();
     while (!channel) {
       if (this.#closed) throw new WorkerLostError(-1);
-      await new Promise<void>((resolve) => this.#waiting.push(resolve));
-      channel = this.#channelFor(route);
+      await this.connected();
+      channel = this.#leastBusy();
     }
     return ContextPool.#send(channel, task, transfer);
   }
@@ -135,36 +169,10 @@ export class ContextPool {
     return reply;
   }
 
-  #channelFor(route: Route | null): WorkerChannel | undefined {
-    if (route?.workerId != null) {
-      const home = this.#channels.get(route.workerId);
-      if (home) return home;
-      // The home thread is gone: the context went with it. Its next task finds no context on
-      // the new home and says so ('gone'), and the session resumes from its memento.
-      this.release(route);
-    }
+  #leastBusy(): WorkerChannel | undefined {
     let best: WorkerChannel | undefined;
-    let bestLoad = Infinity;
-    for (const channel of this.#channels.values()) {
-      const load = route ? (this.#homed.get(channel.threadId) ?? 0) : channel.inFlight;
-      if (load < bestLoad) {
-        best = channel;
-        bestLoad = load;
-      }
-    }
-    if (best && route) {
-      route.workerId = best.threadId;
-      this.#homed.set(best.threadId, bestLoad + 1);
-    }
+    for (const channel of this.#channels.values()) if (!best || channel.inFlight < best.inFlight) best = channel;
     return best;
-  }
-
-  /** The context behind `route` left its worker: forget its home. */
-  release(route: Route): void {
-    if (route.workerId === null) return;
-    const count = this.#homed.get(route.workerId);
-    if (count !== undefined) this.#homed.set(route.workerId, Math.max(0, count - 1));
-    route.workerId = null;
   }
 
   /** Live contexts per worker thread id. */

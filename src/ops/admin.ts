@@ -12,7 +12,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ContextPool } from '../contexts/pool.ts';
-import { storedInfo, type SessionInfo, type Sessions } from '../contexts/sessions.ts';
+import { storedInfo, type SessionInfo, type Sessions } from '../sessions/index.ts';
 import type { RequestTarget } from '../http/target.ts';
 import { hashId, type Logger } from '../log.ts';
 import type { ContextStore } from '../stores/store.ts';
@@ -109,14 +109,9 @@ export function adminRoutes(sources: AdminSources): OpsRoute {
     const limit = pageSize(url);
     const start = Number(url.searchParams.get('cursor') ?? 0);
     if (!Number.isInteger(start) || start < 0) throw new HttpError(400, 'cursor must be the "next" value of the previous page');
-    const page: SessionView[] = [];
-    let index = 0;
-    for (const entry of sessions.directory.live.values()) {
-      if (index++ < start) continue;
-      if (page.length === limit) break;
-      page.push(view(sessions.info(entry)));
-    }
-    const next = start + page.length < sessions.directory.live.size ? String(start + page.length) : null;
+    const page = sessions.list({ state: 'live', start, limit }).map(view);
+    const { live, suspending } = sessions.stats;
+    const next = start + page.length < live + suspending ? String(start + page.length) : null;
     return { sessions: page, next };
   };
 
@@ -127,9 +122,9 @@ export function adminRoutes(sources: AdminSources): OpsRoute {
     const stored = await store.list({ after, limit });
     const page: SessionView[] = [];
     for (const summary of stored) {
-      const known = sessions.directory.get(summary.id);
+      const known = sessions.info(summary.id);
       if (known && known.state !== 'suspended') continue;
-      page.push(view(known ? { ...sessions.info(known), mementoBytes: summary.mementoBytes } : storedInfo(summary)));
+      page.push(view(known ? { ...known, mementoBytes: summary.mementoBytes } : storedInfo(summary)));
     }
     // The store pages by ID, but a cursor holding an ID would show one: it holds the handle
     // of the last ID read instead, resolved back when the next page is asked for.
@@ -138,10 +133,10 @@ export function adminRoutes(sources: AdminSources): OpsRoute {
   };
 
   const overview = () => {
-    const { counters, directory } = sessions;
+    const { live, suspending: _suspending, suspendedKnown, inFlight: _inFlight, ...counters } = sessions.stats;
     return {
       store: store.kind,
-      sessions: { live: directory.liveCount, suspendedKnown: directory.suspended.size },
+      sessions: { live, suspendedKnown },
       workers: pool.workerLoad(),
       counters,
     };

@@ -11,7 +11,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
 import type { ContextPool } from '../contexts/pool.ts';
-import type { Sessions } from '../contexts/sessions.ts';
+import type { Sessions } from '../sessions/index.ts';
 import type { ContextStore } from '../stores/store.ts';
 
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -34,7 +34,7 @@ function sharedProcessMetrics(): Metric[] {
   return processMetrics;
 }
 
-/** A counter whose value lives elsewhere (Sessions.counters): set from it at scrape time. */
+/** A counter whose value lives elsewhere (`sessions.stats`): set from it at scrape time. */
 function mirroredCounter(registry: Registry, name: string, help: string, read: () => number): void {
   new Counter({
     name,
@@ -84,7 +84,7 @@ export class Metrics {
   /** Exposes the sessions, workers and store of a started server (read at scrape time). */
   watch(sessions: Sessions, pool: ContextPool, storeKind: string): void {
     const registry = this.registry;
-    const { counters, directory } = sessions;
+    const stats = () => sessions.stats;
 
     new Gauge({
       name: 'resident_sessions',
@@ -92,8 +92,9 @@ export class Metrics {
       labelNames: ['state'],
       registers: [registry],
       collect() {
-        this.set({ state: 'live' }, directory.liveCount);
-        this.set({ state: 'suspended' }, directory.suspended.size);
+        const { live, suspendedKnown } = stats();
+        this.set({ state: 'live' }, live);
+        this.set({ state: 'suspended' }, suspendedKnown);
       },
     });
     new Counter({
@@ -104,18 +105,19 @@ export class Metrics {
       collect() {
         this.reset();
         // A checkpoint leaves the context live, so Sessions counts it apart from suspensions.
-        for (const [reason, count] of Object.entries(counters.suspended)) this.inc({ reason }, reason === 'checkpoint' ? counters.checkpoints : count);
+        const { suspended, checkpoints } = stats();
+        for (const [reason, count] of Object.entries(suspended)) this.inc({ reason }, reason === 'checkpoint' ? checkpoints : count);
       },
     });
-    mirroredCounter(registry, 'resident_sessions_created_total', 'Sessions created', () => counters.created);
-    mirroredCounter(registry, 'resident_resumes_total', 'Suspended sessions brought back into a new context', () => counters.resumed);
-    mirroredCounter(registry, 'resident_evictions_total', 'Idle contexts suspended to stay within sessions.maxContexts', () => counters.suspended.evicted);
-    mirroredCounter(registry, 'resident_sessions_closed_total', 'Sessions closed (by their hook, the admin view, or a user-wide close)', () => counters.closed);
-    mirroredCounter(registry, 'resident_sessions_expired_total', 'Sessions whose cookie or absolute lifetime ran out', () => counters.expired);
-    mirroredCounter(registry, 'resident_ip_mismatches_total', 'Session cookies presented from another client IP (answered 400)', () => counters.ipMismatches);
-    mirroredCounter(registry, 'resident_lost_suspends_total', 'Forced suspends whose memento could not be kept', () => counters.lostSuspends);
-    mirroredCounter(registry, 'resident_workers_lost_total', 'Worker threads that stopped', () => counters.workersLost);
-    mirroredCounter(registry, 'resident_regenerated_total', 'Session IDs regenerated (ctx.regenerate())', () => counters.regenerated);
+    mirroredCounter(registry, 'resident_sessions_created_total', 'Sessions created', () => stats().created);
+    mirroredCounter(registry, 'resident_resumes_total', 'Suspended sessions brought back into a new context', () => stats().resumed);
+    mirroredCounter(registry, 'resident_evictions_total', 'Idle contexts suspended to stay within sessions.maxContexts', () => stats().suspended.evicted);
+    mirroredCounter(registry, 'resident_sessions_closed_total', 'Sessions closed (by their hook, the admin view, or a user-wide close)', () => stats().closed);
+    mirroredCounter(registry, 'resident_sessions_expired_total', 'Sessions whose cookie or absolute lifetime ran out', () => stats().expired);
+    mirroredCounter(registry, 'resident_ip_mismatches_total', 'Session cookies presented from another client IP (answered 400)', () => stats().ipMismatches);
+    mirroredCounter(registry, 'resident_lost_suspends_total', 'Forced suspends whose memento could not be kept', () => stats().lostSuspends);
+    mirroredCounter(registry, 'resident_workers_lost_total', 'Worker threads that stopped', () => stats().workersLost);
+    mirroredCounter(registry, 'resident_regenerated_total', 'Session IDs regenerated (ctx.regenerate())', () => stats().regenerated);
     new Gauge({
       name: 'resident_worker_contexts',
       help: 'Live contexts per worker thread',

@@ -168,7 +168,7 @@ describe('the demo in a real browser', { skip: browserSkip, timeout: 60_000 }, (
     assert.ok(newCookie, 'the fresh session has a cookie');
     assert.notEqual(newCookie, oldCookie);
     assert.notEqual(await textOf(page, '#session-id'), `${oldCookie.slice(0, 4)}…`);
-    assert.equal(server!.server.sessions.directory.get(oldCookie), undefined, 'the server forgot the closed session');
+    assert.equal(server!.server.sessions.info(oldCookie), undefined, 'the server forgot the closed session');
     await screenshot(page, 'demo-closed.png');
 
     // Replaying the old value (as a stolen or stale cookie would be) gets yet another session.
@@ -201,17 +201,17 @@ describe('the demo in a real browser', { skip: browserSkip, timeout: 60_000 }, (
     const cookie = (await sessionCookie(context, short))?.value;
     assert.ok(cookie);
 
-    assert.equal(short.server.sessions.counters.suspended.idle, 0, 'no suspend while the clock stands still');
+    assert.equal(short.server.sessions.stats.suspended.idle, 0, 'no suspend while the clock stands still');
     clock.advance(1_500);
-    await waitFor(() => short.server.sessions.directory.suspended.has(cookie), 5000, 'the idle suspend');
-    assert.equal(short.server.sessions.counters.suspended.idle, 1);
+    await waitFor(() => (short.server.sessions.info(cookie)?.state === 'suspended'), 5000, 'the idle suspend');
+    assert.equal(short.server.sessions.stats.suspended.idle, 1);
     await page.reload();
     assert.equal(await textOf(page, '#state'), 'resumed');
     assert.equal(await textOf(page, '#hits'), '7');
     assert.deepEqual(await cartLines(page), cart);
     assert.match(await textOf(page, '#preferences'), /^Preferences of Ada Lovelace: theme light, language en\.$/);
     assert.equal((await sessionCookie(context, short))?.value, cookie, 'the same session, not a new one');
-    assert.equal(short.server.sessions.counters.resumed, 1);
+    assert.equal(short.server.sessions.stats.resumed, 1);
     await screenshot(page, 'demo-resumed.png', updateDocs ? DOCS_SCREENSHOT : undefined);
   });
 });

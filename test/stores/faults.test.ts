@@ -250,7 +250,7 @@ async function suspendThroughFault(t: TestContext, kind: Kind, makeFault: () => 
       { id, isNew: false, resumed: false, n: 4 },
       'the context stays live while the store refuses writes',
     );
-    assert.equal(server.server.sessions.directory.get(id)?.state, 'live');
+    assert.equal(server.server.sessions.info(id)?.state, 'live');
     assertPreviousKept(kind, path, id, previous, fault, 'the previous memento is still intact');
     assert.deepEqual(since(server, faulted).filter((l) => l.event === 'suspended'), [], 'still nothing reported suspended');
 

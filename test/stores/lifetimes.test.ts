@@ -73,7 +73,7 @@ describe('lifetimes in every durable store, side by side', { concurrency: true }
           assert.equal(changed.resumed, false);
           assert.deepEqual(changed.data, { n: 1 }, 'a new session starts afresh');
           assert.equal(client.cookie, changed.id);
-          assert.ok(t.server.sessions.counters.expired >= 1);
+          assert.ok(t.server.sessions.stats.expired >= 1);
           await waitFor(() => calls.reasons(oldId).includes('expired'), 5000, "onSessionSuspend(ctx, 'expired')");
           assert.ok(logsWith(t.logs, 'expired', first.idHash).length > 0, 'the end is logged');
           // Checkpoints had written it; the end deletes it.

@@ -71,7 +71,7 @@ describe('mementos in every durable store, side by side', { concurrency: true },
         const t = await startOn(store, { sessions: { processTimeout: '200ms', maxMementoSize: 2000 } });
         const ids: string[] = [];
         try {
-          const counters = t.server.sessions.counters;
+          const counters = t.server.sessions.stats;
           // A session with a good memento in the store, that then cannot be saved.
           const withFunction = new Client(t.url);
           await state(withFunction, '/inc');

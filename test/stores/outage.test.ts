@@ -187,11 +187,11 @@ async function throughOutage(t: TestContext, make: () => Outage | string, option
   const timed = new Timed();
   const s = new Client(server.url);
   const a = new Client(server.url);
-  const { directory } = server.server.sessions;
+  const { sessions } = server.server;
   try {
     stateOf(await timed.get(s, '/inc'));
     const sId = stateOf(await timed.get(s, '/inc')).id;
-    await waitFor(() => directory.get(sId)?.state === 'suspended', 4000, "S's idle suspend");
+    await waitFor(() => sessions.info(sId)?.state === 'suspended', 4000, "S's idle suspend");
     assert.equal(peekMemento(store, sId)?.data.n, 2);
 
     let aState: StoreState | undefined;
@@ -200,7 +200,7 @@ async function throughOutage(t: TestContext, make: () => Outage | string, option
 
     outage.start();
     const mark = server.logs.length;
-    const created = server.server.sessions.counters.created;
+    const created = server.server.sessions.stats.created;
 
     // Readiness says so within about 2 s (the next background ping fails), and /healthz still answers.
     const notReady = await readyzUntil(timed, server, 503);
@@ -214,7 +214,7 @@ async function throughOutage(t: TestContext, make: () => Outage | string, option
     );
     assert.ok(refused && refused.level >= 50, JSON.stringify(refused));
     t.diagnostic(`the store refused: ${JSON.stringify((refused.err as { message?: string }).message)}`);
-    assert.equal(directory.get(aId)?.state, 'live');
+    assert.equal(sessions.info(aId)?.state, 'live');
     const during = stateOf(await timed.get(a, '/inc', 'A during the outage'));
     assert.deepEqual(
       { id: during.id, resumed: during.resumed, isNew: during.isNew, requests: during.requests, n: during.data.n },
@@ -225,11 +225,11 @@ async function throughOutage(t: TestContext, make: () => Outage | string, option
     if (outage.readsFail) {
       // E6: what needs the store gets 503 in bounded time, never a silent fresh context.
       assertStoreUnavailable(await timed.get(s, '/state', 'S (suspended) during the outage'), 'resuming S');
-      assert.equal(directory.get(sId)?.state, 'suspended', 'S is still suspended, not forgotten');
+      assert.equal(sessions.info(sId)?.state, 'suspended', 'S is still suspended, not forgotten');
       const unknown = newSessionId();
       const reply = await timed.send(`${server.url}/state`, { headers: { cookie: `RSID=${unknown}` } }, 'an unknown ID during the outage');
       assertStoreUnavailable(reply, 'an ID this process does not know');
-      assert.equal(server.server.sessions.counters.created, created, 'no session created for it');
+      assert.equal(server.server.sessions.stats.created, created, 'no session created for it');
     } else {
       // A full disk still reads: S resumes from its memento, and an unknown ID is looked up,
       // found missing, and gets a new session (strict mode), as when the store is healthy.
@@ -249,7 +249,7 @@ async function throughOutage(t: TestContext, make: () => Outage | string, option
       assert.deepEqual({ id: still.id, resumed: still.resumed, requests: still.requests, n: still.data.n }, { id: aId, resumed: false, requests: 5, n: 4 });
     }
     assert.deepEqual(since(server, mark).filter(suspendedLine(aId, 'idle')), [], 'nothing reported suspended during the outage');
-    assert.equal(server.server.sessions.counters.lostSuspends, 0);
+    assert.equal(server.server.sessions.stats.lostSuspends, 0);
 
     outage.end();
     const back = server.logs.length;
@@ -305,11 +305,11 @@ describe('E4/E7: an eviction the store refuses', () => {
       await waitFor(() => since(server, mark).find(storeRefused(aId, 'evicted')), 4000, "A's refused eviction").catch((error: Error) =>
         assert.fail(`${error.message}\n${dump(since(server, mark))}`),
       );
-      await waitFor(() => sessions.directory.get(aId)?.state === 'live', 2000, 'A live again');
-      assert.equal(sessions.directory.liveCount, 2, 'the cap is exceeded rather than a memento lost');
+      await waitFor(() => sessions.info(aId)?.state === 'live', 2000, 'A live again');
+      assert.equal(sessions.stats.live, 2, 'the cap is exceeded rather than a memento lost');
       const aDuring = stateOf(await timed.get(a, '/inc', 'A during the outage'));
       assert.deepEqual({ id: aDuring.id, resumed: aDuring.resumed, requests: aDuring.requests, n: aDuring.data.n }, { id: aId, resumed: false, requests: 3, n: 3 });
-      assert.equal(sessions.counters.lostSuspends, 0);
+      assert.equal(sessions.stats.lostSuspends, 0);
       assert.deepEqual(since(server, mark).filter((line) => line.event === 'suspended'), []);
 
       outage.end();
@@ -320,13 +320,13 @@ describe('E4/E7: an eviction the store refuses', () => {
         assert.fail(`${error.message}\n${dump(since(server, back))}`),
       );
       assert.equal(peekMemento(outage.store, bId)?.data.n, 1);
-      t.diagnostic(`live contexts after the first eviction that sticks: ${sessions.directory.liveCount} (maxContexts 1)`);
+      t.diagnostic(`live contexts after the first eviction that sticks: ${sessions.stats.live} (maxContexts 1)`);
       const bBack = stateOf(await timed.get(b, '/state', 'B after the outage'));
       assert.deepEqual({ id: bBack.id, resumed: bBack.resumed, n: bBack.data.n }, { id: bId, resumed: true, n: 1 });
       const aBack = stateOf(await timed.get(a, '/state', 'A after the outage'));
       assert.equal(aBack.id, aId);
       assert.equal(aBack.data.n, 3, 'A has its state, live or resumed');
-      assert.equal(sessions.counters.lostSuspends, 0);
+      assert.equal(sessions.stats.lostSuspends, 0);
       timed.assertBounded();
     } finally {
       for (const client of [a, b, c]) await client.close();
@@ -346,13 +346,13 @@ describe('E4/E7: an eviction the store refuses', () => {
         stateOf(await clients[0]!.get('/inc'));
         outage.start();
         stateOf(await clients[1]!.get('/inc'));
-        await waitFor(() => sessions.directory.liveCount === 2 && sessions.counters.suspended.failed === 1, 4000, 'the refused eviction');
+        await waitFor(() => sessions.stats.live === 2 && sessions.stats.suspended.failed === 1, 4000, 'the refused eviction');
         outage.end();
         // The store takes writes again; the next admission makes room.
         stateOf(await clients[2]!.get('/inc'));
-        await waitFor(() => sessions.counters.suspended.evicted >= 1, 4000, 'an eviction that sticks');
+        await waitFor(() => sessions.stats.suspended.evicted >= 1, 4000, 'an eviction that sticks');
         await new Promise((resolve) => setTimeout(resolve, 500));
-        assert.ok(sessions.directory.liveCount <= 1, `${sessions.directory.liveCount} live contexts with maxContexts 1`);
+        assert.ok(sessions.stats.live <= 1, `${sessions.stats.live} live contexts with maxContexts 1`);
       } finally {
         for (const client of clients) await client.close();
         await server.close();
@@ -370,20 +370,20 @@ describe('the cap during an outage', () => {
       const server = await startOn(outage.store, { sessions: { maxContexts: 1, processTimeout: 0 }, log: { level: 'info' } });
       const { sessions } = server.server;
       const clients = Array.from({ length: 5 }, () => new Client(server.url));
-      const settled = () => sessions.directory.live.size === sessions.directory.liveCount;
+      const settled = () => sessions.stats.suspending === 0;
       try {
         stateOf(await clients[0]!.get('/inc'));
         outage.start();
         const refusedPerClient: number[] = [];
         for (const c of clients.slice(1)) {
-          const before = sessions.counters.suspended.failed;
+          const before = sessions.stats.suspended.failed;
           stateOf(await c.get('/inc'));
-          await waitFor(() => settled() && sessions.counters.suspended.failed > before, 4000, 'the refused evictions');
-          refusedPerClient.push(sessions.counters.suspended.failed - before);
+          await waitFor(() => settled() && sessions.stats.suspended.failed > before, 4000, 'the refused evictions');
+          refusedPerClient.push(sessions.stats.suspended.failed - before);
         }
         // Every context stays live over the cap (no memento lost), and the 4th newcomer did not
         // make the store refuse four writes.
-        assert.equal(sessions.directory.liveCount, 5);
+        assert.equal(sessions.stats.live, 5);
         assert.ok(refusedPerClient.every((n) => n <= 2), `refused evictions per new client: ${refusedPerClient.join(', ')}`);
         outage.end();
       } finally {
@@ -408,7 +408,7 @@ describe('E6: a store that does not answer at all', () => {
       let parked: { release(): Promise<void> } | undefined;
       try {
         const sId = stateOf(await s.get('/inc')).id;
-        await waitFor(() => server.server.sessions.directory.get(sId)?.state === 'suspended', 4000, "S's idle suspend");
+        await waitFor(() => server.server.sessions.info(sId)?.state === 'suspended', 4000, "S's idle suspend");
         parked = await parkThreadPool();
         const outcome = (request: Promise<Reply>) =>
           Promise.race([

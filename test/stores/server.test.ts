@@ -82,7 +82,7 @@ describe('durable stores, side by side', { concurrency: true }, () => {
             assert.equal((await thiefAgain.get('/state')).status, 400);
             await thiefAgain.close();
           }
-          const { counters } = t.server.sessions;
+          const counters = t.server.sessions.stats;
           assert.equal(counters.adopted, 3);
           assert.equal(counters.created, 0, 'no session was created by the restart or the thief');
           assert.equal(counters.ipMismatches, 4);
@@ -155,7 +155,7 @@ describe('durable stores, side by side', { concurrency: true }, () => {
           const quiet = new Client(t.url);
           await state(busy, '/inc');
           await state(quiet, '/inc');
-          const counters = t.server.sessions.counters;
+          const counters = t.server.sessions.stats;
           await waitFor(() => counters.checkpoints >= 2, 5000, 'the first checkpoints');
           assert.equal(counters.checkpoints, 2);
           const busyFirst = peek(store, busy.cookie!);
@@ -280,7 +280,7 @@ for (const kind of ['memory', ...DURABLE] as StoreKind[]) {
     const t = await startOn(store, { sessions: { suspendEveryRequest: true, processTimeout: '1h' } });
     try {
       const client = new Client(t.url);
-      const counters = t.server.sessions.counters;
+      const counters = t.server.sessions.stats;
       for (let k = 1; k <= 4; k++) {
         const s = await state(client, '/inc');
         assert.equal(s.data.n, k, 'the counter carried by the memento continues');

@@ -237,7 +237,7 @@ describe('strict IDs against every store, side by side', { concurrency: true }, 
         const tree = dir ? listTree(dir) : undefined;
         const rows = s.durable?.kind === 'sqlite' ? sessionRowCount(s.durable.path) : 0;
         try {
-          const created = t.server.sessions.counters.created;
+          const created = t.server.sessions.stats.created;
           for (const value of HOSTILE) {
             const reply = await clientWith(t.url, undefined).get('/state', { headers: { cookie: `RSID=${value}` } });
             assert.equal(reply.status, 200, `${value.slice(0, 30)} → ${reply.status} ${reply.text}`);
@@ -247,8 +247,8 @@ describe('strict IDs against every store, side by side', { concurrency: true }, 
             assert.equal(body.resumed, false, `${value.slice(0, 30)}: a planted record was adopted`);
             assert.equal(body.data.n, undefined, `${value.slice(0, 30)}: a planted memento was served`);
           }
-          assert.equal(t.server.sessions.counters.created, created + HOSTILE.length);
-          assert.equal(t.server.sessions.counters.adopted, 0);
+          assert.equal(t.server.sessions.stats.created, created + HOSTILE.length);
+          assert.equal(t.server.sessions.stats.adopted, 0);
           if (s.memory) {
             for (const value of HOSTILE) assert.ok(!s.memory.lookups.includes(value), `${value.slice(0, 30)} reached the store`);
             assert.deepEqual(s.memory.writes, []);

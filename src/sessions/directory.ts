@@ -1,12 +1,14 @@
 /**
- * The main thread's map from session ID to its state. Live and suspended sessions are kept in
+ * The map from session ID to its state, and the only writer of that state: every change of a
+ * session's state (live, suspending, suspended, gone, ending), its ID, its user and its home
+ * goes through a method here, so the rules of a session's life read in one place. Live and
+ * suspended sessions are kept in
  * two Maps in least-recently-active order (re-inserting on activity keeps that order for
  * free), so the idle sweep and cap eviction read from the head: O(expired), never a scan of
  * every session, and no timer per session.
  */
 import { ExpiryQueue } from './expiry-queue.ts';
-import type { Route } from './pool.ts';
-import type { ContextInit } from './protocol.ts';
+import type { ContextInit } from '../contexts/protocol.ts';
 
 export type SessionState =
   /** A context holds the session on `workerId`. */
@@ -18,9 +20,13 @@ export type SessionState =
   /** Closed or expired: the ID is dead. */
   | 'gone';
 
-export interface SessionEntry extends Route {
+export interface SessionEntry {
   /** The cookie value; changes only through ctx.regenerate() (Directory.rename). */
   id: string;
+  /** The worker thread hosting the context (reported by the pool); null: none. */
+  workerId: number | null;
+  /** Its end (close or expiry) is under way: its responses expire the cookie. */
+  ending: boolean;
   readonly clientIp: string;
   /** Wall-clock ms when the session began (kept in the store record). */
   readonly createdAt: number;
@@ -54,6 +60,29 @@ export interface SessionEntry extends Route {
   retryAt: number;
   /** Has a place in the directory's expiry queue (at most one at a time). */
   queuedForExpiry: boolean;
+}
+
+/** A new entry: what differs between a created and an adopted session, the rest at rest. */
+export function newEntry(
+  fields: Pick<SessionEntry, 'id' | 'clientIp' | 'createdAt' | 'startedAt' | 'userId' | 'lastActive'> &
+    Partial<Pick<SessionEntry, 'mementoBytes' | 'hasMemento'>>,
+): SessionEntry {
+  return {
+    mementoBytes: 0,
+    hasMemento: false,
+    ...fields,
+    workerId: null,
+    ending: false,
+    requests: 0,
+    dirty: false,
+    state: 'suspended',
+    orderedAt: fields.lastActive,
+    inFlight: 0,
+    gate: null,
+    init: null,
+    retryAt: 0,
+    queuedForExpiry: false,
+  };
 }
 
 /**
@@ -104,6 +133,16 @@ export class Directory {
     map.set(id, entry);
   }
 
+  /** The thread that hosts the context now, as the pool reported it; null when it left. */
+  setHome(entry: SessionEntry, workerId: number | null): void {
+    entry.workerId = workerId;
+  }
+
+  /** Its end has begun: from now on its responses expire the cookie. */
+  markEnding(entry: SessionEntry, ending = true): void {
+    entry.ending = ending;
+  }
+
   #unindexUser(entry: SessionEntry): void {
     if (entry.userId === null) return;
     const entries = this.#byUser.get(entry.userId);
@@ -114,6 +153,11 @@ export class Directory {
   /** Contexts that count against `maxContexts`. */
   get liveCount(): number {
     return this.live.size - this.#suspending;
+  }
+
+  /** Contexts whose suspend is under way (still in `live`, no longer counted against the cap). */
+  get suspendingCount(): number {
+    return this.#suspending;
   }
 
   addLive(entry: SessionEntry): void {
@@ -192,6 +236,7 @@ export class Directory {
 
   remove(entry: SessionEntry): void {
     if (entry.state === 'suspending') this.#suspending--;
+    entry.ending = false;
     this.#unindexUser(entry);
     entry.state = 'gone';
     this.live.delete(entry.id);

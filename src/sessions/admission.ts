@@ -1,0 +1,217 @@
+/**
+ * Admission: which session a request belongs to. The presented IDs, the IP check, adoption of
+ * a session the store holds but this process does not know (it was suspended before a
+ * restart), and the creation of a new one. Dead IDs (closed, expired, or the old ID of a
+ * regenerate) are retired here, so no request brings them back from a record still stored.
+ */
+import { ResidentError } from '../errors.ts';
+import { hashId } from '../log.ts';
+import { newSessionId } from '../contexts/ids.ts';
+import type { SessionRecord } from '../stores/store.ts';
+import { bounded } from './bounded.ts';
+import { newEntry, type SessionEntry } from './directory.ts';
+import { contextInit } from './lifecycle.ts';
+import { mustBeOurs } from './ownership.ts';
+import { errorOutcome, type Outcome } from './outcome.ts';
+import type { Rooms } from './rooms.ts';
+
+export interface Found {
+  /** The session of this client. */
+  entry?: SessionEntry;
+  /** A session the cookie named that is bound to another client (answered 400). */
+  foreign?: SessionEntry;
+}
+
+export class Admission {
+  readonly #rooms: Rooms;
+  /** Store lookups under way, so two requests with one unknown ID adopt it once. */
+  readonly #adopting = new Map<string, Promise<SessionEntry | undefined>>();
+  /** Records read to adopt a session, kept for the resume that follows, so the store is read once. */
+  readonly #adopted = new Map<string, SessionRecord>();
+  /**
+   * Dead IDs whose record the store may still hold: the old ID of a regenerate until its record
+   * is moved, a store-only session while it is closed. They are never adopted, so no request
+   * brings them back in the meantime; an ID stays here if its record could not be deleted.
+   */
+  readonly #retired = new Set<string>();
+
+  constructor(rooms: Rooms) {
+    this.#rooms = rooms;
+  }
+
+  /**
+   * The session a request with these presented IDs belongs to, found, adopted or created; or
+   * the error outcome that answers it (a cookie bound to another client, the store or the cap
+   * refusing).
+   */
+  async admit(presented: string[], clientIp: string): Promise<SessionEntry | Outcome> {
+    const { counters, log } = this.#rooms;
+    let found: Found;
+    try {
+      found = await this.find(presented, clientIp);
+    } catch (error) {
+      log.error({ event: 'store-error', err: error }, 'cannot look up a presented session in the store');
+      return errorOutcome(new ResidentError('RESIDENT_ERR_STORE_FAILED', undefined, { cause: error }));
+    }
+    const { entry, foreign } = found;
+    if (entry) return entry;
+    if (foreign) {
+      counters.ipMismatches++;
+      log.warn(
+        { event: 'ip-mismatch', session: hashId(foreign.id), boundIp: foreign.clientIp, clientIp },
+        'session cookie presented from another IP: refused, session untouched',
+      );
+      // The cookie is expired for this sender only (B1): a reload starts a new session here,
+      // while the bound session stays untouched for its owner.
+      return errorOutcome(new ResidentError('RESIDENT_ERR_IP_MISMATCH'), { expire: true });
+    }
+    if (presented.length > 0) {
+      // Strict mode (A3): an ID we do not hold is never adopted; a new one is issued.
+      log.warn({ event: 'unknown-id', presented: presented.map((id) => hashId(id)), clientIp }, 'unknown or expired session ID: issuing a new one');
+    }
+    const created = await this.create(clientIp);
+    return created instanceof ResidentError ? errorOutcome(created) : created;
+  }
+
+  /**
+   * Duplicate cookie names (cookie tossing, A8): the first known session bound to this client
+   * wins, so an unknown or foreign value can never shadow a valid one. IDs this process does
+   * not know are looked up in the store: a session suspended before a restart resumes. One
+   * store call says which of them exist, however many the header carries, so junk values cost
+   * no read each and cannot push a real session past any lookup budget. A session found
+   * expired (idle past cookieTimeout, or past maxLifetime) is ended here and skipped, on every
+   * path: the sweep may not have reached it yet.
+   */
+  async find(presented: string[], clientIp: string): Promise<Found> {
+    const { directory, store, policy, endings } = this.#rooms;
+    let unknown: string[] | undefined;
+    for (const id of presented) {
+      if (!directory.get(id) && !this.#retired.has(id)) (unknown ??= []).push(id);
+    }
+    const stored = unknown ? await bounded(store.existing(unknown), 'the store lookup') : undefined;
+    let foreign: SessionEntry | undefined;
+    for (const id of presented) {
+      let known = directory.get(id);
+      if (!known && stored?.has(id) && !this.#retired.has(id)) known = await this.#adopt(id);
+      if (!known || known.state === 'gone') continue;
+      if (policy.hasExpired(known)) {
+        // Its end (onSessionSuspend(ctx, 'expired') for a live context) completes before a
+        // new session is made for this client: never two contexts of one client at once.
+        await endings.expire(known);
+        continue;
+      }
+      if (policy.sameClient(known.clientIp, clientIp)) return { entry: known };
+      // Read for another client's request: its memento is not kept in memory meanwhile.
+      this.#adopted.delete(known.id);
+      foreign ??= known;
+    }
+    return { foreign };
+  }
+
+  /**
+   * A new session for `clientIp`, live, its context to be born with its first request; an
+   * error when the cap leaves no room. Claimed before it takes its room, so that the room
+   * taken and the context counted happen in one step (two creations cannot both see room).
+   */
+  async create(clientIp: string): Promise<SessionEntry | ResidentError> {
+    const { directory, capacity, clock, counters, log, ownership } = this.#rooms;
+    const id = newSessionId();
+    mustBeOurs(await ownership.claim(id));
+    const room = capacity.makeRoom();
+    if (room) {
+      void ownership.release(id);
+      return room;
+    }
+    const now = clock.now();
+    const entry = newEntry({ id, clientIp, createdAt: Date.now(), startedAt: now, userId: null, lastActive: now });
+    entry.init = contextInit(entry, false);
+    directory.addLive(entry);
+    counters.created++;
+    log.info({ event: 'created', session: hashId(entry.id), clientIp }, 'session created');
+    return entry;
+  }
+
+  /** The record read when the session was adopted, handed once to the resume that follows. */
+  takeAdopted(id: string): SessionRecord | undefined {
+    const record = this.#adopted.get(id);
+    this.#adopted.delete(id);
+    return record;
+  }
+
+  /** An adoption of `id` under way, if any (a close waits for it, and closes what it found). */
+  adoptionOf(id: string): Promise<SessionEntry | undefined> | undefined {
+    return this.#adopting.get(id);
+  }
+
+  /** From now on `id` is never adopted from the store, whatever record it still holds. */
+  retire(id: string): void {
+    this.#retired.add(id);
+  }
+
+  isRetired(id: string): boolean {
+    return this.#retired.has(id);
+  }
+
+  /**
+   * Forgets a retired ID once its record is gone: after any adoption read of it that began
+   * earlier has settled (that read may have seen the record, and finds the ID retired).
+   */
+  async releaseRetired(id: string): Promise<void> {
+    await this.#adopting.get(id)?.catch(() => undefined);
+    this.#retired.delete(id);
+  }
+
+  /** A retired ID whose record is gone for good (the store sweep removed it). */
+  forgetRetired(id: string): void {
+    this.#retired.delete(id);
+  }
+
+  /** A session the store holds but this process does not know (it ran before a restart). */
+  #adopt(id: string): Promise<SessionEntry | undefined> {
+    let pending = this.#adopting.get(id);
+    if (!pending) {
+      pending = this.#readForAdoption(id).finally(() => this.#adopting.delete(id));
+      this.#adopting.set(id, pending);
+    }
+    return pending;
+  }
+
+  async #readForAdoption(id: string): Promise<SessionEntry | undefined> {
+    const { directory, store, ownership, clock, counters, endings } = this.#rooms;
+    const record = await bounded(store.get(id), 'the store read');
+    // Closed or regenerated while the read was under way: a dead ID is never adopted (A4).
+    if (!record || this.#retired.has(id)) return undefined;
+    const known = directory.get(id);
+    if (known) return known;
+    const now = Date.now();
+    // After a restart only the wall clock spans the gap: judge the record's expiry by it.
+    if (record.expiresAt !== null && record.expiresAt <= now) {
+      endings.dropExpiredRecord(id);
+      return undefined;
+    }
+    mustBeOurs(await ownership.claim(id));
+    // Known meanwhile (another path adopted or created it while the claim was answered).
+    const meanwhile = directory.get(id);
+    if (meanwhile || this.#retired.has(id)) return meanwhile;
+    const mono = clock.now();
+    const entry = newEntry({
+      id,
+      clientIp: record.clientIp,
+      createdAt: record.createdAt,
+      startedAt: mono - Math.max(0, now - record.createdAt),
+      userId: record.userId,
+      lastActive: mono - Math.max(0, now - record.lastActivityAt),
+      mementoBytes: record.memento === null ? 0 : Buffer.byteLength(record.memento),
+      hasMemento: record.memento !== null,
+    });
+    directory.addSuspended(entry);
+    this.#adopted.set(id, record);
+    counters.adopted++;
+    return entry;
+  }
+
+  /** Read for another client's request, or the session ended: its record is not kept in memory. */
+  dropAdopted(id: string): void {
+    this.#adopted.delete(id);
+  }
+}

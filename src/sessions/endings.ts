@@ -1,0 +1,169 @@
+/**
+ * The end of a session: closed (by its hook, the admin view, a user-wide close) or expired.
+ * The ID is retired before anything is awaited, a live context gets onSessionSuspend(ctx,
+ * reason) and leaves its worker, and the record is deleted: a session that ended never comes
+ * back (RELIABILITY.md A4). Part of the lifecycle: with ./lifecycle.ts the only room that asks
+ * a worker for a memento and writes the store.
+ */
+import { hashId } from '../log.ts';
+import { bounded } from './bounded.ts';
+import type { SessionEntry } from './directory.ts';
+import { afterGate } from './gate.ts';
+import { logHookError, type Rooms } from './rooms.ts';
+
+/** Expired records read per store sweep batch. */
+const EXPIRED_BATCH = 1_000;
+
+export class Endings {
+  readonly #rooms: Rooms;
+  /** Record deletes of ended sessions still under way; shutdown waits for them. */
+  readonly #deleting = new Set<Promise<void>>();
+
+  constructor(rooms: Rooms) {
+    this.#rooms = rooms;
+  }
+
+  /** Ends an expired session: at once when suspended and idle, else through its gate. */
+  async expire(entry: SessionEntry): Promise<void> {
+    if (entry.state === 'suspended' && !entry.gate && entry.inFlight === 0 && !entry.ending) this.end(entry, 'expired');
+    else await this.finish(entry, 'expired');
+  }
+
+  /**
+   * Ends a session through its gate: a live context gets onSessionSuspend(ctx, reason) (its
+   * memento is discarded) and leaves its worker; then the ID is dead.
+   */
+  finish(entry: SessionEntry, reason: 'expired' | 'closed', by?: string): Promise<void> {
+    const { admission, directory, lifecycle, counters, log } = this.#rooms;
+    // Retired before anything is awaited: from here on no request adopts this ID from a
+    // record that is still in the store (A4).
+    if (entry.state !== 'gone') admission.retire(entry.id);
+    directory.markEnding(entry);
+    return afterGate(entry, async () => {
+      if (entry.state === 'gone') {
+        directory.markEnding(entry, false);
+        return;
+      }
+      if (entry.state === 'live') {
+        const answer = await lifecycle.askMemento(entry, reason);
+        if (answer.kind === 'failed') logHookError(log, entry, `onSessionSuspend(ctx, '${reason}')`, answer.error);
+        await lifecycle.discard(entry);
+        counters.suspended[reason]++;
+      }
+      await this.endDurably(entry, reason, by);
+    });
+  }
+
+  /**
+   * Closed or expired: the ID is dead and its record deleted. The ID stays retired until the
+   * delete has landed after any checkpoint write still under way, and no adoption read that
+   * began before it is pending; if the store refuses the delete, it stays retired for good
+   * (the store sweep removes the record once it expires).
+   */
+  end(entry: SessionEntry, why: 'closed' | 'expired', by?: string): Promise<void> {
+    const { admission, directory, lifecycle, counters, log, store, ownership } = this.#rooms;
+    const { id } = entry;
+    admission.retire(id);
+    directory.remove(entry);
+    admission.dropAdopted(id);
+    lifecycle.unhome(entry);
+    counters[why]++;
+    log.info({ event: why, session: hashId(id), ...(by && { by }) }, `session ${why}`);
+    const checkpoint = lifecycle.checkpointOf(entry);
+    const deleting = (async () => {
+      try {
+        await checkpoint;
+        await store.delete(id);
+      } catch (error) {
+        log.error({ event: 'store-error', session: hashId(id), err: error }, 'cannot delete the session record; its ID stays refused');
+        return;
+      }
+      await ownership.release(id);
+      await admission.releaseRetired(id);
+    })();
+    this.#deleting.add(deleting);
+    void deleting.finally(() => this.#deleting.delete(deleting));
+    return deleting;
+  }
+
+  /**
+   * An end that is acknowledged (a close's response, closeSession resolving) waits for the
+   * record's delete, so a crash or restart right after cannot bring the session back; a store
+   * that hangs delays it at most the store-call deadline (the ID stays refused meanwhile).
+   */
+  endDurably(entry: SessionEntry, why: 'closed' | 'expired', by?: string): Promise<void> {
+    return bounded(this.end(entry, why, by), 'the store delete').catch(() => undefined);
+  }
+
+  /** A context whose suspend keeps failing still cannot outlive its cookie. */
+  expireLive(entry: SessionEntry): void {
+    const { counters, log, host } = this.#rooms;
+    counters.lostSuspends++;
+    log.error({ event: 'expired', session: hashId(entry.id) }, 'cookie expired while onSessionSuspend kept failing: context dropped');
+    const { id, workerId } = entry;
+    this.end(entry, 'expired');
+    void host.run({ type: 'discard', sessionId: id }, workerId).catch(() => {});
+  }
+
+  /** Closes a session only the store holds; retired meanwhile, so no request adopts it back. */
+  async closeStored(id: string, by: string): Promise<boolean> {
+    const { admission, store, counters, log, ownership } = this.#rooms;
+    const retiredBefore = admission.isRetired(id);
+    admission.retire(id);
+    // A failure leaves the ID retired: the close was asked for, and may have half happened.
+    const existed = (await store.existing([id])).has(id);
+    if (existed) {
+      await store.delete(id);
+      await ownership.release(id);
+    }
+    if (!retiredBefore) await admission.releaseRetired(id);
+    if (!existed) return false;
+    counters.closed++;
+    log.info({ event: 'closed', session: hashId(id), by }, 'session closed');
+    return true;
+  }
+
+  /** Deletes the record of a retired ID; the ID stays retired if the store refuses. */
+  async deleteRetired(id: string, entry: SessionEntry): Promise<void> {
+    try {
+      await bounded(this.#rooms.store.delete(id), 'the store delete');
+      await this.#rooms.admission.releaseRetired(id);
+    } catch (error) {
+      this.#rooms.log.error({ event: 'store-error', session: hashId(entry.id), err: error }, 'cannot delete the record of a retired session ID; it is refused until it expires');
+    }
+  }
+
+  /** A record found expired by the wall clock when it was to be adopted. */
+  dropExpiredRecord(id: string): void {
+    void this.#rooms.store.delete(id).catch(() => {});
+  }
+
+  /**
+   * Removes expired records this process does not know (left from before a restart), batch
+   * after batch until one comes back short: after a long downtime the backlog goes in one
+   * sweep, not one batch per interval. Resolves with how many went, and the store's error if
+   * it stopped the sweep.
+   */
+  async removeExpiredRecords(): Promise<{ removed: number; error?: unknown }> {
+    const { store, directory, admission } = this.#rooms;
+    let removed = 0;
+    try {
+      for (;;) {
+        const ids = await store.expiredIds(Date.now(), EXPIRED_BATCH);
+        const stale = ids.filter((id) => !directory.get(id));
+        await Promise.all(stale.map((id) => store.delete(id)));
+        // A retired ID whose record could not be deleted at the time is gone for good now.
+        for (const id of stale) admission.forgetRetired(id);
+        removed += stale.length;
+        if (ids.length < EXPIRED_BATCH || stale.length === 0) return { removed };
+      }
+    } catch (error) {
+      return { removed, error };
+    }
+  }
+
+  /** Resolves once the record deletes of sessions that ended have landed (or failed). */
+  deletesSettled(): Promise<unknown> {
+    return Promise.all(this.#deleting);
+  }
+}

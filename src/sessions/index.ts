@@ -1,0 +1,182 @@
+/**
+ * The sessions: the rules of a session's life, one room per job (see the README's "Project
+ * layout" and ../shared/DESIGN.md, "The house after the split"). This facade is all the rest
+ * of the server sees: the edge calls `serve`; the admin view, the metrics and the tests read
+ * `stats`, `list` and `info`, never the rooms' Maps; the pool reports lost threads here.
+ *
+ * Rules a newcomer can rely on: only the lifecycle room (lifecycle.ts, endings.ts) asks a
+ * worker for a memento and writes the store; only the directory changes a session's state;
+ * the host (the pool) reports a thread and writes no session field; ownership is asked on
+ * create, adopt, resume and close. No room knows which thread it runs on.
+ */
+import { ResidentError } from '../errors.ts';
+import { newSessionId } from '../contexts/ids.ts';
+import type { WireRequest, WorkerEvent } from '../contexts/protocol.ts';
+import { Admission } from './admission.ts';
+import { Capacity } from './capacity.ts';
+import { newCounters, statsView, type SessionStats } from './counters.ts';
+import { Directory, type SessionEntry } from './directory.ts';
+import { Endings } from './endings.ts';
+import { entryInfo, type SessionInfo } from './info.ts';
+import { Lifecycle } from './lifecycle.ts';
+import { errorOutcome, type Outcome } from './outcome.ts';
+import { LocalOwnership } from './ownership.ts';
+import { SessionPolicy } from './policy.ts';
+import { Requests } from './requests.ts';
+import type { Rooms, SessionsDeps } from './rooms.ts';
+import { shutDown } from './shutdown.ts';
+import { Sweeper } from './sweeper.ts';
+import { Users } from './users.ts';
+
+export type { CookieAction, Outcome } from './outcome.ts';
+export type { SessionInfo } from './info.ts';
+export { storedInfo } from './info.ts';
+export type { SessionStats } from './counters.ts';
+export type { SessionsDeps } from './rooms.ts';
+
+/** Which sessions a listing wants: those in memory (live or suspending) or the suspended ones this process knows. */
+export interface ListQuery {
+  state: 'live' | 'suspended';
+  /** Position to start at, in least-recently-active order. */
+  start?: number;
+  limit?: number;
+}
+
+export class Sessions {
+  readonly #rooms: Rooms;
+  readonly #sweeper: Sweeper;
+
+  constructor(deps: Omit<SessionsDeps, 'ownership'> & Partial<Pick<SessionsDeps, 'ownership'>>) {
+    const rooms = { ...deps, ownership: deps.ownership ?? new LocalOwnership(), closing: false } as Rooms;
+    rooms.policy = new SessionPolicy(deps.config, deps.clock);
+    rooms.directory = new Directory();
+    rooms.counters = newCounters();
+    rooms.admission = new Admission(rooms);
+    rooms.requests = new Requests(rooms);
+    rooms.lifecycle = new Lifecycle(rooms);
+    rooms.endings = new Endings(rooms);
+    rooms.capacity = new Capacity(rooms);
+    rooms.users = new Users(rooms);
+    this.#rooms = rooms;
+    const { directory, requests } = rooms;
+    this.stats = statsView(rooms.counters, {
+      live: () => directory.liveCount,
+      suspending: () => directory.suspendingCount,
+      suspendedKnown: () => directory.suspended.size,
+      inFlight: () => requests.inFlight,
+    });
+    this.#sweeper = new Sweeper(rooms);
+    this.#sweeper.start();
+  }
+
+  /** True once shutdown began. */
+  get closing(): boolean {
+    return this.#rooms.closing;
+  }
+
+  /**
+   * Serves one dynamic request. `presented` are the well-formed session IDs the cookie header
+   * carried, in header order; `clientIp` is the normalised client address.
+   */
+  async serve(presented: string[], clientIp: string, request: WireRequest): Promise<Outcome> {
+    const { closing, config, requests, admission } = this.#rooms;
+    if (closing) return errorOutcome(new ResidentError('RESIDENT_ERR_SHUTTING_DOWN'));
+    if (!config.enabled) return requests.runEphemeral(clientIp, request, newSessionId());
+    const admitted = await admission.admit(presented, clientIp);
+    if ('kind' in admitted) return admitted;
+    return requests.run(admitted, request, clientIp);
+  }
+
+  /** The counters and the sessions held now: a live, read-only view (see ./counters.ts). */
+  readonly stats: SessionStats;
+
+  /** One session this process knows, by ID; undefined when it knows none by that ID. */
+  info(id: string): SessionInfo | undefined {
+    const entry = this.#rooms.directory.get(id);
+    return entry && this.#info(entry);
+  }
+
+  /** Sessions in memory or suspended ones known here, least recently active first. */
+  list(query: ListQuery): SessionInfo[] {
+    const map = query.state === 'live' ? this.#rooms.directory.live : this.#rooms.directory.suspended;
+    const start = query.start ?? 0;
+    const limit = query.limit ?? Infinity;
+    const page: SessionInfo[] = [];
+    let index = 0;
+    for (const entry of map.values()) {
+      if (page.length >= limit) break;
+      if (index++ < start) continue;
+      page.push(this.#info(entry));
+    }
+    return page;
+  }
+
+  #info(entry: SessionEntry): SessionInfo {
+    return entryInfo(entry, this.#rooms.clock.now(), this.#rooms.policy.lastActivityAt(entry));
+  }
+
+  /** Every session of `userId`, live or suspended, known here or only to the store. */
+  sessionsOfUser(userId: string): Promise<SessionInfo[]> {
+    return this.#rooms.users.sessionsOf(userId);
+  }
+
+  /** Closes every session of `userId`; resolves with how many were closed. */
+  closeUser(userId: string, options: { by?: string } = {}): Promise<number> {
+    return this.#rooms.users.closeUser(userId, options);
+  }
+
+  /** Closes one session by ID; resolves false when there is no such session. */
+  closeSession(id: string, by: string): Promise<boolean> {
+    return this.#rooms.users.closeSession(id, by);
+  }
+
+  /**
+   * Suspends one live context now (the admin view), as an idle one would be. Resolves with the
+   * outcome: 'busy' while it has a request in flight or a suspend or resume under way.
+   */
+  async suspendSession(id: string): Promise<'suspended' | 'busy' | 'not-live' | 'failed'> {
+    const entry = this.#rooms.directory.get(id);
+    if (!entry || entry.state === 'suspended' || entry.state === 'gone') return 'not-live';
+    if (entry.inFlight > 0 || entry.gate || entry.state !== 'live') return 'busy';
+    await this.#rooms.lifecycle.startSuspend(entry, 'admin');
+    return (entry.state as SessionEntry['state']) === 'suspended' ? 'suspended' : 'failed';
+  }
+
+  /** Runs the idle and expiry sweep now (it also runs every 250 ms). */
+  sweep(): void {
+    this.#sweeper.sweep();
+  }
+
+  /** Removes expired records nobody knows now; resolves with how many went. */
+  sweepStore(): Promise<number> {
+    return this.#sweeper.sweepStore();
+  }
+
+  /** Every context on a dead thread is lost; their sessions resume on their next request. */
+  workerGone(workerId: number): void {
+    const { counters, directory, lifecycle, log } = this.#rooms;
+    counters.workersLost++;
+    let lost = 0;
+    for (const entry of [...directory.live.values()]) {
+      if (entry.workerId !== workerId) continue;
+      lost++;
+      if (entry.state === 'live') lifecycle.lose(entry);
+      else lifecycle.unhome(entry);
+    }
+    log.error({ event: 'worker-lost', threadId: workerId, contexts: lost }, 'a worker thread stopped; its sessions will resume from their mementos');
+  }
+
+  workerEvent(event: WorkerEvent): void {
+    this.#rooms.log[event.level]({ event: 'worker', err: event.error }, event.msg);
+  }
+
+  /**
+   * Graceful shutdown within `deadlineMs` (0: no deadline); `stopHost` stops the worker threads
+   * at the deadline. Call it once. See ./shutdown.ts.
+   */
+  shutdown(deadlineMs: number, stopHost: () => Promise<void>): Promise<{ suspended: number; lost: number }> {
+    this.#rooms.closing = true;
+    this.#sweeper.stop();
+    return shutDown(this.#rooms, deadlineMs, stopHost);
+  }
+}

@@ -1,0 +1,257 @@
+/**
+ * A context's life in memory: resume, suspend, checkpoint, and the rewrite of its record. With
+ * ./endings.ts (close and expiry), the only room that asks a worker for a memento and the only
+ * one that writes the store. Every step runs in the session's gate (./gate.ts), so no request
+ * overtakes it and a context never has two live copies.
+ */
+import { ResidentError } from '../errors.ts';
+import { hashId } from '../log.ts';
+import type { ContextInit, WireError } from '../contexts/protocol.ts';
+import type { SessionRecord } from '../stores/store.ts';
+import type { SuspendReason } from '../types.ts';
+import { bounded } from './bounded.ts';
+import type { SessionEntry } from './directory.ts';
+import { afterGate, setGate } from './gate.ts';
+import { mustBeOurs } from './ownership.ts';
+import { logHookError, type Rooms } from './rooms.ts';
+
+/** Reasons that take a context out of memory and keep its memento. */
+export type SuspendingReason = 'idle' | 'evicted' | 'admin' | 'shutdown';
+
+/** What a worker answered when asked for a context's memento. */
+export type MementoAnswer =
+  | { kind: 'memento'; memento: string }
+  /** onSessionSuspend threw, or its memento could not be encoded: the context is still there. */
+  | { kind: 'failed'; error: WireError }
+  /** No context: its thread died, or an earlier request closed it. */
+  | { kind: 'gone' };
+
+/** How an idle suspend that failed waits before it is tried again. */
+const SUSPEND_RETRY_MS = 5_000;
+
+/** How a context is born on its worker: fresh, or resumed from `record`'s memento. */
+export function contextInit(entry: SessionEntry, resumed: boolean, record?: SessionRecord): ContextInit {
+  return {
+    resumed,
+    saved: record?.memento ?? null,
+    savedVersion: record?.mementoVersion ?? null,
+    userId: entry.userId,
+    clientIp: entry.clientIp,
+    createdAt: entry.createdAt,
+  };
+}
+
+export class Lifecycle {
+  readonly #rooms: Rooms;
+  /** Checkpoint writes under way, so a record is not moved or deleted while one may still land on it. */
+  readonly #checkpointing = new Map<SessionEntry, Promise<void>>();
+
+  constructor(rooms: Rooms) {
+    this.#rooms = rooms;
+  }
+
+  /** Calls onSessionSuspend(ctx, reason) on the context's worker. Never rejects. */
+  async askMemento(entry: SessionEntry, reason: SuspendReason): Promise<MementoAnswer> {
+    try {
+      const reply = await this.#rooms.host.run({ type: 'suspend', sessionId: entry.id, reason }, entry.workerId);
+      if (reply.type === 'suspended') return { kind: 'memento', memento: reply.memento };
+      if (reply.type === 'suspend-failed') return { kind: 'failed', error: reply.error };
+    } catch {
+      // The thread died: the context went with it.
+    }
+    return { kind: 'gone' };
+  }
+
+  /** Brings a suspended session back: its next request is sent with the memento. Runs in the gate. */
+  async resume(entry: SessionEntry): Promise<void> {
+    const { admission, store, log, ownership, capacity, directory, counters } = this.#rooms;
+    let record = admission.takeAdopted(entry.id);
+    try {
+      record ??= await bounded(store.get(entry.id), 'the store read');
+    } catch (error) {
+      log.error({ event: 'store-error', session: hashId(entry.id), err: error }, 'cannot read the suspended session');
+      throw new ResidentError('RESIDENT_ERR_STORE_FAILED', undefined, { cause: error });
+    }
+    mustBeOurs(await ownership.claim(entry.id));
+    const room = capacity.makeRoom();
+    if (room) throw room;
+    let resumed = true;
+    if (!record?.memento && entry.hasMemento) {
+      // The store lost what it acknowledged (E8): start afresh rather than pretend.
+      log.warn({ event: 'memento-missing', session: hashId(entry.id) }, 'the store has no memento for this suspended session: starting a fresh context');
+      resumed = false;
+      entry.hasMemento = false;
+    }
+    entry.init = contextInit(entry, resumed, record?.memento ? record : undefined);
+    directory.addLive(entry);
+    counters.resumed++;
+    log.info({ event: 'resumed', session: hashId(entry.id), memento: entry.init.saved !== null }, 'session resumed');
+  }
+
+  /** Suspends a live context in its gate (idle, the cap, the admin view, shutdown). */
+  startSuspend(entry: SessionEntry, reason: SuspendingReason): Promise<void> {
+    this.#rooms.directory.markSuspending(entry);
+    return setGate(entry, this.#suspend(entry, reason));
+  }
+
+  /** Never rejects: the outcome is the entry's new state. */
+  async #suspend(entry: SessionEntry, reason: SuspendingReason): Promise<void> {
+    const { store, policy, directory, counters, log } = this.#rooms;
+    const answer = await this.askMemento(entry, reason);
+    if (answer.kind === 'gone') {
+      if (entry.state === 'suspending') this.lose(entry);
+      return;
+    }
+    if (answer.kind === 'failed') {
+      await this.#suspendFailed(entry, reason, answer.error);
+      return;
+    }
+    try {
+      await store.set(policy.record(entry, answer.memento));
+    } catch (error) {
+      // The context is still on its worker: refused writes keep it live (E4), loudly.
+      await this.#suspendFailed(entry, reason, { code: 'RESIDENT_ERR_STORE_FAILED', message: (error as Error).message }, 'store');
+      return;
+    }
+    this.#saved(entry, answer.memento);
+    await this.discard(entry);
+    directory.markSuspended(entry);
+    counters.suspended[reason]++;
+    log.info({ event: 'suspended', session: hashId(entry.id), reason }, 'session suspended');
+  }
+
+  /** Runs inside the entry's gate: no request proceeds until the outcome is settled. */
+  async #suspendFailed(entry: SessionEntry, reason: SuspendingReason, error: WireError, failed: 'hook' | 'store' = 'hook'): Promise<void> {
+    const { counters, log, clock, directory } = this.#rooms;
+    counters.suspended.failed++;
+    const hook = `onSessionSuspend(ctx, '${reason}')`;
+    // Not silently discarded (H1): the context stays live and the idle sweep tries again. So
+    // does an eviction the store refused (E4, E7): the cap is exceeded until the store takes
+    // writes again, rather than a memento lost. Only a hook that fails a forced suspend
+    // (shutdown, cap) loses the context.
+    if (reason === 'idle' || reason === 'admin' || (reason === 'evicted' && failed === 'store')) {
+      logHookError(log, entry, hook, error, 'the context stays live; retrying later');
+      entry.retryAt = clock.now() + SUSPEND_RETRY_MS;
+      directory.markLiveAgain(entry);
+      return;
+    }
+    // A forced suspend cannot keep the context: the loss is logged and counted.
+    counters.lostSuspends++;
+    logHookError(log, entry, hook, error, 'memento lost: the session resumes from its previous memento, if any');
+    // The old context must be gone, and its home forgotten, before a waiting request resumes
+    // the session into a new one.
+    await this.discard(entry);
+    directory.markSuspended(entry);
+  }
+
+  #saved(entry: SessionEntry, memento: string): void {
+    entry.hasMemento = true;
+    entry.mementoBytes = Buffer.byteLength(memento);
+  }
+
+  /**
+   * Saves a memento of a live context that handled a request since its last checkpoint, while
+   * it stays live, so a crash loses at most one interval (`sessions.checkpointInterval`).
+   */
+  checkpoint(entry: SessionEntry): void {
+    if (!entry.dirty || entry.state !== 'live' || entry.gate || this.#checkpointing.has(entry)) return;
+    entry.dirty = false;
+    const saving = this.#checkpointOne(entry).finally(() => this.#checkpointing.delete(entry));
+    this.#checkpointing.set(entry, saving);
+  }
+
+  /** The checkpoint write of `entry` under way, if any: a move or delete of its record waits for it. */
+  checkpointOf(entry: SessionEntry): Promise<void> | undefined {
+    return this.#checkpointing.get(entry);
+  }
+
+  async #checkpointOne(entry: SessionEntry): Promise<void> {
+    const { store, policy, counters, log } = this.#rooms;
+    const answer = await this.askMemento(entry, 'checkpoint');
+    if (answer.kind === 'failed') {
+      entry.dirty = true;
+      logHookError(log, entry, "onSessionSuspend(ctx, 'checkpoint')", answer.error, 'no checkpoint this time');
+      return;
+    }
+    // The thread died (worker loss handles the session), or the context was closed or
+    // suspended meanwhile and has had its last word: its record is not revived.
+    if (answer.kind === 'gone' || entry.state !== 'live' || entry.ending) return;
+    try {
+      await store.set(policy.record(entry, answer.memento));
+      this.#saved(entry, answer.memento);
+      counters.checkpoints++;
+    } catch (error) {
+      entry.dirty = true;
+      log.error({ event: 'store-error', session: hashId(entry.id), err: error }, 'checkpoint not saved; will try again');
+    }
+  }
+
+  /** Drops the context from its worker without a hook, and forgets its home. */
+  async discard(entry: SessionEntry): Promise<void> {
+    try {
+      await this.#rooms.host.run({ type: 'discard', sessionId: entry.id }, entry.workerId);
+    } catch {
+      // The thread died: the context went with it.
+    }
+    this.unhome(entry);
+  }
+
+  /** The context vanished with its worker: the session falls back to its last memento. */
+  lose(entry: SessionEntry): void {
+    this.unhome(entry);
+    this.#rooms.directory.markSuspended(entry);
+  }
+
+  /** The context left its thread. */
+  unhome(entry: SessionEntry): void {
+    if (entry.workerId === null) return;
+    this.#rooms.host.release(entry.workerId);
+    this.#rooms.directory.setHome(entry, null);
+  }
+
+  /** A stored memento the worker could not read: set aside, never served again (E11). */
+  async quarantine(entry: SessionEntry, error: WireError): Promise<void> {
+    const { counters, log, store } = this.#rooms;
+    counters.corruptMementos++;
+    entry.hasMemento = false;
+    log.error(
+      { event: 'memento-corrupt', session: hashId(entry.id), code: error.code, err: { message: error.message } },
+      'a stored memento cannot be read: quarantined; the client got a fresh context',
+    );
+    await store.quarantine(entry.id, error.message).catch((failure) => {
+      log.error({ event: 'store-error', session: hashId(entry.id), err: failure }, 'cannot quarantine the memento');
+    });
+  }
+
+  /**
+   * Rewrites the stored record of `entry` (found under `storedAs`) with its current ID and
+   * userId, under the gate so no checkpoint or suspend interleaves: after a regenerate the
+   * record moves to the new ID, and a change of user reaches the store at once. Bounded like
+   * any store call on a request's path (E6): a store that hangs costs the response at most
+   * the deadline, and the context stays live whatever happens.
+   */
+  rewriteRecord(entry: SessionEntry, storedAs: string, whenMoved: () => void): Promise<void> {
+    const { store, log, endings } = this.#rooms;
+    const moving = storedAs !== entry.id;
+    return afterGate(entry, async () => {
+      // A checkpoint that started under the old ID may still be writing it.
+      await this.#checkpointing.get(entry);
+      try {
+        if (entry.state !== 'gone' && (entry.hasMemento || moving)) {
+          const record = await bounded(store.get(storedAs), 'the store read');
+          // A suspend that ran meanwhile may have saved a newer memento under the new ID.
+          const newer = moving && record ? await bounded(store.get(entry.id), 'the store read') : undefined;
+          if (record && !newer) await bounded(store.set({ ...record, id: entry.id, userId: entry.userId }), 'the store write');
+        }
+      } catch (error) {
+        log.error({ event: 'store-error', session: hashId(entry.id), err: error }, 'cannot update the stored session record');
+        // The context is live and will be saved again; a record it cannot vouch for is dropped.
+        if (moving) entry.hasMemento = false;
+      }
+      if (moving) {
+        await endings.deleteRetired(storedAs, entry);
+        whenMoved();
+      }
+    });
+  }
+}

@@ -1,0 +1,14 @@
+/** What the sessions answer the HTTP edge: a reply to write, or an error to render, and the cookie's fate. */
+import type { ResidentError } from '../errors.ts';
+import type { WireBody } from '../contexts/protocol.ts';
+
+/** What the edge does with our cookie in the response. */
+export type CookieAction = { set: string } | { expire: true } | null;
+
+export type Outcome =
+  | { kind: 'reply'; status: number; headers: string[]; body: WireBody; cookie: CookieAction }
+  | { kind: 'error'; error: ResidentError; cookie: CookieAction };
+
+export function errorOutcome(error: ResidentError, cookie: CookieAction = null): Outcome {
+  return { kind: 'error', error, cookie };
+}

@@ -1,0 +1,72 @@
+/**
+ * Graceful shutdown: requests in flight finish, then every context is suspended with reason
+ * 'shutdown' within the deadline, and what could not be saved is counted.
+ */
+import { bounded } from './bounded.ts';
+import type { Rooms } from './rooms.ts';
+
+/**
+ * Suspends every live context with reason 'shutdown', until none is left or `until.stopped`.
+ * A suspend or resume already under way is waited for first; whatever it leaves live (an idle
+ * suspend that failed, a resume that completed) is suspended in the next round. A context
+ * with a request in flight is suspended as soon as that request is answered (its hook
+ * returned: a body still streaming does not hold it).
+ */
+async function suspendAll(rooms: Rooms, until: { stopped: boolean }): Promise<void> {
+  while (!until.stopped) {
+    const pending: Promise<void>[] = [];
+    let busy = false;
+    for (const entry of [...rooms.directory.live.values()]) {
+      if (entry.gate) pending.push(entry.gate.catch(() => undefined));
+      else if (entry.state !== 'live') continue;
+      else if (entry.inFlight > 0) busy = true;
+      else pending.push(rooms.lifecycle.startSuspend(entry, 'shutdown'));
+    }
+    if (pending.length > 0) await Promise.all(pending);
+    // Nothing to suspend but busy contexts: look again when a request is answered.
+    else if (busy) await rooms.requests.drained(50);
+    else return;
+  }
+}
+
+/**
+ * Shutdown within `deadlineMs` (0: no deadline). Requests in flight get at most half of it, so
+ * the other half is kept for the suspends however long a hook takes; then every context
+ * without a request in flight is suspended with reason 'shutdown', and a busy one as soon as
+ * its request is answered. At the deadline `stopHost` stops the worker threads: a suspend
+ * still under way then lands (its memento was in hand) or ends with its thread, and `lost`
+ * counts exactly the contexts whose memento was not saved. The caller has set rooms.closing.
+ */
+export async function shutDown(rooms: Rooms, deadlineMs: number, stopHost: () => Promise<void>): Promise<{ suspended: number; lost: number }> {
+  const { counters, log } = rooms;
+  const deadline = deadlineMs > 0 ? Date.now() + deadlineMs : Infinity;
+  await rooms.requests.drained(deadlineMs > 0 ? deadlineMs / 2 : Infinity);
+  const before = { lost: counters.lostSuspends, done: counters.suspended.shutdown };
+  const until = { stopped: false };
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = await Promise.race([
+    suspendAll(rooms, until).then(() => false),
+    new Promise<boolean>((resolve) => {
+      if (deadline !== Infinity) timer = setTimeout(() => resolve(true), Math.max(0, deadline - Date.now()));
+    }),
+  ]);
+  clearTimeout(timer);
+  until.stopped = true;
+  let lost = counters.lostSuspends - before.lost;
+  if (timedOut) {
+    // Not saved by the deadline: contexts still busy, and suspends under way (a slow hook).
+    const stuck = [...rooms.directory.live.values()];
+    const { suspended } = counters;
+    const saved = () => suspended.idle + suspended.evicted + suspended.admin + suspended.shutdown;
+    const savedBefore = saved();
+    await stopHost();
+    await Promise.all(stuck.map((entry) => entry.gate?.catch(() => undefined)));
+    const unsaved = Math.max(0, stuck.length - (saved() - savedBefore));
+    lost += unsaved;
+    log.error({ event: 'shutdown-timeout', contexts: unsaved }, 'shutdown deadline passed before every context was suspended');
+  }
+  // Records of sessions that ended are deleted before the store closes: a close a client
+  // was told about must not come back after the restart.
+  await bounded(rooms.endings.deletesSettled(), 'the store deletes').catch(() => undefined);
+  return { suspended: counters.suspended.shutdown - before.done, lost };
+}

@@ -1,0 +1,163 @@
+/**
+ * Users and identities: ctx.regenerate() (a new ID for the same context), the sessions of a
+ * user (`ctx.userId`), `sessions.maxPerUser`, and closing sessions one by one or all of a
+ * user's at once (a password change, the admin view, ctx.closeOtherSessions()).
+ */
+import { ResidentError } from '../errors.ts';
+import { hashId } from '../log.ts';
+import { newSessionId } from '../contexts/ids.ts';
+import type { SessionEntry } from './directory.ts';
+import { entryInfo, storedInfo, type SessionInfo } from './info.ts';
+import type { Rooms } from './rooms.ts';
+
+/** How long a closeUser is remembered for sign-ins under way at the time (see #usersClosedAt). */
+const USER_CLOSE_MEMORY_MS = 3_600_000;
+/** Records read per store listing when collecting a user's sessions. */
+const USER_PAGE = 1_000;
+
+export class Users {
+  readonly #rooms: Rooms;
+  /**
+   * Old IDs of a regenerate whose record is still moving, to the session they now name: an
+   * admin close by the old handle closes the session, not just the record in transit.
+   */
+  readonly #renamed = new Map<string, SessionEntry>();
+  /**
+   * Monotonic time of the latest closeUser(userId): a login under way then (its userId reaches
+   * this thread with its reply) is closed on arrival, so "close all" cannot miss it. Entries go
+   * once no request admitted before them can still be answered.
+   */
+  readonly #usersClosedAt = new Map<string, number>();
+
+  constructor(rooms: Rooms) {
+    this.#rooms = rooms;
+  }
+
+  /** Whether every session of `userId` was closed after monotonic time `admittedAt`. */
+  closedSince(userId: string, admittedAt: number): boolean {
+    const closedAt = this.#usersClosedAt.get(userId);
+    return closedAt !== undefined && closedAt >= admittedAt;
+  }
+
+  /** Forgets user-wide closes no request admitted before them can still be answered after. */
+  forgetOldCloses(now: number, requestsInFlight: number): void {
+    for (const [userId, closedAt] of this.#usersClosedAt) {
+      if (requestsInFlight === 0 || now - closedAt > USER_CLOSE_MEMORY_MS) this.#usersClosedAt.delete(userId);
+    }
+  }
+
+  /**
+   * ctx.regenerate(): a new ID for the same context (RELIABILITY.md A5). The directory answers
+   * to the new ID at once; the worker learns it through its channel ahead of any later task;
+   * a record stored under the old ID (a checkpoint, or the memento it resumed from) moves to
+   * the new one, under the gate, so no checkpoint or suspend interleaves.
+   */
+  async regenerate(entry: SessionEntry): Promise<void> {
+    const { admission, directory, counters, log, host, lifecycle } = this.#rooms;
+    if (entry.state === 'gone' || entry.ending) return; // closed meanwhile: its cookie is expired
+    const previous = entry.id;
+    const id = newSessionId();
+    // Retired before anything is awaited: from here on the old ID is never adopted back from
+    // a record that has not moved yet.
+    admission.retire(previous);
+    this.#renamed.set(previous, entry);
+    directory.rename(entry, id);
+    counters.regenerated++;
+    log.info({ event: 'regenerated', session: hashId(id), previous: hashId(previous) }, 'session ID regenerated');
+    void host.run({ type: 'rename', sessionId: previous, newId: id }, entry.workerId).catch(() => {
+      // The thread died: the context went with it, and worker loss resumes the session.
+    });
+    await lifecycle.rewriteRecord(entry, previous, () => this.#renamed.delete(previous));
+  }
+
+  /** Closes the oldest sessions of `userId` beyond `sessions.maxPerUser`; `keep` is never one of them. */
+  async limitUser(userId: string, keep: SessionEntry): Promise<void> {
+    const { config, log } = this.#rooms;
+    const sessions = await this.sessionsOf(userId);
+    const excess = sessions.length - config.maxPerUser;
+    if (excess <= 0) return;
+    const oldest = sessions.filter((session) => session.id !== keep.id).sort((a, b) => a.createdAt - b.createdAt);
+    for (const session of oldest.slice(0, excess)) {
+      log.info({ event: 'user-limit', session: hashId(session.id), maxPerUser: config.maxPerUser }, 'closing the oldest session of a user beyond sessions.maxPerUser');
+      await this.closeSession(session.id, 'maxPerUser');
+    }
+  }
+
+  /**
+   * Every session of `userId`, live or suspended: those this process knows, and those only the
+   * store holds (suspended before a restart).
+   */
+  async sessionsOf(userId: string): Promise<SessionInfo[]> {
+    const { directory } = this.#rooms;
+    const found = new Map<string, SessionInfo>();
+    for (const entry of directory.ofUser(userId)) found.set(entry.id, entryInfo(entry, this.#rooms.clock.now(), this.#rooms.policy.lastActivityAt(entry)));
+    for await (const summary of this.#storedOf(userId)) {
+      // The directory is the newer word on a session it knows (its userId may have changed).
+      if (found.has(summary.id) || directory.get(summary.id)) continue;
+      found.set(summary.id, storedInfo(summary));
+    }
+    return [...found.values()];
+  }
+
+  async *#storedOf(userId: string) {
+    let after: string | undefined;
+    for (;;) {
+      const page = await this.#rooms.store.list({ userId, after, limit: USER_PAGE });
+      yield* page;
+      if (page.length < USER_PAGE) return;
+      after = page[page.length - 1]!.id;
+    }
+  }
+
+  /**
+   * Closes every session of `userId` (after a password change, or from the admin view): a live
+   * context gets onSessionSuspend(ctx, 'closed') and leaves memory; every record is deleted.
+   * Resolves with how many sessions were closed.
+   */
+  async closeUser(userId: string, options: { except?: SessionEntry; by?: string } = {}): Promise<number> {
+    const { except } = options;
+    // "Sign out everywhere else" from a session that is itself being closed (the same button
+    // pressed in two sessions at once) stops: one of them stays signed in.
+    const exceptEnded = () => except !== undefined && (except.state === 'gone' || except.ending);
+    if (exceptEnded()) return 0;
+    if (!except) this.#usersClosedAt.set(userId, this.#rooms.clock.now());
+    let closed = 0;
+    // A record the store still lists while the delete of a session just closed is under way
+    // is not that session closed twice.
+    const seen = new Set<string>();
+    const close = async (id: string) => {
+      if (seen.has(id) || id === except?.id || exceptEnded()) return;
+      seen.add(id);
+      if (await this.closeSession(id, options.by ?? 'admin')) closed++;
+    };
+    // Those in memory first: a store that cannot be listed must not keep them open.
+    for (const entry of this.#rooms.directory.ofUser(userId)) await close(entry.id);
+    try {
+      for await (const summary of this.#storedOf(userId)) await close(summary.id);
+    } catch (error) {
+      throw new ResidentError('RESIDENT_ERR_STORE_FAILED', `closed ${closed} session(s) of the user held in memory, but the store could not list the others`, { cause: error });
+    }
+    return closed;
+  }
+
+  /**
+   * Closes one session by ID, live or suspended, known to this process or only to the store.
+   * Resolves false when there is no such session.
+   */
+  async closeSession(id: string, by: string): Promise<boolean> {
+    const { directory, admission, endings } = this.#rooms;
+    // A request may be adopting it from the store right now: then it is closed as a known one.
+    // An old ID of a regenerate whose record is still moving names the session under its new ID.
+    const entry =
+      directory.get(id) ?? this.#renamed.get(id) ?? (await admission.adoptionOf(id)?.catch(() => undefined)) ?? directory.get(id);
+    if (!entry) return endings.closeStored(id, by);
+    if (entry.state === 'gone') return false;
+    if (entry.state === 'suspended' && !entry.gate) {
+      await endings.endDurably(entry, 'closed', by);
+      return true;
+    }
+    // Live, or a suspend or resume under way: through the gate, after whatever runs now.
+    await endings.finish(entry, 'closed', by);
+    return true;
+  }
+}
