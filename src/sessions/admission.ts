@@ -10,7 +10,7 @@ import { newSessionId } from '../contexts/ids.ts';
 import type { SessionRecord } from '../stores/store.ts';
 import { bounded } from './bounded.ts';
 import { newEntry, type SessionEntry } from './directory.ts';
-import { contextInit } from './lifecycle.ts';
+import { contextInit } from './context-init.ts';
 import { mustBeOurs } from './ownership.ts';
 import { errorOutcome, type Outcome } from './outcome.ts';
 import type { Rooms } from './rooms.ts';

@@ -6,10 +6,10 @@
  */
 import { ResidentError } from '../errors.ts';
 import { hashId } from '../log.ts';
-import type { ContextInit, WireError } from '../contexts/protocol.ts';
-import type { SessionRecord } from '../stores/store.ts';
+import type { WireError } from '../contexts/protocol.ts';
 import type { SuspendReason } from '../types.ts';
 import { bounded } from './bounded.ts';
+import { contextInit } from './context-init.ts';
 import type { SessionEntry } from './directory.ts';
 import { afterGate, setGate } from './gate.ts';
 import { mustBeOurs } from './ownership.ts';
@@ -28,18 +28,6 @@ export type MementoAnswer =
 
 /** How an idle suspend that failed waits before it is tried again. */
 const SUSPEND_RETRY_MS = 5_000;
-
-/** How a context is born on its worker: fresh, or resumed from `record`'s memento. */
-export function contextInit(entry: SessionEntry, resumed: boolean, record?: SessionRecord): ContextInit {
-  return {
-    resumed,
-    saved: record?.memento ?? null,
-    savedVersion: record?.mementoVersion ?? null,
-    userId: entry.userId,
-    clientIp: entry.clientIp,
-    createdAt: entry.createdAt,
-  };
-}
 
 export class Lifecycle {
   readonly #rooms: Rooms;
