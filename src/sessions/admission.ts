@@ -46,6 +46,8 @@ export class Admission {
    */
   async admit(presented: string[], clientIp: string): Promise<SessionEntry | Outcome> {
     const { counters, log } = this.#rooms;
+    const known = this.#firstIsKnown(presented, clientIp);
+    if (known) return known;
     let found: Found;
     try {
       found = await this.find(presented, clientIp);
@@ -71,6 +73,19 @@ export class Admission {
     }
     const created = await this.create(clientIp);
     return created instanceof ResidentError ? errorOutcome(created) : created;
+  }
+
+  /**
+   * The common case, decided without a store call: the first presented ID names a session of
+   * this client that has not expired. find() would answer the same (it looks at the IDs in
+   * header order and this one needs no adoption); it only skips the store lookup of the
+   * unknown values behind it, which could not win.
+   */
+  #firstIsKnown(presented: string[], clientIp: string): SessionEntry | undefined {
+    const { directory, policy } = this.#rooms;
+    const entry = presented.length > 0 ? directory.get(presented[0]!) : undefined;
+    if (!entry || entry.state === 'gone' || policy.hasExpired(entry) || !policy.sameClient(entry.clientIp, clientIp)) return undefined;
+    return entry;
   }
 
   /**
