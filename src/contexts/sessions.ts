@@ -695,6 +695,9 @@ export class Sessions {
       updatedAt: now,
       lastActivityAt,
       expiresAt: expiresAt === Infinity ? null : expiresAt,
+      // One node owns every session until the cluster's ownership claims them (issue 14).
+      owner: null,
+      fence: 0,
     };
   }
 

@@ -26,6 +26,8 @@ export function record(overrides: Partial<SessionRecord> = {}): SessionRecord {
     updatedAt: now,
     lastActivityAt: now - 10,
     expiresAt: now + 60_000,
+    owner: null,
+    fence: 0,
     ...overrides,
   };
 }
