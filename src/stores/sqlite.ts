@@ -52,7 +52,6 @@ const SCHEMA = `
 
 /**
  * The step from each older schema version to the next, run in the same transaction as SCHEMA.
- * Version 0 is a new database: SCHEMA creates it as it is now.
  */
 const MIGRATIONS: Record<number, string> = {
   // Owner and fencing number (issue 10): rows written before them read as never claimed. The
@@ -119,7 +118,8 @@ export class SqliteStore implements ContextStore {
       // An immediate transaction takes the write lock now: a database locked by another
       // process fails here, at startup, after busy_timeout, not on the first suspend.
       this.#db.transaction(() => {
-        for (let from = version; from < SCHEMA_VERSION; from++) if (from > 0) this.#db.exec(MIGRATIONS[from]!);
+        // A new database (version 0) gets SCHEMA as it is now; an older one is brought up first.
+        if (version > 0) for (let from = version; from < SCHEMA_VERSION; from++) this.#db.exec(MIGRATIONS[from]!);
         this.#db.exec(SCHEMA);
         this.#db.pragma(`user_version = ${SCHEMA_VERSION}`);
       }).immediate();
