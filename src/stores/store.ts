@@ -42,7 +42,10 @@ export interface Ownership {
   fence: number;
 }
 
-/** The ownership of records stored before owners existed (SQLite schema 1, older JSON files). */
+/**
+ * Never claimed: what records stored before owners existed read as (SQLite schema 1, older
+ * record files), and where the fence of a record written from nothing counts from.
+ */
 export const UNCLAIMED: Readonly<Ownership> = Object.freeze({ owner: null, fence: 0 });
 
 /**
@@ -64,14 +67,19 @@ export function holds(stored: Ownership | undefined, expected: Ownership | null)
  */
 export function checkFenceStep(record: SessionRecord, expected: Ownership | null): void {
   const before = expected ?? UNCLAIMED;
-  const valid = (o: Ownership) => (o.owner === null || (typeof o.owner === 'string' && o.owner !== '')) && Number.isSafeInteger(o.fence) && o.fence >= 0;
-  if (!valid(record) || !valid(before)) {
+  if (!isOwnership(record) || !isOwnership(before)) {
     throw new RangeError(`a conditional write needs owners that are null or non-empty strings and fences that are integers ≥ 0 (${describeOwnership(record)} after ${describeOwnership(before)})`);
   }
   const fence = record.owner === before.owner ? before.fence : before.fence + 1;
   if (record.fence !== fence) {
     throw new RangeError(`a write of ${describeOwnership(record)} after ${describeOwnership(before)} must carry fence ${fence}`);
   }
+}
+
+/** An owner is null or a non-empty string (no store need tell '' from null); a fence an integer ≥ 0. */
+function isOwnership(value: { owner?: unknown; fence?: unknown }): boolean {
+  const { owner, fence } = value;
+  return (owner === null || (typeof owner === 'string' && owner !== '')) && Number.isSafeInteger(fence) && (fence as number) >= 0;
 }
 
 function describeOwnership({ owner, fence }: Ownership): string {
@@ -186,8 +194,6 @@ export function isSessionRecord(value: unknown): value is SessionRecord {
     time(r.updatedAt) &&
     time(r.lastActivityAt) &&
     (r.expiresAt === null || time(r.expiresAt)) &&
-    (r.owner === null || (typeof r.owner === 'string' && r.owner !== '')) &&
-    Number.isSafeInteger(r.fence) &&
-    (r.fence as number) >= 0
+    isOwnership(r)
   );
 }
