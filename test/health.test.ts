@@ -86,6 +86,8 @@ function countingPings(store: ContextStore): { store: ContextStore; pings: PingC
     existing: (ids) => store.existing(ids),
     set: (record) => store.set(record),
     delete: (id) => store.delete(id),
+    setIf: (record, expected) => store.setIf(record, expected),
+    deleteIf: (id, expected) => store.deleteIf(id, expected),
     expiredIds: (now, limit) => store.expiredIds(now, limit),
     list: (query) => store.list(query),
     quarantine: (id, reason) => store.quarantine(id, reason),

@@ -176,6 +176,8 @@ export class Metrics {
       existing: timed('existing', (ids) => store.existing(ids)),
       set: timed('set', (record) => store.set(record)),
       delete: timed('delete', (id) => store.delete(id)),
+      setIf: timed('setIf', (record, expected) => store.setIf(record, expected)),
+      deleteIf: timed('deleteIf', (id, expected) => store.deleteIf(id, expected)),
       expiredIds: timed('expiredIds', (now, limit) => store.expiredIds(now, limit)),
       list: timed('list', (query) => store.list(query)),
       ping: timed('ping', () => store.ping()),

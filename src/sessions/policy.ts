@@ -61,6 +61,9 @@ export class SessionPolicy {
       updatedAt: Date.now(),
       lastActivityAt,
       expiresAt: this.#earliest(lastActivityAt, entry),
+      // One node owns every session until a cluster's ownership claims them (the cluster issue).
+      owner: null,
+      fence: 0,
     };
   }
 

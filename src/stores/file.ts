@@ -12,14 +12,18 @@ import { randomBytes } from 'node:crypto';
 import { isSessionIdShape } from '../contexts/ids.ts';
 import { ResidentError } from '../errors.ts';
 import {
+  checkFenceStep,
+  holds,
   isSessionRecord,
   pageOf,
   summarize,
   type ContextStore,
   type CorruptRecordListener,
   type ListQuery,
+  type OwnerFence,
   type SessionRecord,
   type SessionSummary,
+  UNCLAIMED,
 } from './store.ts';
 import { UserIndex } from './user-index.ts';
 
@@ -39,8 +43,11 @@ export class FileStore implements ContextStore {
   /** id → summary of its record, for the sweep and listings. */
   readonly #summaries = new Map<string, SessionSummary>();
   readonly #byUser = new UserIndex();
-  /** Writes to one file are chained so two renames never race (last write wins, in order). */
-  readonly #writes = new Map<string, Promise<void>>();
+  /**
+   * Writes to one file are chained so two renames never race (last write wins, in order), and
+   * a conditional write judges what the writes before it left.
+   */
+  readonly #writes = new Map<string, Promise<unknown>>();
 
   private constructor(options: FileStoreOptions) {
     this.#dir = options.dir;
@@ -88,7 +95,7 @@ export class FileStore implements ContextStore {
     }
     let record: unknown;
     try {
-      record = JSON.parse(text);
+      record = withOwnership(JSON.parse(text));
     } catch {
       record = undefined;
     }
@@ -107,33 +114,68 @@ export class FileStore implements ContextStore {
   }
 
   set(record: SessionRecord): Promise<void> {
-    return this.#chain(record.id, async () => {
-      const target = this.#path(record.id);
-      const temp = join(this.#dir, `${TEMP_PREFIX}${record.id}-${randomBytes(4).toString('hex')}`);
-      try {
-        const handle = await open(temp, 'w', 0o600);
-        try {
-          await handle.writeFile(JSON.stringify(record));
-          // An fsync error is a lost write, never retried and then assumed durable (E5).
-          await handle.sync();
-        } finally {
-          await handle.close();
-        }
-        await rename(temp, target);
-        await this.#syncDir();
-      } catch (error) {
-        await rm(temp, { force: true }).catch(() => {});
-        throw new ResidentError('RESIDENT_ERR_STORE_FAILED', `file store write failed: ${(error as Error).message}`, { cause: error });
-      }
-      this.#indexRecord(record);
-    });
+    return this.#chain(record.id, () => this.#write(record));
   }
 
   delete(id: string): Promise<void> {
-    return this.#chain(id, async () => {
-      await rm(this.#path(id), { force: true });
-      this.#unindex(id);
+    return this.#chain(id, () => this.#remove(id));
+  }
+
+  /**
+   * Judged on the index, which every write of this process updates in chain order: one process
+   * owns the folder, so what the index says is what the file holds.
+   */
+  async setIf(record: SessionRecord, expected: OwnerFence | null): Promise<boolean> {
+    checkFenceStep(record, expected);
+    return this.#chain(record.id, async () => {
+      if (!(await this.#holds(record.id, expected))) return false;
+      await this.#write(record);
+      return true;
     });
+  }
+
+  deleteIf(id: string, expected: OwnerFence | null): Promise<boolean> {
+    return this.#chain(id, async () => {
+      if (!(await this.#holds(id, expected))) return false;
+      await this.#remove(id);
+      return true;
+    });
+  }
+
+  async #holds(id: string, expected: OwnerFence | null): Promise<boolean> {
+    // A folder that vanished is an outage, not a refusal: the caller must not think it lost the session.
+    await this.#folderPresent();
+    return holds(this.#summaries.get(id), expected);
+  }
+
+  async #write(record: SessionRecord): Promise<void> {
+    const target = this.#path(record.id);
+    const temp = join(this.#dir, `${TEMP_PREFIX}${record.id}-${randomBytes(4).toString('hex')}`);
+    try {
+      const handle = await open(temp, 'w', 0o600);
+      try {
+        await handle.writeFile(JSON.stringify(record));
+        // An fsync error is a lost write, never retried and then assumed durable (E5).
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await rename(temp, target);
+    } catch (error) {
+      await rm(temp, { force: true }).catch(() => {});
+      throw failedWrite(error);
+    }
+    // From the rename on, the file is the new record, even if the folder's fsync fails: the
+    // index follows the file, so a conditional write after a failed one judges what is there.
+    this.#indexRecord(record);
+    await this.#syncDir().catch((error: unknown) => {
+      throw failedWrite(error);
+    });
+  }
+
+  async #remove(id: string): Promise<void> {
+    await rm(this.#path(id), { force: true });
+    this.#unindex(id);
   }
 
   async expiredIds(now: number, limit: number): Promise<string[]> {
@@ -223,7 +265,7 @@ export class FileStore implements ContextStore {
     }
   }
 
-  #chain(id: string, job: () => Promise<void>): Promise<void> {
+  #chain<T>(id: string, job: () => Promise<T>): Promise<T> {
     const previous = this.#writes.get(id) ?? Promise.resolve();
     const next = previous.catch(() => {}).then(job);
     const settled = next.catch(() => {});
@@ -233,4 +275,14 @@ export class FileStore implements ContextStore {
     });
     return next;
   }
+}
+
+function failedWrite(error: unknown): ResidentError {
+  return new ResidentError('RESIDENT_ERR_STORE_FAILED', `file store write failed: ${(error as Error).message}`, { cause: error });
+}
+
+/** A record file written before owners existed reads as never claimed. */
+function withOwnership(parsed: unknown): unknown {
+  if (typeof parsed !== 'object' || parsed === null || 'owner' in parsed || 'fence' in parsed) return parsed;
+  return { ...parsed, owner: UNCLAIMED.owner, fence: UNCLAIMED.fence };
 }

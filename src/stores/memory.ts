@@ -1,4 +1,14 @@
-import { pageOf, summarize, type ContextStore, type ListQuery, type SessionRecord, type SessionSummary } from './store.ts';
+import {
+  checkFenceStep,
+  holds,
+  pageOf,
+  summarize,
+  type ContextStore,
+  type ListQuery,
+  type OwnerFence,
+  type SessionRecord,
+  type SessionSummary,
+} from './store.ts';
 import { UserIndex } from './user-index.ts';
 
 /** Expiry index granularity: records are bucketed by the second they expire in. */
@@ -37,6 +47,29 @@ export class MemoryStore implements ContextStore {
   }
 
   async set(record: SessionRecord): Promise<void> {
+    this.#put(record);
+  }
+
+  async delete(id: string): Promise<void> {
+    this.#remove(id);
+  }
+
+  // One process, one thread: the check and the write happen in the same synchronous step, at
+  // call time, so they are atomic and keep the call order with set and delete.
+  async setIf(record: SessionRecord, expected: OwnerFence | null): Promise<boolean> {
+    checkFenceStep(record, expected);
+    if (!holds(this.#records.get(record.id), expected)) return false;
+    this.#put(record);
+    return true;
+  }
+
+  async deleteIf(id: string, expected: OwnerFence | null): Promise<boolean> {
+    if (!holds(this.#records.get(id), expected)) return false;
+    this.#remove(id);
+    return true;
+  }
+
+  #put(record: SessionRecord): void {
     this.#remove(record.id);
     // Records hold only strings and numbers: a shallow copy keeps the caller's later changes out.
     this.#records.set(record.id, { ...record });
@@ -46,10 +79,6 @@ export class MemoryStore implements ContextStore {
       const first = this.#seconds.length > 0 ? this.#buckets.get(this.#seconds[0]!)!.values().next().value : undefined;
       this.#remove(first ?? this.#records.keys().next().value!);
     }
-  }
-
-  async delete(id: string): Promise<void> {
-    this.#remove(id);
   }
 
   async expiredIds(now: number, limit: number): Promise<string[]> {

@@ -9,15 +9,17 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ResidentError } from '../errors.ts';
 import {
+  checkFenceStep,
   isSessionRecord,
   type ContextStore,
   type CorruptRecordListener,
   type ListQuery,
+  type OwnerFence,
   type SessionRecord,
   type SessionSummary,
 } from './store.ts';
 
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
 /** How long a write waits for another process's lock. */
 const BUSY_TIMEOUT_MS = 5_000;
 const PING_BUSY_TIMEOUT_MS = 100;
@@ -32,7 +34,9 @@ const SCHEMA = `
     created_at       INTEGER NOT NULL,
     updated_at       INTEGER NOT NULL,
     last_activity_at INTEGER NOT NULL,
-    expires_at       INTEGER
+    expires_at       INTEGER,
+    owner            TEXT,
+    fence            INTEGER NOT NULL DEFAULT 0
   ) WITHOUT ROWID;
   CREATE INDEX IF NOT EXISTS sessions_expires_at ON sessions (expires_at) WHERE expires_at IS NOT NULL;
   CREATE INDEX IF NOT EXISTS sessions_user_id ON sessions (user_id) WHERE user_id IS NOT NULL;
@@ -46,6 +50,16 @@ const SCHEMA = `
   );
 `;
 
+/**
+ * The step from each older schema version to the next, run in the same transaction as SCHEMA.
+ */
+const MIGRATIONS: Record<number, string> = {
+  // Owner and fencing number (issue 10): rows written before them read as never claimed. The
+  // columns go last, where SCHEMA puts them, so old and new databases have one layout.
+  1: `ALTER TABLE sessions ADD COLUMN owner TEXT;
+      ALTER TABLE sessions ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;`,
+};
+
 export interface Row {
   id: string;
   user_id: string | null;
@@ -56,12 +70,24 @@ export interface Row {
   updated_at: number;
   last_activity_at: number;
   expires_at: number | null;
+  owner: string | null;
+  fence: number;
 }
 
 type SummaryRow = Omit<Row, 'memento'> & { memento_bytes: number };
 
 const SUMMARY_COLUMNS =
-  'id, user_id, client_ip, memento_version, created_at, updated_at, last_activity_at, expires_at, coalesce(length(CAST(memento AS BLOB)), 0) AS memento_bytes';
+  'id, user_id, client_ip, memento_version, created_at, updated_at, last_activity_at, expires_at, owner, fence, coalesce(length(CAST(memento AS BLOB)), 0) AS memento_bytes';
+
+const INSERT = `INSERT INTO sessions (id, user_id, client_ip, memento, memento_version, created_at, updated_at, last_activity_at, expires_at, owner, fence)
+  VALUES (@id, @userId, @clientIp, @memento, @mementoVersion, @createdAt, @updatedAt, @lastActivityAt, @expiresAt, @owner, @fence)`;
+
+/** One entry of a write batch, applied in call order inside one transaction. */
+type Write =
+  | { kind: 'set'; record: SessionRecord }
+  | { kind: 'delete'; id: string }
+  | { kind: 'setIf'; record: SessionRecord; expected: OwnerFence | null }
+  | { kind: 'deleteIf'; id: string; expected: OwnerFence | null };
 
 export interface SqliteStoreOptions {
   path: string;
@@ -75,7 +101,7 @@ export class SqliteStore implements ContextStore {
   readonly #onCorrupt: CorruptRecordListener;
   readonly #statements;
   /** Writes and deletes waiting for this turn's transaction, in call order. */
-  #batch: Array<{ op: SessionRecord | string; resolve: () => void; reject: (error: Error) => void }> = [];
+  #batch: Array<{ write: Write; resolve: (written: boolean) => void; reject: (error: Error) => void }> = [];
   #flushScheduled = false;
 
   constructor(options: SqliteStoreOptions) {
@@ -92,6 +118,8 @@ export class SqliteStore implements ContextStore {
       // An immediate transaction takes the write lock now: a database locked by another
       // process fails here, at startup, after busy_timeout, not on the first suspend.
       this.#db.transaction(() => {
+        // A new database (version 0) gets SCHEMA as it is now; an older one is brought up first.
+        if (version > 0) for (let from = version; from < SCHEMA_VERSION; from++) this.#db.exec(MIGRATIONS[from]!);
         this.#db.exec(SCHEMA);
         this.#db.pragma(`user_version = ${SCHEMA_VERSION}`);
       }).immediate();
@@ -100,14 +128,22 @@ export class SqliteStore implements ContextStore {
     }
     this.#statements = {
       get: this.#db.prepare<[string], Row>('SELECT * FROM sessions WHERE id = ?'),
-      upsert: this.#db.prepare(
-        `INSERT INTO sessions (id, user_id, client_ip, memento, memento_version, created_at, updated_at, last_activity_at, expires_at)
-         VALUES (@id, @userId, @clientIp, @memento, @mementoVersion, @createdAt, @updatedAt, @lastActivityAt, @expiresAt)
-         ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, client_ip = excluded.client_ip, memento = excluded.memento,
+      upsert: this.#db.prepare<[SessionRecord]>(
+        `${INSERT} ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, client_ip = excluded.client_ip, memento = excluded.memento,
            memento_version = excluded.memento_version, updated_at = excluded.updated_at,
-           last_activity_at = excluded.last_activity_at, expires_at = excluded.expires_at`,
+           last_activity_at = excluded.last_activity_at, expires_at = excluded.expires_at, owner = excluded.owner, fence = excluded.fence`,
+      ),
+      // The conditional writes: the condition is in the statement, so the check and the write are
+      // one step of the transaction (the shape PostgreSQL's store uses too).
+      insertNew: this.#db.prepare<[SessionRecord]>(`${INSERT} ON CONFLICT (id) DO NOTHING`),
+      updateIf: this.#db.prepare<[SessionRecord & { expectedOwner: string | null; expectedFence: number }]>(
+        `UPDATE sessions SET user_id = @userId, client_ip = @clientIp, memento = @memento, memento_version = @mementoVersion,
+           updated_at = @updatedAt, last_activity_at = @lastActivityAt, expires_at = @expiresAt, owner = @owner, fence = @fence
+         WHERE id = @id AND owner IS @expectedOwner AND fence = @expectedFence`,
       ),
       delete: this.#db.prepare<[string]>('DELETE FROM sessions WHERE id = ?'),
+      deleteIf: this.#db.prepare<[string, string | null, number]>('DELETE FROM sessions WHERE id = ? AND owner IS ? AND fence = ?'),
+      has: this.#db.prepare<[string], number>('SELECT 1 FROM sessions WHERE id = ?').pluck(),
       // One statement for any number of IDs: the list arrives as a JSON array.
       existing: this.#db.prepare<[string], { id: string }>('SELECT id FROM sessions WHERE id IN (SELECT value FROM json_each(?))').pluck(),
       expired: this.#db.prepare<[number, number], { id: string }>(
@@ -141,18 +177,28 @@ export class SqliteStore implements ContextStore {
     return new Set(this.#statements.existing.all(JSON.stringify(ids)) as unknown as string[]);
   }
 
-  set(record: SessionRecord): Promise<void> {
-    return this.#enqueue({ ...record });
+  async set(record: SessionRecord): Promise<void> {
+    await this.#enqueue({ kind: 'set', record: { ...record } });
   }
 
   /** A delete shares the write batch, so it never overtakes an earlier write of the same ID. */
-  delete(id: string): Promise<void> {
-    return this.#enqueue(id);
+  async delete(id: string): Promise<void> {
+    await this.#enqueue({ kind: 'delete', id });
   }
 
-  #enqueue(op: SessionRecord | string): Promise<void> {
+  /** Judged inside the batch's transaction, after every write called before it. */
+  async setIf(record: SessionRecord, expected: OwnerFence | null): Promise<boolean> {
+    checkFenceStep(record, expected);
+    return this.#enqueue({ kind: 'setIf', record: { ...record }, expected: expected && { ...expected } });
+  }
+
+  deleteIf(id: string, expected: OwnerFence | null): Promise<boolean> {
+    return this.#enqueue({ kind: 'deleteIf', id, expected: expected && { ...expected } });
+  }
+
+  #enqueue(write: Write): Promise<boolean> {
     return new Promise((resolve, reject) => {
-      this.#batch.push({ op, resolve, reject });
+      this.#batch.push({ write, resolve, reject });
       if (!this.#flushScheduled) {
         this.#flushScheduled = true;
         setImmediate(() => this.#flush());
@@ -164,20 +210,40 @@ export class SqliteStore implements ContextStore {
     const batch = this.#batch;
     this.#batch = [];
     this.#flushScheduled = false;
+    let written: boolean[];
     try {
-      this.#db.transaction(() => {
-        for (const { op } of batch) {
-          if (typeof op === 'string') this.#statements.delete.run(op);
-          else this.#statements.upsert.run(op);
-        }
-      })();
+      written = this.#db.transaction(() => batch.map(({ write }) => this.#apply(write)))();
     } catch (error) {
       // The whole transaction rolled back: nothing of it is claimed durable (E4, E5).
       const failure = new ResidentError('RESIDENT_ERR_STORE_FAILED', `SQLite write failed: ${describe(error)}`, { cause: error });
       for (const write of batch) write.reject(failure);
       return;
     }
-    for (const write of batch) write.resolve();
+    batch.forEach((write, at) => write.resolve(written[at]!));
+  }
+
+  /** Runs one write inside the batch's transaction; false when its condition refused it. */
+  #apply(write: Write): boolean {
+    const statements = this.#statements;
+    switch (write.kind) {
+      case 'set':
+        statements.upsert.run(write.record);
+        return true;
+      case 'delete':
+        statements.delete.run(write.id);
+        return true;
+      case 'setIf': {
+        const { record, expected } = write;
+        const result =
+          expected === null
+            ? statements.insertNew.run(record)
+            : statements.updateIf.run({ ...record, expectedOwner: expected.owner, expectedFence: expected.fence });
+        return result.changes === 1;
+      }
+      case 'deleteIf':
+        if (write.expected === null) return statements.has.get(write.id) === undefined;
+        return statements.deleteIf.run(write.id, write.expected.owner, write.expected.fence).changes === 1;
+    }
   }
 
   async expiredIds(now: number, limit: number): Promise<string[]> {
@@ -239,6 +305,8 @@ export function fromRow(row: Row): SessionRecord {
     updatedAt: row.updated_at,
     lastActivityAt: row.last_activity_at,
     expiresAt: row.expires_at,
+    owner: row.owner,
+    fence: row.fence,
   };
 }
 

@@ -3,7 +3,8 @@
  * crash. Promise-only; "not found" is `undefined`. One test suite (test/stores/contract.ts)
  * holds every store to the same behaviour, so a new store is done when that suite passes.
  *
- * Required: get, existing, set, delete, expiredIds, list, ping, quarantine, close.
+ * Required: get, existing, set, delete, setIf, deleteIf, expiredIds, list, ping, quarantine,
+ * close.
  * A store never interprets the memento: it is text encoded by the worker (devalue), stored and
  * returned byte for byte.
  */
@@ -25,6 +26,64 @@ export interface SessionRecord {
   lastActivityAt: number;
   /** After this the record is dead (cookie or absolute lifetime); null: never by time. */
   expiresAt: number | null;
+  /**
+   * The node holding the session's live context, or null when nobody holds it. A node names
+   * itself with something new at every start (its node ID and incarnation), so a restarted
+   * node is a new owner and must claim again.
+   */
+  owner: string | null;
+  /** Rises by one on every change of owner; 0 for a record that was never claimed. */
+  fence: number;
+}
+
+/** Who holds a stored record, as a conditional write expects to find it. */
+export interface OwnerFence {
+  owner: string | null;
+  fence: number;
+}
+
+/**
+ * Never claimed: what records stored before owners existed read as (SQLite schema 1, older
+ * record files), and where the fence of a record written from nothing counts from.
+ */
+export const UNCLAIMED: Readonly<OwnerFence> = Object.freeze({ owner: null, fence: 0 });
+
+/**
+ * Whether a stored record (undefined: none) is what a conditional write expects. `null` expects
+ * no record at all. A record that is there and unclaimed ({ owner: null, fence: 0 }) never
+ * matches absence: otherwise a caller that read it before another node claimed it and deleted
+ * it (the session closed) could bring the closed session back.
+ */
+export function holds(stored: OwnerFence | undefined, expected: OwnerFence | null): boolean {
+  if (expected === null) return stored === undefined;
+  return stored !== undefined && stored.owner === expected.owner && stored.fence === expected.fence;
+}
+
+/**
+ * Throws unless `record` follows `expected` by the fencing rule: the same owner keeps the fence,
+ * a change of owner raises it by exactly one (from no record, as from { owner: null, fence: 0 }).
+ * A store checks this before a conditional write, so fences never go back and a stale
+ * (owner, fence) pair can never match again.
+ */
+export function checkFenceStep(record: SessionRecord, expected: OwnerFence | null): void {
+  const before = expected ?? UNCLAIMED;
+  if (!isOwnership(record) || !isOwnership(before)) {
+    throw new RangeError(`a conditional write needs owners that are null or non-empty strings and fences that are integers ≥ 0 (${describeOwnership(record)} after ${describeOwnership(before)})`);
+  }
+  const fence = record.owner === before.owner ? before.fence : before.fence + 1;
+  if (record.fence !== fence) {
+    throw new RangeError(`a write of ${describeOwnership(record)} after ${describeOwnership(before)} must carry fence ${fence}`);
+  }
+}
+
+/** An owner is null or a non-empty string (no store need tell '' from null); a fence an integer ≥ 0. */
+function isOwnership(value: { owner?: unknown; fence?: unknown }): boolean {
+  const { owner, fence } = value;
+  return (owner === null || (typeof owner === 'string' && owner !== '')) && Number.isSafeInteger(fence) && (fence as number) >= 0;
+}
+
+function describeOwnership({ owner, fence }: OwnerFence): string {
+  return `owner ${JSON.stringify(owner)} fence ${String(fence)}`;
 }
 
 export interface ListQuery {
@@ -87,6 +146,20 @@ export interface ContextStore {
    */
   set(record: SessionRecord): Promise<void>;
   delete(id: string): Promise<void>;
+  /**
+   * Writes `record` only when the stored record's owner and fence are `expected` (`null`: only
+   * when no record exists), checked and written as one atomic step by the store itself, so a
+   * late write from an owner that lost the session is refused, never applied. Resolves true
+   * when written (durable, as `set`), false when refused (nothing changed); rejects with a
+   * RangeError, writing nothing, when `record` breaks the fencing rule (`checkFenceStep`). Takes
+   * its place in the call order of the ID's writes and deletes, as `set` does.
+   */
+  setIf(record: SessionRecord, expected: OwnerFence | null): Promise<boolean>;
+  /**
+   * Removes the record only when its owner and fence are `expected`; true when the condition
+   * held (for `null`: when there is no record), false when refused. Ordered as `delete`.
+   */
+  deleteIf(id: string, expected: OwnerFence | null): Promise<boolean>;
   /** Up to `limit` IDs whose expiresAt ≤ now, read from an index, never a scan of every record. */
   expiredIds(now: number, limit: number): Promise<string[]>;
   /**
@@ -120,6 +193,7 @@ export function isSessionRecord(value: unknown): value is SessionRecord {
     time(r.createdAt) &&
     time(r.updatedAt) &&
     time(r.lastActivityAt) &&
-    (r.expiresAt === null || time(r.expiresAt))
+    (r.expiresAt === null || time(r.expiresAt)) &&
+    isOwnership(r)
   );
 }

@@ -6,12 +6,18 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { newSessionId } from '../../src/contexts/ids.ts';
 import type { ContextStore, ListQuery, SessionRecord, SessionSummary } from '../../src/stores/store.ts';
+import { fencedContract } from './contract-fenced.ts';
 
 export interface StoreFactory {
   /** A fresh, empty store. */
   create(): Promise<ContextStore>;
   /** The same store's data opened again (a restart); omit for volatile stores. */
   reopen?(previous: ContextStore): Promise<ContextStore>;
+  /**
+   * The record of `id` exactly as it sits in storage, read behind the store's back (undefined:
+   * none), so a refused write can be shown to change nothing; omit where `get` is all there is.
+   */
+  raw?(store: ContextStore, id: string): string | undefined;
 }
 
 export function record(overrides: Partial<SessionRecord> = {}): SessionRecord {
@@ -26,6 +32,8 @@ export function record(overrides: Partial<SessionRecord> = {}): SessionRecord {
     updatedAt: now,
     lastActivityAt: now - 10,
     expiresAt: now + 60_000,
+    owner: null,
+    fence: 0,
     ...overrides,
   };
 }
@@ -85,7 +93,7 @@ export function storeContract(name: string, factory: StoreFactory): void {
 
     test('set then get returns the record field for field', async () => {
       const store = await factory.create();
-      const saved = record({ userId: 'user-7', mementoVersion: 3, clientIp: '::1' });
+      const saved = record({ userId: 'user-7', mementoVersion: 3, clientIp: '::1', owner: 'node-1/7', fence: 7 });
       await store.set(saved);
       assert.deepEqual(await store.get(saved.id), saved);
       await store.close();
@@ -204,7 +212,7 @@ export function storeContract(name: string, factory: StoreFactory): void {
         [record({ memento: null }), 0],
         [record({ memento: '', expiresAt: now - 5 }), 0],
         [record({ memento: 'x'.repeat(100_000) + '€', createdAt: now - 9000, updatedAt: now - 8000, lastActivityAt: now - 7000 }), 100_003],
-        [record({ userId: 'user-8', clientIp: '10.1.2.3', mementoVersion: 0 }), 11],
+        [record({ userId: 'user-8', clientIp: '10.1.2.3', mementoVersion: 0, owner: 'node-2/1', fence: 3 }), 11],
       ]);
       // Written in an order that is neither the ID order nor its reverse.
       const sorted = [...sizes.keys()].sort(byId);
@@ -377,5 +385,7 @@ export function storeContract(name: string, factory: StoreFactory): void {
         await again.close();
       });
     }
+
+    fencedContract(factory);
   });
 }

@@ -85,7 +85,7 @@ describe('sqlite store: list and ping', () => {
 
   // Copied from src/stores/sqlite.ts; the test below checks they are still what the store prepares.
   const SUMMARY_COLUMNS =
-    'id, user_id, client_ip, memento_version, created_at, updated_at, last_activity_at, expires_at, coalesce(length(CAST(memento AS BLOB)), 0) AS memento_bytes';
+    'id, user_id, client_ip, memento_version, created_at, updated_at, last_activity_at, expires_at, owner, fence, coalesce(length(CAST(memento AS BLOB)), 0) AS memento_bytes';
   const LIST = `SELECT ${SUMMARY_COLUMNS} FROM sessions WHERE id > ? ORDER BY id LIMIT ?`;
   const LIST_USER = `SELECT ${SUMMARY_COLUMNS} FROM sessions WHERE user_id = ? AND id > ? ORDER BY id LIMIT ?`;
 

@@ -30,6 +30,8 @@ function record(expiresAt: number | null): SessionRecord {
     updatedAt: now,
     lastActivityAt: now,
     expiresAt,
+    owner: null,
+    fence: 0,
   };
 }
 

@@ -70,6 +70,8 @@ test('store.maxEntries from the config reaches the memory store', async () => {
       updatedAt: now,
       lastActivityAt: now,
       expiresAt: now + 60_000 + i,
+      owner: null,
+      fence: 0,
     });
     assert.ok(store.size <= 3, `size ${store.size} after ${i + 1} writes`);
   }

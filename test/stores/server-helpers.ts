@@ -109,6 +109,8 @@ interface Row {
   updated_at: unknown;
   last_activity_at: unknown;
   expires_at: unknown;
+  owner: string | null;
+  fence: unknown;
 }
 
 /** A short-lived second connection to the SQLite store (the server may hold its own). */
@@ -136,6 +138,8 @@ export function peek(store: TempStore, id: string): SessionRecord | undefined {
       updatedAt: row.updated_at as number,
       lastActivityAt: row.last_activity_at as number,
       expiresAt: row.expires_at as number | null,
+      owner: row.owner,
+      fence: row.fence as number,
     };
   }
   try {

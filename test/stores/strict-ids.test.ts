@@ -103,6 +103,8 @@ function planted(id: string): SessionRecord {
     updatedAt: now,
     lastActivityAt: now,
     expiresAt: now + 3_600_000,
+    owner: null,
+    fence: 0,
   };
 }
 
