@@ -191,3 +191,22 @@ test('red team H8: "sign out everywhere else" pressed in two sessions of one use
     assert.equal((await t.server.sessions.sessionsOfUser(user)).length, 1, `trial ${trial}: exactly one session stays signed in`);
   }
 });
+
+test('a hook cannot change what it may only read: assigning ctx.id, isNew or userId by defineProperty throws, vars stay writable, the session goes on', { timeout: 30_000 }, async () => {
+  const t = await serverWith();
+  {
+    const client = new Client(t.url);
+    const first = (await client.get("/inc")).json() as { id: string; n: number };
+    const tamperReply = await client.get("/tamper");
+    assert.equal(tamperReply.status, 200, JSON.stringify(t.logs.slice(-3)));
+    const tampered = tamperReply.json() as { id: string; userId: string | null; attempts: Record<string, string> };
+    assert.deepEqual(tampered.attempts, { id: 'TypeError', isNew: 'TypeError', 'userId-define': 'TypeError', 'id-define': 'TypeError', 'new-field': 'TypeError', vars: 'allowed' });
+    assert.equal(tampered.id, first.id);
+    assert.equal(tampered.userId, null);
+    // The worker still finds the context under its ID, with the vars the tampering request set.
+    const after = (await client.get("/inc")).json() as { id: string; n: number };
+    assert.equal(after.id, first.id);
+    assert.equal(after.n, 3);
+    assert.equal(client.cookie, first.id);
+  }
+});

@@ -7,7 +7,7 @@
 import { threadId } from 'node:worker_threads';
 import type { ContextInit } from './protocol.ts';
 import { SerialQueue } from './serial-queue.ts';
-import { hashId } from '../log.ts';
+import { hashId } from '../id-hash.ts';
 
 let idSalt = new Uint8Array(16);
 

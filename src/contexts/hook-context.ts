@@ -37,6 +37,11 @@ export class HookContext implements Context {
   constructor(live: LiveContext, refusal: string | null = null) {
     this.#live = live;
     this.#refusal = refusal;
+    // Read-only for what a hook may only read (id, isNew, …): a hook written in plain
+    // JavaScript that assigns or defines one gets a TypeError instead of a view that lies,
+    // and the worker's own context object is never handed out. vars and selections stay
+    // mutable through their own objects.
+    Object.freeze(this);
   }
 
   /** The request was answered: returns what it asked for; every later effect is refused. */
