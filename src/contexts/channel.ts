@@ -24,7 +24,6 @@ export class WorkerChannel {
   readonly #pending = new Map<number, Pending>();
   #nextId = 0;
   #outbox: TaskBatch = [];
-  #transfer: ArrayBuffer[] = [];
   #scheduled = false;
   #closed = false;
 
@@ -57,12 +56,11 @@ export class WorkerChannel {
     return this.#closed;
   }
 
-  send(task: WorkerTask, transfer?: ArrayBuffer): Promise<WorkerReply> {
+  send(task: WorkerTask): Promise<WorkerReply> {
     if (this.#closed) return Promise.reject(new WorkerLostError(this.threadId));
     const id = this.#nextId++;
     const reply = new Promise<WorkerReply>((resolve, reject) => this.#pending.set(id, { resolve, reject }));
     this.#outbox.push([id, task]);
-    if (transfer) this.#transfer.push(transfer);
     if (!this.#scheduled) {
       this.#scheduled = true;
       // Every request parsed in this turn of the event loop joins the same message.
@@ -74,11 +72,22 @@ export class WorkerChannel {
   #flush(): void {
     this.#scheduled = false;
     const batch = this.#outbox;
-    const transfer = this.#transfer;
     this.#outbox = [];
-    this.#transfer = [];
     if (this.#closed) return;
-    this.#port.postMessage(batch, transfer);
+    try {
+      this.#port.postMessage(batch);
+    } catch (error) {
+      // A task that cannot be cloned (a bug) fails alone; the rest of its batch still goes.
+      for (const entry of batch) {
+        try {
+          this.#port.postMessage([entry]);
+        } catch {
+          const pending = this.#pending.get(entry[0]);
+          this.#pending.delete(entry[0]);
+          pending?.reject(error as Error);
+        }
+      }
+    }
   }
 
   #failPending(): void {

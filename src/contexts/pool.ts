@@ -137,11 +137,11 @@ export class ContextPool implements ContextHost {
    * gone took its contexts with it: a task for it is answered 'gone' at once (the session
    * resumes from its memento), never sent to another thread that holds no such context.
    */
-  async run(task: WorkerTask, threadId: number | null, transfer?: ArrayBuffer): Promise<WorkerReply> {
+  async run(task: WorkerTask, threadId: number | null): Promise<WorkerReply> {
     if (threadId !== null) {
       const home = this.#channels.get(threadId);
       if (!home) return { type: 'gone' };
-      return ContextPool.#send(home, task, transfer);
+      return ContextPool.#send(home, task);
     }
     let channel = this.#leastBusy();
     while (!channel) {
@@ -149,7 +149,7 @@ export class ContextPool implements ContextHost {
       await this.connected();
       channel = this.#leastBusy();
     }
-    return ContextPool.#send(channel, task, transfer);
+    return ContextPool.#send(channel, task);
   }
 
   /**
@@ -163,8 +163,8 @@ export class ContextPool implements ContextHost {
     return ContextPool.#send(channel, task);
   }
 
-  static async #send(channel: WorkerChannel, task: WorkerTask, transfer?: ArrayBuffer): Promise<WorkerReply> {
-    const reply = await channel.send(task, transfer);
+  static async #send(channel: WorkerChannel, task: WorkerTask): Promise<WorkerReply> {
+    const reply = await channel.send(task);
     if (reply.type === 'failed') throw new Error(`worker ${channel.threadId} failed a task: ${reply.error.message}`);
     return reply;
   }

@@ -25,7 +25,8 @@ export interface WireRequest {
    * clones far cheaper than a dozen, and no header name or value can hold a newline.
    */
   headers: string;
-  body: ArrayBuffer | null;
+  /** A UTF-8 text body as a string (see src/http/body.ts), any other as bytes; copied, never transferred. */
+  body: ArrayBuffer | string | null;
 }
 
 /**

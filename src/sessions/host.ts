@@ -19,5 +19,5 @@ export interface ContextHost {
    * Runs a task on thread `threadId`, or on the least busy thread when null. A thread that is
    * gone holds no context: a task for it is answered `{ type: 'gone' }` without being sent.
    */
-  run(task: WorkerTask, threadId: number | null, transfer?: ArrayBuffer): Promise<WorkerReply>;
+  run(task: WorkerTask, threadId: number | null): Promise<WorkerReply>;
 }

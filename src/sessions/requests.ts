@@ -72,7 +72,6 @@ export class Requests {
       const reply = await host.run(
         { type: 'request', sessionId: entry.id, init, expiresAt: this.#rooms.policy.cookieExpiresAt(entry), request },
         entry.workerId,
-        request.body ?? undefined,
       );
       return await this.#afterReply(entry, reply, admitted);
     } catch (error) {
@@ -174,7 +173,7 @@ export class Requests {
     const { host, log } = this.#rooms;
     const init = { resumed: false, saved: null, savedVersion: null, userId: null, clientIp, createdAt: Date.now() };
     try {
-      const reply = await host.run({ type: 'request', sessionId: newId, ephemeral: true, init, expiresAt: null, request }, null, request.body ?? undefined);
+      const reply = await host.run({ type: 'request', sessionId: newId, ephemeral: true, init, expiresAt: null, request }, null);
       if (reply.type !== 'response') throw new Error(`unexpected worker reply ${reply.type}`);
       if (reply.error) log.error({ event: 'hook-error', hook: 'onConnection', code: reply.error.code, err: reply.error }, 'onConnection failed');
       return { kind: 'reply', status: reply.status, headers: reply.headers, body: reply.body, cookie: null };
