@@ -390,3 +390,24 @@ test('F2: a worker thread dies: its requests settle once, it is replaced, its se
     assert.notEqual(aStateAfterDeath, 'live', "A's context died with its thread but the directory still has it live");
   });
 });
+
+test('F1: hooks that hang, started at different times among quick ones, each get their 504 one connectionTimeout after their own start', async () => {
+  await withServer({ workers: { threads: 1 }, hooks: { connectionTimeout: '400ms' } }, async (t) => {
+    const timed = async (client: Client, path: string) => {
+      const sent = performance.now();
+      const reply = await client.get(path);
+      return { status: reply.status, after: performance.now() - sent };
+    };
+    const first = timed(new Client(t.url), '/hang');
+    await sleep(250);
+    const second = timed(new Client(t.url), '/hang');
+    // Quick requests meanwhile settle at once and never shorten or lengthen a hung one's deadline.
+    const quick = await Promise.all(Array.from({ length: 20 }, () => timed(new Client(t.url), '/inc')));
+    for (const reply of quick) assert.equal(reply.status, 200);
+    for (const hung of await Promise.all([first, second])) {
+      assert.equal(hung.status, 504);
+      assert.ok(hung.after >= 390, `504 after ${hung.after.toFixed(0)} ms, before its deadline`);
+      assert.ok(hung.after < 2_000, `504 after ${hung.after.toFixed(0)} ms`);
+    }
+  });
+});

@@ -9,7 +9,7 @@ import { ErrorCodes, ResidentError } from '../errors.ts';
 import type { OnConnection, OnSessionSuspend, SuspendReason } from '../types.ts';
 import { LiveContext, setIdSalt } from './context.ts';
 import { HookContext, onRefusedEffect } from './hook-context.ts';
-import { withDeadline } from './deadline.ts';
+import { DeadlineSweep } from './deadline.ts';
 import { cancelBody, holdBody, pullBody, readReady } from './body-streams.ts';
 import { toRequest, wholeBody } from './fetch-objects.ts';
 import { decodeMemento, encodeMemento } from './memento.ts';
@@ -73,6 +73,8 @@ process.on('unhandledRejection', (reason) => {
 onRefusedEffect((message) => report({ type: 'log', level: 'warn', msg: 'a hook asked to change its session after its request was answered', error: { code: 'RESIDENT_ERR_EFFECT_REFUSED', message } }));
 
 const contexts = new Map<string, LiveContext>();
+const connectionDeadline = new DeadlineSweep(settings.connectionTimeout, 'RESIDENT_ERR_HOOK_TIMEOUT', 'onConnection');
+const suspendDeadline = new DeadlineSweep(settings.suspendTimeout, 'RESIDENT_ERR_HOOK_TIMEOUT', 'onSessionSuspend');
 
 /**
  * The hook's Response as the main thread writes it: framing headers dropped (./response-headers.ts),
@@ -116,12 +118,7 @@ function isHookTimeout(error: unknown): boolean {
 async function takeMemento(ctx: LiveContext, reason: SuspendReason): Promise<string> {
   // The suspend hook reads and saves; session effects belong to requests.
   const view = new HookContext(ctx, 'onSessionSuspend cannot change the session (only onConnection can)');
-  const memento = await withDeadline(
-    Promise.resolve().then(() => onSessionSuspend(view, reason)),
-    settings.suspendTimeout,
-    'RESIDENT_ERR_HOOK_TIMEOUT',
-    `onSessionSuspend(ctx, '${reason}')`,
-  );
+  const memento = await suspendDeadline.run(() => onSessionSuspend(view, reason), `onSessionSuspend(ctx, '${reason}')`);
   return encodeMemento(memento, settings.maxMementoSize);
 }
 
@@ -154,12 +151,7 @@ async function handleRequest(ctx: LiveContext, task: Extract<WorkerTask, { type:
   }
   const hookCtx = new HookContext(ctx);
   try {
-    const response = await withDeadline(
-      Promise.resolve().then(() => onConnection(hookCtx, request)),
-      settings.connectionTimeout,
-      'RESIDENT_ERR_HOOK_TIMEOUT',
-      'onConnection',
-    );
+    const response = await connectionDeadline.run(() => onConnection(hookCtx, request));
     reply = { type: 'response', ...(await fromResponse(response)), closed: false, threadId };
     // Only a request that succeeded ends the context's first request: when the hook throws
     // while restoring a memento, the next request sees isNew (and saved) again (H4).
