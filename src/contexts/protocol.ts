@@ -115,10 +115,10 @@ export type WorkerReply =
 /**
  * Requests travel over one MessageChannel per worker, in batches: everything for one worker
  * in one event-loop turn is one message, and so are the replies (one wake-up per batch
- * instead of one per request). Each entry carries an ID that pairs a reply with its task.
+ * instead of one per request). Each entry carries an ID that pairs a reply with its task;
+ * ./batches.ts lays the entries out flat for the trip.
  */
-export type TaskBatch = Array<[id: number, task: WorkerTask]>;
-export type ReplyBatch = Array<[id: number, reply: WorkerReply]>;
+export type { WireBatch } from './batches.ts';
 
 /** The piscina task that hands a worker its end of the channel (the only other piscina task is the readiness probe). */
 export interface ConnectTask {

@@ -14,12 +14,11 @@ import { cancelBody, holdBody, pullBody, readReady } from './body-streams.ts';
 import { toRequest, wholeBody } from './fetch-objects.ts';
 import { decodeMemento, encodeMemento } from './memento.ts';
 import { wireHeaders } from './response-headers.ts';
+import { forEachTask, pushReply, type WireBatch } from './batches.ts';
 import {
   toWireError,
   type ConnectTask,
   type ContextInit,
-  type ReplyBatch,
-  type TaskBatch,
   type WireBody,
   type WireError,
   type WorkerEvent,
@@ -239,7 +238,7 @@ async function dispatch(task: WorkerTask): Promise<WorkerReply> {
  * transferred.
  */
 function attach(port: MessagePort): void {
-  let outbox: ReplyBatch = [];
+  let outbox: WireBatch = [];
   let transfer: ArrayBuffer[] = [];
   let scheduled = false;
   const flush = () => {
@@ -251,7 +250,7 @@ function attach(port: MessagePort): void {
     port.postMessage(batch, list);
   };
   const answer = (id: number, reply: WorkerReply) => {
-    outbox.push([id, reply]);
+    pushReply(outbox, id, reply);
     if (reply.type === 'response' && reply.body instanceof ArrayBuffer) transfer.push(reply.body);
     else if (reply.type === 'chunk' && reply.bytes) transfer.push(reply.bytes);
     if (!scheduled) {
@@ -259,13 +258,13 @@ function attach(port: MessagePort): void {
       setImmediate(flush);
     }
   };
-  port.on('message', (batch: TaskBatch) => {
-    for (const [id, task] of batch) {
+  port.on('message', (batch: WireBatch) => {
+    forEachTask(batch, (id, task) => {
       dispatch(task).then(
         (reply) => answer(id, reply),
         (error) => answer(id, { type: 'failed', error: toWireError(error) }),
       );
-    }
+    });
   });
 }
 
