@@ -5,8 +5,6 @@
  */
 import type { WireRequest } from './protocol.ts';
 
-const encoder = new TextEncoder();
-
 export function toRequest(wire: WireRequest): Request {
   // Header pairs go straight into the Request: building a Headers first copies them twice.
   const raw = wire.headers === '' ? [] : wire.headers.split('\n');
@@ -30,14 +28,14 @@ function bodySource(response: Response): string | Uint8Array | undefined {
 }
 
 /**
- * The response body as one ArrayBuffer when it was built from a string or bytes (taken from its
+ * The response body as its string, or one ArrayBuffer when it was built from bytes (taken from its
  * source, not read back through its stream), null when there is none, and undefined for any
  * other body (a stream, a Blob, a fetch() body, one already read): that one is streamed.
  */
-export function wholeBody(response: Response): ArrayBuffer | null | undefined {
+export function wholeBody(response: Response): string | ArrayBuffer | null | undefined {
   if (response.body === null) return null;
   const source = bodySource(response);
-  if (typeof source === 'string') return encoder.encode(source).buffer as ArrayBuffer;
+  if (typeof source === 'string') return source;
   if (source) return source.slice().buffer as ArrayBuffer;
   return undefined;
 }

@@ -39,8 +39,11 @@ export interface StreamedBody {
   threadId: number;
 }
 
-/** A response body as it crosses: whole bytes (a string or bytes body, transferred), a stream to pull, or none. */
-export type WireBody = ArrayBuffer | StreamedBody | null;
+/**
+ * A response body as it crosses: a string body as the string (written as UTF-8, its length
+ * counted by the main thread), whole bytes (transferred), a stream to pull, or none.
+ */
+export type WireBody = string | ArrayBuffer | StreamedBody | null;
 
 export interface WireError {
   code: string;

@@ -80,7 +80,7 @@ const suspendDeadline = new DeadlineSweep(settings.suspendTimeout, 'RESIDENT_ERR
  * a string or bytes body whole, any other body held here for the main thread to pull.
  */
 async function fromResponse(response: Response | undefined): Promise<{ status: number; headers: string[]; body: WireBody }> {
-  if (response === undefined) return { status: 404, headers: ['content-type', 'text/plain; charset=utf-8'], body: new TextEncoder().encode('Not Found').buffer as ArrayBuffer };
+  if (response === undefined) return { status: 404, headers: ['content-type', 'text/plain; charset=utf-8'], body: 'Not Found' };
   if (!(response instanceof Response) || response.type === 'error') {
     throw new ResidentError('RESIDENT_ERR_HOOK_FAILED', 'onConnection must return a Response (not Response.error()) or undefined');
   }
@@ -99,10 +99,9 @@ async function fromResponse(response: Response | undefined): Promise<{ status: n
 }
 
 /** The generic answer to a failed hook: the details go to the log, never to the client (F1). */
-function errorResponse(status: 400 | 500 | 504): { status: number; headers: string[]; body: ArrayBuffer } {
+function errorResponse(status: 400 | 500 | 504): { status: number; headers: string[]; body: string } {
   const code = status === 400 ? 'RESIDENT_ERR_BAD_REQUEST' : status === 504 ? 'RESIDENT_ERR_HOOK_TIMEOUT' : 'RESIDENT_ERR_HOOK_FAILED';
-  const text = ErrorCodes[code].message;
-  return { status, headers: ['content-type', 'text/plain; charset=utf-8'], body: new TextEncoder().encode(text).buffer as ArrayBuffer };
+  return { status, headers: ['content-type', 'text/plain; charset=utf-8'], body: ErrorCodes[code].message };
 }
 
 function isHookTimeout(error: unknown): boolean {
