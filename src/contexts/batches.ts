@@ -27,26 +27,38 @@ export function pushTask(batch: WireBatch, id: number, task: WorkerTask): void {
   batch.push(REQUEST, id, task.sessionId, task.expiresAt, request.method, request.url, request.headers, request.body, task.init ?? null, task.ephemeral === true);
 }
 
-/** Calls `visit` with each task of `batch`, in order. */
-export function forEachTask(batch: WireBatch, visit: (id: number, task: WorkerTask) => void): void {
+/**
+ * Calls `visit` with each entry of `batch`, in order: an OTHER entry is its object; the common
+ * kind, `size` values long, is rebuilt by `decode` from its values after the ID.
+ */
+function forEachEntry<T>(batch: WireBatch, size: number, decode: (batch: WireBatch, at: number) => T, visit: (id: number, entry: T) => void): void {
   for (let i = 0; i < batch.length; ) {
     if (batch[i] === OTHER) {
-      visit(batch[i + 1] as number, batch[i + 2] as WorkerTask);
+      visit(batch[i + 1] as number, batch[i + 2] as T);
       i += 3;
-      continue;
+    } else {
+      visit(batch[i + 1] as number, decode(batch, i + 2));
+      i += size;
     }
-    const task: RequestTask = {
-      type: 'request',
-      sessionId: batch[i + 2] as string,
-      expiresAt: batch[i + 3] as number | null,
-      request: { method: batch[i + 4] as string, url: batch[i + 5] as string, headers: batch[i + 6] as string, body: batch[i + 7] as RequestTask['request']['body'] },
-    };
-    const init = batch[i + 8] as ContextInit | null;
-    if (init !== null) task.init = init;
-    if (batch[i + 9] === true) task.ephemeral = true;
-    visit(batch[i + 1] as number, task);
-    i += 10;
   }
+}
+
+function decodeRequest(batch: WireBatch, at: number): RequestTask {
+  const task: RequestTask = {
+    type: 'request',
+    sessionId: batch[at] as string,
+    expiresAt: batch[at + 1] as number | null,
+    request: { method: batch[at + 2] as string, url: batch[at + 3] as string, headers: batch[at + 4] as string, body: batch[at + 5] as RequestTask['request']['body'] },
+  };
+  const init = batch[at + 6] as ContextInit | null;
+  if (init !== null) task.init = init;
+  if (batch[at + 7] === true) task.ephemeral = true;
+  return task;
+}
+
+/** Calls `visit` with each task of `batch`, in order. */
+export function forEachTask(batch: WireBatch, visit: (id: number, task: WorkerTask) => void): void {
+  forEachEntry<WorkerTask>(batch, 10, decodeRequest, visit);
 }
 
 /** The fields of a response reply that are usually absent: sent as one object only when one is present. */
@@ -73,25 +85,21 @@ export function pushReply(batch: WireBatch, id: number, reply: WorkerReply): voi
   batch.push(RESPONSE, id, reply.status, reply.headers, reply.body, reply.threadId, reply.closed, extrasOf(reply));
 }
 
+function decodeResponse(batch: WireBatch, at: number): ResponseReply {
+  const reply: ResponseReply = {
+    type: 'response',
+    status: batch[at] as number,
+    headers: batch[at + 1] as string[],
+    body: batch[at + 2] as ResponseReply['body'],
+    threadId: batch[at + 3] as number,
+    closed: batch[at + 4] as boolean,
+  };
+  const extras = batch[at + 5] as ResponseExtras | null;
+  if (extras !== null) Object.assign(reply, extras);
+  return reply;
+}
+
 /** Calls `visit` with each reply of `batch`, in order. */
 export function forEachReply(batch: WireBatch, visit: (id: number, reply: WorkerReply) => void): void {
-  for (let i = 0; i < batch.length; ) {
-    if (batch[i] === OTHER) {
-      visit(batch[i + 1] as number, batch[i + 2] as WorkerReply);
-      i += 3;
-      continue;
-    }
-    const reply: ResponseReply = {
-      type: 'response',
-      status: batch[i + 2] as number,
-      headers: batch[i + 3] as string[],
-      body: batch[i + 4] as ResponseReply['body'],
-      threadId: batch[i + 5] as number,
-      closed: batch[i + 6] as boolean,
-    };
-    const extras = batch[i + 7] as ResponseExtras | null;
-    if (extras !== null) Object.assign(reply, extras);
-    visit(batch[i + 1] as number, reply);
-    i += 8;
-  }
+  forEachEntry<WorkerReply>(batch, 8, decodeResponse, visit);
 }
