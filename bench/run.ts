@@ -9,6 +9,8 @@
  *   npm run bench -- --quick               seconds, one round: a smoke run
  *   npm run bench -- --workloads a,b,g     a subset
  *   npm run bench -- --baseline REF        also run Resident as of commit REF (before/after)
+ *
+ * Every contender runs on this process's Node (process.execPath), checked per process.
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
@@ -17,7 +19,9 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { request } from 'undici';
-import { Contender, PEERS, baseline, resident, type ContenderSpec } from './lib/contender.ts';
+import { announceNode } from './lib/announce-node.ts';
+import { baseline } from './lib/baseline.ts';
+import { Contender, PEERS, resident, type ContenderSpec } from './lib/contender.ts';
 import { createSessions, drive, median, percentile, timeRequests } from './lib/load.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
@@ -54,10 +58,13 @@ interface Row {
   p99?: number;
   cpuUsPerRequest?: number;
   note?: string;
+  /** The version of the Node binary the contender process ran (from /proc/<pid>/exe). */
+  node?: string;
   [extra: string]: unknown;
 }
 const rows: Row[] = [];
 const log = (message: string) => process.stderr.write(`${message}\n`);
+announceNode(ROOT);
 
 async function withContenders<T>(specs: ContenderSpec[], body: (contenders: Contender[]) => Promise<T>): Promise<T> {
   const contenders = specs.map((spec) => new Contender(spec));
@@ -98,6 +105,7 @@ async function throughput(workload: string, path: string): Promise<void> {
         p50: median(list.map((s) => s.p50)),
         p99: median(list.map((s) => s.p99)),
         cpuUsPerRequest: median(list.map((s) => s.cpu)),
+        node: contender.node?.version,
       });
     }
   });
@@ -245,8 +253,9 @@ const fmt = (value: unknown, digits = 0) => (typeof value === 'number' && Number
 
 function report(): string {
   const lines: string[] = [];
-  const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`;
+  const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB`;
   lines.push(`# Resident benchmark — ${new Date().toISOString()}`, '', `Machine: ${machine}.`);
+  lines.push(`Node: ${process.version} (${process.execPath}) for the runner, autocannon and every contender (each contender's binary checked through /proc).`);
   lines.push(`Settings: ${JSON.stringify(settings)}${quick ? ' (quick smoke run: not for comparison)' : ''}.`, '');
   for (const [workload, title, path] of [
     ['a', 'hit counter', '/'],
@@ -256,10 +265,10 @@ function report(): string {
     if (set.length === 0) continue;
     const bare = set.find((row) => row.contender.startsWith('bare'))!;
     lines.push(`## (${workload}) ${title} — GET ${path}`, '');
-    lines.push('| contender | req/s | ×bare | p50 ms | p99 ms | ×bare p99 | CPU µs/req | ×bare CPU |', '|---|---:|---:|---:|---:|---:|---:|---:|');
+    lines.push('| contender | req/s | ×bare | p50 ms | p99 ms | ×bare p99 | CPU µs/req | ×bare CPU | Node |', '|---|---:|---:|---:|---:|---:|---:|---:|---|');
     for (const row of set) {
       lines.push(
-        `| ${row.contender} | ${fmt(row.rps)} | ${fmt(row.rps! / bare.rps!, 2)} | ${fmt(row.p50, 1)} | ${fmt(row.p99, 1)} | ${fmt(row.p99! / bare.p99!, 2)} | ${fmt(row.cpuUsPerRequest, 1)} | ${fmt(row.cpuUsPerRequest! / bare.cpuUsPerRequest!, 2)} |`,
+        `| ${row.contender} | ${fmt(row.rps)} | ${fmt(row.rps! / bare.rps!, 2)} | ${fmt(row.p50, 1)} | ${fmt(row.p99, 1)} | ${fmt(row.p99! / bare.p99!, 2)} | ${fmt(row.cpuUsPerRequest, 1)} | ${fmt(row.cpuUsPerRequest! / bare.cpuUsPerRequest!, 2)} | ${row.node ?? '–'} |`,
       );
     }
     const express = set.find((row) => row.contender.startsWith('express'));
