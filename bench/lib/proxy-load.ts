@@ -2,7 +2,7 @@
  * Workload (h), proxy-like: a fixed pool of sessions over keep-alive connections, a session
  * picked at random for every request, as a reverse proxy's connections carry many clients.
  * Two requests of one session are often in flight at once, on different connections, so the
- * pool also checks that no update to a session was lost.
+ * run ends by checking that no update to a session was lost (readCounters).
  */
 import autocannon from 'autocannon';
 import { Agent, request } from 'undici';
@@ -32,6 +32,7 @@ interface UntypedClient {
 /** A load that ran past this many seconds after its end without draining is cut off. */
 const DRAIN_LIMIT_S = 15;
 
+/** `task` once for every index below `count`, `concurrency` at a time over one undici Agent. */
 async function eachOnce<T>(count: number, concurrency: number, task: (index: number, agent: Agent) => Promise<T>): Promise<T[]> {
   const agent = new Agent({ connections: concurrency, pipelining: 1 });
   const results: T[] = new Array(count);
