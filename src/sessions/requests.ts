@@ -119,7 +119,7 @@ export class Requests {
       });
     }
     // A sign-in that was under way when all of the user's sessions were closed is closed too.
-    const lateLogin = reply.userId ? users.closedSince(reply.userId, admitted.at) : false;
+    const lateLogin = reply.userId ? users.closedSince(reply.userId, admitted.at, entry) : false;
     if (reply.closed || lateLogin) {
       // The ID is retired before onSessionSuspend(ctx, 'closed') runs, in a task of its own:
       // whatever that hook does, even exit its thread, the session cannot come back (A4).
