@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { Client, ROOT, startTestServer, waitFor, type TestServer } from './helpers.ts';
+import { Client, ROOT, startTestServer, type TestServer } from './helpers.ts';
 
 const HOOKS = {
   onConnection: join(ROOT, 'test/fixtures/effects/onConnection.ts'),
