@@ -55,3 +55,72 @@ test('red team: a ctx kept from an answered request refuses every effect when us
   assert.equal(state.n, 2);
   assert.equal(owner.cookie, ownerId);
 });
+
+const SUSPEND_EXITS = { onSessionSuspend: join(ROOT, 'test/fixtures/redteam/onSessionSuspend.ts') };
+
+test('red team F2: a suspend hook that exits its thread, 10 times: the request waiting at the gate is answered, a bystander in flight gets one 502, a closed ID stays dead', { timeout: 60_000 }, async () => {
+  const t = await serverWith({ hooks: SUSPEND_EXITS });
+  for (let round = 0; round < 10; round++) {
+    const victim = new Client(t.url);
+    await victim.get('/inc');
+    const id = victim.cookie!;
+    await victim.get('/mode?value=exit');
+    const bystander = new Client(t.url);
+    await bystander.get('/inc');
+    const inFlight = bystander.get('/sleep?ms=400');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    if (round % 2 === 0) {
+      // An admin suspend: the hook exits; a request of the session waits at its gate meanwhile.
+      const suspending = t.server.sessions.suspendSession(id);
+      const waiting = victim.get('/inc');
+      const outcome = await suspending;
+      assert.notEqual(outcome, 'suspended', `round ${round}: an admin suspend whose hook exited the thread (memento lost) was reported ${outcome}`);
+      const reply = await waiting;
+      assert.equal(reply.status, 200, `round ${round}: the waiting request: ${reply.status} ${reply.text}`);
+      assert.equal(reply.json<{ id: string }>().id, id, `round ${round}: the same session comes back`);
+    } else {
+      // The session's own close: onSessionSuspend(ctx, 'closed') exits the thread.
+      const closing = await victim.get('/close');
+      assert.equal(closing.status, 200, `round ${round}`);
+      const replay = await new Client(t.url).get('/state', { headers: { cookie: `RSID=${id}` } });
+      assert.notEqual(replay.json<{ id: string }>().id, id, `round ${round}: the closed ID came back`);
+    }
+    const bystanding = await inFlight;
+    assert.ok([200, 502].includes(bystanding.status), `round ${round}: the bystander got ${bystanding.status}`);
+  }
+});
+
+test('red team F2/H1: a shutdown whose suspend hook exits the thread reports that context lost (exit 1), not saved', { timeout: 30_000 }, async () => {
+  const t = await startTestServer({ workers: { threads: 1 }, hooks: { ...HOOKS, ...SUSPEND_EXITS } });
+  const doomed = new Client(t.url);
+  await doomed.get('/inc');
+  await doomed.get('/mode?value=exit');
+  const result = await t.server.shutdown();
+  assert.equal(result.lost, 1, `shutdown reported ${JSON.stringify(result)}`);
+});
+
+test('red team: hung hooks started at different times among a stream of quick ones each get their 504 at their own deadline, once', { timeout: 30_000 }, async () => {
+  const t = await serverWith({ workers: { threads: 1 }, hooks: { connectionTimeout: '500ms' } });
+  const quick = new Client(t.url);
+  let stop = false;
+  let quickServed = 0;
+  const stream = (async () => {
+    while (!stop) {
+      assert.equal((await quick.get('/inc')).status, 200);
+      quickServed++;
+    }
+  })();
+  const hung = Array.from({ length: 5 }, async (_, index) => {
+    await new Promise((resolve) => setTimeout(resolve, index * 130));
+    const result = await timed(new Client(t.url).get('/hang'));
+    return { index, status: result.value.status, ms: result.ms };
+  });
+  const results = await Promise.all(hung);
+  stop = true;
+  await stream;
+  for (const { index, status, ms } of results) {
+    assert.equal(status, 504, `hung request ${index}`);
+    assert.ok(ms >= 480 && ms < 900, `hung request ${index} answered after ${Math.round(ms)} ms (deadline 500 ms)`);
+  }
+  assert.ok(quickServed > 20, `quick requests kept flowing (${quickServed})`);
+});
