@@ -39,3 +39,16 @@ test('red team: "sign out everywhere else" while another sign-in of that user is
   assert.deepEqual(left.map((s) => s.id), [here.cookie], 'only the session that signed the others out stays signed in');
   assert.ok(reply.setCookies.some((line) => /^RSID=;.*Max-Age=0/i.test(line)), 'the late sign-in answers with the cookie expired');
 });
+
+test('red team: sessions.maxPerUser 1 and two sign-ins of one user at once (20 rounds): exactly one session stays signed in', { timeout: 60_000 }, async () => {
+  const t = await serverWith({ sessions: { maxPerUser: 1 } });
+  for (let round = 0; round < 20; round++) {
+    const user = `pair-${round}`;
+    const [a, b] = [new Client(t.url), new Client(t.url)];
+    await a.get('/inc');
+    await b.get('/inc');
+    await Promise.all([a.get(`/login?user=${user}`), b.get(`/login?user=${user}`)]);
+    await sleep(100);
+    assert.equal((await t.server.sessions.sessionsOfUser(user)).length, 1, `round ${round}: sessions of the user left`);
+  }
+});

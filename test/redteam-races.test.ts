@@ -155,3 +155,26 @@ test('red team: after a restart, closing store-only sessions while their clients
     assert.notEqual(replay.id, id, 'a closed store-only session came back');
   }
 });
+
+test('red team A8: two cookies (a closed ID, another client\'s ID, one\'s own) in any order pick one\'s own session, and leave the others untouched (100 rounds)', { timeout: 60_000 }, async () => {
+  const t = await serverWith();
+  const attackerAgent = new Agent({ localAddress: '127.0.0.2' });
+  try {
+    for (let round = 0; round < 100; round++) {
+      const victim = issued(await send(`${t.url}/inc`, { dispatcher: agent }))[0]!;
+      const dead = issued(await send(`${t.url}/inc`, { dispatcher: attackerAgent }))[0]!;
+      await send(`${t.url}/close`, { headers: { cookie: `RSID=${dead}` }, dispatcher: attackerAgent });
+      const own = issued(await send(`${t.url}/inc`, { dispatcher: attackerAgent }))[0]!;
+      const orders = [[dead, victim, own], [victim, own, dead], [own, dead, victim]];
+      const cookie = orders[round % 3]!.map((id) => `RSID=${id}`).join('; ');
+      const reply = await send(`${t.url}/inc`, { headers: { cookie }, dispatcher: attackerAgent });
+      assert.equal(reply.status, 200, `round ${round}: ${reply.text}`);
+      assert.equal(reply.json<{ id: string; n: number }>().id, own, `round ${round}: the attacker's own session`);
+      const victimState = (await as(t, victim, '/state')).json<{ id: string; n: number }>();
+      assert.deepEqual([victimState.id, victimState.n], [victim, 1], `round ${round}: the victim untouched`);
+      assert.equal(t.server.sessions.info(dead), undefined, `round ${round}: the closed ID stays dead`);
+    }
+  } finally {
+    await attackerAgent.close();
+  }
+});
