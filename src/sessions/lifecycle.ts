@@ -77,10 +77,7 @@ export class Lifecycle {
     log.info({ event: 'resumed', session: hashId(entry.id), memento: entry.init.saved !== null }, 'session resumed');
   }
 
-  /**
-   * Suspends a live context in its gate (idle, the cap, the admin view, shutdown). Resolves
-   * true when its memento was saved and the context left memory.
-   */
+  /** Suspends a live context in its gate (idle, the cap, the admin view, shutdown); true once saved. */
   startSuspend(entry: SessionEntry, reason: SuspendingReason): Promise<boolean> {
     this.#rooms.directory.markSuspending(entry);
     const saving = this.#suspend(entry, reason);
@@ -96,10 +93,10 @@ export class Lifecycle {
       if (entry.state !== 'suspending') return false;
       this.lose(entry);
       if (answer.died) {
-        // The hook (or anything on its thread) ended the thread mid-suspend: no memento was
-        // saved, which a shutdown's exit code and the lost-suspends count must say (H1).
+        // Its thread stopped mid-suspend (the hook exited it): no memento was saved, and a
+        // shutdown's exit code and the lost-suspends count must say so (H1).
         counters.lostSuspends++;
-        log.error({ event: 'suspend-lost', session: hashId(entry.id), reason }, 'the worker thread stopped during onSessionSuspend: memento lost; the session resumes from its previous memento, if any');
+        log.error({ event: 'suspend-lost', session: hashId(entry.id), reason }, 'the worker thread stopped during onSessionSuspend: memento lost');
       }
       return false;
     }
@@ -209,20 +206,6 @@ export class Lifecycle {
     if (entry.workerId === null) return;
     this.#rooms.host.release(entry.workerId);
     this.#rooms.directory.setHome(entry, null);
-  }
-
-  /** A stored memento the worker could not read: set aside, never served again (E11). */
-  async quarantine(entry: SessionEntry, error: WireError): Promise<void> {
-    const { counters, log, store } = this.#rooms;
-    counters.corruptMementos++;
-    entry.hasMemento = false;
-    log.error(
-      { event: 'memento-corrupt', session: hashId(entry.id), code: error.code, err: { message: error.message } },
-      'a stored memento cannot be read: quarantined; the client got a fresh context',
-    );
-    await store.quarantine(entry.id, error.message).catch((failure) => {
-      log.error({ event: 'store-error', session: hashId(entry.id), err: failure }, 'cannot quarantine the memento');
-    });
   }
 
   /**
