@@ -200,7 +200,7 @@ test('a hook cannot change what it may only read: assigning ctx.id, isNew or use
     const tamperReply = await client.get("/tamper");
     assert.equal(tamperReply.status, 200, JSON.stringify(t.logs.slice(-3)));
     const tampered = tamperReply.json() as { id: string; userId: string | null; attempts: Record<string, string> };
-    assert.deepEqual(tampered.attempts, { id: 'TypeError', isNew: 'TypeError', 'userId-define': 'TypeError', 'id-define': 'TypeError', 'new-field': 'TypeError', vars: 'allowed' });
+    assert.deepEqual(tampered.attempts, { id: 'TypeError', isNew: 'TypeError', 'userId-define': 'TypeError', 'id-define': 'TypeError', 'new-field': 'TypeError', prototype: 'TypeError', vars: 'allowed' });
     assert.equal(tampered.id, first.id);
     assert.equal(tampered.userId, null);
     // The worker still finds the context under its ID, with the vars the tampering request set.

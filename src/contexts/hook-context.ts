@@ -148,3 +148,7 @@ export class HookContext implements Context {
     if (userId !== null) effects.closeOthersOf = userId;
   }
 }
+
+// The class's accessors are shared by every view on the thread: frozen too, so one hook cannot
+// redefine what every other session's ctx answers.
+Object.freeze(HookContext.prototype);
