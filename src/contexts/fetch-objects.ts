@@ -8,7 +8,7 @@
 import { threadId } from 'node:worker_threads';
 import { ResidentError } from '../errors.ts';
 import { holdBody, readReady } from './body-streams.ts';
-import { isResponse, takeBody } from './light-response.ts';
+import { isResponse, takeBody, untouchedHeaders } from './light-response.ts';
 import type { WireBody } from './protocol.ts';
 import { wireHeaders } from './response-headers.ts';
 
@@ -36,9 +36,9 @@ export async function fromResponse(response: Response | undefined): Promise<Wire
   if (!isResponse(response) || response.type === 'error') {
     throw new ResidentError('RESIDENT_ERR_HOOK_FAILED', 'onConnection must return a Response (not Response.error()) or undefined');
   }
-  let headers: string[];
+  let headers = untouchedHeaders(response);
   try {
-    headers = wireHeaders(response);
+    headers ??= wireHeaders(response);
   } catch (error) {
     // Never sent: let its source (an upstream fetch, a file) stop.
     response.body?.cancel().catch(() => {});

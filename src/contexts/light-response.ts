@@ -86,6 +86,12 @@ class LightResponse {
     return body;
   }
 
+  /** The wire's header list while the hook never touched `headers` (nothing in it to check or drop); undefined after that. */
+  static untouchedHeaders(response: LightResponse): string[] | undefined {
+    if (response.#headers) return undefined;
+    return response.#type === null ? [] : ['content-type', response.#type];
+  }
+
   static real(response: LightResponse): Response {
     if (response.#real) return response.#real;
     const used = response.#used;
@@ -151,6 +157,11 @@ Object.defineProperty(LightResponse.prototype, 'constructor', { value: WorkerRes
 /** Any Response, native or stand-in. */
 export function isResponse(value: unknown): value is Response {
   return value instanceof NativeResponse;
+}
+
+/** Its headers as the wire carries them, when `response` is a stand-in whose headers nobody built: no Headers is made for them. */
+export function untouchedHeaders(response: Response): string[] | undefined {
+  return response instanceof LightResponse ? LightResponse.untouchedHeaders(response) : undefined;
 }
 
 /**
