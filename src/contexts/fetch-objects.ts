@@ -8,7 +8,7 @@
 import { threadId } from 'node:worker_threads';
 import { ResidentError } from '../errors.ts';
 import { holdBody, readReady } from './body-streams.ts';
-import { isResponse, takeBody, untouchedHeaders } from './light-response.ts';
+import { isResponse, takeBody } from './light-response.ts';
 import type { WireBody } from './protocol.ts';
 import { wireHeaders } from './response-headers.ts';
 
@@ -36,16 +36,16 @@ export async function fromResponse(response: Response | undefined): Promise<Wire
   if (!isResponse(response) || response.type === 'error') {
     throw new ResidentError('RESIDENT_ERR_HOOK_FAILED', 'onConnection must return a Response (not Response.error()) or undefined');
   }
-  let headers = untouchedHeaders(response);
+  const light = takeBody(response);
+  let headers: string[];
   try {
-    headers ??= wireHeaders(response);
+    headers = light?.headers ?? wireHeaders(response);
   } catch (error) {
     // Never sent: let its source (an upstream fetch, a file) stop.
-    response.body?.cancel().catch(() => {});
+    if (!light) response.body?.cancel().catch(() => {});
     throw error;
   }
-  const whole = takeBody(response);
-  if (whole !== undefined) return { status: response.status, headers, body: whole === null ? null : wholeBytes(whole) };
+  if (light) return { status: response.status, headers, body: light.body === null ? null : wholeBytes(light.body) };
   // A native Response with no body at all (Response.redirect(), a subclass's null body).
   if (response.body === null) return { status: response.status, headers, body: null };
   const ready = await readReady(response);

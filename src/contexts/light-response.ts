@@ -19,6 +19,12 @@ const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/;
 const TEXT_TYPE = 'text/plain;charset=UTF-8';
 const JSON_TYPE = 'application/json';
 
+export interface TakenBody {
+  body: string | Uint8Array | null;
+  /** The headers for the wire, when no Headers was built for them. */
+  headers: string[] | undefined;
+}
+
 class LightResponse {
   readonly #status: number;
   readonly #statusText: string;
@@ -74,22 +80,18 @@ class LightResponse {
   }
 
   /**
-   * The body as built, taken once (a second take, or one after the body became a stream, is
-   * undefined): the wire transfers its bytes, so nothing may read them here afterwards.
+   * The body as built and the wire's header list if nobody built a Headers (nothing in it to
+   * check or drop), taken once: the wire transfers the bytes, so the body counts as read from
+   * then on. Undefined once the body was taken or became a stream.
    */
-  static take(response: LightResponse): string | Uint8Array | null | undefined {
+  static take(response: LightResponse): TakenBody | undefined {
     if (response.#real || response.#used) return undefined;
     const body = response.#body;
     // A null body is never "used", as a native one.
     response.#used = body !== null;
     response.#body = null;
-    return body;
-  }
-
-  /** The wire's header list while the hook never touched `headers` (nothing in it to check or drop); undefined after that. */
-  static untouchedHeaders(response: LightResponse): string[] | undefined {
-    if (response.#headers) return undefined;
-    return response.#type === null ? [] : ['content-type', response.#type];
+    const type = response.#type;
+    return { body, headers: response.#headers ? undefined : type === null ? [] : ['content-type', type] };
   }
 
   static real(response: LightResponse): Response {
@@ -159,16 +161,10 @@ export function isResponse(value: unknown): value is Response {
   return value instanceof NativeResponse;
 }
 
-/** Its headers as the wire carries them, when `response` is a stand-in whose headers nobody built: no Headers is made for them. */
-export function untouchedHeaders(response: Response): string[] | undefined {
-  return response instanceof LightResponse ? LightResponse.untouchedHeaders(response) : undefined;
-}
-
 /**
- * Takes the body `response` was built from, when it is a stand-in nothing has read: a string,
- * bytes or null; the Response counts as read from then on. Undefined for any other Response,
- * whose body must be read through its stream.
+ * Takes what `response` was built from, when it is a stand-in nothing has read (see
+ * LightResponse.take). Undefined for any other Response, whose body must be read through its stream.
  */
-export function takeBody(response: Response): string | Uint8Array | null | undefined {
+export function takeBody(response: Response): TakenBody | undefined {
   return response instanceof LightResponse ? LightResponse.take(response) : undefined;
 }
