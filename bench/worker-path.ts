@@ -118,5 +118,7 @@ if (!isMainThread) {
   const newFigure = await measure(newPath, REQUESTS, BATCH);
   console.log(`conversions, old (new Request, stream read): ${oldFigure.toFixed(2)}`);
   console.log(`conversions, new (lazy request, light response): ${newFigure.toFixed(2)}`);
+  // What the loop itself costs a batch of 1 (a turn of the event loop per request): part of every figure below.
+  console.log(`floor (an empty request, batch of 1): ${(await measure(async () => {}, REQUESTS, 1)).toFixed(2)}`);
   for (const batch of [1, BATCH]) console.log(`dispatch (worker.ts, batch of ${batch}): ${(await runDispatch(batch)).toFixed(2)}`);
 }
