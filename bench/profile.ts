@@ -1,7 +1,7 @@
 /**
  * Where a contender's CPU goes under the hit-counter load: runs it with --cpu-prof (one
  * profile per thread), drives it with 100 cookie-holding clients, and prints each thread's
- * busiest functions by inclusive time.
+ * busiest functions by inclusive and by self time.
  *
  *   node --import tsx bench/profile.ts [resident.ts|bare.ts|fastify.ts|express.ts] [--threads N]
  */
@@ -62,8 +62,19 @@ for (const name of readdirSync(dir).sort()) {
       inclusive.set(key, (inclusive.get(key) ?? 0) + time);
     }
   }
-  console.log(`\n${name} (${(total / 1e6).toFixed(1)} s sampled)`);
-  for (const [key, time] of [...inclusive].sort((a, b) => b[1] - a[1]).slice(0, Number(values.top))) {
-    console.log(`${((time / total) * 100).toFixed(1).padStart(5)}%  ${key}`);
+  const selfByKey = new Map<string, number>();
+  for (const [id, time] of self) {
+    const frame = byId.get(id)!.callFrame;
+    const key = `${frame.functionName || '(anonymous)'} ${frame.url.split('/').slice(-2).join('/')}:${frame.lineNumber}`;
+    selfByKey.set(key, (selfByKey.get(key) ?? 0) + time);
   }
+  console.log(`\n${name} (${(total / 1e6).toFixed(1)} s sampled)`);
+  const top = (figures: Map<string, number>, title: string) => {
+    console.log(`  ${title}`);
+    for (const [key, time] of [...figures].sort((a, b) => b[1] - a[1]).slice(0, Number(values.top))) {
+      console.log(`${((time / total) * 100).toFixed(1).padStart(5)}%  ${key}`);
+    }
+  };
+  top(inclusive, 'inclusive');
+  top(selfByKey, 'self');
 }

@@ -5,10 +5,13 @@
  * server CPU per request, each with its ratio to bare node:http + Map from the same run.
  * Writes bench/results/<time>.json and .md (and latest.md).
  *
- *   npm run bench                          the full run (about 15 minutes)
+ *   npm run bench                          the full run (about 23 minutes)
  *   npm run bench -- --quick               seconds, one round: a smoke run
  *   npm run bench -- --workloads a,b,g     a subset
  *   npm run bench -- --baseline REF        also run Resident as of commit REF (before/after)
+ *   npm run bench -- --sessions N          sessions shared by the connections in (h) (100)
+ *
+ * Every contender runs on this process's Node (process.execPath), checked per process.
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
@@ -17,20 +20,24 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { request } from 'undici';
-import { Contender, PEERS, baseline, resident, type ContenderSpec } from './lib/contender.ts';
-import { createSessions, drive, median, percentile, timeRequests } from './lib/load.ts';
+import { announceNode } from './lib/announce-node.ts';
+import { baseline } from './lib/baseline.ts';
+import { Contender, PEERS, resident, type ContenderSpec } from './lib/contender.ts';
+import { createSessions, drive, median, percentile, timeRequests, type LoadResult } from './lib/load.ts';
+import { driveSessions, openSessions, readCounters } from './lib/proxy-load.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const { values: args } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
-    workloads: { type: 'string', default: 'a,b,c,d,e,f,g' },
+    workloads: { type: 'string', default: 'a,b,c,d,e,f,g,h' },
     rounds: { type: 'string' },
     seconds: { type: 'string' },
     warmup: { type: 'string' },
     connections: { type: 'string' },
     scale: { type: 'string' },
     contexts: { type: 'string' },
+    sessions: { type: 'string', default: '100' },
     baseline: { type: 'string' },
     out: { type: 'string', default: join(ROOT, 'bench/results') },
   },
@@ -43,6 +50,7 @@ const settings = {
   connections: Number(args.connections ?? (quick ? 10 : 100)),
   scale: (args.scale ?? (quick ? '200,1000' : '1000,100000,1000000')).split(',').map(Number),
   contexts: Number(args.contexts ?? (quick ? 1000 : 100_000)),
+  sessions: Number(args.sessions),
 };
 const workloads = new Set(args.workloads!.split(','));
 
@@ -54,10 +62,13 @@ interface Row {
   p99?: number;
   cpuUsPerRequest?: number;
   note?: string;
+  /** The version of the Node binary the contender process ran (from /proc/<pid>/exe). */
+  node?: string;
   [extra: string]: unknown;
 }
 const rows: Row[] = [];
 const log = (message: string) => process.stderr.write(`${message}\n`);
+announceNode(ROOT);
 
 async function withContenders<T>(specs: ContenderSpec[], body: (contenders: Contender[]) => Promise<T>): Promise<T> {
   const contenders = specs.map((spec) => new Contender(spec));
@@ -69,38 +80,102 @@ async function withContenders<T>(specs: ContenderSpec[], body: (contenders: Cont
   }
 }
 
-/** (a), (b): every contender on one path, interleaved A B C D …, rotating, several rounds. */
+/** The contenders of (a), (b) and (h): the peers, Resident with 1 and 2 threads, the baselines. */
+let baselineSpecs: ContenderSpec[] | undefined;
+function throughputSpecs(): ContenderSpec[] {
+  baselineSpecs ??= (args.baseline ?? '').split(',').filter(Boolean).map((ref) => baseline(ref, 2));
+  return [...PEERS, resident(1), resident(2), ...baselineSpecs];
+}
+
+/**
+ * Every contender under `load`, interleaved A B C D …, rotating, for several rounds after a
+ * warm-up each; one row per contender with the medians of its rounds.
+ */
+async function interleaved(workload: string, contenders: Contender[], load: (contender: Contender, seconds: number) => Promise<LoadResult>): Promise<Row[]> {
+  for (const contender of contenders) await load(contender, settings.warmup);
+  const samples = new Map<Contender, Array<{ rps: number; p50: number; p99: number; cpu: number }>>();
+  for (let round = 0; round < settings.rounds; round++) {
+    const order = contenders.map((_, i) => contenders[(i + round) % contenders.length]!);
+    for (const contender of order) {
+      const cpuBefore = contender.cpuMs();
+      const result = await load(contender, settings.seconds);
+      const cpu = ((contender.cpuMs() - cpuBefore) * 1000) / Math.max(1, result.requests);
+      if (result.errors || result.non2xx) log(`  ${contender.spec.name}: ${result.errors} errors, ${result.non2xx} non-2xx`);
+      const list = samples.get(contender) ?? [];
+      list.push({ rps: result.rps, p50: result.p50, p99: result.p99, cpu });
+      samples.set(contender, list);
+      log(`  round ${round + 1} ${contender.spec.name}: ${result.rps.toFixed(0)} req/s, p99 ${result.p99} ms, ${cpu.toFixed(1)} µs CPU/req`);
+    }
+  }
+  return contenders.map((contender) => {
+    const list = samples.get(contender)!;
+    return {
+      workload,
+      contender: contender.spec.name,
+      rps: median(list.map((s) => s.rps)),
+      p50: median(list.map((s) => s.p50)),
+      p99: median(list.map((s) => s.p99)),
+      cpuUsPerRequest: median(list.map((s) => s.cpu)),
+      node: contender.node?.version,
+    };
+  });
+}
+
+/** (a), (b): every connection a distinct client with its own cookie, all on one path. */
 async function throughput(workload: string, path: string): Promise<void> {
   log(`\n${workload}: ${path} — ${settings.rounds} rounds × ${settings.seconds}s, ${settings.connections} clients`);
-  const baselines = (args.baseline ?? '').split(',').filter(Boolean).map((ref) => baseline(ref, 2));
-  await withContenders([...PEERS, resident(1), resident(2), ...baselines], async (contenders) => {
-    for (const contender of contenders) await drive(contender.url, { connections: settings.connections, seconds: settings.warmup, path });
-    const samples = new Map<Contender, Array<{ rps: number; p50: number; p99: number; cpu: number }>>();
-    for (let round = 0; round < settings.rounds; round++) {
-      const order = contenders.map((_, i) => contenders[(i + round) % contenders.length]!);
-      for (const contender of order) {
-        const cpuBefore = contender.cpuMs();
-        const result = await drive(contender.url, { connections: settings.connections, seconds: settings.seconds, path });
-        const cpu = ((contender.cpuMs() - cpuBefore) * 1000) / Math.max(1, result.requests);
-        if (result.errors || result.non2xx) log(`  ${contender.spec.name}: ${result.errors} errors, ${result.non2xx} non-2xx`);
-        const list = samples.get(contender) ?? [];
-        list.push({ rps: result.rps, p50: result.p50, p99: result.p99, cpu });
-        samples.set(contender, list);
-        log(`  round ${round + 1} ${contender.spec.name}: ${result.rps.toFixed(0)} req/s, p99 ${result.p99} ms, ${cpu.toFixed(1)} µs CPU/req`);
-      }
-    }
-    for (const contender of contenders) {
-      const list = samples.get(contender)!;
-      rows.push({
-        workload,
-        contender: contender.spec.name,
-        rps: median(list.map((s) => s.rps)),
-        p50: median(list.map((s) => s.p50)),
-        p99: median(list.map((s) => s.p99)),
-        cpuUsPerRequest: median(list.map((s) => s.cpu)),
-      });
-    }
+  await withContenders(throughputSpecs(), async (contenders) => {
+    rows.push(...(await interleaved(workload, contenders, (contender, seconds) => drive(contender.url, { connections: settings.connections, seconds, path }))));
   });
+}
+
+/**
+ * (h), proxy-like: the hit counter with `settings.sessions` sessions spread at random over the
+ * connections, a different session on (almost) every request. At the end the counters of all
+ * sessions must add up to the requests the server acknowledged; the difference is lost updates.
+ */
+async function proxyLike(): Promise<void> {
+  const { sessions, connections } = settings;
+  log(`\nh: proxy-like — ${sessions} sessions at random over ${connections} connections, ${settings.rounds} rounds × ${settings.seconds}s`);
+  await withContenders(throughputSpecs(), async (contenders) => {
+    const pools = new Map<Contender, string[]>();
+    for (const contender of contenders) pools.set(contender, await openSessions(contender.url, sessions));
+    const tally = new Map(contenders.map((contender) => [contender, { ok: 0, unanswered: 0, non2xx: 0 }]));
+    const results = await interleaved('h', contenders, async (contender, seconds) => {
+      const result = await driveSessions(contender.url, pools.get(contender)!, { connections, seconds });
+      const sum = tally.get(contender)!;
+      sum.ok += result.ok;
+      sum.unanswered += result.unanswered;
+      sum.non2xx += result.non2xx;
+      return result;
+    });
+    for (const [i, contender] of contenders.entries()) {
+      const counters = await readCounters(contender.url, pools.get(contender)!);
+      const { ok, unanswered, non2xx } = tally.get(contender)!;
+      // One request per session opened it, one more read the counters back: both count.
+      const served = ok + 2 * sessions;
+      const counted = counters.reduce((a, b) => a + b, 0);
+      Object.assign(results[i]!, { served, counted, lost: served - counted, unanswered, non2xx, note: lostNote(served, counted, unanswered, non2xx) });
+    }
+    rows.push(...results);
+  });
+}
+
+/** "0 lost of 123,456", "1,234 lost of 98,765 (1.25 %)"; unanswered requests widen it to a range. */
+function lostNote(served: number, counted: number, unanswered: number, non2xx: number): string {
+  const n = (value: number) => value.toLocaleString('en');
+  const low = served - counted;
+  const high = low + unanswered; // an unanswered request may or may not have been counted
+  const parts = [
+    high < 0
+      ? `${n(-high)} more counted than requested`
+      : low === high
+        ? `${n(low)} lost of ${n(served)}${low ? ` (${((100 * low) / served).toFixed(2)} %)` : ''}`
+        : `${n(Math.max(0, low))}–${n(high)} lost of ${n(served)}`,
+  ];
+  if (unanswered) parts.push(`${n(unanswered)} unanswered`);
+  if (non2xx) parts.push(`${n(non2xx)} non-2xx`);
+  return parts.join(', ');
 }
 
 /** (c): every request resumes from SQLite and suspends again (round-trip mode). */
@@ -245,21 +320,27 @@ const fmt = (value: unknown, digits = 0) => (typeof value === 'number' && Number
 
 function report(): string {
   const lines: string[] = [];
-  const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`;
+  const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB`;
   lines.push(`# Resident benchmark — ${new Date().toISOString()}`, '', `Machine: ${machine}.`);
+  lines.push(`Node: ${process.version} (${process.execPath}) for the runner, autocannon and every contender (each contender's binary checked through /proc).`);
   lines.push(`Settings: ${JSON.stringify(settings)}${quick ? ' (quick smoke run: not for comparison)' : ''}.`, '');
-  for (const [workload, title, path] of [
-    ['a', 'hit counter', '/'],
-    ['b', 'cached selection', '/select'],
+  for (const [workload, title] of [
+    ['a', 'hit counter — GET /, every connection its own client'],
+    ['b', 'cached selection — GET /select, every connection its own client'],
+    ['h', `proxy-like — GET /, ${settings.sessions} sessions at random over ${settings.connections} connections`],
   ] as const) {
     const set = rows.filter((row) => row.workload === workload);
     if (set.length === 0) continue;
     const bare = set.find((row) => row.contender.startsWith('bare'))!;
-    lines.push(`## (${workload}) ${title} — GET ${path}`, '');
-    lines.push('| contender | req/s | ×bare | p50 ms | p99 ms | ×bare p99 | CPU µs/req | ×bare CPU |', '|---|---:|---:|---:|---:|---:|---:|---:|');
+    const lost = workload === 'h';
+    lines.push(`## (${workload}) ${title}`, '');
+    lines.push(
+      `| contender | req/s | ×bare | p50 ms | p99 ms | ×bare p99 | CPU µs/req | ×bare CPU |${lost ? ' lost updates |' : ''} Node |`,
+      `|---|---:|---:|---:|---:|---:|---:|---:|${lost ? '---|' : ''}---|`,
+    );
     for (const row of set) {
       lines.push(
-        `| ${row.contender} | ${fmt(row.rps)} | ${fmt(row.rps! / bare.rps!, 2)} | ${fmt(row.p50, 1)} | ${fmt(row.p99, 1)} | ${fmt(row.p99! / bare.p99!, 2)} | ${fmt(row.cpuUsPerRequest, 1)} | ${fmt(row.cpuUsPerRequest! / bare.cpuUsPerRequest!, 2)} |`,
+        `| ${row.contender} | ${fmt(row.rps)} | ${fmt(row.rps! / bare.rps!, 2)} | ${fmt(row.p50, 1)} | ${fmt(row.p99, 1)} | ${fmt(row.p99! / bare.p99!, 2)} | ${fmt(row.cpuUsPerRequest, 1)} | ${fmt(row.cpuUsPerRequest! / bare.cpuUsPerRequest!, 2)} |${lost ? ` ${row.note} |` : ''} ${row.node ?? '–'} |`,
       );
     }
     const express = set.find((row) => row.contender.startsWith('express'));
@@ -303,6 +384,7 @@ function report(): string {
 
 if (workloads.has('a')) await throughput('a', '/');
 if (workloads.has('b')) await throughput('b', '/select');
+if (workloads.has('h')) await proxyLike();
 if (workloads.has('c')) await resumeHeavy();
 if (workloads.has('d')) await scale();
 if (workloads.has('e')) await memory();
@@ -316,4 +398,4 @@ const stamp = new Date().toISOString().replace(/[:.]/g, '-');
 writeFileSync(join(args.out!, `${stamp}${quick ? '-quick' : ''}.json`), JSON.stringify({ settings, rows }, null, 2));
 writeFileSync(join(args.out!, `${stamp}${quick ? '-quick' : ''}.md`), markdown);
 // latest.md is the last complete run; a subset or a quick run does not replace it.
-if (!quick && workloads.size === 7) writeFileSync(join(args.out!, 'latest.md'), markdown);
+if (!quick && workloads.size === 8) writeFileSync(join(args.out!, 'latest.md'), markdown);

@@ -334,7 +334,8 @@ function write(edge: Edge, req: IncomingMessage, res: ServerResponse, outcome: O
     if (outcome.error.code === 'RESIDENT_ERR_BODY_TOO_LARGE') headers.push('connection', 'close');
   } else {
     status = outcome.status;
-    if (outcome.body instanceof ArrayBuffer) body = new Uint8Array(outcome.body);
+    if (typeof outcome.body === 'string') body = outcome.body;
+    else if (outcome.body instanceof ArrayBuffer) body = new Uint8Array(outcome.body);
     else if (outcome.body) stream = outcome.body;
     else if (status >= 500) body = 'Internal Server Error';
     for (let i = 0; i < outcome.headers.length; i += 2) {

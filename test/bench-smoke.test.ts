@@ -1,6 +1,8 @@
 /**
- * Keeps `npm run bench` from rotting: one quick round of the hit counter against every
- * contender. It asserts that the run completes and reports every contender, never a speed.
+ * Keeps `npm run bench` from rotting: one quick round of the hit counter (a) and of the
+ * proxy-like workload (h) against every contender. It asserts that the run completes and
+ * reports every contender on this Node, and that no server that serializes a session's
+ * requests lost an update under (h); never a speed.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -11,22 +13,49 @@ import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { ROOT } from './helpers.ts';
 
-test('a quick bench run drives every contender and writes its table', { timeout: 120_000 }, async () => {
+const CONTENDERS = ['bare node:http + Map', 'express + express-session', 'fastify + @fastify/session', 'Resident, 1 thread', 'Resident, 2 threads'];
+
+interface Row {
+  workload: string;
+  contender: string;
+  node?: string;
+  served?: number;
+  lost?: number;
+  unanswered?: number;
+}
+
+test('a quick bench run drives every contender through (a) and (h) and writes its tables', { timeout: 120_000 }, async () => {
   const out = mkdtempSync(join(tmpdir(), 'resident-bench-'));
   const { stdout } = await promisify(execFile)(
     process.execPath,
-    ['--import', 'tsx', 'bench/run.ts', '--quick', '--workloads', 'a', '--seconds', '1', '--warmup', '0.5', '--out', out],
+    ['--import', 'tsx', 'bench/run.ts', '--quick', '--workloads', 'a,h', '--seconds', '1', '--warmup', '0.5', '--out', out],
     { cwd: ROOT, maxBuffer: 10 * 1024 * 1024 },
   );
-  for (const contender of ['bare node:http + Map', 'express + express-session', 'fastify + @fastify/session', 'Resident, 1 thread', 'Resident, 2 threads']) {
-    const row = stdout.split('\n').find((line) => line.startsWith(`| ${contender} |`));
-    assert.ok(row, `the table has a row for ${contender}`);
-    const rps = Number(row.split('|')[2]);
-    assert.ok(rps > 0, `${contender} answered requests (${row})`);
+  const [a = '', h = ''] = stdout.split('\n## (h)');
+  assert.ok(a.includes('## (a)') && h !== '', 'the output has an (a) table and an (h) table after it');
+  for (const [workload, table] of [['a', a], ['h', h]] as const) {
+    for (const contender of CONTENDERS) {
+      const row = table.split('\n').find((line) => line.startsWith(`| ${contender} |`));
+      assert.ok(row, `the (${workload}) table has a row for ${contender}`);
+      const rps = Number(row.split('|')[2]);
+      assert.ok(rps > 0, `${contender} answered requests in (${workload}) (${row})`);
+    }
   }
+  assert.ok(stdout.includes(`Node: ${process.version} (${process.execPath})`), 'the results name the Node that ran them');
+
   const files = readdirSync(out);
   const json = files.find((file) => file.endsWith('.json'));
   assert.ok(json && files.some((file) => file.endsWith('.md')), `results written: ${files.join(', ')}`);
-  const results = JSON.parse(readFileSync(join(out, json), 'utf8'));
-  assert.equal(results.rows.filter((row: { workload: string }) => row.workload === 'a').length, 5);
+  const { rows } = JSON.parse(readFileSync(join(out, json), 'utf8')) as { rows: Row[] };
+  assert.equal(rows.filter((row) => row.workload === 'a').length, 5);
+  assert.equal(rows.filter((row) => row.workload === 'h').length, 5);
+  for (const row of rows) assert.equal(row.node, process.version, `${row.contender} (${row.workload}) ran on the bench's Node`);
+  for (const row of rows.filter((r) => r.workload === 'h')) {
+    assert.ok(row.served! > 200 && Number.isInteger(row.lost), `${row.contender}: (h) accounted its updates`);
+    // An unanswered request may have been counted or not: a correct server counts between all
+    // the acknowledged updates and those plus the unanswered ones.
+    if (row.contender.startsWith('bare') || row.contender.startsWith('Resident')) {
+      assert.ok(row.lost! <= 0 && row.lost! + row.unanswered! >= 0, `${row.contender} lost no update: ${JSON.stringify(row)}`);
+    }
+  }
 });

@@ -1,9 +1,9 @@
 /** A server under test, as its own process: started, commanded over stdin, measured, stopped. */
-import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { existsSync, readFileSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
+import { assertSameNode, type NodeBinary } from './announce-node.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 /** Linux reports process times in clock ticks; 100 per second on every kernel we run. */
@@ -13,7 +13,7 @@ export interface ContenderSpec {
   name: string;
   file: string;
   env?: Record<string, string>;
-  /** A checkout of another commit to run the contender from (see --baseline). */
+  /** A checkout of another commit to run the contender from (see baseline.ts). */
   root?: string;
 }
 
@@ -29,23 +29,11 @@ export const resident = (threads: number, env: Record<string, string> = {}): Con
   env: { THREADS: String(threads), ...env },
 });
 
-/**
- * Resident as of an earlier commit, checked out beside this one (sharing node_modules), so an
- * optimisation's before and after are measured in the same run.
- */
-export function baseline(ref: string, threads: number): ContenderSpec {
-  const sha = execFileSync('git', ['rev-parse', '--short', ref], { cwd: ROOT, encoding: 'utf8' }).trim();
-  const root = join(tmpdir(), `resident-bench-${sha}`);
-  if (!existsSync(root)) {
-    execFileSync('git', ['worktree', 'add', '--detach', root, sha], { cwd: ROOT, stdio: 'ignore' });
-    symlinkSync(join(ROOT, 'node_modules'), join(root, 'node_modules'));
-  }
-  return { ...resident(threads), name: `Resident @${sha}, ${threads} thread${threads > 1 ? 's' : ''}`, root };
-}
-
 export class Contender {
   readonly spec: ContenderSpec;
   port = 0;
+  /** The Node binary the process runs, read from /proc once it is listening. */
+  node: NodeBinary | undefined;
   #child: ChildProcessWithoutNullStreams | undefined;
   #replies: Array<(line: string) => void> = [];
 
@@ -65,6 +53,7 @@ export class Contender {
   async start(): Promise<number> {
     const started = performance.now();
     const root = this.spec.root ?? ROOT;
+    // process.execPath, never `node` from PATH: every contender runs on the runner's own Node.
     const child = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', join(root, 'bench/contenders', this.spec.file)], {
       cwd: root,
       env: { ...process.env, ...this.spec.env },
@@ -83,6 +72,7 @@ export class Contender {
         }
       });
     });
+    this.node = assertSameNode(this.spec.name, child.pid!);
     return performance.now() - started;
   }
 

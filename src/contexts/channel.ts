@@ -4,7 +4,8 @@
  * closes (the thread died), so every request in flight on a dead thread settles exactly once.
  */
 import type { MessagePort } from 'node:worker_threads';
-import type { ReplyBatch, TaskBatch, WorkerReply, WorkerTask } from './protocol.ts';
+import { forEachReply, forEachTask, pushTask, type WireBatch } from './batches.ts';
+import type { WorkerReply, WorkerTask } from './protocol.ts';
 
 export class WorkerLostError extends Error {
   constructor(threadId: number) {
@@ -23,21 +24,21 @@ export class WorkerChannel {
   readonly #port: MessagePort;
   readonly #pending = new Map<number, Pending>();
   #nextId = 0;
-  #outbox: TaskBatch = [];
+  #outbox: WireBatch = [];
   #scheduled = false;
   #closed = false;
 
   constructor(threadId: number, port: MessagePort, onClose: () => void) {
     this.threadId = threadId;
     this.#port = port;
-    port.on('message', (batch: ReplyBatch) => {
+    port.on('message', (batch: WireBatch) => {
       // Closed from this side: whatever the thread still says arrives too late to count.
       if (this.#closed) return;
-      for (const [id, reply] of batch) {
+      forEachReply(batch, (id, reply) => {
         const pending = this.#pending.get(id);
         this.#pending.delete(id);
         pending?.resolve(reply);
-      }
+      });
     });
     port.on('close', () => {
       this.#failPending();
@@ -60,7 +61,7 @@ export class WorkerChannel {
     if (this.#closed) return Promise.reject(new WorkerLostError(this.threadId));
     const id = this.#nextId++;
     const reply = new Promise<WorkerReply>((resolve, reject) => this.#pending.set(id, { resolve, reject }));
-    this.#outbox.push([id, task]);
+    pushTask(this.#outbox, id, task);
     if (!this.#scheduled) {
       this.#scheduled = true;
       // Every request parsed in this turn of the event loop joins the same message.
@@ -78,15 +79,17 @@ export class WorkerChannel {
       this.#port.postMessage(batch);
     } catch (error) {
       // A task that cannot be cloned (a bug) fails alone; the rest of its batch still goes.
-      for (const entry of batch) {
+      forEachTask(batch, (id, task) => {
+        const alone: WireBatch = [];
+        pushTask(alone, id, task);
         try {
-          this.#port.postMessage([entry]);
+          this.#port.postMessage(alone);
         } catch {
-          const pending = this.#pending.get(entry[0]);
-          this.#pending.delete(entry[0]);
+          const pending = this.#pending.get(id);
+          this.#pending.delete(id);
           pending?.reject(error as Error);
         }
-      }
+      });
     }
   }
 

@@ -14,17 +14,10 @@ import { wireHeaders } from './response-headers.ts';
 
 export { toRequest } from './lazy-request.ts';
 
-const encoder = new TextEncoder();
-
 export interface WireResponse {
   status: number;
   headers: string[];
   body: WireBody;
-}
-
-/** A body that can be transferred: a string encoded, bytes as they are (the stand-in's own copy). */
-function wholeBytes(body: string | Uint8Array): ArrayBuffer {
-  return (typeof body === 'string' ? encoder.encode(body) : body).buffer as ArrayBuffer;
 }
 
 /**
@@ -32,7 +25,7 @@ function wholeBytes(body: string | Uint8Array): ArrayBuffer {
  * a string or bytes body whole, any other body held here for the main thread to pull.
  */
 export async function fromResponse(response: Response | undefined): Promise<WireResponse> {
-  if (response === undefined) return { status: 404, headers: ['content-type', 'text/plain; charset=utf-8'], body: wholeBytes('Not Found') };
+  if (response === undefined) return { status: 404, headers: ['content-type', 'text/plain; charset=utf-8'], body: 'Not Found' };
   if (!isResponse(response) || response.type === 'error') {
     throw new ResidentError('RESIDENT_ERR_HOOK_FAILED', 'onConnection must return a Response (not Response.error()) or undefined');
   }
@@ -45,7 +38,8 @@ export async function fromResponse(response: Response | undefined): Promise<Wire
     if (!light) response.body?.cancel().catch(() => {});
     throw error;
   }
-  if (light) return { status: response.status, headers, body: light.body === null ? null : wholeBytes(light.body) };
+  // A string crosses as it is (the main thread writes it as UTF-8); bytes are the stand-in's own copy, transferred.
+  if (light) return { status: response.status, headers, body: light.body instanceof Uint8Array ? (light.body.buffer as ArrayBuffer) : light.body };
   // A native Response with no body at all (Response.redirect(), a subclass's null body).
   if (response.body === null) return { status: response.status, headers, body: null };
   const ready = await readReady(response);

@@ -39,8 +39,11 @@ export interface StreamedBody {
   threadId: number;
 }
 
-/** A response body as it crosses: whole bytes (a string or bytes body, transferred), a stream to pull, or none. */
-export type WireBody = ArrayBuffer | StreamedBody | null;
+/**
+ * A response body as it crosses: a string body as the string (written as UTF-8, its length
+ * counted by the main thread), whole bytes (transferred), a stream to pull, or none.
+ */
+export type WireBody = string | ArrayBuffer | StreamedBody | null;
 
 export interface WireError {
   code: string;
@@ -115,10 +118,10 @@ export type WorkerReply =
 /**
  * Requests travel over one MessageChannel per worker, in batches: everything for one worker
  * in one event-loop turn is one message, and so are the replies (one wake-up per batch
- * instead of one per request). Each entry carries an ID that pairs a reply with its task.
+ * instead of one per request). Each entry carries an ID that pairs a reply with its task;
+ * ./batches.ts lays the entries out flat for the trip.
  */
-export type TaskBatch = Array<[id: number, task: WorkerTask]>;
-export type ReplyBatch = Array<[id: number, reply: WorkerReply]>;
+export type { WireBatch } from './batches.ts';
 
 /** The piscina task that hands a worker its end of the channel (the only other piscina task is the readiness probe). */
 export interface ConnectTask {

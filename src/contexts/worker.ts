@@ -15,12 +15,11 @@ import { DeadlineSweep } from './deadline.ts';
 import { cancelBody, pullBody } from './body-streams.ts';
 import { fromResponse, toRequest } from './fetch-objects.ts';
 import { decodeMemento, encodeMemento } from './memento.ts';
+import { forEachTask, pushReply, type WireBatch } from './batches.ts';
 import {
   toWireError,
   type ConnectTask,
   type ContextInit,
-  type ReplyBatch,
-  type TaskBatch,
   type WireError,
   type WorkerEvent,
   type WorkerReply,
@@ -77,10 +76,9 @@ const connectionDeadline = new DeadlineSweep(settings.connectionTimeout, 'RESIDE
 const suspendDeadline = new DeadlineSweep(settings.suspendTimeout, 'RESIDENT_ERR_HOOK_TIMEOUT', 'onSessionSuspend');
 
 /** The generic answer to a failed hook: the details go to the log, never to the client (F1). */
-function errorResponse(status: 400 | 500 | 504): { status: number; headers: string[]; body: ArrayBuffer } {
+function errorResponse(status: 400 | 500 | 504): { status: number; headers: string[]; body: string } {
   const code = status === 400 ? 'RESIDENT_ERR_BAD_REQUEST' : status === 504 ? 'RESIDENT_ERR_HOOK_TIMEOUT' : 'RESIDENT_ERR_HOOK_FAILED';
-  const text = ErrorCodes[code].message;
-  return { status, headers: ['content-type', 'text/plain; charset=utf-8'], body: new TextEncoder().encode(text).buffer as ArrayBuffer };
+  return { status, headers: ['content-type', 'text/plain; charset=utf-8'], body: ErrorCodes[code].message };
 }
 
 function isHookTimeout(error: unknown): boolean {
@@ -216,7 +214,7 @@ async function dispatch(task: WorkerTask): Promise<WorkerReply> {
  * transferred.
  */
 function attach(port: MessagePort): void {
-  let outbox: ReplyBatch = [];
+  let outbox: WireBatch = [];
   let transfer: ArrayBuffer[] = [];
   let scheduled = false;
   const flush = () => {
@@ -228,7 +226,7 @@ function attach(port: MessagePort): void {
     port.postMessage(batch, list);
   };
   const answer = (id: number, reply: WorkerReply) => {
-    outbox.push([id, reply]);
+    pushReply(outbox, id, reply);
     if (reply.type === 'response' && reply.body instanceof ArrayBuffer) transfer.push(reply.body);
     else if (reply.type === 'chunk' && reply.bytes) transfer.push(reply.bytes);
     if (!scheduled) {
@@ -236,13 +234,13 @@ function attach(port: MessagePort): void {
       setImmediate(flush);
     }
   };
-  port.on('message', (batch: TaskBatch) => {
-    for (const [id, task] of batch) {
+  port.on('message', (batch: WireBatch) => {
+    forEachTask(batch, (id, task) => {
       dispatch(task).then(
         (reply) => answer(id, reply),
         (error) => answer(id, { type: 'failed', error: toWireError(error) }),
       );
-    }
+    });
   });
 }
 
