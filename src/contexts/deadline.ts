@@ -36,6 +36,7 @@ export class DeadlineSweep {
     if (this.#ms <= 0) return Promise.resolve().then(work);
     return new Promise<T>((resolve, reject) => {
       const watched: Watched = { at: performance.now() + this.#ms, reject, what };
+      this.#dropSettledHead();
       this.#queue.push(watched);
       this.#timer ??= this.#arm(this.#ms);
       const settle = () => {
@@ -57,6 +58,23 @@ export class DeadlineSweep {
         reject(error);
       }
     });
+  }
+
+  /**
+   * Forgets calls at the head that have settled. Otherwise every call made before the head's
+   * deadline stayed queued until the sweep, so a busy thread held connectionTimeout's worth of
+   * entries (red team: 75 MB after a million quick calls with the default 30 s).
+   */
+  #dropSettledHead(): void {
+    const queue = this.#queue;
+    while (this.#head < queue.length && queue[this.#head]!.reject === null) this.#head++;
+    if (this.#head === queue.length) {
+      queue.length = 0;
+      this.#head = 0;
+    } else if (this.#head > 1024 && this.#head * 2 > queue.length) {
+      this.#queue = queue.slice(this.#head);
+      this.#head = 0;
+    }
   }
 
   #arm(ms: number): NodeJS.Timeout {

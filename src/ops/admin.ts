@@ -183,6 +183,7 @@ export function adminRoutes(sources: AdminSources): OpsRoute {
         if (outcome === 'busy') throw new HttpError(409, 'the session has a request in flight or a suspend under way: try again');
         if (outcome === 'not-live') throw new HttpError(409, 'the session is not live');
         if (outcome === 'failed') throw new HttpError(500, 'the suspend failed: the context stays live (see the log)');
+        if (outcome === 'lost') throw new HttpError(500, 'the suspend failed and the context was lost with its worker thread: the session resumes from its previous memento, if any (see the log)');
         return sendJson(res, 200, { handle: key, state: 'suspended' });
       }
     }

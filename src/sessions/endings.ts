@@ -6,6 +6,7 @@
  * a worker for a memento and writes the store.
  */
 import { hashId } from '../log.ts';
+import type { WireError } from '../contexts/protocol.ts';
 import { bounded } from './bounded.ts';
 import type { SessionEntry } from './directory.ts';
 import { afterGate } from './gate.ts';
@@ -131,6 +132,20 @@ export class Endings {
     } catch (error) {
       this.#rooms.log.error({ event: 'store-error', session: hashId(entry.id), err: error }, 'cannot delete the record of a retired session ID; it is refused until it expires');
     }
+  }
+
+  /** A stored memento the worker could not read: its record's end of service, set aside, never served again (E11). */
+  async quarantine(entry: SessionEntry, error: WireError): Promise<void> {
+    const { counters, log, store } = this.#rooms;
+    counters.corruptMementos++;
+    entry.hasMemento = false;
+    log.error(
+      { event: 'memento-corrupt', session: hashId(entry.id), code: error.code, err: { message: error.message } },
+      'a stored memento cannot be read: quarantined; the client got a fresh context',
+    );
+    await store.quarantine(entry.id, error.message).catch((failure) => {
+      log.error({ event: 'store-error', session: hashId(entry.id), err: failure }, 'cannot quarantine the memento');
+    });
   }
 
   /** A record found expired by the wall clock when it was to be adopted. */

@@ -132,14 +132,16 @@ export class Sessions {
 
   /**
    * Suspends one live context now (the admin view), as an idle one would be. Resolves with the
-   * outcome: 'busy' while it has a request in flight or a suspend or resume under way.
+   * outcome: 'busy' while it has a request in flight or a suspend or resume under way;
+   * 'failed' when the context stays live; 'lost' when it went without its memento (its thread
+   * stopped during the hook).
    */
-  async suspendSession(id: string): Promise<'suspended' | 'busy' | 'not-live' | 'failed'> {
+  async suspendSession(id: string): Promise<'suspended' | 'busy' | 'not-live' | 'failed' | 'lost'> {
     const entry = this.#rooms.directory.get(id);
     if (!entry || entry.state === 'suspended' || entry.state === 'gone') return 'not-live';
     if (entry.inFlight > 0 || entry.gate || entry.state !== 'live') return 'busy';
-    await this.#rooms.lifecycle.startSuspend(entry, 'admin');
-    return (entry.state as SessionEntry['state']) === 'suspended' ? 'suspended' : 'failed';
+    if (await this.#rooms.lifecycle.startSuspend(entry, 'admin')) return 'suspended';
+    return (entry.state as SessionEntry['state']) === 'live' ? 'failed' : 'lost';
   }
 
   /** Runs the idle and expiry sweep now (it also runs every 250 ms). */

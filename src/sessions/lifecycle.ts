@@ -23,8 +23,8 @@ export type MementoAnswer =
   | { kind: 'memento'; memento: string }
   /** onSessionSuspend threw, or its memento could not be encoded: the context is still there. */
   | { kind: 'failed'; error: WireError }
-  /** No context: its thread died, or an earlier request closed it. */
-  | { kind: 'gone' };
+  /** No context: its thread died (`died`), or an earlier request closed it. */
+  | { kind: 'gone'; died?: boolean };
 
 /** How an idle suspend that failed waits before it is tried again. */
 const SUSPEND_RETRY_MS = 5_000;
@@ -46,6 +46,7 @@ export class Lifecycle {
       if (reply.type === 'suspend-failed') return { kind: 'failed', error: reply.error };
     } catch {
       // The thread died: the context went with it.
+      return { kind: 'gone', died: true };
     }
     return { kind: 'gone' };
   }
@@ -76,36 +77,46 @@ export class Lifecycle {
     log.info({ event: 'resumed', session: hashId(entry.id), memento: entry.init.saved !== null }, 'session resumed');
   }
 
-  /** Suspends a live context in its gate (idle, the cap, the admin view, shutdown). */
-  startSuspend(entry: SessionEntry, reason: SuspendingReason): Promise<void> {
+  /** Suspends a live context in its gate (idle, the cap, the admin view, shutdown); true once saved. */
+  startSuspend(entry: SessionEntry, reason: SuspendingReason): Promise<boolean> {
     this.#rooms.directory.markSuspending(entry);
-    return setGate(entry, this.#suspend(entry, reason));
+    const saving = this.#suspend(entry, reason);
+    setGate(entry, saving.then(() => undefined));
+    return saving;
   }
 
-  /** Never rejects: the outcome is the entry's new state. */
-  async #suspend(entry: SessionEntry, reason: SuspendingReason): Promise<void> {
+  /** Never rejects: the outcome is the entry's new state (and true when the memento was saved). */
+  async #suspend(entry: SessionEntry, reason: SuspendingReason): Promise<boolean> {
     const { store, policy, directory, counters, log } = this.#rooms;
     const answer = await this.askMemento(entry, reason);
     if (answer.kind === 'gone') {
-      if (entry.state === 'suspending') this.lose(entry);
-      return;
+      if (entry.state !== 'suspending') return false;
+      this.lose(entry);
+      if (answer.died) {
+        // Its thread stopped mid-suspend (the hook exited it): no memento was saved, and a
+        // shutdown's exit code and the lost-suspends count must say so (H1).
+        counters.lostSuspends++;
+        log.error({ event: 'suspend-lost', session: hashId(entry.id), reason }, 'the worker thread stopped during onSessionSuspend: memento lost');
+      }
+      return false;
     }
     if (answer.kind === 'failed') {
       await this.#suspendFailed(entry, reason, answer.error);
-      return;
+      return false;
     }
     try {
       await store.set(policy.record(entry, answer.memento));
     } catch (error) {
       // The context is still on its worker: refused writes keep it live (E4), loudly.
       await this.#suspendFailed(entry, reason, { code: 'RESIDENT_ERR_STORE_FAILED', message: (error as Error).message }, 'store');
-      return;
+      return false;
     }
     this.#saved(entry, answer.memento);
     await this.discard(entry);
     directory.markSuspended(entry);
     counters.suspended[reason]++;
     log.info({ event: 'suspended', session: hashId(entry.id), reason }, 'session suspended');
+    return true;
   }
 
   /** Runs inside the entry's gate: no request proceeds until the outcome is settled. */
@@ -195,20 +206,6 @@ export class Lifecycle {
     if (entry.workerId === null) return;
     this.#rooms.host.release(entry.workerId);
     this.#rooms.directory.setHome(entry, null);
-  }
-
-  /** A stored memento the worker could not read: set aside, never served again (E11). */
-  async quarantine(entry: SessionEntry, error: WireError): Promise<void> {
-    const { counters, log, store } = this.#rooms;
-    counters.corruptMementos++;
-    entry.hasMemento = false;
-    log.error(
-      { event: 'memento-corrupt', session: hashId(entry.id), code: error.code, err: { message: error.message } },
-      'a stored memento cannot be read: quarantined; the client got a fresh context',
-    );
-    await store.quarantine(entry.id, error.message).catch((failure) => {
-      log.error({ event: 'store-error', session: hashId(entry.id), err: failure }, 'cannot quarantine the memento');
-    });
   }
 
   /**

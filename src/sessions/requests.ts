@@ -109,7 +109,7 @@ export class Requests {
     if (reply.type !== 'response') throw new Error(`unexpected worker reply ${reply.type}`);
     if (reply.error) logHookError(log, entry, 'onConnection', reply.error);
     if (reply.userId !== undefined) directory.setUser(entry, reply.userId);
-    if (reply.mementoError) await lifecycle.quarantine(entry, reply.mementoError);
+    if (reply.mementoError) await endings.quarantine(entry, reply.mementoError);
     if (reply.closeOthersOf !== undefined) {
       // Whatever else this request did (a close, a sign-out), the user it named is signed out elsewhere.
       // A request that also closes its own session signs the user out everywhere, itself included.
@@ -119,7 +119,7 @@ export class Requests {
       });
     }
     // A sign-in that was under way when all of the user's sessions were closed is closed too.
-    const lateLogin = reply.userId ? users.closedSince(reply.userId, admitted.at) : false;
+    const lateLogin = reply.userId ? users.closedSince(reply.userId, admitted.at, entry) : false;
     if (reply.closed || lateLogin) {
       // The ID is retired before onSessionSuspend(ctx, 'closed') runs, in a task of its own:
       // whatever that hook does, even exit its thread, the session cannot come back (A4).

@@ -14,7 +14,7 @@ import type { Rooms } from './rooms.ts';
  */
 async function suspendAll(rooms: Rooms, until: { stopped: boolean }): Promise<void> {
   while (!until.stopped) {
-    const pending: Promise<void>[] = [];
+    const pending: Promise<unknown>[] = [];
     let busy = false;
     for (const entry of [...rooms.directory.live.values()]) {
       if (entry.gate) pending.push(entry.gate.catch(() => undefined));

@@ -23,26 +23,28 @@ export class Users {
    */
   readonly #renamed = new Map<string, SessionEntry>();
   /**
-   * Monotonic time of the latest closeUser(userId): a login under way then (its userId reaches
-   * this thread with its reply) is closed on arrival, so "close all" cannot miss it. Entries go
+   * The user-wide closes of each user (monotonic time, and the session a "sign out everywhere
+   * else" spared): a login under way then (its userId reaches this thread with its reply) is
+   * closed on arrival, so neither "close all" nor "everywhere else" can miss it. Entries go
    * once no request admitted before them can still be answered.
    */
-  readonly #usersClosedAt = new Map<string, number>();
+  readonly #usersClosedAt = new Map<string, Array<{ at: number; except: SessionEntry | undefined }>>();
 
   constructor(rooms: Rooms) {
     this.#rooms = rooms;
   }
 
-  /** Whether every session of `userId` was closed after monotonic time `admittedAt`. */
-  closedSince(userId: string, admittedAt: number): boolean {
-    const closedAt = this.#usersClosedAt.get(userId);
-    return closedAt !== undefined && closedAt >= admittedAt;
+  /** Whether the sessions of `userId`, `entry` among them, were closed after monotonic time `admittedAt`. */
+  closedSince(userId: string, admittedAt: number, entry: SessionEntry): boolean {
+    return this.#usersClosedAt.get(userId)?.some((close) => close.at >= admittedAt && close.except !== entry) ?? false;
   }
 
   /** Forgets user-wide closes no request admitted before them can still be answered after. */
   forgetOldCloses(now: number, requestsInFlight: number): void {
-    for (const [userId, closedAt] of this.#usersClosedAt) {
-      if (requestsInFlight === 0 || now - closedAt > USER_CLOSE_MEMORY_MS) this.#usersClosedAt.delete(userId);
+    for (const [userId, closes] of this.#usersClosedAt) {
+      const kept = requestsInFlight === 0 ? [] : closes.filter((close) => now - close.at <= USER_CLOSE_MEMORY_MS);
+      if (kept.length === 0) this.#usersClosedAt.delete(userId);
+      else this.#usersClosedAt.set(userId, kept);
     }
   }
 
@@ -120,7 +122,11 @@ export class Users {
     // pressed in two sessions at once) stops: one of them stays signed in.
     const exceptEnded = () => except !== undefined && (except.state === 'gone' || except.ending);
     if (exceptEnded()) return 0;
-    if (!except) this.#usersClosedAt.set(userId, this.#rooms.clock.now());
+    // A sign-in under way now is closed when its reply arrives, whoever asked ("everywhere
+    // else" after a password change must not miss the old password's sign-in either).
+    const closes = this.#usersClosedAt.get(userId) ?? [];
+    closes.push({ at: this.#rooms.clock.now(), except });
+    this.#usersClosedAt.set(userId, closes);
     let closed = 0;
     // A record the store still lists while the delete of a session just closed is under way
     // is not that session closed twice.

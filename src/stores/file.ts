@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { isSessionIdShape } from '../contexts/ids.ts';
 import { ResidentError } from '../errors.ts';
 import {
+  checkExpected,
   checkFenceStep,
   holds,
   isSessionRecord,
@@ -134,7 +135,8 @@ export class FileStore implements ContextStore {
     });
   }
 
-  deleteIf(id: string, expected: OwnerFence | null): Promise<boolean> {
+  async deleteIf(id: string, expected: OwnerFence | null): Promise<boolean> {
+    checkExpected(expected);
     return this.#chain(id, async () => {
       if (!(await this.#holds(id, expected))) return false;
       await this.#remove(id);

@@ -1,4 +1,5 @@
 import {
+  checkExpected,
   checkFenceStep,
   holds,
   pageOf,
@@ -64,6 +65,7 @@ export class MemoryStore implements ContextStore {
   }
 
   async deleteIf(id: string, expected: OwnerFence | null): Promise<boolean> {
+    checkExpected(expected);
     if (!holds(this.#records.get(id), expected)) return false;
     this.#remove(id);
     return true;

@@ -9,6 +9,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ResidentError } from '../errors.ts';
 import {
+  checkExpected,
   checkFenceStep,
   isSessionRecord,
   type ContextStore,
@@ -89,6 +90,13 @@ type Write =
   | { kind: 'setIf'; record: SessionRecord; expected: OwnerFence | null }
   | { kind: 'deleteIf'; id: string; expected: OwnerFence | null };
 
+/** A write waiting for its turn's transaction, with its caller's promise. */
+interface Pending {
+  write: Write;
+  resolve: (written: boolean) => void;
+  reject: (error: Error) => void;
+}
+
 export interface SqliteStoreOptions {
   path: string;
   synchronous?: 'normal' | 'full';
@@ -101,7 +109,7 @@ export class SqliteStore implements ContextStore {
   readonly #onCorrupt: CorruptRecordListener;
   readonly #statements;
   /** Writes and deletes waiting for this turn's transaction, in call order. */
-  #batch: Array<{ write: Write; resolve: (written: boolean) => void; reject: (error: Error) => void }> = [];
+  #batch: Pending[] = [];
   #flushScheduled = false;
 
   constructor(options: SqliteStoreOptions) {
@@ -192,7 +200,8 @@ export class SqliteStore implements ContextStore {
     return this.#enqueue({ kind: 'setIf', record: { ...record }, expected: expected && { ...expected } });
   }
 
-  deleteIf(id: string, expected: OwnerFence | null): Promise<boolean> {
+  async deleteIf(id: string, expected: OwnerFence | null): Promise<boolean> {
+    checkExpected(expected);
     return this.#enqueue({ kind: 'deleteIf', id, expected: expected && { ...expected } });
   }
 
@@ -214,12 +223,28 @@ export class SqliteStore implements ContextStore {
     try {
       written = this.#db.transaction(() => batch.map(({ write }) => this.#apply(write)))();
     } catch (error) {
-      // The whole transaction rolled back: nothing of it is claimed durable (E4, E5).
-      const failure = new ResidentError('RESIDENT_ERR_STORE_FAILED', `SQLite write failed: ${describe(error)}`, { cause: error });
-      for (const write of batch) write.reject(failure);
+      // The whole transaction rolled back: nothing of it is claimed durable (E4, E5). One
+      // write SQLite cannot take (a value it cannot bind) must not fail the other sessions'
+      // writes of this turn: each is tried again alone, in call order, and fails alone.
+      if (batch.length > 1) {
+        for (const write of batch) this.#flushAlone(write);
+        return;
+      }
+      batch[0]!.reject(new ResidentError('RESIDENT_ERR_STORE_FAILED', `SQLite write failed: ${describe(error)}`, { cause: error }));
       return;
     }
     batch.forEach((write, at) => write.resolve(written[at]!));
+  }
+
+  #flushAlone(write: Pending): void {
+    let written: boolean;
+    try {
+      written = this.#db.transaction(() => this.#apply(write.write))();
+    } catch (error) {
+      write.reject(new ResidentError('RESIDENT_ERR_STORE_FAILED', `SQLite write failed: ${describe(error)}`, { cause: error }));
+      return;
+    }
+    write.resolve(written);
   }
 
   /** Runs one write inside the batch's transaction; false when its condition refused it. */

@@ -66,6 +66,7 @@ export function holds(stored: OwnerFence | undefined, expected: OwnerFence | nul
  * (owner, fence) pair can never match again.
  */
 export function checkFenceStep(record: SessionRecord, expected: OwnerFence | null): void {
+  checkExpected(expected);
   const before = expected ?? UNCLAIMED;
   if (!isOwnership(record) || !isOwnership(before)) {
     throw new RangeError(`a conditional write needs owners that are null or non-empty strings and fences that are integers ≥ 0 (${describeOwnership(record)} after ${describeOwnership(before)})`);
@@ -73,6 +74,25 @@ export function checkFenceStep(record: SessionRecord, expected: OwnerFence | nul
   const fence = record.owner === before.owner ? before.fence : before.fence + 1;
   if (record.fence !== fence) {
     throw new RangeError(`a write of ${describeOwnership(record)} after ${describeOwnership(before)} must carry fence ${fence}`);
+  }
+}
+
+/**
+ * Throws a RangeError unless `expected` is null or an owner/fence pair: a malformed condition
+ * (undefined, an object as owner) is refused alone, before the store compares or binds it,
+ * rather than read as a mismatch by one store and failing a whole write batch in another.
+ */
+export function checkExpected(expected: OwnerFence | null): void {
+  if (expected !== null && (typeof expected !== 'object' || !isOwnership(expected))) {
+    throw new RangeError(`a conditional write expects null or { owner, fence } with an owner that is null or a non-empty string and a fence that is an integer ≥ 0, not ${describeExpected(expected)}`);
+  }
+}
+
+function describeExpected(expected: unknown): string {
+  try {
+    return JSON.stringify(expected) ?? String(expected);
+  } catch {
+    return typeof expected;
   }
 }
 

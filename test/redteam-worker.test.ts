@@ -1,0 +1,126 @@
+/**
+ * Red team: hooks that misbehave on their worker thread, through a real server.
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { Client, FIXTURE_HOOKS, ROOT, startTestServer, type TestServer } from './helpers.ts';
+
+const HOOKS = { ...FIXTURE_HOOKS, onConnection: join(ROOT, 'test/fixtures/redteam/onConnection.ts') };
+
+const servers: TestServer[] = [];
+after(() => Promise.all(servers.map((t) => t.close())));
+
+async function serverWith(overrides: Parameters<typeof startTestServer>[0] = {}): Promise<TestServer> {
+  const t = await startTestServer({ workers: { threads: 1 }, ...overrides, hooks: { ...HOOKS, ...overrides.hooks } });
+  servers.push(t);
+  return t;
+}
+
+async function timed<T>(work: Promise<T>): Promise<{ value: T; ms: number }> {
+  const start = performance.now();
+  const value = await work;
+  return { value, ms: performance.now() - start };
+}
+
+test('red team F3: a hook that never yields its thread is answered near connectionTimeout, and other sessions on that thread go on', { timeout: 30_000 }, async () => {
+  const t = await serverWith({ hooks: { connectionTimeout: '1s' } });
+  const bystander = new Client(t.url);
+  await bystander.get('/inc');
+  const spinner = new Client(t.url);
+  const spinning = timed(spinner.get('/spin?ms=8000'));
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  const other = await timed(bystander.get('/inc'));
+  const spun = await spinning;
+  assert.ok(spun.ms < 4000, `the spinning request was answered after ${Math.round(spun.ms)} ms (connectionTimeout 1 s)`);
+  assert.ok(other.ms < 5000, `a bystander on the same thread waited ${Math.round(other.ms)} ms`);
+});
+
+test('red team: a ctx kept from an answered request refuses every effect when used from another session, and that session is untouched', { timeout: 30_000 }, async () => {
+  const t = await serverWith();
+  const owner = new Client(t.url);
+  await owner.get('/inc');
+  const ownerId = owner.cookie;
+  await owner.get('/keep');
+  const other = new Client(t.url);
+  const used = (await other.get('/use-kept')).json<{ attempts: Record<string, string> }>();
+  assert.deepEqual(used.attempts, {
+    close: 'RESIDENT_ERR_EFFECT_REFUSED',
+    regenerate: 'RESIDENT_ERR_EFFECT_REFUSED',
+    userId: 'RESIDENT_ERR_EFFECT_REFUSED',
+    closeOthers: 'RESIDENT_ERR_EFFECT_REFUSED',
+  });
+  const state = (await owner.get('/inc')).json<{ id: string; n: number }>();
+  assert.equal(state.id, ownerId);
+  assert.equal(state.n, 2);
+  assert.equal(owner.cookie, ownerId);
+});
+
+const SUSPEND_EXITS = { onSessionSuspend: join(ROOT, 'test/fixtures/redteam/onSessionSuspend.ts') };
+
+test('red team F2: a suspend hook that exits its thread, 10 times: the request waiting at the gate is answered, a bystander in flight gets one 502, a closed ID stays dead', { timeout: 60_000 }, async () => {
+  const t = await serverWith({ hooks: SUSPEND_EXITS });
+  for (let round = 0; round < 10; round++) {
+    const victim = new Client(t.url);
+    await victim.get('/inc');
+    const id = victim.cookie!;
+    await victim.get('/mode?value=exit');
+    const bystander = new Client(t.url);
+    await bystander.get('/inc');
+    const inFlight = bystander.get('/sleep?ms=400');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    if (round % 2 === 0) {
+      // An admin suspend: the hook exits; a request of the session waits at its gate meanwhile.
+      const suspending = t.server.sessions.suspendSession(id);
+      const waiting = victim.get('/inc');
+      const outcome = await suspending;
+      assert.notEqual(outcome, 'suspended', `round ${round}: an admin suspend whose hook exited the thread (memento lost) was reported ${outcome}`);
+      const reply = await waiting;
+      assert.equal(reply.status, 200, `round ${round}: the waiting request: ${reply.status} ${reply.text}`);
+      assert.equal(reply.json<{ id: string }>().id, id, `round ${round}: the same session comes back`);
+    } else {
+      // The session's own close: onSessionSuspend(ctx, 'closed') exits the thread.
+      const closing = await victim.get('/close');
+      assert.equal(closing.status, 200, `round ${round}`);
+      const replay = await new Client(t.url).get('/state', { headers: { cookie: `RSID=${id}` } });
+      assert.notEqual(replay.json<{ id: string }>().id, id, `round ${round}: the closed ID came back`);
+    }
+    const bystanding = await inFlight;
+    assert.ok([200, 502].includes(bystanding.status), `round ${round}: the bystander got ${bystanding.status}`);
+  }
+});
+
+test('red team F2/H1: a shutdown whose suspend hook exits the thread reports that context lost (exit 1), not saved', { timeout: 30_000 }, async () => {
+  const t = await startTestServer({ workers: { threads: 1 }, hooks: { ...HOOKS, ...SUSPEND_EXITS } });
+  const doomed = new Client(t.url);
+  await doomed.get('/inc');
+  await doomed.get('/mode?value=exit');
+  const result = await t.server.shutdown();
+  assert.equal(result.lost, 1, `shutdown reported ${JSON.stringify(result)}`);
+});
+
+test('red team: hung hooks started at different times among a stream of quick ones each get their 504 at their own deadline, once', { timeout: 30_000 }, async () => {
+  const t = await serverWith({ workers: { threads: 1 }, hooks: { connectionTimeout: '500ms' } });
+  const quick = new Client(t.url);
+  let stop = false;
+  let quickServed = 0;
+  const stream = (async () => {
+    while (!stop) {
+      assert.equal((await quick.get('/inc')).status, 200);
+      quickServed++;
+    }
+  })();
+  const hung = Array.from({ length: 5 }, async (_, index) => {
+    await new Promise((resolve) => setTimeout(resolve, index * 130));
+    const result = await timed(new Client(t.url).get('/hang'));
+    return { index, status: result.value.status, ms: result.ms };
+  });
+  const results = await Promise.all(hung);
+  stop = true;
+  await stream;
+  for (const { index, status, ms } of results) {
+    assert.equal(status, 504, `hung request ${index}`);
+    assert.ok(ms >= 480 && ms < 900, `hung request ${index} answered after ${Math.round(ms)} ms (deadline 500 ms)`);
+  }
+  assert.ok(quickServed > 20, `quick requests kept flowing (${quickServed})`);
+});
