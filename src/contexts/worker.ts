@@ -3,6 +3,8 @@
  * requests, and calls the hooks. Knows nothing of sockets or cookies; speaks only the
  * protocol in ./protocol.ts.
  */
+// First: the hooks' Request, Response and fetch() must be in place before any module uses them.
+import './fetch-globals.ts';
 import { parentPort, threadId, workerData, type MessagePort } from 'node:worker_threads';
 import { pathToFileURL } from 'node:url';
 import { ErrorCodes, ResidentError } from '../errors.ts';
@@ -10,16 +12,14 @@ import type { OnConnection, OnSessionSuspend, SuspendReason } from '../types.ts'
 import { LiveContext, setIdSalt } from './context.ts';
 import { HookContext, onRefusedEffect } from './hook-context.ts';
 import { DeadlineSweep } from './deadline.ts';
-import { cancelBody, holdBody, pullBody, readReady } from './body-streams.ts';
-import { toRequest, wholeBody } from './fetch-objects.ts';
+import { cancelBody, pullBody } from './body-streams.ts';
+import { fromResponse, toRequest } from './fetch-objects.ts';
 import { decodeMemento, encodeMemento } from './memento.ts';
-import { wireHeaders } from './response-headers.ts';
 import { forEachTask, pushReply, type WireBatch } from './batches.ts';
 import {
   toWireError,
   type ConnectTask,
   type ContextInit,
-  type WireBody,
   type WireError,
   type WorkerEvent,
   type WorkerReply,
@@ -74,29 +74,6 @@ onRefusedEffect((message) => report({ type: 'log', level: 'warn', msg: 'a hook a
 const contexts = new Map<string, LiveContext>();
 const connectionDeadline = new DeadlineSweep(settings.connectionTimeout, 'RESIDENT_ERR_HOOK_TIMEOUT', 'onConnection');
 const suspendDeadline = new DeadlineSweep(settings.suspendTimeout, 'RESIDENT_ERR_HOOK_TIMEOUT', 'onSessionSuspend');
-
-/**
- * The hook's Response as the main thread writes it: framing headers dropped (./response-headers.ts),
- * a string or bytes body whole, any other body held here for the main thread to pull.
- */
-async function fromResponse(response: Response | undefined): Promise<{ status: number; headers: string[]; body: WireBody }> {
-  if (response === undefined) return { status: 404, headers: ['content-type', 'text/plain; charset=utf-8'], body: 'Not Found' };
-  if (!(response instanceof Response) || response.type === 'error') {
-    throw new ResidentError('RESIDENT_ERR_HOOK_FAILED', 'onConnection must return a Response (not Response.error()) or undefined');
-  }
-  let headers: string[];
-  try {
-    headers = wireHeaders(response);
-  } catch (error) {
-    // Never sent: let its source (an upstream fetch, a file) stop.
-    response.body?.cancel().catch(() => {});
-    throw error;
-  }
-  const whole = wholeBody(response);
-  if (whole !== undefined) return { status: response.status, headers, body: whole };
-  const ready = await readReady(response);
-  return { status: response.status, headers, body: 'whole' in ready ? ready.whole : { streamId: holdBody(ready), threadId } };
-}
 
 /** The generic answer to a failed hook: the details go to the log, never to the client (F1). */
 function errorResponse(status: 400 | 500 | 504): { status: number; headers: string[]; body: string } {

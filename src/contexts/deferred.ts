@@ -1,0 +1,50 @@
+/**
+ * What ./lazy-request.ts and ./light-response.ts share: an object that stands in for a native
+ * Request or Response and builds the real one only when something it does not answer itself
+ * is touched (issue 10: building them, headers, signal and body stream, was most of a
+ * trivial hook's cost in a worker).
+ */
+
+/**
+ * Gives `proto` every member of `nativeProto` it does not define itself, each answered by the
+ * real object `real(this)` builds: a getter reads the real one's, a method calls the real one's.
+ * New members a later Node adds are covered without a change here.
+ */
+export function delegateRest(proto: object, nativeProto: object, real: (self: object) => object): void {
+  for (const key of Reflect.ownKeys(nativeProto)) {
+    if (key === 'constructor' || Object.hasOwn(proto, key)) continue;
+    const native = Object.getOwnPropertyDescriptor(nativeProto, key)!;
+    if (native.get) {
+      Object.defineProperty(proto, key, { configurable: true, get(this: object) { return Reflect.get(real(this), key); } });
+    } else if (typeof native.value === 'function') {
+      Object.defineProperty(proto, key, {
+        configurable: true,
+        writable: true,
+        value(this: object, ...args: unknown[]) {
+          const target = real(this) as Record<PropertyKey, (...args: unknown[]) => unknown>;
+          return target[key]!(...args);
+        },
+      });
+    }
+    // Plain values (Symbol.toStringTag) stay inherited from the native prototype.
+  }
+}
+
+const { append, delete: remove, set } = Headers.prototype;
+
+/**
+ * Once the real object exists it holds a copy of the headers the stand-in already handed out
+ * (`new Request(url, { headers })` copies). A hook may still hold that first Headers and change
+ * it: each change is made on both, so `fetch(request)`, `clone()` and the wire all see it.
+ */
+export function mirrorHeaders(own: Headers, real: Headers): void {
+  const mirrored = (method: (this: Headers, ...args: [string, string]) => void) => ({
+    configurable: true,
+    writable: true,
+    value(...args: [string, string]) {
+      method.apply(own, args);
+      method.apply(real, args);
+    },
+  });
+  Object.defineProperties(own, { append: mirrored(append), set: mirrored(set), delete: mirrored(remove as (this: Headers, name: string) => void) });
+}
