@@ -10,6 +10,9 @@
  * dispatch: the worker's whole path, src/contexts/worker.ts's task handler called directly in
  *   a worker thread (contexts, queue, deadline, hook context and the conversions), with
  *   `--batch` requests in flight at once as a channel batch delivers them.
+ * clone: what a batch of `--batch` requests costs to clone (structuredClone: the serializer
+ *   and deserializer a MessagePort runs) and read back, laid out as [id, task] pairs (before
+ *   issue 10) or flat (src/contexts/batches.ts).
  */
 import { parseArgs } from 'node:util';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
@@ -18,6 +21,7 @@ import { readReady } from '../src/contexts/body-streams.ts';
 import { fromResponse, toRequest } from '../src/contexts/fetch-objects.ts';
 import { WorkerResponse } from '../src/contexts/light-response.ts';
 import type { WireRequest, WorkerReply, WorkerTask } from '../src/contexts/protocol.ts';
+import { forEachTask, pushTask, type WireBatch } from '../src/contexts/batches.ts';
 import { wireHeaders } from '../src/contexts/response-headers.ts';
 import type { WorkerSettings } from '../src/contexts/worker.ts';
 
@@ -77,6 +81,30 @@ async function hook(request: Request, Response: typeof globalThis.Response): Pro
   return new Response(request.method === 'GET' ? 'hello' : '');
 }
 
+/** µs per request to clone a batch of `batch` requests and walk it on the other side. */
+function cloneCost(batch: number, flat: boolean): number {
+  const tasks: WorkerTask[] = Array.from({ length: batch }, (_, i) => ({ type: 'request', sessionId: `session-${i}-Xb2k9Qz8vT1mN4pL7rW3yA5cE6`, expiresAt: Date.now() + 8 * 3_600_000, request: WIRE }));
+  const once = () => {
+    if (flat) {
+      const wire: WireBatch = [];
+      tasks.forEach((task, id) => pushTask(wire, id, task));
+      let seen = 0;
+      forEachTask(structuredClone(wire), () => seen++);
+      return seen;
+    }
+    return structuredClone(tasks.map((task, id) => [id, task] as const)).length;
+  };
+  const rounds = Math.max(1, Math.floor(REQUESTS / batch));
+  for (let i = 0; i < Math.min(rounds, 2_000); i++) once();
+  const figures: number[] = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    const started = performance.now();
+    for (let i = 0; i < rounds; i++) once();
+    figures.push(((performance.now() - started) * 1000) / (rounds * batch));
+  }
+  return figures.sort((a, b) => a - b)[ROUNDS >> 1]!;
+}
+
 function runDispatch(batch: number): Promise<number> {
   const settings: WorkerSettings = {
     onConnection: resolve(import.meta.dirname, 'hooks/hello.ts'),
@@ -121,4 +149,7 @@ if (!isMainThread) {
   // What the loop itself costs a batch of 1 (a turn of the event loop per request): part of every figure below.
   console.log(`floor (an empty request, batch of 1): ${(await measure(async () => {}, REQUESTS, 1)).toFixed(2)}`);
   for (const batch of [1, BATCH]) console.log(`dispatch (worker.ts, batch of ${batch}): ${(await runDispatch(batch)).toFixed(2)}`);
+  for (const batch of [1, BATCH]) {
+    console.log(`clone, batch of ${batch}: [id, task] pairs ${cloneCost(batch, false).toFixed(2)}, flat ${cloneCost(batch, true).toFixed(2)}`);
+  }
 }

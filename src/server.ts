@@ -289,8 +289,8 @@ async function handle(edge: Edge, req: IncomingMessage, res: ServerResponse, exp
     if (await edge.files.serve(target.path, req, res)) return;
     const secure = config.sessions.secureCookie || cameOverTls(req, edge.trust);
     // The scheme is how the request reached us, whatever an absolute-form target said. The
-    // worker parses this URL again in `new Request()` and answers 400 if it cannot, a last
-    // safety net behind parseTarget.
+    // worker parses this URL again (`new URL()` in toRequest) and answers 400 if it cannot, a
+    // last safety net behind parseTarget.
     const url = `${secure ? 'https' : 'http'}://${target.host}${target.path}${target.search}`;
     const body = await readBody(req, config.limits.maxBodySize, expectsContinue ? () => res.writeContinue() : undefined);
     const outcome = await sessions.serve(

@@ -3,7 +3,7 @@
  * array of plain values rather than an array of [id, object] pairs. Cloning an object costs
  * the serializer its keys and shape on both threads, and the main thread deserializes every
  * reply it gets; a request or a response, the common entries, go as a fixed run of values
- * instead (bench/worker-path.ts measures both). Anything else goes as its object.
+ * instead (bench/worker-path.ts, "clone", measures both). Anything else goes as its object.
  */
 import type { ContextInit, WorkerReply, WorkerTask } from './protocol.ts';
 
