@@ -148,7 +148,15 @@ const schema = z.strictObject({
   port: int(0, 65535, 8080),
   publicDir: z.string().optional().transform((v) => v ?? 'public'),
   sessions: section(sessionsSchema),
-  workers: section(z.strictObject({ threads: int(1, 256, 2) })),
+  workers: section(
+    z.strictObject({
+      threads: int(1, 256, 2),
+      /** A thread whose event loop does not turn for this long is replaced (RELIABILITY.md F3); 0: never. */
+      stallTimeout: duration('10s'),
+      /** Each thread's heap limit in MiB (RELIABILITY.md D8, F4); 0: Node's own. */
+      maxHeapMb: int(0, 1_048_576, 0),
+    }),
+  ),
   hooks: section(hooksSchema),
   store: section(storeSchema),
   limits: section(limitsSchema),
@@ -187,6 +195,9 @@ export type ResidentConfig = Readonly<
 
 /** What config.json may contain: every key optional. */
 export type ResidentConfigInput = z.input<typeof schema>;
+
+/** The smallest workers.maxHeapMb a thread can start with (it loads tsx and the hooks). */
+const MIN_HEAP_MB = 32;
 
 const TRUST_PROXY_FORM = 'false, true, or a list of IP addresses, CIDR ranges or "loopback" / "linklocal" / "uniquelocal"';
 const UNION_FORMS: Record<string, string> = {
@@ -259,6 +270,11 @@ export function resolveConfig(input: unknown, baseDir: string): ResidentConfig {
       'RESIDENT_ERR_INVALID_CONFIG',
       'Invalid configuration: limits.headersTimeout must be a duration no longer than limits.requestTimeout (or set limits.requestTimeout to 0)',
     );
+  }
+  const { maxHeapMb } = value.workers;
+  if (maxHeapMb > 0 && maxHeapMb < MIN_HEAP_MB) {
+    // Below this a thread cannot even load its hooks, and would be replaced in a loop.
+    throw new ResidentError('RESIDENT_ERR_INVALID_CONFIG', `Invalid configuration: workers.maxHeapMb must be 0 (Node's own limit) or at least ${MIN_HEAP_MB}`);
   }
   const config: ResidentConfig = {
     ...value,

@@ -14,6 +14,8 @@ export const ErrorCodes = {
   RESIDENT_ERR_MEMENTO_TOO_LARGE: { status: 0, message: 'the memento is too large' },
   RESIDENT_ERR_MEMENTO_CORRUPT: { status: 0, message: 'a stored memento cannot be read' },
   RESIDENT_ERR_WORKER_LOST: { status: 502, message: 'The worker serving this session stopped. Please retry.' },
+  // The crash-loop breaker tripped and no worker thread is left (RELIABILITY.md F5).
+  RESIDENT_ERR_WORKERS_DOWN: { status: 503, message: 'The server cannot serve sessions right now. Please retry later.' },
   RESIDENT_ERR_QUEUE_FULL: { status: 503, message: 'Too many requests for this session are waiting. Please retry shortly.' },
   RESIDENT_ERR_CAPACITY: { status: 503, message: 'The server is at capacity. Please retry shortly.' },
   RESIDENT_ERR_SHUTTING_DOWN: { status: 503, message: 'The server is restarting. Please retry shortly.' },

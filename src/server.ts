@@ -107,7 +107,7 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
   undo.push(() => store.close());
   let sessions: Sessions | undefined;
   const pool = new ContextPool(
-    config.workers.threads,
+    { threads: config.workers.threads, stallTimeoutMs: config.workers.stallTimeout, maxHeapMb: config.workers.maxHeapMb },
     {
       onConnection: config.hooks.onConnection,
       onSessionSuspend: config.hooks.onSessionSuspend,
@@ -119,7 +119,15 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
     {
       onWorkerGone: (workerId) => sessions?.workerGone(workerId),
       onWorkerEvent: (event) => sessions?.workerEvent(event),
-      onPoolError: (error) => log.error({ event: 'pool-error', err: error }, 'worker pool error'),
+      onPoolError: (error) =>
+        (error as { code?: unknown }).code === 'ERR_WORKER_OUT_OF_MEMORY'
+          ? log.error({ event: 'worker-out-of-memory', err: error }, 'a worker thread ran out of heap (workers.maxHeapMb): it is replaced')
+          : log.error({ event: 'pool-error', err: error }, 'worker pool error'),
+      onWorkerStalled: (threadId, stalledMs) =>
+        log.error({ event: 'worker-stalled', threadId, stalledMs: Math.round(stalledMs) }, 'a worker thread stopped turning (workers.stallTimeout): it is terminated and replaced'),
+      // The alert an operator must act on: the pool stays degraded until a restart.
+      onCrashLoop: (lost, reason) =>
+        log.error({ event: 'worker-crash-loop', lost, reason }, 'worker threads keep dying: no more are started; /readyz answers 503 until a restart'),
     },
   );
   undo.push(() => pool.close());

@@ -93,16 +93,19 @@ export class WorkerChannel {
     }
   }
 
-  #failPending(): void {
+  #failPending(stuck?: { taskId: number; error: Error }): void {
     this.#closed = true;
-    const lost = [...this.#pending.values()];
+    const lost = [...this.#pending];
     this.#pending.clear();
-    for (const pending of lost) pending.reject(new WorkerLostError(this.threadId));
+    for (const [id, pending] of lost) pending.reject(id === stuck?.taskId ? stuck.error : new WorkerLostError(this.threadId));
   }
 
-  /** Every task still waiting fails now, not when the port's close event comes. */
-  close(): void {
-    this.#failPending();
+  /**
+   * Every task still waiting fails now, not when the port's close event comes: with
+   * WorkerLostError, or `stuck.error` for the task that held a stalled thread (the watchdog).
+   */
+  close(stuck?: { taskId: number; error: Error }): void {
+    this.#failPending(stuck);
     this.#port.close();
   }
 }

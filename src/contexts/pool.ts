@@ -9,12 +9,20 @@
  * reports that thread; the sessions keep it as the context's home for its whole life and send
  * its tasks there (src/sessions/host.ts is the contract). piscina's balancer only routes the
  * control tasks (readiness, channel hand-over) to the thread they are for.
+ *
+ * The pool also guards the threads (RELIABILITY.md F3, F4, F5): a watchdog terminates a thread
+ * whose event loop stops turning (./watchdog.ts), piscina's resourceLimits bound each heap,
+ * and a breaker stops replacing threads that keep dying (./crash-breaker.ts).
  */
 import { fileURLToPath } from 'node:url';
-import { MessageChannel } from 'node:worker_threads';
+import { MessageChannel, type Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { PiscinaTask } from 'piscina';
 import { WorkerChannel, WorkerLostError } from './channel.ts';
+import { CrashBreaker } from './crash-breaker.ts';
+import { newHeartbeat, runningTask } from './heartbeat.ts';
+import { Watchdog } from './watchdog.ts';
+import { ResidentError } from '../errors.ts';
 import type { ConnectTask, WorkerEvent, WorkerReply, WorkerTask } from './protocol.ts';
 import type { WorkerSettings } from './worker.ts';
 import type { ContextHost } from '../sessions/host.ts';
@@ -30,6 +38,19 @@ export interface PoolEvents {
   onWorkerGone(workerId: number): void;
   onWorkerEvent(event: WorkerEvent): void;
   onPoolError(error: Error): void;
+  /** The watchdog terminated a thread whose event loop did not turn for `stalledMs`. */
+  onWorkerStalled(workerId: number, stalledMs: number): void;
+  /** Threads kept dying: no more are started, the pool is degraded until a restart. */
+  onCrashLoop(lost: number, reason: string): void;
+}
+
+/** How the pool guards its threads (config `workers`). */
+export interface PoolLimits {
+  threads: number;
+  /** A thread whose event loop does not turn for this long is replaced; 0: never. */
+  stallTimeoutMs: number;
+  /** Each thread's old-generation heap limit in MiB; 0: Node's own. */
+  maxHeapMb: number;
 }
 
 const WORKER_ENTRY = fileURLToPath(new URL('./worker-entry.mjs', import.meta.url));
@@ -43,12 +64,20 @@ export class ContextPool implements ContextHost {
   readonly #homed = new Map<number, number>();
   readonly #events: PoolEvents;
   /** Sends that found no connected thread (one was being replaced) wait here. */
-  #waiting: Array<() => void> = [];
+  #waiting: Array<{ resolve(): void; reject(error: Error): void }> = [];
   #closed = false;
   #closing: Promise<void> | null = null;
+  readonly #threads: number;
+  readonly #watchdog: Watchdog;
+  readonly #breaker = new CrashBreaker();
+  /** Threads that became ready (piscina's workerCreate) and have not been destroyed. */
+  readonly #ready = new Set<Worker>();
 
-  constructor(threads: number, settings: WorkerSettings, events: PoolEvents) {
+  constructor(limits: PoolLimits, settings: WorkerSettings, events: PoolEvents) {
+    const { threads } = limits;
+    this.#threads = threads;
     this.#events = events;
+    this.#watchdog = new Watchdog(limits.stallTimeoutMs, (workerId, heartbeat, stalledMs) => this.#stalled(workerId, heartbeat, stalledMs));
     this.#piscina = new Piscina({
       filename: WORKER_ENTRY,
       minThreads: threads,
@@ -59,24 +88,44 @@ export class ContextPool implements ContextHost {
       atomics: 'async',
       recordTiming: false,
       workerData: settings,
+      // A thread that outgrows its heap is stopped with ERR_WORKER_OUT_OF_MEMORY and replaced,
+      // instead of taking the process down (RELIABILITY.md D8, F4).
+      ...(limits.maxHeapMb > 0 ? { resourceLimits: { maxOldGenerationSizeMb: limits.maxHeapMb } } : {}),
       loadBalancer: (task, workers) => this.#pick(task, workers),
     });
     // A replacement thread gets its channel as soon as piscina has it ready.
     this.#piscina.on('workerCreate', (worker: BalancedWorker) => {
+      const started = this.#piscina.threads.find((thread) => thread.threadId === worker.id);
+      if (started) this.#ready.add(started);
       if (!this.#closed) void this.#connect(worker.id).catch((error) => events.onPoolError(error));
     });
     this.#piscina.on('message', (event: WorkerEvent) => events.onWorkerEvent(event));
     this.#piscina.on('error', (error: Error) => events.onPoolError(error));
+    // Every thread that goes while the pool runs counts towards the crash-loop breaker.
+    this.#piscina.on('workerDestroy', () => {
+      if (this.#closed) return;
+      // The destroyed one's id reads -1 by now (Node clears Worker.threadId at exit): what
+      // went is what no longer runs among the threads that became ready.
+      const gone = [...this.#ready].filter((worker) => worker.threadId === -1);
+      for (const worker of gone) this.#ready.delete(worker);
+      if (gone.length === 0) {
+        // It never became ready (its hooks throw at load): piscina starts no thread after
+        // such a failure, for the pool's whole life. That is a crash loop already.
+        this.#tripBreaker('a replacement thread failed to start (piscina starts no more)');
+      } else if (this.#breaker.lost()) {
+        this.#tripBreaker(`${this.#breaker.recent} worker threads lost within a minute`);
+      }
+    });
   }
 
   /** Resolves once every thread has loaded the hooks and holds its channel. */
   async ready(): Promise<void> {
     // A probe per thread makes each worker import the hooks now, so a broken hook module
     // fails startup rather than the first client's request.
-    await Promise.all(Array.from({ length: this.#piscina.maxThreads }, () => this.#piscina.run({ type: 'discard', sessionId: '' })));
+    await Promise.all(Array.from({ length: this.#threads }, () => this.#piscina.run({ type: 'discard', sessionId: '' })));
     const deadline = Date.now() + CONNECT_TIMEOUT_MS;
-    while (this.#channels.size < this.#piscina.maxThreads) {
-      if (Date.now() > deadline) throw new Error(`only ${this.#channels.size} of ${this.#piscina.maxThreads} worker threads connected within ${CONNECT_TIMEOUT_MS} ms`);
+    while (this.#channels.size < this.#threads) {
+      if (Date.now() > deadline) throw new Error(`only ${this.#channels.size} of ${this.#threads} worker threads connected within ${CONNECT_TIMEOUT_MS} ms`);
       await new Promise((resolve) => setTimeout(resolve, 5));
     }
   }
@@ -84,7 +133,8 @@ export class ContextPool implements ContextHost {
   async #connect(workerId: number): Promise<void> {
     if (this.#channels.has(workerId)) return;
     const { port1, port2 } = new MessageChannel();
-    const task: ConnectTask & Record<symbol, unknown> = { type: 'connect', port: port2 };
+    const heartbeat = newHeartbeat();
+    const task: ConnectTask & Record<symbol, unknown> = { type: 'connect', port: port2, heartbeat };
     task[Piscina.queueOptionsSymbol] = workerId;
     await this.#piscina.run(task, { transferList: [port2] });
     this.#channels.set(
@@ -92,13 +142,49 @@ export class ContextPool implements ContextHost {
       new WorkerChannel(workerId, port1, () => this.#lost(workerId)),
     );
     this.#homed.set(workerId, this.#homed.get(workerId) ?? 0);
-    for (const wake of this.#waiting.splice(0)) wake();
+    this.#watchdog.watch(workerId, heartbeat);
+    for (const waiter of this.#waiting.splice(0)) waiter.resolve();
   }
 
   #lost(workerId: number): void {
+    this.#watchdog.unwatch(workerId);
     this.#channels.delete(workerId);
     this.#homed.delete(workerId);
     if (!this.#closed) this.#events.onWorkerGone(workerId);
+  }
+
+  /**
+   * A thread stopped turning. Its requests are answered now, before it is terminated: the one
+   * whose hook holds the thread 504 (RESIDENT_ERR_HOOK_TIMEOUT), the others 502 (F2's path,
+   * through the channel's close); piscina then replaces the thread.
+   */
+  #stalled(workerId: number, heartbeat: Int32Array, stalledMs: number): void {
+    if (this.#closed) return;
+    const worker = this.#piscina.threads.find((thread) => thread.threadId === workerId);
+    this.#events.onWorkerStalled(workerId, stalledMs);
+    const stuck = runningTask(heartbeat);
+    const channel = this.#channels.get(workerId);
+    const timeout = new ResidentError('RESIDENT_ERR_HOOK_TIMEOUT', `onConnection held worker thread ${workerId} for ${Math.round(stalledMs)} ms (workers.stallTimeout)`);
+    channel?.close(stuck === undefined ? undefined : { taskId: stuck, error: timeout });
+    // terminate() stops even a `while (true) {}` (V8 TerminateExecution); piscina sees the
+    // exit and starts a replacement.
+    void worker?.terminate().catch((error: Error) => this.#events.onPoolError(error));
+  }
+
+  #tripBreaker(reason: string): void {
+    if (!this.#breaker.trip()) return;
+    // piscina 5 has no call to stop replacing threads: its _ensureMinimumWorkers reads
+    // options.minThreads from this live options object (node_modules/piscina/dist/index.js),
+    // so lowering it stops the respawns; the threads still up keep serving.
+    this.#piscina.options.minThreads = 0;
+    this.#events.onCrashLoop(this.#breaker.recent, reason);
+    // Requests waiting for a thread to connect would wait for good: they get 503 now.
+    if (this.#channels.size === 0) for (const waiter of this.#waiting.splice(0)) waiter.reject(new ResidentError('RESIDENT_ERR_WORKERS_DOWN'));
+  }
+
+  /** True once the crash-loop breaker tripped: no thread is replaced until a restart. */
+  get degraded(): boolean {
+    return this.#breaker.tripped;
   }
 
   /**
@@ -120,10 +206,14 @@ export class ContextPool implements ContextHost {
     return best;
   }
 
-  /** Resolves once some thread is connected, or the pool is closed. */
+  /**
+   * Resolves once some thread is connected, or the pool is closed. Rejects with
+   * RESIDENT_ERR_WORKERS_DOWN when none is and none will be (the crash-loop breaker tripped).
+   */
   connected(): Promise<void> {
     if (this.#channels.size > 0 || this.#closed) return Promise.resolve();
-    return new Promise<void>((resolve) => this.#waiting.push(resolve));
+    if (this.#breaker.tripped) return Promise.reject(new ResidentError('RESIDENT_ERR_WORKERS_DOWN'));
+    return new Promise<void>((resolve, reject) => this.#waiting.push({ resolve, reject }));
   }
 
   /** A context homed on `threadId` left it. */
@@ -186,7 +276,7 @@ export class ContextPool implements ContextHost {
 
   /** Threads expected when every one is up. */
   get size(): number {
-    return this.#piscina.maxThreads;
+    return this.#threads;
   }
 
   /** Per connected thread: contexts homed there and tasks sent and not yet answered (its queue depth). */
@@ -212,7 +302,8 @@ export class ContextPool implements ContextHost {
   close(): Promise<void> {
     if (!this.#closing) {
       this.#closed = true;
-      for (const wake of this.#waiting.splice(0)) wake();
+      this.#watchdog.stop();
+      for (const waiter of this.#waiting.splice(0)) waiter.resolve();
       for (const channel of this.#channels.values()) channel.close();
       this.#closing = this.#piscina.destroy();
     }

@@ -127,6 +127,8 @@ export type { WireBatch } from './batches.ts';
 export interface ConnectTask {
   type: 'connect';
   port: MessagePort;
+  /** Shared with the main thread's watchdog (./heartbeat.ts). */
+  heartbeat: Int32Array;
 }
 
 /** Messages a worker sends outside of task replies (through parentPort). */

@@ -16,6 +16,7 @@ import { cancelBody, pullBody } from './body-streams.ts';
 import { fromResponse, toRequest } from './fetch-objects.ts';
 import { decodeMemento, encodeMemento } from './memento.ts';
 import { forEachTask, pushReply, type WireBatch } from './batches.ts';
+import { runMarked, startBeating } from './heartbeat.ts';
 import {
   toWireError,
   type ConnectTask,
@@ -111,7 +112,10 @@ function createContext(id: string, init: ContextInit): { ctx: LiveContext; memen
   }
 }
 
-async function handleRequest(ctx: LiveContext, task: Extract<WorkerTask, { type: 'request' }>): Promise<WorkerReply> {
+/** Shared with the main thread's watchdog once the channel is handed over. */
+let heartbeat: Int32Array | undefined;
+
+async function handleRequest(ctx: LiveContext, task: Extract<WorkerTask, { type: 'request' }>, taskId: number): Promise<WorkerReply> {
   // Closed by an earlier request: a request queued behind the close never runs on this
   // context; the main thread serves it afresh once the close has retired the ID.
   if (ctx.closed && !task.ephemeral) return { type: 'gone' };
@@ -126,7 +130,7 @@ async function handleRequest(ctx: LiveContext, task: Extract<WorkerTask, { type:
   }
   const hookCtx = new HookContext(ctx);
   try {
-    const response = await connectionDeadline.run(() => onConnection(hookCtx, request));
+    const response = await connectionDeadline.run(() => runMarked(heartbeat, taskId, () => onConnection(hookCtx, request)));
     reply = { type: 'response', ...(await fromResponse(response)), closed: false, threadId };
     // Only a request that succeeded ends the context's first request: when the hook throws
     // while restoring a memento, the next request sees isNew (and saved) again (H4).
@@ -168,7 +172,8 @@ async function handleSuspend(ctx: LiveContext, reason: SuspendReason): Promise<W
   }
 }
 
-async function dispatch(task: WorkerTask): Promise<WorkerReply> {
+/** @param taskId the channel's id for the task (-1 for piscina's probes) */
+async function dispatch(task: WorkerTask, taskId = -1): Promise<WorkerReply> {
   if (task.type === 'stats') {
     if (task.gc) (globalThis as { gc?: () => void }).gc?.();
     return { type: 'stats', threadId, contexts: contexts.size, heapUsed: process.memoryUsage().heapUsed };
@@ -189,7 +194,7 @@ async function dispatch(task: WorkerTask): Promise<WorkerReply> {
     }
     if (!hosted) return { type: 'gone' };
     const target = hosted;
-    const reply = await target.queue.run(() => handleRequest(target, task));
+    const reply = await target.queue.run(() => handleRequest(target, task, taskId));
     if (mementoError && reply.type === 'response') reply.mementoError = mementoError;
     return reply;
   }
@@ -236,7 +241,7 @@ function attach(port: MessagePort): void {
   };
   port.on('message', (batch: WireBatch) => {
     forEachTask(batch, (id, task) => {
-      dispatch(task).then(
+      dispatch(task, id).then(
         (reply) => answer(id, reply),
         (error) => answer(id, { type: 'failed', error: toWireError(error) }),
       );
@@ -250,6 +255,8 @@ function attach(port: MessagePort): void {
  */
 export default async function handle(task: WorkerTask | ConnectTask): Promise<WorkerReply | { type: 'connected' }> {
   if (task.type === 'connect') {
+    heartbeat = task.heartbeat;
+    startBeating(heartbeat);
     attach(task.port);
     return { type: 'connected' };
   }

@@ -121,10 +121,13 @@ export function healthRoutes(sources: HealthSources): OpsRoute {
   const claims = (path: string) => path === '/healthz' || path === '/readyz';
   const handle = async ({ path }: RequestTarget, _req: IncomingMessage, res: ServerResponse): Promise<void> => {
     if (path === '/healthz') return sendJson(res, 200, { status: 'ok' });
-    const workers = { up: sources.pool.threadIds.length, expected: sources.pool.size };
+    const { pool } = sources;
+    // A tripped crash-loop breaker is not ready even with every thread up: the last
+    // replacement may have started before it tripped, and none will start after.
+    const workers = { up: pool.threadIds.length, expected: pool.size, ...(pool.degraded ? { crashLoop: true } : {}) };
     const storeOk = sources.probe.failure() === null;
     const stopping = sources.stopping();
-    const ready = !stopping && workers.up === workers.expected && storeOk;
+    const ready = !stopping && workers.up === workers.expected && !pool.degraded && storeOk;
     sendJson(res, ready ? 200 : 503, {
       status: ready ? 'ready' : stopping ? 'stopping' : 'not ready',
       workers,

@@ -1,0 +1,50 @@
+/**
+ * A worker thread's heartbeat, shared with the main thread through a SharedArrayBuffer
+ * (RELIABILITY.md F3). The worker bumps a counter from a timer, so the counter moves only
+ * while its event loop turns; the main thread reads it without a message, so watching costs
+ * a thread nothing and still works when the thread is stuck in a `while (true) {}`.
+ *
+ * Slot 1 names the channel task whose hook is on the thread's stack right now (its task id
+ * plus one; 0 for none): when the thread stops turning inside a hook's synchronous code, the
+ * main thread knows which request stalled it and answers that one 504 rather than 502.
+ */
+
+const BEATS = 0;
+const RUNNING = 1;
+/** How often a healthy thread bumps its counter. */
+export const BEAT_INTERVAL_MS = 100;
+
+export function newHeartbeat(): Int32Array {
+  return new Int32Array(new SharedArrayBuffer(2 * Int32Array.BYTES_PER_ELEMENT));
+}
+
+/** Worker side: bump the counter for as long as the thread lives (the timer keeps no thread alive). */
+export function startBeating(heartbeat: Int32Array): void {
+  setInterval(() => Atomics.add(heartbeat, BEATS, 1), BEAT_INTERVAL_MS).unref();
+}
+
+/**
+ * Worker side: runs a hook's synchronous part with the task marked as running. Only the part
+ * before the hook's first await is covered: a spin after an await names no task (its
+ * thread's requests all get 502).
+ */
+export function runMarked<T>(heartbeat: Int32Array | undefined, taskId: number, call: () => T): T {
+  if (!heartbeat || taskId < 0) return call();
+  Atomics.store(heartbeat, RUNNING, taskId + 1);
+  try {
+    return call();
+  } finally {
+    Atomics.store(heartbeat, RUNNING, 0);
+  }
+}
+
+/** Main side: the counter now. */
+export function beats(heartbeat: Int32Array): number {
+  return Atomics.load(heartbeat, BEATS);
+}
+
+/** Main side: the task whose hook holds the thread, if any. */
+export function runningTask(heartbeat: Int32Array): number | undefined {
+  const marked = Atomics.load(heartbeat, RUNNING);
+  return marked === 0 ? undefined : marked - 1;
+}

@@ -1,0 +1,154 @@
+/**
+ * The watchdog and the thread limits against a real server (RELIABILITY.md F3, F4, F5, D8):
+ * a hook that never yields, one that fills its heap, and threads that keep dying. In each, the
+ * clients of the other thread are answered throughout, and the process survives.
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { Client, FIXTURE_HOOKS, ROOT, fixtureState, send, waitFor, withServer, type FixtureState, type TestServer } from './helpers.ts';
+
+const HOOKS = { ...FIXTURE_HOOKS, onConnection: join(ROOT, 'test/fixtures/watchdog/onConnection.ts') };
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Clients with a session each, sorted by home thread, until `wanted` is met for each thread. */
+async function clientsByThread(t: TestServer, perThread: number): Promise<Map<number, Array<{ client: Client; first: FixtureState }>>> {
+  const byThread = new Map<number, Array<{ client: Client; first: FixtureState }>>();
+  for (let i = 0; i < 40; i++) {
+    const client = new Client(t.url);
+    const first = await fixtureState(client, '/inc');
+    const list = byThread.get(first.threadId) ?? [];
+    list.push({ client, first });
+    byThread.set(first.threadId, list);
+    if (byThread.size === 2 && [...byThread.values()].every((clients) => clients.length >= perThread)) return byThread;
+  }
+  throw new Error('could not place clients on both threads');
+}
+
+/** A client on another thread asking all along; its worst latency and its failures. */
+function bystander(client: Client): { stop(): Promise<{ requests: number; worstMs: number; failures: string[] }> } {
+  let running = true;
+  const failures: string[] = [];
+  let worstMs = 0;
+  let requests = 0;
+  const loop = (async () => {
+    let last = (await fixtureState(client)).n;
+    while (running) {
+      const started = performance.now();
+      const reply = await client.get('/inc');
+      worstMs = Math.max(worstMs, performance.now() - started);
+      requests++;
+      const n = reply.status === 200 ? reply.json<FixtureState>().n : undefined;
+      if (n !== last + 1) failures.push(`status ${reply.status}, n ${String(n)} after ${last}`);
+      last = n ?? last;
+      await sleep(20);
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      return { requests, worstMs, failures };
+    },
+  };
+}
+
+test('F3: a hook that never yields gets 504 at workers.stallTimeout; its thread is replaced, its sessions resume, the other thread answers throughout', async (t) => {
+  const config = { workers: { threads: 2, stallTimeout: '1s' }, hooks: { ...HOOKS, connectionTimeout: '1s' }, sessions: { checkpointInterval: '100ms' } };
+  await withServer(config, async (s) => {
+    const byThread = await clientsByThread(s, 3);
+    const [stuckThread, otherThread] = [...byThread.keys()] as [number, number];
+    const [spinner, sleeper, resident] = byThread.get(stuckThread)!;
+    const watcher = byThread.get(otherThread)![0]!;
+    assert.equal((await fixtureState(resident!.client, '/inc')).n, 2);
+    // Its checkpoint (every 100 ms) is what it resumes from.
+    await sleep(400);
+
+    const watching = bystander(watcher.client);
+    const sleeping = sleeper!.client.get('/sleep?ms=5000');
+    await sleep(100);
+    const started = performance.now();
+    const spun = await spinner!.client.get('/spin-forever');
+    const spunMs = performance.now() - started;
+    const slept = await sleeping;
+    assert.equal(spun.status, 504, spun.text);
+    assert.ok(spunMs < 2_200, `the spinning request was answered after ${Math.round(spunMs)} ms (stallTimeout 1 s)`);
+    assert.equal(slept.status, 502, 'the other request in flight on the stalled thread');
+    assert.ok(slept.text.length < 120 && !/at |\.ts/.test(slept.text), slept.text);
+
+    await waitFor(() => s.server.pool.threadIds.length === 2 && !s.server.pool.threadIds.includes(stuckThread), 5000, 'a replacement thread');
+    const back = await fixtureState(resident!.client);
+    assert.equal(back.id, resident!.first.id);
+    assert.equal(back.resumed, true);
+    assert.equal(back.n, 2, 'resumed from its last checkpoint');
+    assert.equal((await fixtureState(spinner!.client, '/inc')).id, spinner!.first.id, 'the spinner keeps its session');
+
+    const { requests, worstMs, failures } = await watching.stop();
+    t.diagnostic(`bystander: ${requests} requests, worst ${Math.round(worstMs)} ms, ${failures.length} failures; spinner answered after ${Math.round(spunMs)} ms`);
+    assert.deepEqual(failures, []);
+    assert.ok(worstMs < 1_000, `the bystander waited ${Math.round(worstMs)} ms`);
+
+    await waitFor(() => s.logs.some((line) => line.event === 'worker-stalled'), 2000, 'the worker-stalled log');
+    const stalled = s.logs.filter((line) => line.event === 'worker-stalled');
+    assert.equal(stalled.length, 1);
+    assert.equal(stalled[0]!.threadId, stuckThread);
+    assert.equal(stalled[0]!.level, 50);
+    assert.equal(s.server.sessions.stats.workersLost, 1);
+    // hooks.connectionTimeout still answers a hook that awaits forever.
+    assert.equal((await watcher.client.get('/hang')).status, 504);
+    assert.equal(s.logs.filter((line) => line.event === 'edge-error').length, 0, 'no response was written twice');
+  });
+});
+
+test('F4/D8: a hook that fills its heap (workers.maxHeapMb 64) loses its thread alone; the process survives and the other thread answers', async (t) => {
+  await withServer({ workers: { threads: 2, maxHeapMb: 64 }, hooks: HOOKS }, async (s) => {
+    const byThread = await clientsByThread(s, 1);
+    const [bombThread, otherThread] = [...byThread.keys()] as [number, number];
+    const bomber = byThread.get(bombThread)![0]!;
+    const watching = bystander(byThread.get(otherThread)![0]!.client);
+    const bombed = await bomber.client.get('/heap-bomb');
+    assert.ok([502, 503].includes(bombed.status), `status ${bombed.status}`);
+    await waitFor(() => s.server.pool.threadIds.length === 2 && !s.server.pool.threadIds.includes(bombThread), 5000, 'a replacement thread');
+    const { requests, worstMs, failures } = await watching.stop();
+    t.diagnostic(`bystander: ${requests} requests, worst ${Math.round(worstMs)} ms, ${failures.length} failures`);
+    assert.deepEqual(failures, []);
+    assert.ok(worstMs < 1_000, `the bystander waited ${Math.round(worstMs)} ms`);
+    const back = await fixtureState(bomber.client);
+    assert.equal(back.id, bomber.first.id);
+    assert.equal(back.resumed, true);
+    await waitFor(() => s.logs.some((line) => line.event === 'worker-out-of-memory' && line.level === 50), 2000, 'the out-of-memory log');
+    assert.equal(s.server.sessions.stats.workersLost, 1);
+  });
+});
+
+test('F5: threads that die on every request trip the crash-loop breaker: no more threads, /readyz 503, an alert, then 503 for sessions', async () => {
+  await withServer({ workers: { threads: 2 }, hooks: HOOKS }, async (s) => {
+    let deaths = 0;
+    while (!s.server.pool.degraded && deaths < 10) {
+      const reply = await new Client(s.url).get('/die');
+      assert.ok([500, 502].includes(reply.status), `status ${reply.status}`);
+      deaths++;
+      // Counted, and replaced unless that was the death that tripped the breaker.
+      await waitFor(() => s.server.sessions.stats.workersLost === deaths && (s.server.pool.degraded || s.server.pool.threadIds.length === 2), 5000, `thread death ${deaths}`);
+    }
+    assert.equal(deaths, 5, 'the breaker trips at the fifth thread lost within a minute');
+    const alert = await waitFor(() => s.logs.find((line) => line.event === 'worker-crash-loop'), 2000, 'the alert');
+    assert.equal(alert!.level, 50);
+
+    const ready = await send(`${s.url}/readyz`);
+    assert.equal(ready.status, 503);
+    assert.deepEqual(ready.json().workers, { up: 1, expected: 2, crashLoop: true });
+
+    // The thread still up serves until it dies too; then sessions get 503, and no thread starts.
+    const survivor = new Client(s.url);
+    assert.equal((await fixtureState(survivor, '/inc')).n, 1);
+    await survivor.get('/die');
+    await waitFor(() => s.server.pool.threadIds.length === 0, 3000, 'the last thread gone');
+    const refused = await new Client(s.url).get('/inc');
+    assert.equal(refused.status, 503);
+    await sleep(500);
+    assert.equal(s.server.pool.threadIds.length, 0, 'no thread was started after the breaker tripped');
+    assert.equal(s.logs.filter((line) => line.event === 'worker-crash-loop').length, 1, 'alerted once');
+    assert.equal((await send(`${s.url}/healthz`)).status, 200, 'the process is alive');
+  });
+});
