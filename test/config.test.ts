@@ -64,6 +64,8 @@ describe('defaults (the public contract)', () => {
 
   test('workers and hooks', () => {
     assert.equal(config.workers.threads, 2);
+    assert.equal(config.workers.stallTimeout, 10_000);
+    assert.equal(config.workers.maxHeapMb, 0, "0: Node's own heap limit");
     assert.equal(config.hooks.onConnection, join(BASE, 'src/hooks/onConnection.ts'));
     assert.equal(config.hooks.onSessionSuspend, join(BASE, 'src/hooks/onSessionSuspend.ts'));
   });
@@ -258,6 +260,12 @@ describe('invalid values name the key', () => {
     invalid({ sessions: { maxContexts: -5 } }, 'sessions.maxContexts');
     invalid({ sessions: { maxQueuedRequests: 0 } }, 'sessions.maxQueuedRequests');
     invalid({ workers: { threads: 0 } }, 'workers.threads');
+    invalid({ workers: { stallTimeout: 'soon' } }, 'workers.stallTimeout');
+    invalid({ workers: { stallTimeout: -1 } }, 'workers.stallTimeout');
+    invalid({ workers: { maxHeapMb: 16 } }, 'workers.maxHeapMb');
+    invalid({ workers: { maxHeapMb: 64.5 } }, 'workers.maxHeapMb');
+    assert.equal(resolveConfig({ workers: { stallTimeout: 0 } }, BASE).workers.stallTimeout, 0, '0 turns the watchdog off');
+    assert.equal(resolveConfig({ workers: { stallTimeout: '1500ms', maxHeapMb: 64 } }, BASE).workers.maxHeapMb, 64);
     invalid({ limits: { maxBodySize: -1 } }, 'limits.maxBodySize');
   });
 

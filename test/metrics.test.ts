@@ -207,6 +207,8 @@ test('under the admin path, metrics need the bearer token and are in the exposit
     resident_ip_mismatches_total: 'counter',
     resident_lost_suspends_total: 'counter',
     resident_workers_lost_total: 'counter',
+    resident_workers_stalled_total: 'counter',
+    resident_workers_crash_loop: 'gauge',
     resident_regenerated_total: 'counter',
     resident_unavailable_total: 'counter',
     resident_request_duration_seconds: 'histogram',
@@ -222,6 +224,7 @@ test('under the admin path, metrics need the bearer token and are in the exposit
   assert.equal(sample(m, 'resident_store_info', { kind: 'memory' }), 1);
   assert.equal(sample(m, 'resident_sessions', { state: 'live' }), 1);
   assert.equal(sample(m, 'resident_sessions_created_total'), 1);
+  assert.equal(sample(m, 'resident_workers_crash_loop'), 0);
   // The scrape shows no session ID.
   assert.ok(c.cookie && !m.text.includes(c.cookie));
   // Only GET scrapes under the admin path.

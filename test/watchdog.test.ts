@@ -4,6 +4,8 @@
  * clients of the other thread are answered throughout, and the process survives.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Client, FIXTURE_HOOKS, ROOT, fixtureState, send, waitFor, withServer, type FixtureState, type TestServer } from './helpers.ts';
@@ -94,6 +96,8 @@ test('F3: a hook that never yields gets 504 at workers.stallTimeout; its thread 
     assert.equal(stalled[0]!.threadId, stuckThread);
     assert.equal(stalled[0]!.level, 50);
     assert.equal(s.server.sessions.stats.workersLost, 1);
+    assert.equal(s.server.pool.stalls, 1);
+    assert.equal(s.server.pool.degraded, false);
     // hooks.connectionTimeout still answers a hook that awaits forever.
     assert.equal((await watcher.client.get('/hang')).status, 504);
     assert.equal(s.logs.filter((line) => line.event === 'edge-error').length, 0, 'no response was written twice');
@@ -118,14 +122,17 @@ test('F4/D8: a hook that fills its heap (workers.maxHeapMb 64) loses its thread 
     assert.equal(back.resumed, true);
     await waitFor(() => s.logs.some((line) => line.event === 'worker-out-of-memory' && line.level === 50), 2000, 'the out-of-memory log');
     assert.equal(s.server.sessions.stats.workersLost, 1);
+    assert.equal(s.server.pool.degraded, false);
+    assert.equal((await send(`${s.url}/readyz`)).status, 200);
   });
 });
 
-test('F5: threads that die on every request trip the crash-loop breaker: no more threads, /readyz 503, an alert, then 503 for sessions', async () => {
+test('F5: threads that die on every request (exit or uncaught error) trip the crash-loop breaker: no more threads, /readyz 503, an alert, then 503 for sessions', async () => {
   await withServer({ workers: { threads: 2 }, hooks: HOOKS }, async (s) => {
     let deaths = 0;
     while (!s.server.pool.degraded && deaths < 10) {
-      const reply = await new Client(s.url).get('/die');
+      // Both ways a thread dies: an exit, and an error nobody catches.
+      const reply = await new Client(s.url).get(deaths % 2 === 0 ? '/die' : '/throw-uncaught');
       assert.ok([500, 502].includes(reply.status), `status ${reply.status}`);
       deaths++;
       // Counted, and replaced unless that was the death that tripped the breaker.
@@ -134,6 +141,7 @@ test('F5: threads that die on every request trip the crash-loop breaker: no more
     assert.equal(deaths, 5, 'the breaker trips at the fifth thread lost within a minute');
     const alert = await waitFor(() => s.logs.find((line) => line.event === 'worker-crash-loop'), 2000, 'the alert');
     assert.equal(alert!.level, 50);
+    assert.equal(alert!.lost, 5);
 
     const ready = await send(`${s.url}/readyz`);
     assert.equal(ready.status, 503);
@@ -150,5 +158,28 @@ test('F5: threads that die on every request trip the crash-loop breaker: no more
     assert.equal(s.server.pool.threadIds.length, 0, 'no thread was started after the breaker tripped');
     assert.equal(s.logs.filter((line) => line.event === 'worker-crash-loop').length, 1, 'alerted once');
     assert.equal((await send(`${s.url}/healthz`)).status, 200, 'the process is alive');
+  });
+});
+
+test('F5: a replacement thread whose hooks fail to load trips the breaker at once (piscina starts no more); the other thread serves on', async () => {
+  process.env.RESIDENT_TEST_LOADS = mkdtempSync(join(tmpdir(), 'resident-loads-'));
+  const hooks = { ...HOOKS, onConnection: join(ROOT, 'test/fixtures/watchdog/breaksAfterTwoLoads.ts') };
+  await withServer({ workers: { threads: 2 }, hooks }, async (s) => {
+    const byThread = await clientsByThread(s, 1);
+    const [dying, surviving] = [...byThread.keys()] as [number, number];
+    await byThread.get(dying)![0]!.client.get('/die');
+    const alert = await waitFor(() => s.logs.find((line) => line.event === 'worker-crash-loop'), 5000, 'the alert');
+    assert.equal(alert!.level, 50);
+    assert.match(String(alert!.reason), /failed to start/);
+    assert.equal(s.server.pool.degraded, true);
+    const ready = await send(`${s.url}/readyz`);
+    assert.equal(ready.status, 503);
+    assert.deepEqual(ready.json().workers, { up: 1, expected: 2, crashLoop: true });
+    const other = byThread.get(surviving)![0]!;
+    const next = await fixtureState(other.client, '/inc');
+    assert.deepEqual([next.id, next.n, next.threadId], [other.first.id, 2, surviving]);
+    const moved = await fixtureState(byThread.get(dying)![0]!.client);
+    assert.equal(moved.resumed, true, 'the lost session resumes on the surviving thread');
+    assert.equal(moved.threadId, surviving);
   });
 });

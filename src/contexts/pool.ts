@@ -70,6 +70,7 @@ export class ContextPool implements ContextHost {
   readonly #threads: number;
   readonly #watchdog: Watchdog;
   readonly #breaker = new CrashBreaker();
+  #stalls = 0;
   /** Threads that became ready (piscina's workerCreate) and have not been destroyed. */
   readonly #ready = new Set<Worker>();
 
@@ -102,11 +103,11 @@ export class ContextPool implements ContextHost {
     this.#piscina.on('message', (event: WorkerEvent) => events.onWorkerEvent(event));
     this.#piscina.on('error', (error: Error) => events.onPoolError(error));
     // Every thread that goes while the pool runs counts towards the crash-loop breaker.
-    this.#piscina.on('workerDestroy', () => {
+    this.#piscina.on('workerDestroy', (destroyed: BalancedWorker) => {
       if (this.#closed) return;
-      // The destroyed one's id reads -1 by now (Node clears Worker.threadId at exit): what
-      // went is what no longer runs among the threads that became ready.
-      const gone = [...this.#ready].filter((worker) => worker.threadId === -1);
+      // Node reads Worker.threadId as -1 once a thread has exited; a thread that failed with
+      // an 'error' is destroyed before its exit, its id still readable.
+      const gone = [...this.#ready].filter((worker) => worker.threadId === -1 || worker.threadId === destroyed.id);
       for (const worker of gone) this.#ready.delete(worker);
       if (gone.length === 0) {
         // It never became ready (its hooks throw at load): piscina starts no thread after
@@ -160,6 +161,7 @@ export class ContextPool implements ContextHost {
    */
   #stalled(workerId: number, heartbeat: Int32Array, stalledMs: number): void {
     if (this.#closed) return;
+    this.#stalls++;
     const worker = this.#piscina.threads.find((thread) => thread.threadId === workerId);
     this.#events.onWorkerStalled(workerId, stalledMs);
     const stuck = runningTask(heartbeat);
@@ -180,6 +182,11 @@ export class ContextPool implements ContextHost {
     this.#events.onCrashLoop(this.#breaker.recent, reason);
     // Requests waiting for a thread to connect would wait for good: they get 503 now.
     if (this.#channels.size === 0) for (const waiter of this.#waiting.splice(0)) waiter.reject(new ResidentError('RESIDENT_ERR_WORKERS_DOWN'));
+  }
+
+  /** Threads the watchdog terminated. */
+  get stalls(): number {
+    return this.#stalls;
   }
 
   /** True once the crash-loop breaker tripped: no thread is replaced until a restart. */

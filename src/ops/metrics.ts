@@ -138,6 +138,15 @@ export class Metrics {
         for (const { threadId, queued } of pool.workerLoad()) this.set({ worker: String(threadId) }, queued);
       },
     });
+    mirroredCounter(registry, 'resident_workers_stalled_total', 'Worker threads terminated by the watchdog (workers.stallTimeout)', () => pool.stalls);
+    new Gauge({
+      name: 'resident_workers_crash_loop',
+      help: '1 once worker threads kept dying and no more are started (until a restart), else 0',
+      registers: [registry],
+      collect() {
+        this.set(pool.degraded ? 1 : 0);
+      },
+    });
     new Gauge({
       name: 'resident_store_info',
       help: 'The store for suspended sessions (value 1)',
