@@ -4,6 +4,7 @@
  * clients of the other thread are answered throughout, and the process survives.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -101,6 +102,47 @@ test('F3: a hook that never yields gets 504 at workers.stallTimeout; its thread 
     // hooks.connectionTimeout still answers a hook that awaits forever.
     assert.equal((await watcher.client.get('/hang')).status, 504);
     assert.equal(s.logs.filter((line) => line.event === 'edge-error').length, 0, 'no response was written twice');
+  });
+});
+
+test('F3 with one thread (the red team\'s case): an 8 s spin is cut at stallTimeout; a request queued behind it on that thread gets 502 at once and its session goes on', async () => {
+  await withServer({ workers: { threads: 1, stallTimeout: '1s' }, hooks: { ...HOOKS, connectionTimeout: '1s' } }, async (s) => {
+    const bystander = new Client(s.url);
+    const first = await fixtureState(bystander, '/inc');
+    const timed = async (work: Promise<{ status: number }>) => {
+      const started = performance.now();
+      const { status } = await work;
+      return { status, ms: performance.now() - started };
+    };
+    const spinning = timed(new Client(s.url).get('/spin?ms=8000'));
+    await sleep(100);
+    const other = await timed(bystander.get('/inc'));
+    const spun = await spinning;
+    assert.equal(spun.status, 504);
+    assert.ok(spun.ms < 2_200, `the spinning request was answered after ${Math.round(spun.ms)} ms`);
+    assert.equal(other.status, 502, 'in flight on the stalled thread');
+    assert.ok(other.ms < 2_200, `the bystander on the same thread waited ${Math.round(other.ms)} ms`);
+    // The one thread is replaced; the bystander's session resumes there.
+    const back = await fixtureState(bystander, '/inc');
+    assert.equal(back.id, first.id);
+    assert.equal(back.resumed, true);
+  });
+});
+
+test('F3: a whole process paused longer than stallTimeout (SIGSTOP, a suspended VM) is no reason to terminate its threads', async (t) => {
+  if (process.platform === 'win32') return t.skip('no SIGSTOP');
+  await withServer({ workers: { threads: 2, stallTimeout: '500ms' } }, async (s) => {
+    const client = new Client(s.url);
+    const first = await fixtureState(client, '/inc');
+    await sleep(300);
+    // Every thread of this process stops, the watchdog's and the workers' alike.
+    const pauser = spawn('sh', ['-c', `kill -STOP ${process.pid}; sleep 1.5; kill -CONT ${process.pid}`], { stdio: 'ignore' });
+    await new Promise((resolve) => pauser.on('exit', resolve));
+    await sleep(1_000);
+    assert.equal(s.server.pool.stalls, 0);
+    assert.equal(s.server.sessions.stats.workersLost, 0);
+    const next = await fixtureState(client, '/inc');
+    assert.deepEqual([next.id, next.n, next.resumed], [first.id, 2, false]);
   });
 });
 

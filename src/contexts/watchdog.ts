@@ -50,8 +50,10 @@ export class Watchdog {
 
   #check(): void {
     const now = performance.now();
-    // The main thread itself was held up (a long GC, a loaded machine): the time it did not
-    // look says nothing about the workers, so it starts watching afresh instead of killing all.
+    // This check came late: the whole process was paused (SIGSTOP, a suspended VM), and the
+    // workers' timers may not have run since it resumed either. Time nobody could watch says
+    // nothing about a thread, so the watch starts afresh rather than terminating them all. (A
+    // main thread held up alone needs no care: the counters kept moving meanwhile.)
     const blind = now - this.#lastCheck > 2 * this.#checkEveryMs + BEAT_INTERVAL_MS;
     this.#lastCheck = now;
     for (const [threadId, watched] of this.#watched) {
