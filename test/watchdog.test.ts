@@ -203,25 +203,39 @@ test('F5: threads that die on every request (exit or uncaught error) trip the cr
   });
 });
 
-test('F5: a replacement thread whose hooks fail to load trips the breaker at once (piscina starts no more); the other thread serves on', async () => {
+/** A server of two threads whose replacements break (test/fixtures/watchdog/breaksAfterTwoLoads.ts). */
+async function withBreakingReplacements(how: 'throw' | 'exit', run: (s: TestServer) => Promise<void>): Promise<void> {
   process.env.RESIDENT_TEST_LOADS = mkdtempSync(join(tmpdir(), 'resident-loads-'));
+  process.env.RESIDENT_TEST_BREAK = how;
   const hooks = { ...HOOKS, onConnection: join(ROOT, 'test/fixtures/watchdog/breaksAfterTwoLoads.ts') };
-  await withServer({ workers: { threads: 2 }, hooks }, async (s) => {
-    const byThread = await clientsByThread(s, 1);
-    const [dying, surviving] = [...byThread.keys()] as [number, number];
-    await byThread.get(dying)![0]!.client.get('/die');
-    const alert = await waitFor(() => s.logs.find((line) => line.event === 'worker-crash-loop'), 5000, 'the alert');
-    assert.equal(alert!.level, 50);
-    assert.match(String(alert!.reason), /failed to start/);
-    assert.equal(s.server.pool.degraded, true);
-    const ready = await send(`${s.url}/readyz`);
-    assert.equal(ready.status, 503);
-    assert.deepEqual(ready.json().workers, { up: 1, expected: 2, crashLoop: true });
-    const other = byThread.get(surviving)![0]!;
-    const next = await fixtureState(other.client, '/inc');
-    assert.deepEqual([next.id, next.n, next.threadId], [other.first.id, 2, surviving]);
-    const moved = await fixtureState(byThread.get(dying)![0]!.client);
-    assert.equal(moved.resumed, true, 'the lost session resumes on the surviving thread');
-    assert.equal(moved.threadId, surviving);
+  await withServer({ workers: { threads: 2 }, hooks }, run);
+}
+
+for (const [how, reason] of [
+  ['throw', /failed to start/],
+  ['exit', /5 worker threads died within a minute before answering/],
+] as const) {
+  test(`F5: replacement threads that ${how === 'throw' ? 'fail to load their hooks' : 'exit right after loading'} trip the breaker; the other thread serves on`, async () => {
+    await withBreakingReplacements(how, async (s) => {
+      const byThread = await clientsByThread(s, 1);
+      const [dying, surviving] = [...byThread.keys()] as [number, number];
+      await byThread.get(dying)![0]!.client.get('/die');
+      const alert = await waitFor(() => s.logs.find((line) => line.event === 'worker-crash-loop'), 10_000, 'the alert');
+      assert.equal(alert!.level, 50);
+      assert.match(String(alert!.reason), reason);
+      assert.equal(s.server.pool.degraded, true);
+      const ready = await send(`${s.url}/readyz`);
+      assert.equal(ready.status, 503);
+      assert.equal(ready.json().workers.crashLoop, true);
+      const other = byThread.get(surviving)![0]!;
+      const next = await fixtureState(other.client, '/inc');
+      assert.deepEqual([next.id, next.n, next.threadId], [other.first.id, 2, surviving]);
+      const moved = await fixtureState(byThread.get(dying)![0]!.client);
+      assert.equal(moved.resumed, true, 'the lost session resumes on the surviving thread');
+      assert.equal(moved.threadId, surviving);
+      const started = s.server.pool.threadIds.length;
+      await sleep(500);
+      assert.equal(s.server.pool.threadIds.length, started, 'no thread started after the breaker tripped');
+    });
   });
-});
+}

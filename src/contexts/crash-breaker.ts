@@ -1,5 +1,6 @@
 /**
- * The crash-loop breaker (RELIABILITY.md F5): counts threads lost within a sliding minute.
+ * The crash-loop breaker (RELIABILITY.md F5): counts threads lost within a sliding minute
+ * (the pool counts those that died before answering a request: see ContextPool).
  * At `limit` the pool stops replacing threads, rather than burn CPU starting threads that
  * die again (a hook that exits its thread on every request, or throws at load). It stays
  * tripped until the process restarts: what broke the threads is still there.

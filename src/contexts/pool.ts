@@ -71,8 +71,10 @@ export class ContextPool implements ContextHost {
   readonly #watchdog: Watchdog;
   readonly #breaker = new CrashBreaker();
   #stalls = 0;
-  /** Threads that became ready (piscina's workerCreate) and have not been destroyed. */
-  readonly #ready = new Set<Worker>();
+  /** Threads that became ready (piscina's workerCreate) and are not destroyed yet, with their ids. */
+  readonly #ready = new Map<Worker, number>();
+  /** Ready threads that took their channel: their loss is counted when the channel closes. */
+  readonly #connectedIds = new Set<number>();
 
   constructor(limits: PoolLimits, settings: WorkerSettings, events: PoolEvents) {
     const { threads } = limits;
@@ -97,24 +99,25 @@ export class ContextPool implements ContextHost {
     // A replacement thread gets its channel as soon as piscina has it ready.
     this.#piscina.on('workerCreate', (worker: BalancedWorker) => {
       const started = this.#piscina.threads.find((thread) => thread.threadId === worker.id);
-      if (started) this.#ready.add(started);
+      if (started) this.#ready.set(started, worker.id);
       if (!this.#closed) void this.#connect(worker.id).catch((error) => events.onPoolError(error));
     });
     this.#piscina.on('message', (event: WorkerEvent) => events.onWorkerEvent(event));
     this.#piscina.on('error', (error: Error) => events.onPoolError(error));
-    // Every thread that goes while the pool runs counts towards the crash-loop breaker.
     this.#piscina.on('workerDestroy', (destroyed: BalancedWorker) => {
       if (this.#closed) return;
       // Node reads Worker.threadId as -1 once a thread has exited; a thread that failed with
       // an 'error' is destroyed before its exit, its id still readable.
-      const gone = [...this.#ready].filter((worker) => worker.threadId === -1 || worker.threadId === destroyed.id);
-      for (const worker of gone) this.#ready.delete(worker);
+      const gone = [...this.#ready].filter(([worker]) => worker.threadId === -1 || worker.threadId === destroyed.id);
       if (gone.length === 0) {
         // It never became ready (its hooks throw at load): piscina starts no thread after
         // such a failure, for the pool's whole life. That is a crash loop already.
         this.#tripBreaker('a replacement thread failed to start (piscina starts no more)');
-      } else if (this.#breaker.lost()) {
-        this.#tripBreaker(`${this.#breaker.recent} worker threads lost within a minute`);
+      }
+      for (const [worker, id] of gone) {
+        this.#ready.delete(worker);
+        // Gone before it took its channel (it exits right after loading): it answered nothing.
+        if (!this.#connectedIds.delete(id)) this.#unproductive();
       }
     });
   }
@@ -143,11 +146,13 @@ export class ContextPool implements ContextHost {
       new WorkerChannel(workerId, port1, () => this.#lost(workerId)),
     );
     this.#homed.set(workerId, this.#homed.get(workerId) ?? 0);
+    this.#connectedIds.add(workerId);
     this.#watchdog.watch(workerId, heartbeat);
     for (const waiter of this.#waiting.splice(0)) waiter.resolve();
   }
 
   #lost(workerId: number): void {
+    if (!this.#closed && this.#channels.get(workerId)?.answered === 0) this.#unproductive();
     this.#watchdog.unwatch(workerId);
     this.#channels.delete(workerId);
     this.#homed.delete(workerId);
@@ -171,6 +176,16 @@ export class ContextPool implements ContextHost {
     // terminate() stops even a `while (true) {}` (V8 TerminateExecution); piscina sees the
     // exit and starts a replacement.
     void worker?.terminate().catch((error: Error) => this.#events.onPoolError(error));
+  }
+
+  /**
+   * A thread died before its hooks answered a single request: that is what a crash loop is
+   * made of (a hook that exits its thread on every request, or right after loading). A thread
+   * that answered did start, and a breaker that counted it too would turn a partial outage
+   * (one route that kills its thread, while the others are served) into a total one.
+   */
+  #unproductive(): void {
+    if (this.#breaker.lost()) this.#tripBreaker(`${this.#breaker.recent} worker threads died within a minute before answering a request`);
   }
 
   #tripBreaker(reason: string): void {
