@@ -96,6 +96,8 @@ test('F3: a hook that never yields gets 504 at workers.stallTimeout; its thread 
     assert.equal(stalled.length, 1);
     assert.equal(stalled[0]!.threadId, stuckThread);
     assert.equal(stalled[0]!.level, 50);
+    const spinnerLog = s.logs.find((line) => line.event === 'hook-error' && line.code === 'RESIDENT_ERR_HOOK_TIMEOUT');
+    assert.match(String(spinnerLog?.msg), /terminated/, 'the spinning session logs its timeout');
     assert.equal(s.server.sessions.stats.workersLost, 1);
     assert.equal(s.server.pool.stalls, 1);
     assert.equal(s.server.pool.degraded, false);

@@ -162,7 +162,12 @@ export class Requests {
   }
 
   #asRequestError(entry: SessionEntry, error: unknown): ResidentError {
-    if (isResidentError(error)) return error;
+    if (isResidentError(error)) {
+      // The watchdog's verdict on the request whose hook held a stalled thread (F3): a hook
+      // error like any timeout, so the session's log shows it.
+      if (error.code === 'RESIDENT_ERR_HOOK_TIMEOUT') logHookError(this.#rooms.log, entry, 'onConnection', { code: error.code, message: error.message }, 'its thread was terminated');
+      return error;
+    }
     // piscina rejects the tasks of a thread that died (F2): each settles here, once.
     this.#rooms.log.error({ event: 'worker-lost', session: hashId(entry.id), err: error }, 'request lost with its worker thread');
     return new ResidentError('RESIDENT_ERR_WORKER_LOST', undefined, { cause: error });
