@@ -48,3 +48,15 @@ export function mirrorHeaders(own: Headers, real: Headers): void {
   });
   Object.defineProperties(own, { append: mirrored(append), set: mirrored(set), delete: mirrored(remove as (this: Headers, name: string) => void) });
 }
+
+const encoder = new TextEncoder();
+
+/**
+ * A stand-in's body as the native constructor should take it when the real object is built.
+ * Never a string: from one, the native classes add `text/plain;charset=UTF-8` where the headers
+ * have no Content-Type, bringing back one the hook deleted (the stand-in's headers already say
+ * the type its body came with).
+ */
+export function asBytes<T>(body: string | T): Uint8Array | T {
+  return typeof body === 'string' ? encoder.encode(body) : body;
+}

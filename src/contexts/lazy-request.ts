@@ -7,7 +7,8 @@
  * only when anything else is touched: `signal`, `body`, `clone()`, `formData()`, `blob()`, or
  * when it is handed to `new Request()` or `fetch()` (see ./fetch-globals.ts).
  */
-import { delegateRest, mirrorHeaders } from './deferred.ts';
+import { markAsUncloneable } from 'node:worker_threads';
+import { asBytes, delegateRest, mirrorHeaders } from './deferred.ts';
 import type { WireRequest } from './protocol.ts';
 
 const NativeRequest = globalThis.Request;
@@ -45,6 +46,9 @@ class LazyRequest {
     this.#url = url;
     this.#rawHeaders = rawHeaders;
     this.#body = body;
+    // As undici marks its own (about 30 ns): structuredClone() and postMessage() refuse it, where a
+    // plain object's copy would be {} (its state is private).
+    markAsUncloneable(this);
   }
 
   get method(): string {
@@ -108,7 +112,7 @@ class LazyRequest {
     const real = new NativeRequest(request.#url, {
       method: request.#method,
       headers: request.#headers ?? headerPairs(request.#rawHeaders),
-      body: used ? '' : request.#body,
+      body: used ? new Uint8Array(0) : asBytes(request.#body),
     });
     // A body read here stays read there: clone(), new Request(request) and fetch(request) refuse it.
     if (used) real.body!.getReader().read().catch(() => {});
