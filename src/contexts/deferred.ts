@@ -30,6 +30,39 @@ export function delegateRest(proto: object, nativeProto: object, real: (self: ob
   }
 }
 
+/**
+ * Makes each member of `nativeProto` that `proto` answers itself answer for a stand-in too, so a
+ * member borrowed from the native prototype works on one as on a native object
+ * (`Request.prototype.text.call(request)`, a getter taken with getOwnPropertyDescriptor): the
+ * native member alone would refuse it, its private state being the stand-in's own. Changes the
+ * native prototype: only for a worker's globals (./fetch-globals.ts).
+ */
+export function lendNativeMembers(nativeProto: object, proto: object, isStandIn: (value: unknown) => boolean): void {
+  for (const key of Reflect.ownKeys(nativeProto)) {
+    const own = Object.getOwnPropertyDescriptor(proto, key);
+    const native = Object.getOwnPropertyDescriptor(nativeProto, key)!;
+    if (key === 'constructor' || !own) continue;
+    if (native.get && own.get) {
+      const [ours, theirs] = [own.get, native.get];
+      Object.defineProperty(nativeProto, key, {
+        ...native,
+        get(this: unknown) {
+          return isStandIn(this) ? ours.call(this) : theirs.call(this);
+        },
+      });
+    } else if (typeof native.value === 'function' && typeof own.value === 'function') {
+      const [ours, theirs] = [own.value as (...args: unknown[]) => unknown, native.value as (...args: unknown[]) => unknown];
+      // A method defined under `key`, so it is named as the native one (a symbol's name too).
+      const holder = {
+        [key](this: unknown, ...args: unknown[]) {
+          return (isStandIn(this) ? ours : theirs).apply(this, args);
+        },
+      };
+      Object.defineProperty(nativeProto, key, { ...native, value: Object.getOwnPropertyDescriptor(holder, key)!.value });
+    }
+  }
+}
+
 const { append, delete: remove, set } = Headers.prototype;
 
 /**

@@ -8,7 +8,7 @@
  * when it is handed to `new Request()` or `fetch()` (see ./fetch-globals.ts).
  */
 import { markAsUncloneable } from 'node:worker_threads';
-import { asBytes, delegateRest, mirrorHeaders } from './deferred.ts';
+import { asBytes, delegateRest, lendNativeMembers, mirrorHeaders } from './deferred.ts';
 import type { WireRequest } from './protocol.ts';
 
 const NativeRequest = globalThis.Request;
@@ -105,6 +105,11 @@ class LazyRequest {
     return body;
   }
 
+  /** True for a stand-in, whatever its prototype says. */
+  static is(value: unknown): value is LazyRequest {
+    return typeof value === 'object' && value !== null && #method in value;
+  }
+
   /** The real Request, built once, with what the stand-in has become (changed headers, a read body). */
   static real(request: LazyRequest): Request {
     if (request.#real) return request.#real;
@@ -141,13 +146,18 @@ export function toRequest(wire: WireRequest): Request {
 
 /** `input` as `new Request()` and `fetch()` accept it: a stand-in becomes its real Request. */
 export function realRequest<T>(input: T): T | Request {
-  return input instanceof LazyRequest ? LazyRequest.real(input) : input;
+  return LazyRequest.is(input) ? LazyRequest.real(input) : input;
+}
+
+/** Lets Request.prototype's own members take a stand-in (see lendNativeMembers); for a worker's globals only. */
+export function lendRequestPrototype(): void {
+  lendNativeMembers(NativeRequest.prototype, LazyRequest.prototype, LazyRequest.is);
 }
 
 /** The global Request inside a worker: the native class, taking a stand-in for what it is. */
 export const WorkerRequest: typeof Request = new Proxy(NativeRequest, {
   construct(target, args: unknown[], newTarget) {
-    if (args[0] instanceof LazyRequest) args[0] = LazyRequest.real(args[0]);
+    if (LazyRequest.is(args[0])) args[0] = LazyRequest.real(args[0]);
     return Reflect.construct(target, args, newTarget);
   },
 });

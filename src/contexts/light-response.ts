@@ -9,7 +9,7 @@
  * subclass, a status a body cannot have) is the native Response, streamed as before.
  */
 import { markAsUncloneable } from 'node:worker_threads';
-import { asBytes, delegateRest, mirrorHeaders } from './deferred.ts';
+import { asBytes, delegateRest, lendNativeMembers, mirrorHeaders } from './deferred.ts';
 
 const NativeResponse = globalThis.Response;
 
@@ -86,6 +86,11 @@ class LightResponse {
 
   get bodyUsed(): boolean {
     return this.#real ? this.#real.bodyUsed : this.#used;
+  }
+
+  /** True for a stand-in, whatever its prototype says. */
+  static is(value: unknown): value is LightResponse {
+    return typeof value === 'object' && value !== null && #status in value;
   }
 
   /**
@@ -176,5 +181,10 @@ export function isResponse(value: unknown): value is Response {
  * LightResponse.take). Undefined for any other Response, whose body must be read through its stream.
  */
 export function takeBody(response: Response): TakenBody | undefined {
-  return response instanceof LightResponse ? LightResponse.take(response) : undefined;
+  return LightResponse.is(response) ? LightResponse.take(response) : undefined;
+}
+
+/** Lets Response.prototype's own members take a stand-in (see lendNativeMembers); for a worker's globals only. */
+export function lendResponsePrototype(): void {
+  lendNativeMembers(NativeResponse.prototype, LightResponse.prototype, LightResponse.is);
 }
