@@ -5,6 +5,7 @@
  * harmful ones are those that reach the wire.
  */
 import assert from 'node:assert/strict';
+import { createServer, type AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import { ROOT, send, startTestServer, type TestServer } from './helpers.ts';
 import { rawRequest } from './raw-http.ts';
@@ -38,11 +39,19 @@ test('F1 (high): a Response whose status a hook redefined to 1xx is a 500, never
   }
 });
 
-test('F1 (high): a redefined status a Response cannot have with a body (204, 205, 304), or outside 200-599, is a 500; one without a body passes', async () => {
-  for (const status of [204, 205, 304, 600, 199.5]) {
+test('F1 (high): a redefined status a Response cannot have with a body (204, 205, 304), or none node:http can write, is a 500; one without a body passes, and fetch()\'s 600-999 from an upstream are still relayed', async () => {
+  for (const status of [204, 205, 304, 1000, 199.5]) {
     assert.equal((await get(`/fake-status?status=${status}`)).status, 500, `status ${status}`);
   }
   assert.equal((await get('/fake-status?status=204&null=1')).status, 204);
+  const upstream = createServer((socket) => socket.once('data', () => socket.end('HTTP/1.1 999 Odd\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi')));
+  await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+  try {
+    const relayed = await get(`/relay?to=${encodeURIComponent(`http://127.0.0.1:${(upstream.address() as AddressInfo).port}/`)}`);
+    assert.deepEqual([relayed.status, relayed.text], [999, 'hi']);
+  } finally {
+    upstream.close();
+  }
 });
 
 test('F2 (medium): a Content-Type the hook deleted does not grow back in clone(), new Request(request) or a cloned Response; a read typeless body never gains one', async () => {

@@ -8,7 +8,7 @@
 import { threadId } from 'node:worker_threads';
 import { ResidentError } from '../errors.ts';
 import { holdBody, readReady } from './body-streams.ts';
-import { allowedStatus, isResponse, takeBody } from './light-response.ts';
+import { forbidsBody, isResponse, takeBody } from './light-response.ts';
 import type { WireBody } from './protocol.ts';
 import { wireHeaders } from './response-headers.ts';
 
@@ -50,12 +50,14 @@ export async function fromResponse(response: Response | undefined): Promise<Wire
 }
 
 /**
- * What the Response classes allow, checked again: a hook can redefine `status` on its Response
- * (an own property, a Proxy). Written as it is, a 1xx would be an interim answer, and the
- * client would take the next response on the connection for this request's.
+ * A final status node:http can write, with a body only where one may be: 200 to 999 (fetch()
+ * relays an upstream's 600-999; the Response classes make 200-599). Checked here because a hook
+ * can redefine `status` on its Response (an own property, a Proxy): written as it is, a 1xx would
+ * be an interim answer, and the client would take the next response on the connection for this
+ * request's; a body with a 204 or a 304 is not sent, yet its length would be.
  */
 function checkStatus(status: unknown, hasBody: boolean): void {
-  if (!allowedStatus(status, hasBody)) {
+  if (!Number.isInteger(status) || (status as number) < 200 || (status as number) > 999 || (hasBody && forbidsBody(status as number))) {
     // The value is the hook's and may be anything: only its kind is said.
     throw new ResidentError('RESIDENT_ERR_HOOK_FAILED', `onConnection returned a Response whose status (${typeof status === 'number' ? status : typeof status}) a Response${hasBody ? ' with a body' : ''} cannot have`);
   }

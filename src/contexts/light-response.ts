@@ -16,9 +16,9 @@ const NativeResponse = globalThis.Response;
 /** The statuses a Response with a body refuses (Fetch standard: null body status). */
 const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304]);
 
-/** A status the Response classes allow, with a body or without (Fetch standard, "initialize a response"). */
-export function allowedStatus(status: unknown, hasBody: boolean): boolean {
-  return Number.isInteger(status) && (status as number) >= 200 && (status as number) <= 599 && !(hasBody && NULL_BODY_STATUS.has(status as number));
+/** A status no body may come with (Fetch standard: null body status). */
+export function forbidsBody(status: number): boolean {
+  return NULL_BODY_STATUS.has(status);
 }
 
 /** RFC 9112 reason-phrase, as undici checks it. */
@@ -143,7 +143,7 @@ function light(body: unknown, init: unknown, type: string | null): LightResponse
   const source = sourceOf(body);
   if (source === undefined || (init !== undefined && (typeof init !== 'object' || init === null))) return undefined;
   const { status = 200, statusText = '', headers } = (init ?? {}) as ResponseInit;
-  if (!allowedStatus(status, source !== null)) return undefined;
+  if (!Number.isInteger(status) || status < 200 || status > 599 || (source !== null && NULL_BODY_STATUS.has(status))) return undefined;
   if (typeof statusText !== 'string' || !REASON_PHRASE.test(statusText)) return undefined;
   // Built now, so a header the native class would refuse throws in the hook, as it would there.
   return new LightResponse(source, status, statusText, headers === undefined ? undefined : new Headers(headers), source === null ? null : type);
