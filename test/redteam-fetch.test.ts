@@ -93,6 +93,14 @@ test('F6 (low): a member borrowed from Request.prototype or Response.prototype (
   assert.deepEqual(seen.json(), { method: 'POST', text: 'borrowed', status: 201, body: 'light body', native: 202 });
 });
 
+test('F8 (low): for…in over the stand-ins finds what it finds on native objects (a copy made that way keeps method, url, headers, status…), and their methods are named as native ones', async () => {
+  const seen = (await get('/enumerate')).json();
+  assert.deepEqual(seen.request, seen.nativeRequest);
+  assert.deepEqual(seen.response, seen.nativeResponse);
+  assert.ok(seen.request.includes('url') && seen.response.includes('status'));
+  assert.deepEqual(seen.names, ['clone', 0, 'clone']);
+});
+
 test('F7 (low, not fixed): headers handed out before the real Request was built, changed through Headers.prototype.set.call, do not reach clone()', { todo: 'mirrorHeaders patches the instance only' }, async () => {
   assert.deepEqual((await get('/mirror-bypass')).json(), { own: 'yes', clone: 'yes' });
 });

@@ -8,26 +8,39 @@
 /**
  * Gives `proto` every member of `nativeProto` it does not define itself, each answered by the
  * real object `real(this)` builds: a getter reads the real one's, a method calls the real one's.
- * New members a later Node adds are covered without a change here.
+ * New members a later Node adds are covered without a change here. Every member, its own ones
+ * too, is enumerable, named and sized as the native one: `for (const key in request)` and
+ * `request.clone.name` say what they say of a native object.
  */
 export function delegateRest(proto: object, nativeProto: object, real: (self: object) => object): void {
   for (const key of Reflect.ownKeys(nativeProto)) {
-    if (key === 'constructor' || Object.hasOwn(proto, key)) continue;
+    if (key === 'constructor') continue;
     const native = Object.getOwnPropertyDescriptor(nativeProto, key)!;
+    if (Object.hasOwn(proto, key)) {
+      Object.defineProperty(proto, key, { enumerable: native.enumerable });
+      continue;
+    }
     if (native.get) {
-      Object.defineProperty(proto, key, { configurable: true, get(this: object) { return Reflect.get(real(this), key); } });
+      const get = function (this: object) {
+        return Reflect.get(real(this), key);
+      };
+      Object.defineProperty(proto, key, { configurable: true, enumerable: native.enumerable, get: like(get, native.get) });
     } else if (typeof native.value === 'function') {
-      Object.defineProperty(proto, key, {
-        configurable: true,
-        writable: true,
-        value(this: object, ...args: unknown[]) {
-          const target = real(this) as Record<PropertyKey, (...args: unknown[]) => unknown>;
-          return target[key]!(...args);
-        },
-      });
+      const value = function (this: object, ...args: unknown[]) {
+        const target = real(this) as Record<PropertyKey, (...args: unknown[]) => unknown>;
+        return target[key]!(...args);
+      };
+      Object.defineProperty(proto, key, { configurable: true, writable: true, enumerable: native.enumerable, value: like(value, native.value as Function) });
     }
     // Plain values (Symbol.toStringTag) stay inherited from the native prototype.
   }
+}
+
+/** `fn`, named and sized as `native`. */
+function like<T extends Function>(fn: T, native: Function): T {
+  Object.defineProperty(fn, 'name', { value: native.name });
+  Object.defineProperty(fn, 'length', { value: native.length });
+  return fn;
 }
 
 /**
@@ -46,19 +59,16 @@ export function lendNativeMembers(nativeProto: object, proto: object, isStandIn:
       const [ours, theirs] = [own.get, native.get];
       Object.defineProperty(nativeProto, key, {
         ...native,
-        get(this: unknown) {
+        get: like(function (this: unknown) {
           return isStandIn(this) ? ours.call(this) : theirs.call(this);
-        },
+        }, theirs),
       });
     } else if (typeof native.value === 'function' && typeof own.value === 'function') {
       const [ours, theirs] = [own.value as (...args: unknown[]) => unknown, native.value as (...args: unknown[]) => unknown];
-      // A method defined under `key`, so it is named as the native one (a symbol's name too).
-      const holder = {
-        [key](this: unknown, ...args: unknown[]) {
-          return (isStandIn(this) ? ours : theirs).apply(this, args);
-        },
+      const lent = function (this: unknown, ...args: unknown[]) {
+        return isStandIn(this) ? ours.apply(this, args) : theirs.apply(this, args);
       };
-      Object.defineProperty(nativeProto, key, { ...native, value: Object.getOwnPropertyDescriptor(holder, key)!.value });
+      Object.defineProperty(nativeProto, key, { ...native, value: like(lent, theirs) });
     }
   }
 }
