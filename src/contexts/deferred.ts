@@ -73,23 +73,33 @@ export function lendNativeMembers(nativeProto: object, proto: object, isStandIn:
   }
 }
 
-const { append, delete: remove, set } = Headers.prototype;
+/** Each Headers a stand-in handed out, to the real object's copy of it. */
+const twins = new WeakMap<Headers, Headers>();
+let mirroring = false;
 
 /**
  * Once the real object exists it holds a copy of the headers the stand-in already handed out
  * (`new Request(url, { headers })` copies). A hook may still hold that first Headers and change
  * it: each change is made on both, so `fetch(request)`, `clone()` and the wire all see it.
+ * Made on Headers.prototype (once per thread, at the first real object built), not on the
+ * instance: `Headers.prototype.set.call(headers, …)` mirrors too, and the instance has no own
+ * members a native one lacks.
  */
 export function mirrorHeaders(own: Headers, real: Headers): void {
-  const mirrored = (method: (this: Headers, ...args: [string, string]) => void) => ({
-    configurable: true,
-    writable: true,
-    value(...args: [string, string]) {
-      method.apply(own, args);
-      method.apply(real, args);
-    },
-  });
-  Object.defineProperties(own, { append: mirrored(append), set: mirrored(set), delete: mirrored(remove as (this: Headers, name: string) => void) });
+  twins.set(own, real);
+  if (mirroring) return;
+  mirroring = true;
+  for (const name of ['append', 'set', 'delete'] as const) {
+    const native = Object.getOwnPropertyDescriptor(Headers.prototype, name)!;
+    const method = native.value as (this: Headers, ...args: unknown[]) => void;
+    const mirrored = function (this: Headers, ...args: unknown[]) {
+      method.apply(this, args);
+      // A WeakMap takes any key: a call on something else failed in method() already.
+      const twin = twins.get(this);
+      if (twin) method.apply(twin, args);
+    };
+    Object.defineProperty(Headers.prototype, name, { ...native, value: like(mirrored, method) });
+  }
 }
 
 const encoder = new TextEncoder();
