@@ -54,6 +54,19 @@ test('F1 (high): a redefined status a Response cannot have with a body (204, 205
   }
 });
 
+test('F9 (high): headers that are not a Headers (an own property on the Response) cannot put a second length, a Transfer-Encoding or the session cookie on the wire', async () => {
+  const framing = await pipelined('/fake-headers?kind=framing');
+  assert.deepEqual(framing.statuses, [200, 200], framing.raw);
+  assert.doesNotMatch(framing.raw, /transfer-encoding|content-length: 1\r/i, framing.raw);
+  for (const kind of ['cookie', 'cookie-list']) {
+    const reply = await get(`/fake-headers?kind=${kind}`);
+    assert.equal(reply.setCookies.length, 1, `${kind}: ${reply.setCookies.join(' | ')}`);
+    assert.doesNotMatch(reply.setCookies[0]!, /planted/);
+  }
+  const list = await get('/fake-headers?kind=list');
+  assert.deepEqual([list.status, list.headers['x-list']], [200, 'a,b']);
+});
+
 test('F2 (medium): a Content-Type the hook deleted does not grow back in clone(), new Request(request) or a cloned Response; a read typeless body never gains one', async () => {
   // Native: a Request or Response built from bytes has no type unless its headers say one.
   const forwarded = await get('/forward-without-type', { method: 'POST', body: 'abc', headers: { 'content-type': 'text/plain' } });
