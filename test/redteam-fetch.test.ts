@@ -67,6 +67,15 @@ test('F9 (high): headers that are not a Headers (an own property on the Response
   assert.deepEqual([list.status, list.headers['x-list']], [200, 'a,b']);
 });
 
+test('F9 (high): a hook that patches the builtins the worker filters with still cannot put framing headers on the wire (the main thread checks again)', async () => {
+  const patched = await pipelined('/patched-builtins');
+  assert.deepEqual(patched.statuses, [200, 200], patched.raw);
+  const first = patched.raw.slice(0, patched.raw.indexOf('HTTP/1.1', 1));
+  assert.doesNotMatch(first, /transfer-encoding|content-length: 1\r|connection: close/i, patched.raw);
+  assert.match(first, /x-seen: yes/i);
+  await new Promise((resolve) => setTimeout(resolve, 150));
+});
+
 test('F2 (medium): a Content-Type the hook deleted does not grow back in clone(), new Request(request) or a cloned Response; a read typeless body never gains one', async () => {
   // Native: a Request or Response built from bytes has no type unless its headers say one.
   const forwarded = await get('/forward-without-type', { method: 'POST', body: 'abc', headers: { 'content-type': 'text/plain' } });

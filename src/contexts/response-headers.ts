@@ -12,7 +12,7 @@ import { ResidentError } from '../errors.ts';
  * or one body's framing, and a hook's values (often copied from an upstream fetch()) describe
  * another.
  */
-const HOP_BY_HOP = new Set(['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'trailer', 'te', 'proxy-connection']);
+export const HOP_BY_HOP: ReadonlySet<string> = new Set(['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'trailer', 'te', 'proxy-connection']);
 
 /** What node:http refuses in a header value (its checkInvalidHeaderChar): it would throw in writeHead. */
 const INVALID_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
