@@ -18,6 +18,7 @@ import { expiredSessionCookie, presentedSessionIds, sessionCookieWriter, setsCoo
 import { PublicFiles } from './http/static.ts';
 import { pulledFrom, streamBody } from './http/stream-response.ts';
 import { parseTarget } from './http/target.ts';
+import { HOP_BY_HOP } from './contexts/response-headers.ts';
 import { ID_HASH_SALT, createLogger, type Logger } from './log.ts';
 import { assertSupportedNode } from './node-version.ts';
 import { adminRoutes } from './ops/admin.ts';
@@ -347,9 +348,12 @@ function write(edge: Edge, req: IncomingMessage, res: ServerResponse, outcome: O
     else if (outcome.body) stream = outcome.body;
     else if (status >= 500) body = 'Internal Server Error';
     for (let i = 0; i < outcome.headers.length; i += 2) {
-      const name = outcome.headers[i]!;
+      // The worker already dropped these; checked again here because a hook runs in that
+      // worker and can patch the builtins its filter uses: the session cookie and the framing
+      // are decided on this thread, whatever the worker says.
+      const name = outcome.headers[i]!.toLowerCase();
       const value = outcome.headers[i + 1]!;
-      if (name === 'set-cookie' && setsCookieNamed(value, edge.cookie.name)) continue;
+      if (HOP_BY_HOP.has(name) || (name === 'set-cookie' && setsCookieNamed(value, edge.cookie.name))) continue;
       headers.push(name, value);
     }
   }

@@ -5,23 +5,10 @@
  * and user JSON with a `__proto__` key survives a suspension. Rows H5, F6, A5.
  */
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
-import { after, test } from 'node:test';
-import { Client, ROOT, startTestServer, waitFor, type Reply, type TestServer } from './helpers.ts';
+import { test } from 'node:test';
+import { Client, fixtureHooks, serverFactory, waitFor, type Reply } from './helpers.ts';
 
-const HOOKS = {
-  onConnection: join(ROOT, 'test/fixtures/effects/onConnection.ts'),
-  onSessionSuspend: join(ROOT, 'test/fixtures/effects/onSessionSuspend.ts'),
-};
-
-const servers: TestServer[] = [];
-after(() => Promise.all(servers.map((t) => t.close())));
-
-async function serverWith(overrides: Parameters<typeof startTestServer>[0] = {}): Promise<TestServer> {
-  const t = await startTestServer({ workers: { threads: 1 }, ...overrides, hooks: { ...HOOKS, ...overrides.hooks } });
-  servers.push(t);
-  return t;
-}
+const serverWith = serverFactory({ workers: { threads: 1 }, hooks: fixtureHooks('effects') });
 
 /** The session IDs our cookie is set to by this reply (empty values are expiries). */
 function issued(reply: Reply): string[] {

@@ -6,7 +6,7 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import type { TestContext } from 'node:test';
+import { after, type TestContext } from 'node:test';
 import { Agent, request, type Dispatcher } from 'undici';
 import type { Clock } from '../src/clock.ts';
 import { resolveConfig, type ResidentConfigInput } from '../src/config.ts';
@@ -32,6 +32,30 @@ export const DEMO_OPTIONS: ResidentConfigInput = Object.freeze({
   publicDir: join(ROOT, 'public'),
   hooks: { onConnection: join(ROOT, 'src/hooks/onConnection.ts'), onSessionSuspend: join(ROOT, 'src/hooks/onSessionSuspend.ts') },
 });
+/**
+ * A file's way to start servers: `defaults` under each call's overrides (hooks and workers
+ * merged key by key), every server closed once the file's tests are done.
+ */
+export function serverFactory(defaults: ResidentConfigInput): (overrides?: ResidentConfigInput) => Promise<TestServer> {
+  const servers: TestServer[] = [];
+  after(() => Promise.all(servers.map((t) => t.close())));
+  return async (overrides = {}) => {
+    const t = await startTestServer({
+      ...defaults,
+      ...overrides,
+      workers: { ...defaults.workers, ...overrides.workers },
+      hooks: { ...defaults.hooks, ...overrides.hooks },
+    });
+    servers.push(t);
+    return t;
+  };
+}
+
+/** The hook pair under test/fixtures/NAME/. */
+export function fixtureHooks(name: string): { onConnection: string; onSessionSuspend: string } {
+  return { onConnection: join(ROOT, `test/fixtures/${name}/onConnection.ts`), onSessionSuspend: join(ROOT, `test/fixtures/${name}/onSessionSuspend.ts`) };
+}
+
 export const FIXTURE_HOOKS = {
   onConnection: join(ROOT, 'test/fixtures/hooks/onConnection.ts'),
   onSessionSuspend: join(ROOT, 'test/fixtures/hooks/onSessionSuspend.ts'),

@@ -2,23 +2,10 @@
  * Red team: session effects that race each other through a real server (the effects fixture).
  */
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
-import { after, test } from 'node:test';
-import { Client, ROOT, startTestServer, type TestServer } from './helpers.ts';
+import { test } from 'node:test';
+import { Client, fixtureHooks, serverFactory } from './helpers.ts';
 
-const HOOKS = {
-  onConnection: join(ROOT, 'test/fixtures/effects/onConnection.ts'),
-  onSessionSuspend: join(ROOT, 'test/fixtures/effects/onSessionSuspend.ts'),
-};
-
-const servers: TestServer[] = [];
-after(() => Promise.all(servers.map((t) => t.close())));
-
-async function serverWith(overrides: Parameters<typeof startTestServer>[0] = {}): Promise<TestServer> {
-  const t = await startTestServer({ workers: { threads: 2 }, ...overrides, hooks: { ...HOOKS, ...overrides.hooks } });
-  servers.push(t);
-  return t;
-}
+const serverWith = serverFactory({ workers: { threads: 2 }, hooks: fixtureHooks('effects') });
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 

@@ -4,19 +4,11 @@
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { after, test } from 'node:test';
-import { Client, FIXTURE_HOOKS, ROOT, startTestServer, type TestServer } from './helpers.ts';
+import { test } from 'node:test';
+import { Client, FIXTURE_HOOKS, ROOT, serverFactory, startTestServer } from './helpers.ts';
 
 const HOOKS = { ...FIXTURE_HOOKS, onConnection: join(ROOT, 'test/fixtures/redteam/onConnection.ts') };
-
-const servers: TestServer[] = [];
-after(() => Promise.all(servers.map((t) => t.close())));
-
-async function serverWith(overrides: Parameters<typeof startTestServer>[0] = {}): Promise<TestServer> {
-  const t = await startTestServer({ workers: { threads: 1 }, ...overrides, hooks: { ...HOOKS, ...overrides.hooks } });
-  servers.push(t);
-  return t;
-}
+const serverWith = serverFactory({ workers: { threads: 1 }, hooks: HOOKS });
 
 async function timed<T>(work: Promise<T>): Promise<{ value: T; ms: number }> {
   const start = performance.now();

@@ -8,7 +8,7 @@
 import { threadId } from 'node:worker_threads';
 import { ResidentError } from '../errors.ts';
 import { holdBody, readReady } from './body-streams.ts';
-import { isResponse, takeBody } from './light-response.ts';
+import { forbidsBody, isResponse, takeBody } from './light-response.ts';
 import type { WireBody } from './protocol.ts';
 import { wireHeaders } from './response-headers.ts';
 
@@ -29,9 +29,12 @@ export async function fromResponse(response: Response | undefined): Promise<Wire
   if (!isResponse(response) || response.type === 'error') {
     throw new ResidentError('RESIDENT_ERR_HOOK_FAILED', 'onConnection must return a Response (not Response.error()) or undefined');
   }
+  // Read once: what is checked is what is sent.
+  const status = response.status;
   const light = takeBody(response);
   let headers: string[];
   try {
+    checkStatus(status, light ? light.body !== null : response.body !== null);
     headers = light?.headers ?? wireHeaders(response);
   } catch (error) {
     // Never sent: let its source (an upstream fetch, a file) stop.
@@ -39,9 +42,23 @@ export async function fromResponse(response: Response | undefined): Promise<Wire
     throw error;
   }
   // A string crosses as it is (the main thread writes it as UTF-8); bytes are the stand-in's own copy, transferred.
-  if (light) return { status: response.status, headers, body: light.body instanceof Uint8Array ? (light.body.buffer as ArrayBuffer) : light.body };
+  if (light) return { status, headers, body: light.body instanceof Uint8Array ? (light.body.buffer as ArrayBuffer) : light.body };
   // A native Response with no body at all (Response.redirect(), a subclass's null body).
-  if (response.body === null) return { status: response.status, headers, body: null };
+  if (response.body === null) return { status, headers, body: null };
   const ready = await readReady(response);
-  return { status: response.status, headers, body: 'whole' in ready ? ready.whole : { streamId: holdBody(ready), threadId } };
+  return { status, headers, body: 'whole' in ready ? ready.whole : { streamId: holdBody(ready), threadId } };
+}
+
+/**
+ * A final status node:http can write, with a body only where one may be: 200 to 999 (fetch()
+ * relays an upstream's 600-999; the Response classes make 200-599). Checked here because a hook
+ * can redefine `status` on its Response (an own property, a Proxy): written as it is, a 1xx would
+ * be an interim answer, and the client would take the next response on the connection for this
+ * request's; a body with a 204 or a 304 is not sent, yet its length would be.
+ */
+function checkStatus(status: unknown, hasBody: boolean): void {
+  if (!Number.isInteger(status) || (status as number) < 200 || (status as number) > 999 || (hasBody && forbidsBody(status as number))) {
+    // The value is the hook's and may be anything: only its kind is said.
+    throw new ResidentError('RESIDENT_ERR_HOOK_FAILED', `onConnection returned a Response whose status (${typeof status === 'number' ? status : typeof status}) a Response${hasBody ? ' with a body' : ''} cannot have`);
+  }
 }

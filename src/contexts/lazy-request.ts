@@ -7,7 +7,8 @@
  * only when anything else is touched: `signal`, `body`, `clone()`, `formData()`, `blob()`, or
  * when it is handed to `new Request()` or `fetch()` (see ./fetch-globals.ts).
  */
-import { delegateRest, mirrorHeaders } from './deferred.ts';
+import { markAsUncloneable } from 'node:worker_threads';
+import { asBytes, delegateRest, lendNativeMembers, mirrorHeaders } from './deferred.ts';
 import type { WireRequest } from './protocol.ts';
 
 const NativeRequest = globalThis.Request;
@@ -45,6 +46,9 @@ class LazyRequest {
     this.#url = url;
     this.#rawHeaders = rawHeaders;
     this.#body = body;
+    // As undici marks its own (about 30 ns): structuredClone() and postMessage() refuse it, where a
+    // plain object's copy would be {} (its state is private).
+    markAsUncloneable(this);
   }
 
   get method(): string {
@@ -101,6 +105,11 @@ class LazyRequest {
     return body;
   }
 
+  /** True for a stand-in, whatever its prototype says. */
+  static is(value: unknown): value is LazyRequest {
+    return typeof value === 'object' && value !== null && #method in value;
+  }
+
   /** The real Request, built once, with what the stand-in has become (changed headers, a read body). */
   static real(request: LazyRequest): Request {
     if (request.#real) return request.#real;
@@ -108,7 +117,7 @@ class LazyRequest {
     const real = new NativeRequest(request.#url, {
       method: request.#method,
       headers: request.#headers ?? headerPairs(request.#rawHeaders),
-      body: used ? '' : request.#body,
+      body: used ? new Uint8Array(0) : asBytes(request.#body),
     });
     // A body read here stays read there: clone(), new Request(request) and fetch(request) refuse it.
     if (used) real.body!.getReader().read().catch(() => {});
@@ -137,13 +146,18 @@ export function toRequest(wire: WireRequest): Request {
 
 /** `input` as `new Request()` and `fetch()` accept it: a stand-in becomes its real Request. */
 export function realRequest<T>(input: T): T | Request {
-  return input instanceof LazyRequest ? LazyRequest.real(input) : input;
+  return LazyRequest.is(input) ? LazyRequest.real(input) : input;
+}
+
+/** Lets Request.prototype's own members take a stand-in (see lendNativeMembers); for a worker's globals only. */
+export function lendRequestPrototype(): void {
+  lendNativeMembers(NativeRequest.prototype, LazyRequest.prototype, LazyRequest.is);
 }
 
 /** The global Request inside a worker: the native class, taking a stand-in for what it is. */
 export const WorkerRequest: typeof Request = new Proxy(NativeRequest, {
   construct(target, args: unknown[], newTarget) {
-    if (args[0] instanceof LazyRequest) args[0] = LazyRequest.real(args[0]);
+    if (LazyRequest.is(args[0])) args[0] = LazyRequest.real(args[0]);
     return Reflect.construct(target, args, newTarget);
   },
 });

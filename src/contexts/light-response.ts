@@ -8,12 +8,19 @@
  * touched (`body`, `text()`, `clone()` …). Anything else (a stream, a Blob, form data, a
  * subclass, a status a body cannot have) is the native Response, streamed as before.
  */
-import { delegateRest, mirrorHeaders } from './deferred.ts';
+import { markAsUncloneable } from 'node:worker_threads';
+import { asBytes, delegateRest, lendNativeMembers, mirrorHeaders } from './deferred.ts';
 
 const NativeResponse = globalThis.Response;
 
 /** The statuses a Response with a body refuses (Fetch standard: null body status). */
 const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304]);
+
+/** A status no body may come with (Fetch standard: null body status). */
+export function forbidsBody(status: number): boolean {
+  return NULL_BODY_STATUS.has(status);
+}
+
 /** RFC 9112 reason-phrase, as undici checks it. */
 const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/;
 const TEXT_TYPE = 'text/plain;charset=UTF-8';
@@ -45,6 +52,8 @@ class LightResponse {
     // As the native class does: the body's type unless the init named one.
     if (headers && type !== null && !headers.has('content-type')) headers.append('content-type', type);
     this.#headers = headers;
+    // As undici marks its own: see ./lazy-request.ts.
+    markAsUncloneable(this);
   }
 
   get status(): number {
@@ -79,6 +88,11 @@ class LightResponse {
     return this.#real ? this.#real.bodyUsed : this.#used;
   }
 
+  /** True for a stand-in, whatever its prototype says. */
+  static is(value: unknown): value is LightResponse {
+    return typeof value === 'object' && value !== null && #status in value;
+  }
+
   /**
    * The body as built and the wire's header list if nobody built a Headers (nothing in it to
    * check or drop), taken once: the wire transfers the bytes, so the body counts as read from
@@ -98,7 +112,7 @@ class LightResponse {
     if (response.#real) return response.#real;
     const used = response.#used;
     const headers = response.headers;
-    const real = new NativeResponse(used ? '' : response.#body, { status: response.#status, statusText: response.#statusText, headers });
+    const real = new NativeResponse(used ? new Uint8Array(0) : asBytes(response.#body), { status: response.#status, statusText: response.#statusText, headers });
     // A taken body stays read there: text(), clone() refuse it as they would a native one.
     if (used) real.body!.getReader().read().catch(() => {});
     mirrorHeaders(headers, real.headers);
@@ -112,14 +126,15 @@ Object.setPrototypeOf(LightResponse.prototype, NativeResponse.prototype);
 
 /** The bytes of `body` when the native class would copy them as they are; undefined for any other body. */
 function sourceOf(body: unknown): string | Uint8Array | null | undefined {
-  // A resizable buffer (ES2024, not in our lib) is one the native class refuses.
-  const fixed = (buffer: ArrayBuffer) => !(buffer as { resizable?: boolean }).resizable;
+  // A resizable buffer (ES2024, not in our lib) is one the native class refuses; a detached
+  // one (ES2024 too) it reads as empty, where copying it here would throw.
+  const copyable = (buffer: ArrayBuffer) => !(buffer as { resizable?: boolean }).resizable && !(buffer as { detached?: boolean }).detached;
   if (body === undefined || body === null) return null;
   if (typeof body === 'string') return body;
   // Copied, as the native class copies: the hook may reuse its buffer after returning. (Not
   // with slice(): a Buffer's slice() is a view.)
-  if (body instanceof Uint8Array && body.buffer instanceof ArrayBuffer && fixed(body.buffer)) return new Uint8Array(body);
-  if (body instanceof ArrayBuffer && fixed(body)) return new Uint8Array(body.slice(0));
+  if (body instanceof Uint8Array && body.buffer instanceof ArrayBuffer && copyable(body.buffer)) return new Uint8Array(body);
+  if (body instanceof ArrayBuffer && copyable(body)) return new Uint8Array(body.slice(0));
   return undefined;
 }
 
@@ -166,5 +181,10 @@ export function isResponse(value: unknown): value is Response {
  * LightResponse.take). Undefined for any other Response, whose body must be read through its stream.
  */
 export function takeBody(response: Response): TakenBody | undefined {
-  return response instanceof LightResponse ? LightResponse.take(response) : undefined;
+  return LightResponse.is(response) ? LightResponse.take(response) : undefined;
+}
+
+/** Lets Response.prototype's own members take a stand-in (see lendNativeMembers); for a worker's globals only. */
+export function lendResponsePrototype(): void {
+  lendNativeMembers(NativeResponse.prototype, LightResponse.prototype, LightResponse.is);
 }

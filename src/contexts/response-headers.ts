@@ -12,7 +12,7 @@ import { ResidentError } from '../errors.ts';
  * or one body's framing, and a hook's values (often copied from an upstream fetch()) describe
  * another.
  */
-const HOP_BY_HOP = new Set(['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'trailer', 'te', 'proxy-connection']);
+export const HOP_BY_HOP: ReadonlySet<string> = new Set(['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'trailer', 'te', 'proxy-connection']);
 
 /** What node:http refuses in a header value (its checkInvalidHeaderChar): it would throw in writeHead. */
 const INVALID_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
@@ -50,18 +50,39 @@ function checked(name: string, value: string): string {
   return value;
 }
 
+// Taken when the worker starts, before any hook module loads: read through these, a Headers
+// answers with its own list (names in lower case, values strings), whatever its class says.
+const { entries, getSetCookie } = Headers.prototype;
+
+/**
+ * `headers` as a native Headers. A hook can make a Response's `headers` anything (an own
+ * property, a subclass's getter, a Proxy): an iterable yielding `Content-Length` or `Set-Cookie`
+ * in another case would pass the filters below and reach the wire (two lengths on one response,
+ * the session cookie set by a hook). Anything that is not a Headers is copied into one, which
+ * lowers the names and checks the values as `new Headers()` does.
+ */
+function native(headers: unknown): Headers {
+  try {
+    entries.call(headers);
+    return headers as Headers;
+  } catch {
+    return new Headers(headers as ConstructorParameters<typeof Headers>[0]);
+  }
+}
+
 /**
  * The Response's headers as a flat name, value list for writeHead, without the hop-by-hop and
  * framing ones and without a Content-Encoding fetch() already undid. Throws
  * RESIDENT_ERR_HOOK_FAILED naming a header whose value HTTP cannot carry.
  */
 export function wireHeaders(response: Response): string[] {
+  const source = native(response.headers);
   const headers: string[] = [];
-  for (const [name, value] of response.headers) {
+  for (const [name, value] of entries.call(source)) {
     if (name === 'set-cookie' || HOP_BY_HOP.has(name)) continue;
     if (name === 'content-encoding' && decodedByFetch(response, value)) continue;
     headers.push(name, checked(name, value));
   }
-  for (const cookie of response.headers.getSetCookie()) headers.push('set-cookie', checked('set-cookie', cookie));
+  for (const cookie of getSetCookie.call(source)) headers.push('set-cookie', checked('set-cookie', cookie));
   return headers;
 }
