@@ -411,3 +411,16 @@ test('F1: hooks that hang, started at different times among quick ones, each get
     }
   });
 });
+
+test('F1: the request.signal of a hook that times out is aborted with the timeout, on the lazy and the native path', async () => {
+  await withServer({ workers: { threads: 1 }, hooks: { connectionTimeout: '300ms' } }, async (t) => {
+    const client = new Client(t.url);
+    for (const [key, method] of [['lazy', 'GET'], ['native', 'PURGE']] as const) {
+      const reply = await client.get(`/wait-for-abort?key=${key}`, { method });
+      assert.equal(reply.status, 504);
+      let seen: { code: string; method: string } | null = null;
+      await waitFor(async () => (seen = (await client.get(`/abort-seen?key=${key}`)).json()) !== null, 2000, `the ${key} abort`);
+      assert.deepEqual(seen, { code: 'RESIDENT_ERR_HOOK_TIMEOUT', method });
+    }
+  });
+});

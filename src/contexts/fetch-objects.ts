@@ -12,7 +12,7 @@ import { forbidsBody, isResponse, takeBody } from './light-response.ts';
 import type { WireBody } from './protocol.ts';
 import { wireHeaders } from './response-headers.ts';
 
-export { toRequest } from './lazy-request.ts';
+export { abortRequest, toRequest } from './lazy-request.ts';
 
 export interface WireResponse {
   status: number;

@@ -40,6 +40,8 @@ class LazyRequest {
   #body: string | ArrayBuffer | null;
   #used = false;
   #real: Request | undefined;
+  /** Made with the real Request (its `signal` is this one's), so a 504 can abort what the hook started. */
+  #controller: AbortController | undefined;
 
   constructor(method: string, url: string, rawHeaders: string, body: string | ArrayBuffer | null) {
     this.#method = method;
@@ -105,6 +107,11 @@ class LazyRequest {
     return body;
   }
 
+  /** Aborts the signal the hook may hold, if it ever asked for one (nothing to do otherwise). */
+  static abort(request: LazyRequest, reason: unknown): void {
+    request.#controller?.abort(reason);
+  }
+
   /** True for a stand-in, whatever its prototype says. */
   static is(value: unknown): value is LazyRequest {
     return typeof value === 'object' && value !== null && #method in value;
@@ -114,10 +121,12 @@ class LazyRequest {
   static real(request: LazyRequest): Request {
     if (request.#real) return request.#real;
     const used = request.#used;
+    request.#controller = new AbortController();
     const real = new NativeRequest(request.#url, {
       method: request.#method,
       headers: request.#headers ?? headerPairs(request.#rawHeaders),
       body: used ? new Uint8Array(0) : asBytes(request.#body),
+      signal: request.#controller.signal,
     });
     // A body read here stays read there: clone(), new Request(request) and fetch(request) refuse it.
     if (used) real.body!.getReader().read().catch(() => {});
@@ -137,11 +146,26 @@ Object.setPrototypeOf(LazyRequest.prototype, NativeRequest.prototype);
 export function toRequest(wire: WireRequest): Request {
   const { method, body } = wire;
   if (!PLAIN_METHODS.has(method) || (body !== null && (method === 'GET' || method === 'HEAD'))) {
-    return new NativeRequest(wire.url, { method, headers: headerPairs(wire.headers), body });
+    const controller = new AbortController();
+    const request = new NativeRequest(wire.url, { method, headers: headerPairs(wire.headers), body, signal: controller.signal });
+    nativeControllers.set(request, controller);
+    return request;
   }
   // Parsed now, as `new Request()` would: `request.url` is the serialized URL (host in lower
   // case, default port dropped), and a URL that cannot be parsed is the client's 400.
   return new LazyRequest(method, new URL(wire.url).href, wire.headers, body) as unknown as Request;
+}
+
+/** The controllers of the requests that took the native path (rare methods), for abortRequest. */
+const nativeControllers = new WeakMap<Request, AbortController>();
+
+/**
+ * The request was answered without its hook (a 504): `request.signal` aborts with `reason`,
+ * so a fetch() or a stream the hook passed it to stops instead of running on for nobody.
+ */
+export function abortRequest(request: Request, reason: unknown): void {
+  if (LazyRequest.is(request)) LazyRequest.abort(request, reason);
+  else nativeControllers.get(request)?.abort(reason);
 }
 
 /** `input` as `new Request()` and `fetch()` accept it: a stand-in becomes its real Request. */

@@ -13,7 +13,7 @@ import { LiveContext, setIdSalt } from './context.ts';
 import { HookContext, onRefusedEffect } from './hook-context.ts';
 import { DeadlineSweep } from './deadline.ts';
 import { cancelBody, pullBody } from './body-streams.ts';
-import { fromResponse, toRequest } from './fetch-objects.ts';
+import { abortRequest, fromResponse, toRequest } from './fetch-objects.ts';
 import { decodeMemento, encodeMemento } from './memento.ts';
 import { forEachTask, pushReply, type WireBatch } from './batches.ts';
 import { runMarked, startBeating } from './heartbeat.ts';
@@ -137,7 +137,10 @@ async function handleRequest(ctx: LiveContext, task: Extract<WorkerTask, { type:
     ctx.endRequest();
   } catch (error) {
     // Whatever was thrown (a revoked Proxy makes even `instanceof` throw), this answers.
-    reply = { type: 'response', ...errorResponse(isHookTimeout(error) ? 504 : 500), closed: false, error: toWireError(error), threadId };
+    const timedOut = isHookTimeout(error);
+    reply = { type: 'response', ...errorResponse(timedOut ? 504 : 500), closed: false, error: toWireError(error), threadId };
+    // The hook runs on for nobody: what it passed request.signal to (a fetch, a stream) stops.
+    if (timedOut) abortRequest(request, error);
   }
   // What the request asked of its session goes with its own reply, even an error's (a close
   // then a throw still closes, H6); anything a hook asks after this is refused.
