@@ -15,6 +15,8 @@ import { after, test } from 'node:test';
 import type { ResidentConfigInput } from '../src/config.ts';
 import { isResidentError } from '../src/errors.ts';
 import { MemoryStore } from '../src/stores/memory.ts';
+import { Metrics } from '../src/ops/metrics.ts';
+import { record } from './stores/contract.ts';
 import type { ContextStore } from '../src/stores/store.ts';
 import {
   Client,
@@ -658,4 +660,21 @@ test('store operations (file store whose folder vanished): failed writes are cou
   const state = await fixtureState(c);
   assert.equal(state.isNew, false);
   assert.equal(state.n, 1);
+});
+
+test('a conditional store write that is refused (owner or fence do not match) is counted as refused, not ok', async () => {
+  const metrics = new Metrics();
+  try {
+    const store = metrics.instrument(new MemoryStore());
+    const written = record({ id: 'A'.repeat(22) });
+    assert.equal(await store.setIf(written, null), true);
+    assert.equal(await store.setIf({ ...written, memento: '"late"' }, null), false, 'a record is there: "from nothing" is refused');
+    assert.equal(await store.deleteIf(written.id, { owner: 'node-b', fence: 3 }), false);
+    const m = parseExposition(await metrics.text());
+    const count = (operation: string, outcome: string) =>
+      m.samples.find((sample) => sample.name === 'resident_store_operation_duration_seconds_count' && sample.labels.operation === operation && sample.labels.outcome === outcome)?.value ?? 0;
+    assert.deepEqual([count('setIf', 'ok'), count('setIf', 'refused'), count('deleteIf', 'refused'), count('deleteIf', 'ok')], [1, 1, 1, 0]);
+  } finally {
+    metrics.close();
+  }
 });

@@ -172,7 +172,9 @@ export class Metrics {
         const end = histogram.startTimer({ operation });
         try {
           const result = await call(...args);
-          end({ outcome: 'ok' });
+          // A conditional write that answers false was refused (another owner or fence holds the
+          // record): not an error, but not a write either.
+          end({ outcome: result === false && (operation === 'setIf' || operation === 'deleteIf') ? 'refused' : 'ok' });
           return result;
         } catch (error) {
           end({ outcome: 'error' });
