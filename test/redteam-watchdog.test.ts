@@ -1,0 +1,35 @@
+/**
+ * Red team 3 against the watchdog (src/contexts/heartbeat.ts, watchdog.ts, crash-breaker.ts,
+ * pool.ts): each test states what the README promises and drives a real server at it.
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { Client, FIXTURE_HOOKS, ROOT, fixtureState, send, waitFor, withServer } from './helpers.ts';
+
+const HOOKS = { ...FIXTURE_HOOKS, onConnection: join(ROOT, 'test/fixtures/watchdog/onConnection.ts') };
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+test('a session\'s requests, each 150 ms of synchronous work (a tenth of stallTimeout), do not get their thread killed', async () => {
+  await withServer({ workers: { threads: 1, stallTimeout: '1500ms' }, hooks: HOOKS }, async (s) => {
+    const client = new Client(s.url);
+    const first = await fixtureState(client, '/inc');
+    // One client, twelve requests at once: they queue on its context, each a legitimate 150 ms.
+    const replies = await Promise.all(Array.from({ length: 12 }, () => client.get('/spin?ms=150')));
+    assert.deepEqual(replies.map((reply) => reply.status), Array(12).fill(200));
+    assert.equal(s.server.pool.stalls, 0, 'no thread was terminated');
+    const after = await fixtureState(client, '/inc');
+    assert.deepEqual([after.id, after.n, after.resumed], [first.id, 2, false], 'the context stayed live');
+  });
+});
+
+test('concurrent new clients of a legitimate route (150 ms of synchronous work each) do not cost the sessions on that thread their state', async () => {
+  await withServer({ workers: { threads: 1, stallTimeout: '1500ms' }, hooks: HOOKS }, async (s) => {
+    const resident = new Client(s.url);
+    const first = await fixtureState(resident, '/inc');
+    const replies = await Promise.all(Array.from({ length: 12 }, () => new Client(s.url).get('/spin?ms=150')));
+    assert.deepEqual(replies.map((reply) => reply.status), Array(12).fill(200));
+    const after = await fixtureState(resident, '/inc');
+    assert.deepEqual([after.id, after.n, after.resumed], [first.id, 2, false], 'the resident session kept its live context');
+  });
+});
