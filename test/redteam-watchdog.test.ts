@@ -83,3 +83,18 @@ test('a server whose hook module spins as it loads fails to start (exit 2) rathe
     child.process.kill('SIGKILL');
   }
 });
+
+test('after the breaker tripped with no thread left, a refused request (503) leaves no session behind: nothing to evict, count as lost or keep in memory', async () => {
+  await withServer({ workers: { threads: 1, stallTimeout: '300ms' }, hooks: HOOKS }, async (s) => {
+    for (let attack = 0; attack < 6 && !s.server.pool.degraded; attack++) await new Client(s.url).get('/spin-forever');
+    await waitFor(() => s.server.pool.degraded && s.server.pool.threadIds.length === 0, 3000, 'the breaker tripped, no thread left');
+    const before = structuredClone(s.server.sessions.stats);
+    for (let i = 0; i < 150; i++) assert.equal((await new Client(s.url).get('/inc')).status, 503);
+    const after = s.server.sessions.stats;
+    assert.deepEqual(
+      { created: after.created - before.created, lostSuspends: after.lostSuspends - before.lostSuspends, known: after.suspendedKnown - before.suspendedKnown },
+      { created: 0, lostSuspends: 0, known: 0 },
+      'each refused request made a session that is then evicted as lost and remembered for good',
+    );
+  });
+});
