@@ -4,6 +4,12 @@
  * while its event loop turns; the main thread reads it without a message, so watching costs
  * a thread nothing and still works when the thread is stuck in a `while (true) {}`.
  *
+ * The counter also moves each time a hook starts (runMarked, progressed): hooks started one
+ * after another in a single turn of the loop (a batch of requests, a context's queue run
+ * through its promise chain) are work getting done, not a stall. Without it, twelve
+ * requests of 150 ms each, queued on one context, held the loop for 1.8 s and the thread
+ * was killed at a stallTimeout of 1.5 s, with every session on it (red team 3).
+ *
  * Slot 1 names the channel task whose hook is on the thread's stack right now (its task id
  * plus one; 0 for none): when the thread stops turning inside a hook's synchronous code, the
  * main thread knows which request stalled it and answers that one 504 rather than 502.
@@ -23,12 +29,18 @@ export function startBeating(heartbeat: Int32Array): void {
   setInterval(() => Atomics.add(heartbeat, BEATS, 1), BEAT_INTERVAL_MS).unref();
 }
 
+/** Worker side: a hook is starting, which is progress whether or not the loop turned. */
+export function progressed(heartbeat: Int32Array | undefined): void {
+  if (heartbeat) Atomics.add(heartbeat, BEATS, 1);
+}
+
 /**
  * Worker side: runs a hook's synchronous part with the task marked as running. Only the part
  * before the hook's first await is covered: a spin after an await names no task (its
  * thread's requests all get 502).
  */
 export function runMarked<T>(heartbeat: Int32Array | undefined, taskId: number, call: () => T): T {
+  progressed(heartbeat);
   if (!heartbeat || taskId < 0) return call();
   Atomics.store(heartbeat, RUNNING, taskId + 1);
   try {

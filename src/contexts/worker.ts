@@ -16,7 +16,7 @@ import { cancelBody, pullBody } from './body-streams.ts';
 import { abortRequest, fromResponse, toRequest } from './fetch-objects.ts';
 import { decodeMemento, encodeMemento } from './memento.ts';
 import { forEachTask, pushReply, type WireBatch } from './batches.ts';
-import { runMarked, startBeating } from './heartbeat.ts';
+import { progressed, runMarked, startBeating } from './heartbeat.ts';
 import {
   toWireError,
   type ConnectTask,
@@ -94,6 +94,7 @@ function isHookTimeout(error: unknown): boolean {
 async function takeMemento(ctx: LiveContext, reason: SuspendReason): Promise<string> {
   // The suspend hook reads and saves; session effects belong to requests.
   const view = new HookContext(ctx, 'onSessionSuspend cannot change the session (only onConnection can)');
+  progressed(heartbeat);
   const memento = await suspendDeadline.run(() => onSessionSuspend(view, reason), `onSessionSuspend(ctx, '${reason}')`);
   return encodeMemento(memento, settings.maxMementoSize);
 }
@@ -181,7 +182,11 @@ async function dispatch(task: WorkerTask, taskId = -1): Promise<WorkerReply> {
     if (task.gc) (globalThis as { gc?: () => void }).gc?.();
     return { type: 'stats', threadId, contexts: contexts.size, heapUsed: process.memoryUsage().heapUsed };
   }
-  if (task.type === 'pull') return pullBody(task.streamId);
+  if (task.type === 'pull') {
+    // A stream's pull() is hook code too: each one started is progress (./heartbeat.ts).
+    progressed(heartbeat);
+    return pullBody(task.streamId);
+  }
   if (task.type === 'cancel') {
     cancelBody(task.streamId);
     return { type: 'cancelled' };
