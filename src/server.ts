@@ -296,6 +296,9 @@ async function handle(edge: Edge, req: IncomingMessage, res: ServerResponse, exp
       if (route) return await route.handle(target, req, res);
     }
     if (await edge.files.serve(target.path, req, res)) return;
+    // No thread left and none will start (the crash-loop breaker tripped): refused here, before
+    // a session is made that could never run and would only be evicted as lost.
+    if (edge.pool.degraded && edge.pool.threadIds.length === 0) throw new ResidentError('RESIDENT_ERR_WORKERS_DOWN');
     const secure = config.sessions.secureCookie || cameOverTls(req, edge.trust);
     // The scheme is how the request reached us, whatever an absolute-form target said. The
     // worker parses this URL again (`new URL()` in toRequest) and answers 400 if it cannot, a

@@ -24,7 +24,6 @@ export class WorkerChannel {
   readonly #port: MessagePort;
   readonly #pending = new Map<number, Pending>();
   #nextId = 0;
-  #answered = 0;
   #outbox: WireBatch = [];
   #scheduled = false;
   #closed = false;
@@ -36,7 +35,6 @@ export class WorkerChannel {
       // Closed from this side: whatever the thread still says arrives too late to count.
       if (this.#closed) return;
       forEachReply(batch, (id, reply) => {
-        if (reply.type === 'response') this.#answered++;
         const pending = this.#pending.get(id);
         this.#pending.delete(id);
         pending?.resolve(reply);
@@ -53,11 +51,6 @@ export class WorkerChannel {
   /** Tasks waiting for a reply. */
   get inFlight(): number {
     return this.#pending.size;
-  }
-
-  /** Requests the thread answered (any status): it started well (the crash-loop breaker). */
-  get answered(): number {
-    return this.#answered;
   }
 
   get closed(): boolean {

@@ -1,8 +1,8 @@
 /**
  * The crash-loop breaker (RELIABILITY.md F5): counts threads lost within a sliding minute
- * (the pool counts those that died before answering a request: see ContextPool).
- * At `limit` the pool stops replacing threads, rather than burn CPU starting threads that
- * die again (a hook that exits its thread on every request, or throws at load). It stays
+ * (the pool counts those that died before any hook ran on them: see ContextPool).
+ * At the limit the pool stops replacing threads, rather than burn CPU starting threads that
+ * die again (a hook module that throws at load, a thread that exits right after loading). It stays
  * tripped until the process restarts: what broke the threads is still there.
  */
 

@@ -17,11 +17,13 @@
 
 const BEATS = 0;
 const RUNNING = 1;
+/** 1 once any hook has started on the thread: it loaded and served (see hookStarted). */
+const STARTED = 2;
 /** How often a healthy thread bumps its counter. */
 export const BEAT_INTERVAL_MS = 100;
 
 export function newHeartbeat(): Int32Array {
-  return new Int32Array(new SharedArrayBuffer(2 * Int32Array.BYTES_PER_ELEMENT));
+  return new Int32Array(new SharedArrayBuffer(3 * Int32Array.BYTES_PER_ELEMENT));
 }
 
 /** Worker side: bump the counter for as long as the thread lives (the timer keeps no thread alive). */
@@ -31,7 +33,14 @@ export function startBeating(heartbeat: Int32Array): void {
 
 /** Worker side: a hook is starting, which is progress whether or not the loop turned. */
 export function progressed(heartbeat: Int32Array | undefined): void {
-  if (heartbeat) Atomics.add(heartbeat, BEATS, 1);
+  if (!heartbeat) return;
+  Atomics.add(heartbeat, BEATS, 1);
+  Atomics.store(heartbeat, STARTED, 1);
+}
+
+/** Main side: whether any hook ever started on the thread (a thread that did is no crash loop). */
+export function hookStarted(heartbeat: Int32Array | undefined): boolean {
+  return heartbeat !== undefined && Atomics.load(heartbeat, STARTED) === 1;
 }
 
 /**

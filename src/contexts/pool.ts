@@ -20,7 +20,7 @@ import { Piscina } from 'piscina';
 import type { PiscinaTask } from 'piscina';
 import { WorkerChannel, WorkerLostError } from './channel.ts';
 import { CrashBreaker } from './crash-breaker.ts';
-import { newHeartbeat, runningTask } from './heartbeat.ts';
+import { hookStarted, newHeartbeat, runningTask } from './heartbeat.ts';
 import { Watchdog } from './watchdog.ts';
 import { ResidentError } from '../errors.ts';
 import type { ConnectTask, WorkerEvent, WorkerReply, WorkerTask } from './protocol.ts';
@@ -75,6 +75,8 @@ export class ContextPool implements ContextHost {
   readonly #ready = new Map<Worker, number>();
   /** Ready threads that took their channel: their loss is counted when the channel closes. */
   readonly #connectedIds = new Set<number>();
+  /** Each connected thread's heartbeat: the watchdog reads it, and so does the crash-loop count. */
+  readonly #heartbeats = new Map<number, Int32Array>();
 
   constructor(limits: PoolLimits, settings: WorkerSettings, events: PoolEvents) {
     const { threads } = limits;
@@ -147,12 +149,14 @@ export class ContextPool implements ContextHost {
     );
     this.#homed.set(workerId, this.#homed.get(workerId) ?? 0);
     this.#connectedIds.add(workerId);
+    this.#heartbeats.set(workerId, heartbeat);
     this.#watchdog.watch(workerId, heartbeat);
     for (const waiter of this.#waiting.splice(0)) waiter.resolve();
   }
 
   #lost(workerId: number): void {
-    if (!this.#closed && this.#channels.get(workerId)?.answered === 0) this.#unproductive();
+    if (!this.#closed && !hookStarted(this.#heartbeats.get(workerId))) this.#unproductive();
+    this.#heartbeats.delete(workerId);
     this.#watchdog.unwatch(workerId);
     this.#channels.delete(workerId);
     this.#homed.delete(workerId);
@@ -179,13 +183,15 @@ export class ContextPool implements ContextHost {
   }
 
   /**
-   * A thread died before its hooks answered a single request: that is what a crash loop is
-   * made of (a hook that exits its thread on every request, or right after loading). A thread
-   * that answered did start, and a breaker that counted it too would turn a partial outage
-   * (one route that kills its thread, while the others are served) into a total one.
+   * A thread died before any hook started on it: that is what a crash loop is made of (a hook
+   * module that throws at load, a thread that exits right after loading). A thread on which a
+   * hook ran did start, whatever killed it afterwards: a breaker that counted it would let a
+   * client take the whole server down by sending, to each fresh thread, a request whose hook
+   * kills or stalls its thread (red team: a route with a catastrophic regex), and would turn
+   * one broken route into an outage of every route. Those threads are replaced every time.
    */
   #unproductive(): void {
-    if (this.#breaker.lost()) this.#tripBreaker(`${this.#breaker.recent} worker threads died within a minute before answering a request`);
+    if (this.#breaker.lost()) this.#tripBreaker(`${this.#breaker.recent} worker threads died within a minute before any hook ran on them`);
   }
 
   #tripBreaker(reason: string): void {
