@@ -3,8 +3,11 @@
  * pool.ts): each test states what the README promises and drives a real server at it.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
-import { Client, fixtureHooks, fixtureState, send, withServer } from './helpers.ts';
+import { Client, describeChild, fixtureHooks, fixtureState, runMain, send, waitFor, withServer, writeTempConfig } from './helpers.ts';
 
 const HOOKS = fixtureHooks('redteam-watchdog');
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -50,4 +53,34 @@ test('a client cannot trip the crash-loop breaker: a route that stalls its threa
       `six requests from an anonymous client took every thread down for good: ${ready.text}`,
     );
   });
+});
+
+test('a replacement thread whose hook module spins as it loads is terminated and counted, not left burning a core with /readyz 503 and no alert', async () => {
+  process.env.RESIDENT_TEST_LOADS = mkdtempSync(join(tmpdir(), 'resident-loads-'));
+  process.env.RESIDENT_TEST_SPIN_AT_LOAD = 'replacements';
+  try {
+    await withServer({ workers: { threads: 2, stallTimeout: '500ms' }, hooks: HOOKS }, async (s) => {
+      const placed = new Client(s.url);
+      const { threadId } = await fixtureState(placed, '/inc');
+      await placed.get('/die');
+      await waitFor(() => !s.server.pool.threadIds.includes(threadId), 3000, 'the thread gone');
+      // The replacement spins while loading: it never connects, so the watchdog never watches it.
+      const alerted = await waitFor(() => s.logs.some((line) => line.event === 'worker-crash-loop' || line.event === 'worker-stalled') || undefined, 6000, 'the replacement to be dealt with').catch(() => false);
+      assert.ok(alerted, `after 6 s: no worker-stalled, no worker-crash-loop; threads ${JSON.stringify(s.server.pool.threadIds)}, readyz ${(await send(`${s.url}/readyz`)).text}`);
+    });
+  } finally {
+    delete process.env.RESIDENT_TEST_SPIN_AT_LOAD;
+  }
+});
+
+test('a server whose hook module spins as it loads fails to start (exit 2) rather than hang', async () => {
+  const config = writeTempConfig({ host: '127.0.0.1', port: 0, store: { kind: 'memory' }, workers: { threads: 1, stallTimeout: '1s' }, hooks: HOOKS, log: { format: 'json' } });
+  const child = runMain(['--config', config], { RESIDENT_TEST_SPIN_AT_LOAD: 'always' });
+  try {
+    const code = await Promise.race([child.exited, sleep(15_000).then(() => 'still running after 15 s')]);
+    assert.equal(code, 2, describeChild(child));
+    assert.match(describeChild(child), /did not finish loading its hooks within workers\.stallTimeout/);
+  } finally {
+    child.process.kill('SIGKILL');
+  }
 });

@@ -22,6 +22,7 @@ import { WorkerChannel, WorkerLostError } from './channel.ts';
 import { CrashBreaker } from './crash-breaker.ts';
 import { hookStarted, newHeartbeat, runningTask } from './heartbeat.ts';
 import { Watchdog } from './watchdog.ts';
+import { LoadWatch } from './load-watch.ts';
 import { ResidentError } from '../errors.ts';
 import type { ConnectTask, WorkerEvent, WorkerReply, WorkerTask } from './protocol.ts';
 import type { WorkerSettings } from './worker.ts';
@@ -69,6 +70,9 @@ export class ContextPool implements ContextHost {
   #closing: Promise<void> | null = null;
   readonly #threads: number;
   readonly #watchdog: Watchdog;
+  readonly #loadWatch: LoadWatch;
+  /** Set when a thread was terminated for not loading in time: startup fails with it. */
+  #loadFailure: ResidentError | null = null;
   readonly #breaker = new CrashBreaker();
   #stalls = 0;
   /** Threads that became ready (piscina's workerCreate) and are not destroyed yet, with their ids. */
@@ -83,6 +87,12 @@ export class ContextPool implements ContextHost {
     this.#threads = threads;
     this.#events = events;
     this.#watchdog = new Watchdog(limits.stallTimeoutMs, (workerId, heartbeat, stalledMs) => this.#stalled(workerId, heartbeat, stalledMs));
+    this.#loadWatch = new LoadWatch(limits.stallTimeoutMs, () => this.#piscina.threads, (threadId) => this.#connectedIds.has(threadId), (worker, loadingMs) => {
+      this.#loadFailure = new ResidentError('RESIDENT_ERR_HOOK_LOAD', `a worker thread did not finish loading its hooks within workers.stallTimeout (${limits.stallTimeoutMs} ms): does a hook module loop as it loads?`);
+      this.#stalls++;
+      events.onWorkerStalled(worker.threadId, loadingMs);
+      void worker.terminate().catch((error: Error) => events.onPoolError(error));
+    });
     this.#piscina = new Piscina({
       filename: WORKER_ENTRY,
       minThreads: threads,
@@ -126,9 +136,15 @@ export class ContextPool implements ContextHost {
 
   /** Resolves once every thread has loaded the hooks and holds its channel. */
   async ready(): Promise<void> {
+    this.#loadWatch.start();
     // A probe per thread makes each worker import the hooks now, so a broken hook module
     // fails startup rather than the first client's request.
-    await Promise.all(Array.from({ length: this.#threads }, () => this.#piscina.run({ type: 'discard', sessionId: '' })));
+    try {
+      await Promise.all(Array.from({ length: this.#threads }, () => this.#piscina.run({ type: 'discard', sessionId: '' })));
+    } catch (error) {
+      // A thread terminated for loading too long fails its probe: say why, not "terminated".
+      throw this.#loadFailure ?? error;
+    }
     const deadline = Date.now() + CONNECT_TIMEOUT_MS;
     while (this.#channels.size < this.#threads) {
       if (Date.now() > deadline) throw new Error(`only ${this.#channels.size} of ${this.#threads} worker threads connected within ${CONNECT_TIMEOUT_MS} ms`);
@@ -331,6 +347,7 @@ export class ContextPool implements ContextHost {
     if (!this.#closing) {
       this.#closed = true;
       this.#watchdog.stop();
+      this.#loadWatch.stop();
       for (const waiter of this.#waiting.splice(0)) waiter.resolve();
       for (const channel of this.#channels.values()) channel.close();
       this.#closing = this.#piscina.destroy();
