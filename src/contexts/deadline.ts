@@ -78,7 +78,8 @@ export class DeadlineSweep {
   }
 
   #arm(ms: number): NodeJS.Timeout {
-    const timer = setTimeout(() => this.#sweep(), Math.max(1, Math.ceil(ms)));
+    // Capped at what setTimeout takes (about 24.8 days): beyond it Node fires after 1 ms.
+    const timer = setTimeout(() => this.#sweep(), Math.min(2 ** 31 - 1, Math.max(1, Math.ceil(ms))));
     timer.unref();
     return timer;
   }

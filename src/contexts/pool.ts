@@ -239,7 +239,9 @@ export class ContextPool implements ContextHost {
   place(): number | undefined {
     let best: number | undefined;
     let bestCount = Infinity;
-    for (const threadId of this.#channels.keys()) {
+    for (const [threadId, channel] of this.#channels) {
+      // A channel the watchdog closed stays listed until its port's close event: not a home.
+      if (channel.closed) continue;
       const count = this.#homed.get(threadId) ?? 0;
       if (count < bestCount) {
         best = threadId;
@@ -305,7 +307,7 @@ export class ContextPool implements ContextHost {
 
   #leastBusy(): WorkerChannel | undefined {
     let best: WorkerChannel | undefined;
-    for (const channel of this.#channels.values()) if (!best || channel.inFlight < best.inFlight) best = channel;
+    for (const channel of this.#channels.values()) if (!channel.closed && (!best || channel.inFlight < best.inFlight)) best = channel;
     return best;
   }
 

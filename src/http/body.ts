@@ -32,8 +32,10 @@ export async function readBody(req: IncomingMessage, limit: number, goAhead?: ()
     throw error;
   }
   if (size === 0) return null;
-  const bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
-  if (isText(req.headers['content-type']) && isUtf8(bytes)) return bytes.toString('utf8');
+  if (isText(req.headers['content-type'])) {
+    const bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+    if (isUtf8(bytes)) return bytes.toString('utf8');
+  }
   return joinedBytes(chunks, size);
 }
 
