@@ -90,7 +90,7 @@ export function testConfig(overrides: ResidentConfigInput = {}) {
 }
 
 /** @param store a store instance the test holds (the config can only name a kind) */
-export async function startTestServer(overrides: ResidentConfigInput = {}, clock?: Clock, store?: ContextStore): Promise<TestServer> {
+export async function startTestServer(overrides: ResidentConfigInput = {}, clock?: ManualClock, store?: ContextStore): Promise<TestServer> {
   const logs: LogLine[] = [];
   let raw = '';
   const destination = {
@@ -194,7 +194,7 @@ export async function fixtureState(client: Client, path = '/state'): Promise<Fix
 export async function withServer(
   overrides: ResidentConfigInput,
   body: (t: TestServer) => Promise<void>,
-  clock?: Clock,
+  clock?: ManualClock,
 ): Promise<void> {
   const t = await startTestServer(overrides, clock);
   try {
@@ -206,12 +206,14 @@ export async function withServer(
 
 /** A clock tests move by hand: timeouts are judged on it, not on the time of day. */
 export class ManualClock implements Clock {
-  #now = 0;
+  /** Every thread reads the time from here (src/server.ts, StartOptions.clock). */
+  readonly shared = new SharedArrayBuffer(Float64Array.BYTES_PER_ELEMENT);
+  readonly #cell = new Float64Array(this.shared);
   now(): number {
-    return this.#now;
+    return this.#cell[0]!;
   }
   advance(ms: number): void {
-    this.#now += ms;
+    this.#cell[0] = this.#cell[0]! + ms;
   }
 }
 

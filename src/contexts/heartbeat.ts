@@ -19,11 +19,14 @@ const BEATS = 0;
 const RUNNING = 1;
 /** 1 once any hook has started on the thread: it loaded and served (see hookStarted). */
 const STARTED = 2;
+/** The hop of the marked task, when it came from another edge thread: its slot plus one, and its call id. */
+const HOP_SLOT = 3;
+const HOP_CALL = 4;
 /** How often a healthy thread bumps its counter. */
 export const BEAT_INTERVAL_MS = 100;
 
 export function newHeartbeat(): Int32Array {
-  return new Int32Array(new SharedArrayBuffer(3 * Int32Array.BYTES_PER_ELEMENT));
+  return new Int32Array(new SharedArrayBuffer(5 * Int32Array.BYTES_PER_ELEMENT));
 }
 
 /** Worker side: bump the counter for as long as the thread lives (the timer keeps no thread alive). */
@@ -48,15 +51,27 @@ export function hookStarted(heartbeat: Int32Array | undefined): boolean {
  * before the hook's first await is covered: a spin after an await names no task (its
  * thread's requests all get 502).
  */
-export function runMarked<T>(heartbeat: Int32Array | undefined, taskId: number, call: () => T): T {
+export function runMarked<T>(heartbeat: Int32Array | undefined, taskId: number, call: () => T, hop?: [slot: number, call: number]): T {
   progressed(heartbeat);
   if (!heartbeat || taskId < 0) return call();
+  if (hop) {
+    Atomics.store(heartbeat, HOP_SLOT, hop[0] + 1);
+    Atomics.store(heartbeat, HOP_CALL, hop[1]);
+  }
   Atomics.store(heartbeat, RUNNING, taskId + 1);
   try {
     return call();
   } finally {
     Atomics.store(heartbeat, RUNNING, 0);
+    Atomics.store(heartbeat, HOP_SLOT, 0);
   }
+}
+
+/** Main side: the hop whose hook holds the thread, if the stuck task came from another edge thread. */
+export function runningHop(heartbeat: Int32Array): [slot: number, call: number] | undefined {
+  if (Atomics.load(heartbeat, RUNNING) === 0) return undefined;
+  const slot = Atomics.load(heartbeat, HOP_SLOT);
+  return slot === 0 ? undefined : [slot - 1, Atomics.load(heartbeat, HOP_CALL)];
 }
 
 /** Main side: the counter now. */

@@ -4,6 +4,7 @@
  */
 import type { MessagePort } from 'node:worker_threads';
 import type { SuspendReason } from '../types.ts';
+import type { EdgeSetup } from '../edge/thread.ts';
 
 /** How a context is born on its worker: sent with the first request of the context. */
 export interface ContextInit {
@@ -27,6 +28,12 @@ export interface WireRequest {
   headers: string;
   /** A UTF-8 text body as a string (see src/http/body.ts), any other as bytes; copied, never transferred. */
   body: ArrayBuffer | string | null;
+  /**
+   * Set when the request hopped from the edge thread that received it: that thread's slot and
+   * its call id. The hook is marked with it (./heartbeat.ts), so when the hook stalls this
+   * thread the watchdog tells the edge thread, which answers 504 (src/edge/mesh.ts).
+   */
+  hop?: [slot: number, call: number];
 }
 
 /**
@@ -115,18 +122,16 @@ export type WorkerReply =
   /** The worker failed the task itself (a bug, not a hook error). */
   | { type: 'failed'; error: WireError };
 
-/**
- * Requests travel over one MessageChannel per worker, in batches: everything for one worker
- * in one event-loop turn is one message, and so are the replies (one wake-up per batch
- * instead of one per request). Each entry carries an ID that pairs a reply with its task;
- * ./batches.ts lays the entries out flat for the trip.
- */
-export type { WireBatch } from './batches.ts';
 
-/** The piscina task that hands a worker its end of the channel (the only other piscina task is the readiness probe). */
+/**
+ * The piscina task that makes a worker an edge thread (the only other piscina task is the
+ * readiness probe): its slot, its port to the main thread, and what every edge shares.
+ */
 export interface ConnectTask {
   type: 'connect';
   port: MessagePort;
+  slot: number;
+  edge: EdgeSetup;
   /** Shared with the main thread's watchdog (./heartbeat.ts). */
   heartbeat: Int32Array;
 }

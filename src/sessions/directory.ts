@@ -92,6 +92,13 @@ export function newEntry(
  */
 export const REORDER_MS = 250;
 
+/** How many sessions the directory holds, by state (published to the other threads). */
+export interface DirectoryCounts {
+  live: number;
+  suspending: number;
+  suspended: number;
+}
+
 export class Directory {
   /** Sessions in state live or suspending, least recently active first. */
   readonly live = new Map<string, SessionEntry>();
@@ -105,6 +112,16 @@ export class Directory {
    */
   readonly #expiry = new ExpiryQueue<SessionEntry>();
   #suspending = 0;
+  readonly #onCounts: (counts: DirectoryCounts) => void;
+
+  /** @param onCounts told after every change of how many sessions are live, suspending or suspended here */
+  constructor(onCounts: (counts: DirectoryCounts) => void = () => {}) {
+    this.#onCounts = onCounts;
+  }
+
+  #changed(): void {
+    this.#onCounts({ live: this.liveCount, suspending: this.#suspending, suspended: this.suspended.size });
+  }
 
   get(id: string): SessionEntry | undefined {
     return this.live.get(id) ?? this.suspended.get(id);
@@ -165,6 +182,7 @@ export class Directory {
     entry.orderedAt = entry.lastActive;
     this.suspended.delete(entry.id);
     this.live.set(entry.id, entry);
+    this.#changed();
   }
 
   /** A session known only from the store (suspended before a restart). */
@@ -176,6 +194,7 @@ export class Directory {
     const userId = entry.userId;
     entry.userId = null;
     this.setUser(entry, userId);
+    this.#changed();
   }
 
   /** Records activity; moves the entry to the tail when its place is more than REORDER_MS old. */
@@ -190,12 +209,14 @@ export class Directory {
   markSuspending(entry: SessionEntry): void {
     entry.state = 'suspending';
     this.#suspending++;
+    this.#changed();
   }
 
   /** Ends a suspend attempt that left the context live. */
   markLiveAgain(entry: SessionEntry): void {
     if (entry.state === 'suspending') this.#suspending--;
     entry.state = 'live';
+    this.#changed();
   }
 
   markSuspended(entry: SessionEntry): void {
@@ -206,6 +227,7 @@ export class Directory {
     this.live.delete(entry.id);
     this.suspended.set(entry.id, entry);
     this.#queueForExpiry(entry);
+    this.#changed();
   }
 
   #queueForExpiry(entry: SessionEntry): void {
@@ -241,5 +263,6 @@ export class Directory {
     entry.state = 'gone';
     this.live.delete(entry.id);
     this.suspended.delete(entry.id);
+    this.#changed();
   }
 }

@@ -5,7 +5,7 @@
  * retry once when the context turned out to be gone.
  */
 import { ResidentError, isResidentError } from '../errors.ts';
-import { hashId } from '../log.ts';
+import { hashId } from '../id-hash.ts';
 import type { WireRequest, WorkerReply } from '../contexts/protocol.ts';
 import type { SessionEntry } from './directory.ts';
 import { setGate } from './gate.ts';
@@ -45,6 +45,7 @@ export class Requests {
     entry.inFlight++;
     entry.requests++;
     this.#inFlight++;
+    this.#rooms.held?.setHeld('inFlight', this.#inFlight);
     directory.touch(entry, admitted.at);
     try {
       // Every waiter awaits the gate promise itself and proceeds to dispatch with no further
@@ -79,6 +80,7 @@ export class Requests {
     } finally {
       entry.inFlight--;
       this.#inFlight--;
+      this.#rooms.held?.setHeld('inFlight', this.#inFlight);
       entry.dirty = true;
       directory.touch(entry, clock.now());
       if (this.#inFlight === 0) for (const wake of this.#idleWaiters.splice(0)) wake();

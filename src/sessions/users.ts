@@ -4,7 +4,7 @@
  * user's at once (a password change, the admin view, ctx.closeOtherSessions()).
  */
 import { ResidentError } from '../errors.ts';
-import { hashId } from '../log.ts';
+import { hashId } from '../id-hash.ts';
 import { newSessionId } from '../contexts/ids.ts';
 import type { SessionEntry } from './directory.ts';
 import { entryInfo, storedInfo, type SessionInfo } from './info.ts';
@@ -93,6 +93,8 @@ export class Users {
     const { directory } = this.#rooms;
     const found = new Map<string, SessionInfo>();
     for (const entry of directory.ofUser(userId)) found.set(entry.id, entryInfo(entry, this.#rooms.clock.now(), this.#rooms.policy.lastActivityAt(entry)));
+    // The other homes' word on theirs is newer than any record in the store.
+    for (const info of await this.#rooms.peers.sessionsOfUser(userId)) if (!found.has(info.id)) found.set(info.id, info);
     for await (const summary of this.#storedOf(userId)) {
       // The directory is the newer word on a session it knows (its userId may have changed).
       if (found.has(summary.id) || directory.get(summary.id)) continue;
@@ -116,7 +118,7 @@ export class Users {
    * context gets onSessionSuspend(ctx, 'closed') and leaves memory; every record is deleted.
    * Resolves with how many sessions were closed.
    */
-  async closeUser(userId: string, options: { except?: SessionEntry; by?: string } = {}): Promise<number> {
+  async closeUser(userId: string, options: { except?: SessionEntry; by?: string; homeOnly?: boolean; closedIds?: string[] } = {}): Promise<number> {
     const { except } = options;
     // "Sign out everywhere else" from a session that is itself being closed (the same button
     // pressed in two sessions at once) stops: one of them stays signed in.
@@ -134,10 +136,19 @@ export class Users {
     const close = async (id: string) => {
       if (seen.has(id) || id === except?.id || exceptEnded()) return;
       seen.add(id);
-      if (await this.closeSession(id, options.by ?? 'admin')) closed++;
+      if (await this.closeSession(id, options.by ?? 'admin')) {
+        closed++;
+        options.closedIds?.push(id);
+      }
     };
     // Those in memory first: a store that cannot be listed must not keep them open.
     for (const entry of this.#rooms.directory.ofUser(userId)) await close(entry.id);
+    // Another home asked for this home's part; it walks the store itself.
+    if (options.homeOnly) return closed;
+    for (const id of await this.#rooms.peers.closeUserElsewhere(userId, options.by ?? 'admin')) {
+      seen.add(id);
+      closed++;
+    }
     try {
       for await (const summary of this.#storedOf(userId)) await close(summary.id);
     } catch (error) {
@@ -151,7 +162,9 @@ export class Users {
    * Resolves false when there is no such session.
    */
   async closeSession(id: string, by: string): Promise<boolean> {
-    const { directory, admission, endings } = this.#rooms;
+    const { directory, admission, endings, peers } = this.#rooms;
+    // Only its home may end it: a record read here would be a second context of one session.
+    if (!peers.isLocal(id)) return peers.closeSession(id, by);
     // A request may be adopting it from the store right now: then it is closed as a known one.
     // An old ID of a regenerate whose record is still moving names the session under its new ID.
     const entry =

@@ -1,0 +1,156 @@
+/**
+ * What the threads share without a message: one SharedArrayBuffer, made by the main thread and
+ * handed to every edge thread when it connects.
+ *
+ * - Each slot's session counters and the sessions it holds now (Float64, one writer: the slot's
+ *   thread). The main thread sums them for `sessions.stats`, the admin view and the metrics,
+ *   so a scrape or a test reads every thread's figures without asking any thread. A slot's
+ *   counters survive its thread: a replacement goes on counting where it stopped.
+ * - The global cap (Int32, Atomics): live contexts over every thread, reservations included,
+ *   and each slot's own share, which the main thread takes back out when a thread dies.
+ */
+import { newCounters, type SessionCounters, type SessionStats } from '../sessions/counters.ts';
+
+const COUNTER_KEYS = Object.keys(newCounters()).filter((key) => key !== 'suspended') as Array<Exclude<keyof SessionCounters, 'suspended'>>;
+const REASON_KEYS = Object.keys(newCounters().suspended) as Array<keyof SessionCounters['suspended']>;
+const HELD_KEYS = ['live', 'suspending', 'suspendedKnown', 'inFlight'] as const;
+/** Per-edge figures that are not session counters. */
+const EDGE_KEYS = ['hopsOut', 'hopsIn'] as const;
+export type HeldKey = (typeof HELD_KEYS)[number];
+export type EdgeKey = (typeof EDGE_KEYS)[number];
+
+const PER_SLOT = COUNTER_KEYS.length + REASON_KEYS.length + HELD_KEYS.length + EDGE_KEYS.length;
+const HELD_AT = COUNTER_KEYS.length + REASON_KEYS.length;
+const EDGE_AT = HELD_AT + HELD_KEYS.length;
+
+/** The buffer and its views; structured-cloned to each thread (the memory stays shared). */
+export interface SharedState {
+  buffer: SharedArrayBuffer;
+  /** Edge threads; slot `slots` holds what the main thread counts (threads lost). */
+  slots: number;
+}
+
+export function newSharedState(slots: number): SharedState {
+  const bytes = (slots + 1) * PER_SLOT * 8 + (slots + 1) * 4;
+  return { buffer: new SharedArrayBuffer(bytes), slots };
+}
+
+function figures(state: SharedState): Float64Array {
+  return new Float64Array(state.buffer, 0, (state.slots + 1) * PER_SLOT);
+}
+
+function capacity(state: SharedState): Int32Array {
+  return new Int32Array(state.buffer, (state.slots + 1) * PER_SLOT * 8, state.slots + 1);
+}
+
+/** Defines `key` on `target` as a read-write view of `array[index]`. */
+function bind(target: object, key: string, array: Float64Array, index: number): void {
+  Object.defineProperty(target, key, { enumerable: true, get: () => array[index], set: (value: number) => void (array[index] = value) });
+}
+
+/**
+ * A thread's counters, written straight into its slot (`counters.created++` works as on any
+ * object). Slot `state.slots` is the main thread's own.
+ */
+export function slotCounters(state: SharedState, slot: number): SessionCounters {
+  const array = figures(state);
+  const base = slot * PER_SLOT;
+  const counters = {} as SessionCounters;
+  COUNTER_KEYS.forEach((key, i) => bind(counters, key, array, base + i));
+  const suspended = {} as SessionCounters['suspended'];
+  REASON_KEYS.forEach((key, i) => bind(suspended, key, array, base + COUNTER_KEYS.length + i));
+  Object.defineProperty(counters, 'suspended', { enumerable: true, value: suspended });
+  return counters;
+}
+
+/** A thread's "held now" figures and edge figures: it writes, the main thread reads. */
+export class SlotFigures {
+  readonly #array: Float64Array;
+  readonly #base: number;
+  constructor(state: SharedState, slot: number) {
+    this.#array = figures(state);
+    this.#base = slot * PER_SLOT;
+  }
+  setHeld(key: HeldKey, value: number): void {
+    this.#array[this.#base + HELD_AT + HELD_KEYS.indexOf(key)] = value;
+  }
+  add(key: EdgeKey, by = 1): void {
+    this.#array[this.#base + EDGE_AT + EDGE_KEYS.indexOf(key)]! += by;
+  }
+  held(key: HeldKey): number {
+    return this.#array[this.#base + HELD_AT + HELD_KEYS.indexOf(key)]!;
+  }
+  /**
+   * Clears the held figures of a slot whose thread died (the main thread, before its
+   * replacement starts); returns the contexts it held (live and suspending).
+   */
+  clearHeld(): number {
+    const lost = this.held('live') + this.held('suspending');
+    for (let i = 0; i < HELD_KEYS.length; i++) this.#array[this.#base + HELD_AT + i] = 0;
+    return lost;
+  }
+}
+
+/** The live contexts of every thread against `sessions.maxContexts` (Atomics: every thread writes). */
+export class SharedCap {
+  readonly #cells: Int32Array;
+  readonly #slot: number;
+  readonly #total: number;
+  constructor(state: SharedState, slot: number) {
+    this.#cells = capacity(state);
+    this.#slot = slot;
+    this.#total = state.slots;
+  }
+  /** Live contexts over every thread, reservations included. */
+  get total(): number {
+    return Atomics.load(this.#cells, this.#total);
+  }
+  /** This slot's live contexts changed by `delta` (the directory says so). */
+  adjust(delta: number): void {
+    Atomics.add(this.#cells, this.#slot, delta);
+    Atomics.add(this.#cells, this.#total, delta);
+  }
+  /** Takes a place for a context about to be added: the new total, reservations included. */
+  reserve(): number {
+    return Atomics.add(this.#cells, this.#total, 1) + 1;
+  }
+  /** Gives back a place taken by reserve() (the context was added, counted by adjust, or refused). */
+  unreserve(): void {
+    Atomics.sub(this.#cells, this.#total, 1);
+  }
+  /** Main thread: the slot's thread died and its contexts with it. */
+  clearSlot(slot: number): void {
+    const lost = Atomics.exchange(this.#cells, slot, 0);
+    Atomics.sub(this.#cells, this.#total, lost);
+  }
+}
+
+/** The main thread's `sessions.stats`: every slot's figures summed, read when asked. */
+export function summedStats(state: SharedState): SessionStats {
+  const array = figures(state);
+  const sum = (offset: number) => {
+    let total = 0;
+    for (let slot = 0; slot <= state.slots; slot++) total += array[slot * PER_SLOT + offset]!;
+    return total;
+  };
+  const view: Record<string, unknown> = {};
+  COUNTER_KEYS.forEach((key, i) => Object.defineProperty(view, key, { enumerable: true, get: () => sum(i) }));
+  const suspended: Record<string, unknown> = {};
+  REASON_KEYS.forEach((key, i) => Object.defineProperty(suspended, key, { enumerable: true, get: () => sum(COUNTER_KEYS.length + i) }));
+  view.suspended = Object.freeze(suspended);
+  HELD_KEYS.forEach((key, i) => Object.defineProperty(view, key, { enumerable: true, get: () => sum(HELD_AT + i) }));
+  return Object.freeze(view) as unknown as SessionStats;
+}
+
+/** One edge figure summed over every slot (hops made and taken). */
+export function summedEdge(state: SharedState, key: EdgeKey): number {
+  const array = figures(state);
+  let total = 0;
+  for (let slot = 0; slot < state.slots; slot++) total += array[slot * PER_SLOT + EDGE_AT + EDGE_KEYS.indexOf(key)]!;
+  return total;
+}
+
+/** One slot's held figure (the admin view's per-thread load). */
+export function slotHeld(state: SharedState, slot: number, key: HeldKey): number {
+  return figures(state)[slot * PER_SLOT + HELD_AT + HELD_KEYS.indexOf(key)]!;
+}
