@@ -406,7 +406,7 @@ function expiresCookieForSender(reply: Reply): void {
 test('B1: a cookie presented from another IP gets a short 400 that expires the cookie for that sender, the context untouched, and a warn line with both IPs', async () => {
   const { id, owner } = await newSession(main);
   assert.equal(state(await owner.get('/inc')).n, 2);
-  const idleBefore = main.server.sessions.info(id)?.idleMs;
+  const idleBefore = (await main.server.sessions.info(id))?.idleMs;
   assert.ok(idleBefore !== undefined && idleBefore !== null);
   mainClock.advance(60_000);
   const mismatchesBefore = main.server.sessions.stats.ipMismatches;
@@ -419,9 +419,9 @@ test('B1: a cookie presented from another IP gets a short 400 that expires the c
   assert.ok(stolen.text.length > 0 && stolen.text.length < 200, `short body: ${stolen.text}`);
   assert.doesNotMatch(stolen.text, /\n\s+at |Error:|RESIDENT_ERR|127\.0\.0\.|node_modules|\.ts\b/);
   assert.equal(main.server.sessions.stats.ipMismatches, mismatchesBefore + 1);
-  assert.equal(main.server.sessions.info(id)?.idleMs, idleBefore + 60_000, 'no activity refresh');
+  assert.equal((await main.server.sessions.info(id))?.idleMs, idleBefore + 60_000, 'no activity refresh');
 
-  const line = await waitFor(() => logsWith(main, 'ip-mismatch').find((l) => l.session === hashId(id)), 2000, 'the ip-mismatch log line');
+  const line = await waitFor(async () => logsWith(main, 'ip-mismatch').find((l) => l.session === hashId(id)), 2000, 'the ip-mismatch log line');
   assert.ok(line);
   assert.equal(line.level, WARN);
   assert.equal(line.boundIp, '127.0.0.1');
@@ -761,7 +761,7 @@ test('A13: no raw session ID issued or presented in this file ever appears in a 
   // The lines of the main server identify each session it created by that session's hash.
   const created = new Set(logsWith(main, 'created').map((line) => line.session));
   assert.ok(created.size > 10);
-  const issuedOnMain = [...seenIds].filter((id) => main.server.sessions.info(id));
+  const issuedOnMain = [...seenIds].filter((id) => (await main.server.sessions.info(id)));
   assert.ok(issuedOnMain.length > 5);
   for (const id of issuedOnMain) assert.ok(created.has(hashId(id)), 'a created line names the session by its hash');
   assert.ok(logsWith(main, 'unknown-id').length >= 2);

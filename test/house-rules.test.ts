@@ -68,11 +68,11 @@ test('sessions.stats and sessions.info are read-only views: writing through them
       (sessions.stats.suspended as { idle: number }).idle = 99;
     }, TypeError);
     assert.equal(sessions.stats.created, created);
-    const info = sessions.info(id)!;
+    const info = (await sessions.info(id))!;
     info.state = 'suspended';
     info.id = 'x';
-    assert.equal(sessions.info(id)?.state, 'live', 'a copy: the session is untouched');
-    assert.equal(sessions.list({ state: 'live' }).length, 1);
+    assert.equal((await sessions.info(id))?.state, 'live', 'a copy: the session is untouched');
+    assert.equal((await sessions.list({ state: 'live' })).length, 1);
     assert.deepEqual({ ...sessions.stats }.live, 1, 'spreading gives the values');
   } finally {
     await t.close();

@@ -43,7 +43,7 @@ function setCookieValue(reply: Reply): string | undefined {
 }
 
 function entryOf(t: TestServer, id: string): SessionInfo | undefined {
-  return t.server.sessions.info(id);
+  return (await t.server.sessions.info(id));
 }
 
 function logsWith(t: TestServer, fields: Record<string, unknown>): LogLine[] {
@@ -184,7 +184,7 @@ test('contexts on one server: isolation, serialization, affinity, live objects, 
         assert.match(ours[0]!, /Max-Age=0/i);
         assert.equal(client.cookie, undefined);
 
-        await waitFor(() => suspendCalls.reasons(first.id).length >= 1, 2000, 'the closed hook call');
+        await waitFor(async () => suspendCalls.reasons(first.id).length >= 1, 2000, 'the closed hook call');
         assert.deepEqual(suspendCalls.reasons(first.id), ['closed']);
         assert.equal(counters.closed, 1);
         assert.equal(counters.suspended.closed, 1);
@@ -276,7 +276,7 @@ test('idle suspend on a real clock (processTimeout 1s): C4 and C9', async (s) =>
         assert.equal((await client.get('/set?value=hello')).status, 200);
         const lastResponse = performance.now();
 
-        await waitFor(() => entryOf(t, before.id)?.state === 'suspended', 4000, 'the idle suspend');
+        await waitFor(async () => entryOf(t, before.id)?.state === 'suspended', 4000, 'the idle suspend');
         const elapsed = performance.now() - lastResponse;
         assert.ok(elapsed >= 1000, `suspended ${elapsed.toFixed(0)} ms after the last response, before processTimeout`);
         assert.ok(elapsed < 2100, `suspended only ${elapsed.toFixed(0)} ms after the last response`);
@@ -311,7 +311,7 @@ test('idle suspend on a real clock (processTimeout 1s): C4 and C9', async (s) =>
           const client = new Client(t.url);
           const first = await state(client, '/inc');
           const lastResponse = performance.now();
-          await waitFor(() => entryOf(t, first.id)?.state === 'suspended', 4000, 'the idle suspend');
+          await waitFor(async () => entryOf(t, first.id)?.state === 'suspended', 4000, 'the idle suspend');
           assert.ok(performance.now() - lastResponse < 2100);
           const resumed = await state(client);
           assert.equal(resumed.id, first.id);
@@ -325,7 +325,7 @@ test('idle suspend on a real clock (processTimeout 1s): C4 and C9', async (s) =>
       await s.test('C9: a suspended session keeps its memento when the wall clock jumps 1 h forward', async () => {
         const client = new Client(t.url);
         const first = await state(client, '/inc');
-        await waitFor(() => entryOf(t, first.id)?.state === 'suspended', 4000, 'the idle suspend');
+        await waitFor(async () => entryOf(t, first.id)?.state === 'suspended', 4000, 'the idle suspend');
         const restore = shiftWallClock(3_600_000);
         try {
           // On the monotonic clock only ~1 s passed: far inside the 30 min cookie lifetime.
@@ -356,7 +356,7 @@ test('C1/C2 (manual clock): the cookie is accepted until cookieTimeout after the
 
       clock.advance(19 * MIN);
       // 19 min > processTimeout: the context leaves memory, the session stays.
-      await waitFor(() => counters.suspended.idle === 1, 3000, 'the idle suspend');
+      await waitFor(async () => counters.suspended.idle === 1, 3000, 'the idle suspend');
       await sleep(300); // another sweep: the session must not expire at T-δ
       assert.equal(counters.expired, 0);
       const at19 = await client.get('/inc');
@@ -367,14 +367,14 @@ test('C1/C2 (manual clock): the cookie is accepted until cookieTimeout after the
 
       // Sliding: 19 more minutes after that request are still within the cookie lifetime.
       clock.advance(19 * MIN);
-      await waitFor(() => counters.suspended.idle === 2, 3000, 'the second idle suspend');
+      await waitFor(async () => counters.suspended.idle === 2, 3000, 'the second idle suspend');
       await sleep(300);
       assert.equal(counters.expired, 0);
       assert.equal((await state(client)).id, first.id, 'the expiry slid with the last request');
 
       // T+δ after the last request: the session is gone; the old cookie starts a new one.
       clock.advance(21 * MIN);
-      await waitFor(() => counters.expired === 1, 3000, 'the cookie expiry');
+      await waitFor(async () => counters.expired === 1, 3000, 'the cookie expiry');
       assert.equal(entryOf(t, first.id), undefined);
       const later = await client.get('/state');
       assert.equal(later.status, 200);
@@ -407,17 +407,17 @@ test('C1 (manual clock): a suspended session resumes within cookieTimeout and is
       const first = await state(client, '/inc');
 
       clock.advance(6 * MIN);
-      await waitFor(() => counters.suspended.idle === 1, 3000, 'the idle suspend');
+      await waitFor(async () => counters.suspended.idle === 1, 3000, 'the idle suspend');
       const resumed = await state(client, '/inc');
       assert.equal(resumed.id, first.id);
       assert.equal(resumed.resumed, true);
       assert.deepEqual(resumed.saved, { n: 1, value: null, reason: 'idle', at: EPOCH });
 
       clock.advance(6 * MIN);
-      await waitFor(() => counters.suspended.idle === 2, 3000, 'the second idle suspend');
+      await waitFor(async () => counters.suspended.idle === 2, 3000, 'the second idle suspend');
       assert.equal(entryOf(t, first.id)?.state, 'suspended');
       clock.advance(15 * MIN); // 21 min since the last request, all of it suspended
-      await waitFor(() => counters.expired === 1, 3000, 'the cookie expiry');
+      await waitFor(async () => counters.expired === 1, 3000, 'the cookie expiry');
       const reply = await client.get('/state');
       assert.equal(reply.status, 200);
       const fresh = reply.json<State>();
@@ -448,7 +448,7 @@ test('C5: at the cap the least recently active idle context is suspended (evicte
 
       const d1 = await state(d!, '/inc');
       assert.ok(![a1.id, b2.id, c1.id].includes(d1.id));
-      const evicted = await waitFor(() => logsWith(t, { event: 'suspended', reason: 'evicted' })[0], 3000, 'the eviction log line');
+      const evicted = await waitFor(async () => logsWith(t, { event: 'suspended', reason: 'evicted' })[0], 3000, 'the eviction log line');
       assert.equal(evicted!.session, bHash, 'b, the least recently active, was evicted');
       assert.equal(entryOf(t, b2.id)?.state, 'suspended');
       assert.equal(entryOf(t, a1.id)?.state, 'live');
@@ -465,7 +465,7 @@ test('C5: at the cap the least recently active idle context is suspended (evicte
       assert.equal(b3.id, b2.id);
       assert.equal(b3.resumed, true);
       assert.equal((b3.saved as { n: number }).n, 2);
-      await waitFor(() => counters.suspended.evicted === 2, 3000, 'the second eviction');
+      await waitFor(async () => counters.suspended.evicted === 2, 3000, 'the second eviction');
       assert.equal(counters.lostSuspends, 0);
     } finally {
       clearInterval(sampler);
@@ -480,7 +480,7 @@ test('C6: cap reached and every context busy: 503 with Retry-After, the busy one
     const b = new Client(t.url);
     let settled = 0;
     const slow = [a.get('/sleep?ms=1500'), b.get('/sleep?ms=1500')].map((p) => p.finally(() => settled++));
-    await waitFor(() => t.server.sessions.stats.live === 2, 2000, 'two busy contexts');
+    await waitFor(async () => t.server.sessions.stats.live === 2, 2000, 'two busy contexts');
     const refused = await new Client(t.url).get('/state');
     assert.equal(settled, 0, 'the refusal came while both requests were in flight');
     assert.equal(refused.status, 503);
@@ -541,7 +541,7 @@ test('C7: requests racing an idle suspend are served in order, with no lost writ
             fire();
             let answered = false;
             void Promise.all(requests).then(() => (answered = true));
-            while (!answered && !(sessions.info(first.id)!.inFlight > 0)) await new Promise((resolve) => setImmediate(resolve));
+            while (!answered && !((await sessions.info(first.id))!.inFlight > 0)) await new Promise((resolve) => setImmediate(resolve));
             admitted = !answered;
             clock.advance(1100);
             sessions.sweep();
@@ -570,13 +570,13 @@ test('C7: requests racing an idle suspend are served in order, with no lost writ
 
         await waitFor(
           () => {
-            const entry = sessions.info(first.id);
+            const entry = (await sessions.info(first.id));
             return entry && !entry.transitioning && entry.state !== 'suspending';
           },
           2000,
           'a settled session',
         );
-        const entry = sessions.info(first.id)!;
+        const entry = (await sessions.info(first.id))!;
         assert.equal(counters.live + counters.suspending + counters.suspendedKnown, 1, `iteration ${i}: more than one entry`);
         if (admitted) assert.equal(entry.state, 'live', `iteration ${i}: suspended although a request was in flight`);
         if (entry.state === 'live') {
@@ -612,7 +612,7 @@ test('shutdown (issue point 8): every live context is suspended with reason shut
     const ids = [(await state(a, '/inc')).id, (await state(b, '/inc')).id];
     // c's first request is still running when shutdown begins: it is finished, not cut.
     const inFlight = c.get('/sleep?ms=300');
-    await waitFor(() => t.server.sessions.stats.live === 3, 2000, 'three live contexts');
+    await waitFor(async () => t.server.sessions.stats.live === 3, 2000, 'three live contexts');
     const first = t.server.shutdown();
     const second = t.server.shutdown();
     const cReply = await inFlight;
@@ -622,7 +622,7 @@ test('shutdown (issue point 8): every live context is suspended with reason shut
     assert.deepEqual(result, { suspended: 3, lost: 0 });
     assert.deepEqual(await second, result);
     assert.deepEqual(await t.server.shutdown(), result, 'idempotent');
-    await waitFor(() => ids.every((id) => suspendCalls.reasons(id).length >= 1), 2000, 'three hook calls');
+    await waitFor(async () => ids.every((id) => suspendCalls.reasons(id).length >= 1), 2000, 'three hook calls');
     for (const id of ids) assert.deepEqual(suspendCalls.reasons(id), ['shutdown']);
     assert.equal(t.server.sessions.stats.suspended.shutdown, 3);
     await assert.rejects(new Client(t.url).get('/state'), 'the server no longer listens');

@@ -48,7 +48,7 @@ test('red team: a session closed while requests of it race the close never comes
     const state = replay.json<{ id: string; n: number }>();
     assert.notEqual(state.id, id, `round ${round}: the closed ID came back`);
     assert.equal(state.n, 0, `round ${round}: a fresh context`);
-    assert.equal(t.server.sessions.info(id), undefined, `round ${round}: the directory forgot the closed ID`);
+    assert.equal((await t.server.sessions.info(id)), undefined, `round ${round}: the directory forgot the closed ID`);
   }
 });
 
@@ -172,7 +172,7 @@ test('red team A8: two cookies (a closed ID, another client\'s ID, one\'s own) i
       assert.equal(reply.json<{ id: string; n: number }>().id, own, `round ${round}: the attacker's own session`);
       const victimState = (await as(t, victim, '/state')).json<{ id: string; n: number }>();
       assert.deepEqual([victimState.id, victimState.n], [victim, 1], `round ${round}: the victim untouched`);
-      assert.equal(t.server.sessions.info(dead), undefined, `round ${round}: the closed ID stays dead`);
+      assert.equal((await t.server.sessions.info(dead)), undefined, `round ${round}: the closed ID stays dead`);
     }
   } finally {
     await attackerAgent.close();

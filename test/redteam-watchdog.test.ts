@@ -63,9 +63,9 @@ test('a replacement thread whose hook module spins as it loads is terminated and
       const placed = new Client(s.url);
       const { threadId } = await fixtureState(placed, '/inc');
       await placed.get('/die');
-      await waitFor(() => !s.server.pool.threadIds.includes(threadId), 3000, 'the thread gone');
+      await waitFor(async () => !s.server.pool.threadIds.includes(threadId), 3000, 'the thread gone');
       // The replacement spins while loading: it never connects, so the watchdog never watches it.
-      const alerted = await waitFor(() => s.logs.some((line) => line.event === 'worker-crash-loop' || line.event === 'worker-stalled') || undefined, 6000, 'the replacement to be dealt with').catch(() => false);
+      const alerted = await waitFor(async () => s.logs.some((line) => line.event === 'worker-crash-loop' || line.event === 'worker-stalled') || undefined, 6000, 'the replacement to be dealt with').catch(() => false);
       assert.ok(alerted, `after 6 s: no worker-stalled, no worker-crash-loop; threads ${JSON.stringify(s.server.pool.threadIds)}, readyz ${(await send(`${s.url}/readyz`)).text}`);
     });
   } finally {

@@ -79,7 +79,7 @@ test('F3: a hook that never yields gets 504 at workers.stallTimeout; its thread 
     assert.equal(slept.status, 502, 'the other request in flight on the stalled thread');
     assert.ok(slept.text.length < 120 && !/at |\.ts/.test(slept.text), slept.text);
 
-    await waitFor(() => s.server.pool.threadIds.length === 2 && !s.server.pool.threadIds.includes(stuckThread), 5000, 'a replacement thread');
+    await waitFor(async () => s.server.pool.threadIds.length === 2 && !s.server.pool.threadIds.includes(stuckThread), 5000, 'a replacement thread');
     const back = await fixtureState(resident!.client);
     assert.equal(back.id, resident!.first.id);
     assert.equal(back.resumed, true);
@@ -91,7 +91,7 @@ test('F3: a hook that never yields gets 504 at workers.stallTimeout; its thread 
     assert.deepEqual(failures, []);
     assert.ok(worstMs < 1_000, `the bystander waited ${Math.round(worstMs)} ms`);
 
-    await waitFor(() => s.logs.some((line) => line.event === 'worker-stalled'), 2000, 'the worker-stalled log');
+    await waitFor(async () => s.logs.some((line) => line.event === 'worker-stalled'), 2000, 'the worker-stalled log');
     const stalled = s.logs.filter((line) => line.event === 'worker-stalled');
     assert.equal(stalled.length, 1);
     assert.equal(stalled[0]!.threadId, stuckThread);
@@ -156,7 +156,7 @@ test('F4/D8: a hook that fills its heap (workers.maxHeapMb 64) loses its thread 
     const watching = bystander(byThread.get(otherThread)![0]!.client);
     const bombed = await bomber.client.get('/heap-bomb');
     assert.ok([502, 503].includes(bombed.status), `status ${bombed.status}`);
-    await waitFor(() => s.server.pool.threadIds.length === 2 && !s.server.pool.threadIds.includes(bombThread), 5000, 'a replacement thread');
+    await waitFor(async () => s.server.pool.threadIds.length === 2 && !s.server.pool.threadIds.includes(bombThread), 5000, 'a replacement thread');
     const { requests, worstMs, failures } = await watching.stop();
     t.diagnostic(`bystander: ${requests} requests, worst ${Math.round(worstMs)} ms, ${failures.length} failures`);
     assert.deepEqual(failures, []);
@@ -164,7 +164,7 @@ test('F4/D8: a hook that fills its heap (workers.maxHeapMb 64) loses its thread 
     const back = await fixtureState(bomber.client);
     assert.equal(back.id, bomber.first.id);
     assert.equal(back.resumed, true);
-    await waitFor(() => s.logs.some((line) => line.event === 'worker-out-of-memory' && line.level === 50), 2000, 'the out-of-memory log');
+    await waitFor(async () => s.logs.some((line) => line.event === 'worker-out-of-memory' && line.level === 50), 2000, 'the out-of-memory log');
     assert.equal(s.server.sessions.stats.workersLost, 1);
     assert.equal(s.server.pool.degraded, false);
     assert.equal((await send(`${s.url}/readyz`)).status, 200);
@@ -178,7 +178,7 @@ test('F5: threads killed by their hooks (exit or uncaught error), ten in a row, 
       // Both ways a thread dies: an exit, and an error nobody catches.
       const reply = await new Client(s.url).get(deaths % 2 === 0 ? '/die' : '/throw-uncaught');
       assert.ok([500, 502].includes(reply.status), `status ${reply.status}`);
-      await waitFor(() => s.server.sessions.stats.workersLost === deaths && s.server.pool.threadIds.length === 2, 5000, `thread death ${deaths} replaced`);
+      await waitFor(async () => s.server.sessions.stats.workersLost === deaths && s.server.pool.threadIds.length === 2, 5000, `thread death ${deaths} replaced`);
       assert.equal((await bystander.get('/inc')).status, 200, `served after death ${deaths}`);
     }
     assert.equal(s.server.pool.degraded, false);
@@ -205,7 +205,7 @@ for (const [how, reason] of [
       const byThread = await clientsByThread(s, 1);
       const [dying, surviving] = [...byThread.keys()] as [number, number];
       await byThread.get(dying)![0]!.client.get('/die');
-      const alert = await waitFor(() => s.logs.find((line) => line.event === 'worker-crash-loop'), 10_000, 'the alert');
+      const alert = await waitFor(async () => s.logs.find((line) => line.event === 'worker-crash-loop'), 10_000, 'the alert');
       assert.equal(alert!.level, 50);
       assert.match(String(alert!.reason), reason);
       assert.equal(s.server.pool.degraded, true);
@@ -233,7 +233,7 @@ test('F5: once the breaker tripped and no thread is left, requests are refused (
   const hooks = { ...HOOKS, onConnection: join(ROOT, 'test/fixtures/watchdog/breaksAfterTwoLoads.ts') };
   await withServer({ workers: { threads: 1 }, hooks }, async (s) => {
     await new Client(s.url).get('/die');
-    await waitFor(() => s.server.pool.degraded && s.server.pool.threadIds.length === 0, 5000, 'the breaker tripped, no thread left');
+    await waitFor(async () => s.server.pool.degraded && s.server.pool.threadIds.length === 0, 5000, 'the breaker tripped, no thread left');
     const before = structuredClone(s.server.sessions.stats);
     for (let i = 0; i < 50; i++) {
       const reply = await new Client(s.url).get('/inc');

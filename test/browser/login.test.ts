@@ -97,7 +97,7 @@ describe('signing in to the demo in a real browser', { skip: browserSkip, timeou
     assert.equal(await sessionCookie(context, server), cookie, 'no new ID without a sign-in');
     assert.equal(await textOf(page, '#state'), 'continuing');
     assert.deepEqual(await server.server.sessions.sessionsOfUser('ada'), []);
-    assert.equal(server.server.sessions.info(cookie)?.userId, null);
+    assert.equal((await server.server.sessions.info(cookie))?.userId, null);
     // An unknown user fails the same way.
     await signIn(page, 'mallory', 'analytical-engine', NOTICES['login-failed']);
     assert.equal(await textOf(page, '#user'), 'nobody');
@@ -137,8 +137,8 @@ describe('signing in to the demo in a real browser', { skip: browserSkip, timeou
     await screenshot(page, 'login.png');
 
     const sessions = server.server.sessions;
-    assert.equal(sessions.info(before), undefined, 'the old ID is dead');
-    assert.equal(sessions.info(afterLogin)?.userId, 'ada');
+    assert.equal((await sessions.info(before)), undefined, 'the old ID is dead');
+    assert.equal((await sessions.info(afterLogin))?.userId, 'ada');
     assert.deepEqual((await sessions.sessionsOfUser('ada')).map((info) => info.id), [afterLogin]);
 
     // The pre-login cookie value, replayed in another browser (a fixated or stolen cookie).

@@ -93,7 +93,7 @@ async function assertStaysClosed(t: TestServer, store: ContextStore, id: string,
   await close();
   const closedAt = performance.now();
   // Both connections are past their first request sent after the close, whatever the load.
-  await waitFor(() => polling.answers.filter((answer) => answer.sentAt > closedAt).length >= 4, 10_000, `${trial}: polls after the close`);
+  await waitFor(async () => polling.answers.filter((answer) => answer.sentAt > closedAt).length >= 4, 10_000, `${trial}: polls after the close`);
   await polling.stop();
   const late = polling.answers.filter((answer) => answer.sentAt > closedAt);
   for (const answer of late) {
@@ -148,7 +148,7 @@ describe('A4: a closed session never comes back while its cookie keeps polling',
         await assertStaysClosed(t, store, id, async () => {
           // A second sign-in of the same user closes the first session.
           await new Client(t.url).get(`/user?id=${user}`);
-          await waitFor(() => t.logs.some((line) => line.event === 'closed' && line.by === 'maxPerUser' && line.session === idHash), 5000, 'the older session closed');
+          await waitFor(async () => t.logs.some((line) => line.event === 'closed' && line.by === 'maxPerUser' && line.session === idHash), 5000, 'the older session closed');
         }, `maxPerUser trial ${trial}`);
       }
     } finally {

@@ -163,7 +163,7 @@ describe('strict IDs against every store, side by side', { concurrency: true }, 
             'logged as suspicious',
           );
           // The new session is written when it suspends; the forged ID never is.
-          await waitFor(() => s.get(first.id), 5000, 'the new session suspended');
+          await waitFor(async () => s.get(first.id), 5000, 'the new session suspended');
           assert.equal(await s.get(forged), undefined);
           const again = await state(clientWith(t.url, forged));
           assert.notEqual(again.id, forged, 'not adopted later either');
@@ -187,7 +187,7 @@ describe('strict IDs against every store, side by side', { concurrency: true }, 
         try {
           await state(client, '/inc');
           id = client.cookie!;
-          await waitFor(() => s.get(id), 5000, 'the session suspended into the store');
+          await waitFor(async () => s.get(id), 5000, 'the session suspended into the store');
           const closed = await client.get('/close');
           assert.equal(closed.status, 200);
           assert.equal(client.cookie, undefined, 'the cookie is expired');
