@@ -184,6 +184,10 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
   sweepTimer?.unref();
   undo.push(() => sweepTimer && clearInterval(sweepTimer));
 
+  // The listeners are on the worker threads, which piscina unrefs: this keeps the process
+  // alive while it serves, as a listener on this thread did.
+  const serving = setInterval(() => {}, 1 << 30);
+  undo.push(() => clearInterval(serving));
   const host = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
   let metricsServer: Server | null = null;
@@ -209,6 +213,7 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
       probe?.stop();
       await store.close();
       metrics?.close();
+      clearInterval(serving);
       log.info({ event: 'stopped', ...result }, 'server stopped');
       return result;
     })());

@@ -26,6 +26,7 @@ import { setHashSalt } from '../id-hash.ts';
 import { Sessions, type ListQuery, type Outcome } from '../sessions/index.ts';
 import { RemoteStore } from '../stores/remote.ts';
 import { handle, type Edge } from './handler.ts';
+import { LastWords } from './last-words.ts';
 import { LocalHost, type Dispatch } from './local-host.ts';
 import { Mesh, toWireOutcome, type PeerCall } from './mesh.ts';
 import { RequestMetrics } from './request-metrics.ts';
@@ -171,6 +172,25 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
     observe: metrics ? (status, seconds, code) => metrics.observe(status, seconds, code) : null,
     listenHost: '',
   };
+  // Requests this edge is answering, its hops to other threads included: a shutdown closes the
+  // connections only once they are written (or at the deadline).
+  const lastWords = new LastWords();
+  lastWords.install(log);
+  let answeringNow = 0;
+  let answered: (() => void) | undefined;
+  const answering = (done: Promise<void>) => {
+    answeringNow++;
+    void done.finally(() => {
+      if (--answeringNow === 0) answered?.();
+    });
+  };
+  const allAnswered = (deadlineMs: number) =>
+    answeringNow === 0
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => {
+          answered = resolve;
+          if (deadlineMs > 0) setTimeout(resolve, deadlineMs).unref();
+        });
   const server = createServer(
     {
       headersTimeout: config.limits.headersTimeout,
@@ -180,11 +200,17 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
       // a slow-headers client linger well past headersTimeout.
       connectionsCheckingInterval: Math.max(100, Math.min(30_000, config.limits.headersTimeout / 4 || 30_000)),
     },
-    (req, res) => void handle(edge, req, res, false),
+    (req, res) => {
+      lastWords.track(res);
+      void answering(handle(edge, req, res, false));
+    },
   );
   // With a listener here node sends no `100 Continue` of its own: handle() sends it only when
   // the body is going to be read, so a body over the limit is refused before it is sent.
-  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => void handle(edge, req, res, true));
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    lastWords.track(res);
+    void answering(handle(edge, req, res, true));
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     // reusePort: every edge thread accepts on the one port (Linux 3.9+; see src/server.ts for
@@ -241,6 +267,7 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
         void stopListening();
         // The main thread stops the threads at the deadline: nothing to stop from here.
         const result = await local.shutdown(call.deadlineMs, async () => {});
+        await allAnswered(call.deadlineMs);
         server.closeAllConnections();
         return result;
       }

@@ -1,0 +1,62 @@
+/**
+ * A thread that is about to die answers what it can first. A hook may end its own thread
+ * (process.exit, an uncaught exception): with the edge on that thread, the connections it
+ * accepted die with it. So before the thread goes, every request of this edge that has no
+ * answer yet gets 502 (RESIDENT_ERR_WORKER_LOST), each exactly once, and the thread exits a
+ * moment later, once those answers are flushed to their sockets. A thread the watchdog
+ * terminates runs nothing more: its own connections are cut (its hops are answered by the
+ * threads they came from, see src/edge/mesh.ts).
+ */
+import type { ServerResponse } from 'node:http';
+import { ErrorCodes } from '../errors.ts';
+import type { Log } from '../log.ts';
+
+/** Long enough for the answers to reach their sockets, short enough that nothing else runs on. */
+const FLUSH_MS = 50;
+
+export class LastWords {
+  readonly #open = new Set<ServerResponse>();
+  #dying = false;
+
+  /** Tracks a response until it is finished or its connection closes. */
+  track(res: ServerResponse): void {
+    this.#open.add(res);
+    res.once('close', () => this.#open.delete(res));
+  }
+
+  /**
+   * Answers every open request 502 and exits the thread with `code` shortly after. Installed as
+   * the thread's process.exit and uncaughtException handler by `install`.
+   */
+  die(code: number, exit: (code: number) => never): void {
+    if (this.#dying) return;
+    this.#dying = true;
+    const { status, message } = ErrorCodes.RESIDENT_ERR_WORKER_LOST;
+    for (const res of this.#open) {
+      try {
+        if (res.headersSent) res.destroy();
+        else {
+          res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store', 'content-length': String(Buffer.byteLength(message)), connection: 'close' });
+          res.end(message);
+        }
+      } catch {
+        res.destroy();
+      }
+    }
+    setTimeout(() => exit(code), FLUSH_MS);
+  }
+
+  /** Makes process.exit and an uncaught exception on this thread go through `die`. */
+  install(log: Log): void {
+    const exit = process.exit.bind(process) as (code: number) => never;
+    process.exit = ((code?: number | string | null) => {
+      this.die(typeof code === 'number' ? code : 1, exit);
+      // A hook that calls process.exit() expects nothing after it to run on its stack.
+      throw new Error('the worker thread is exiting');
+    }) as typeof process.exit;
+    process.on('uncaughtException', (error) => {
+      log.error({ event: 'worker-uncaught', err: error }, 'an uncaught exception ends this worker thread: its open requests get 502');
+      this.die(1, exit);
+    });
+  }
+}
