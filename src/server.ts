@@ -23,6 +23,7 @@ import { Metrics } from './ops/metrics.ts';
 import { answerRelayed } from './ops/relay.ts';
 import { send, type OpsRoute } from './ops/respond.ts';
 import { openStore } from './stores/open.ts';
+import { parseTarget } from './http/target.ts';
 import { runStoreCall, type StoreCall } from './stores/remote.ts';
 import type { ContextStore } from './stores/store.ts';
 
@@ -139,6 +140,7 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
         cap.clearSlot(slot);
         mainCounters.workersLost++;
         log.error({ event: 'worker-lost', threadId, slot, contexts: lost }, 'a worker thread stopped; its sessions will resume from their mementos');
+        void standIn?.();
       },
       onWorkerEvent: (event) => log[event.level]({ event: 'worker', err: event.error }, event.msg),
       onPoolError: (error) =>
@@ -148,13 +150,18 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
       onWorkerStalled: (threadId, stalledMs) =>
         log.error({ event: 'worker-stalled', threadId, stalledMs: Math.round(stalledMs) }, 'a worker thread stopped turning (workers.stallTimeout): it is terminated and replaced'),
       // The alert an operator must act on: the pool stays degraded until a restart.
-      onCrashLoop: (lost, reason) =>
-        log.error({ event: 'worker-crash-loop', lost, reason }, 'worker threads keep dying: no more are started; /readyz answers 503 until a restart'),
+      onCrashLoop: (lost, reason) => {
+        log.error({ event: 'worker-crash-loop', lost, reason }, 'worker threads keep dying: no more are started; /readyz answers 503 until a restart');
+        void standIn?.();
+      },
       onCall: answer,
     },
   );
   undo.push(() => pool.close());
   const sessions = new SessionsView(pool, shared, store, log);
+  // Set once listening: when the crash-loop breaker has tripped and no edge thread is left, the
+  // main thread listens itself and answers 503 (and the probes), rather than refuse connections.
+  let standIn: (() => Promise<void>) | undefined;
   let stopping: Promise<{ suspended: number; lost: number }> | undefined;
   const probe = config.health.enabled ? new StoreProbe(store, log) : null;
   if (probe) {
@@ -189,6 +196,14 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
   const serving = setInterval(() => {}, 1 << 30);
   undo.push(() => clearInterval(serving));
   const host = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
+  let fallback: Server | null = null;
+  standIn = async () => {
+    if (fallback || stopping || !pool.degraded || pool.edges.length > 0) return;
+    fallback = workersDownListener(routes, `${host.includes(':') ? `[${host}]` : host}:${port}`);
+    await listen(fallback, 'port', port, config.host, '', true).catch((error: Error) => log.error({ event: 'listen-error', err: error }, 'cannot listen for the 503 answers'));
+  };
+  void standIn();
+  undo.push(() => fallback && closeListener(fallback));
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
   let metricsServer: Server | null = null;
   if (metrics && config.metrics.port !== undefined) {
@@ -209,6 +224,7 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
       if (sweepTimer) clearInterval(sweepTimer);
       const result = await stopEdges(pool, config.limits.shutdownTimeout, shared, log);
       if (metricsServer) await closeListener(metricsServer);
+      if (fallback) await closeListener(fallback);
       await pool.close();
       probe?.stop();
       await store.close();
@@ -271,13 +287,13 @@ function isListenError(error: unknown): boolean {
  * Listens, or fails with RESIDENT_ERR_LISTEN naming the config key (a port in use, a host that
  * is not an address of this machine), which the CLI turns into exit 2.
  */
-async function listen(server: Server, key: 'port' | 'metrics.port', port: number, host: string, note = ''): Promise<void> {
+async function listen(server: Server, key: 'port' | 'metrics.port', port: number, host: string, note = '', reusePort = false): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     const fail = (error: Error) => {
       reject(new ResidentError('RESIDENT_ERR_LISTEN', `Cannot listen on ${key} ${port}${note} at ${host}: ${error.message}`, { cause: error }));
     };
     server.once('error', fail);
-    server.listen(port, host, () => {
+    server.listen({ port, host, reusePort }, () => {
       server.off('error', fail);
       resolve();
     });
@@ -312,3 +328,27 @@ function metricsListener(metrics: Metrics): Server {
   });
 }
 
+/**
+ * What answers on the port once no edge thread is left and none will start (the crash-loop
+ * breaker tripped): the probes as usual (/readyz says why), every other request 503
+ * RESIDENT_ERR_WORKERS_DOWN, before any session is made.
+ */
+function workersDownListener(routes: readonly OpsRoute[], listenHost: string): Server {
+  return createServer((req, res) => {
+    void (async () => {
+      try {
+        const target = parseTarget(req, listenHost);
+        if (routes.some((route) => route.claims(target.path))) {
+          const answer = await answerRelayed(routes, { op: 'ops', method: req.method ?? 'GET', target, headers: req.headers });
+          res.writeHead(answer.status, answer.headers);
+          res.end(req.method === 'HEAD' ? undefined : answer.body);
+          return;
+        }
+      } catch {
+        // An unparseable target: it gets the same 503.
+      }
+      const error = new ResidentError('RESIDENT_ERR_WORKERS_DOWN');
+      send(res, error.status, 'text/plain; charset=utf-8', error.publicMessage, { 'retry-after': '1' });
+    })();
+  });
+}

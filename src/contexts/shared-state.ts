@@ -125,8 +125,11 @@ export class SharedCap {
   }
 }
 
-/** The main thread's `sessions.stats`: every slot's figures summed, read when asked. */
-export function summedStats(state: SharedState): SessionStats {
+/**
+ * The main thread's `sessions.stats`: every slot's figures summed, read when asked, and `hops`,
+ * the requests an edge thread passed to their session's home thread.
+ */
+export function summedStats(state: SharedState): SessionStats & { readonly hops: number } {
   const array = figures(state);
   const sum = (offset: number) => {
     let total = 0;
@@ -139,7 +142,8 @@ export function summedStats(state: SharedState): SessionStats {
   REASON_KEYS.forEach((key, i) => Object.defineProperty(suspended, key, { enumerable: true, get: () => sum(COUNTER_KEYS.length + i) }));
   view.suspended = Object.freeze(suspended);
   HELD_KEYS.forEach((key, i) => Object.defineProperty(view, key, { enumerable: true, get: () => sum(HELD_AT + i) }));
-  return Object.freeze(view) as unknown as SessionStats;
+  Object.defineProperty(view, 'hops', { enumerable: true, get: () => summedEdge(state, 'hopsOut') });
+  return Object.freeze(view) as unknown as SessionStats & { readonly hops: number };
 }
 
 /** One edge figure summed over every slot (hops made and taken). */

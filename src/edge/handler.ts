@@ -31,8 +31,6 @@ export interface Edge {
   streams: StreamHost;
   /** True once shutdown began. */
   closing(): boolean;
-  /** True when no thread is left and none will start (the crash-loop breaker tripped). */
-  workersDown(): boolean;
   cookie: CookieSettings;
   setCookie: (id: string, secure: boolean) => string;
   trust: TrustFunction | null;
@@ -62,9 +60,6 @@ export async function handle(edge: Edge, req: IncomingMessage, res: ServerRespon
     }
     if (edge.ops?.claims(target.path)) return await edge.ops.answer(target, req, res);
     if (await edge.files.serve(target.path, req, res)) return;
-    // No thread left and none will start (the crash-loop breaker tripped): refused here, before
-    // a session is made that could never run and would only be evicted as lost.
-    if (edge.workersDown()) throw new ResidentError('RESIDENT_ERR_WORKERS_DOWN');
     const secure = config.sessions.secureCookie || cameOverTls(req, edge.trust);
     // The scheme is how the request reached us, whatever an absolute-form target said. The
     // worker parses this URL again (`new URL()` in toRequest) and answers 400 if it cannot, a

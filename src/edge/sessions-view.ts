@@ -30,8 +30,11 @@ export class SessionsView {
     this.stats = summedStats(shared);
   }
 
-  /** The counters and the sessions held now, over every thread: a live, read-only view. */
-  readonly stats: SessionStats;
+  /**
+   * The counters and the sessions held now, over every thread, and the requests that hopped
+   * to their home thread: a live, read-only view.
+   */
+  readonly stats: SessionStats & { readonly hops: number };
 
   /** True once shutdown began. */
   get closing(): boolean {

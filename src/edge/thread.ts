@@ -155,7 +155,6 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
     serve,
     streams: mesh,
     closing: () => local.closing,
-    workersDown: () => false,
     cookie,
     setCookie: sessionCookieWriter(cookie),
     trust: compileTrust(config.sessions.trustProxy),
