@@ -163,3 +163,36 @@ test('the admin view and the metrics see every thread', async () => {
   assert.equal(await metric(t, 'resident_request_duration_seconds_count', '{status="2xx"}'), ids.length);
   for (const id of ids) assert.equal((await t.server.sessions.info(id))?.state, 'live');
 });
+
+test('sessions suspended by a server with 2 threads resume on one restarted with 3, then with 1 (home = slot modulo threads)', async () => {
+  const { mkdtempSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const path = join(mkdtempSync(join(tmpdir(), 'resident-edges-')), 'contexts.db');
+  const store = { kind: 'sqlite' as const, path };
+  const first = await startTestServer({ workers: { threads: 2 }, store });
+  const ids: string[] = [];
+  await waitFor(async () => {
+    const reply = await fresh(`${first.url}/inc`);
+    ids.push(cookieOf(reply)!);
+    return ids.length >= 4 && new Set(ids.map((id) => slotOf(id) % 2)).size === 2;
+  }, 10_000, 'sessions on both threads');
+  await first.close();
+  for (const threads of [3, 1]) {
+    const next = await startTestServer({ workers: { threads }, store });
+    try {
+      for (const id of ids) {
+        const reply = await fresh(`${next.url}/inc`, { headers: { cookie: `RSID=${id}` } });
+        const state = reply.json<FixtureState>();
+        assert.equal(state.id, id, `${threads} threads: the session kept its ID`);
+        assert.equal(state.resumed, true);
+        // The fixture counts from 0 again on a resumed context; what it saved at each shutdown was 1.
+        assert.equal((state.saved as { n: number }).n, 1, `${threads} threads: resumed with its memento`);
+      }
+      assert.equal(next.server.sessions.stats.created, 0, 'no session was created instead');
+      assert.equal(next.server.sessions.stats.live, ids.length);
+    } finally {
+      await next.close();
+    }
+  }
+});

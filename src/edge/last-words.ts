@@ -18,10 +18,14 @@ export class LastWords {
   readonly #open = new Set<ServerResponse>();
   #dying = false;
 
-  /** Tracks a response until it is finished or its connection closes. */
-  track(res: ServerResponse): void {
+  /**
+   * Tracks a response until `done` settles (the edge has answered it: a body still streaming
+   * after that has its head out, and is cut with its connection anyway). No listener per
+   * response: this is on every request's path.
+   */
+  track(res: ServerResponse, done: Promise<void>): Promise<void> {
     this.#open.add(res);
-    res.once('close', () => this.#open.delete(res));
+    return done.finally(() => this.#open.delete(res));
   }
 
   /**
