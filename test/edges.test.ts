@@ -196,3 +196,25 @@ test('sessions suspended by a server with 2 threads resume on one restarted with
     }
   }
 });
+
+test('behind a trusted proxy, new sessions from one connection are spread to the least-loaded thread', async () => {
+  const t = await startTestServer({ workers: { threads: 2 }, sessions: { trustProxy: ['127.0.0.1'], processTimeout: '1h' } });
+  servers.push(t);
+  const agent = new Agent({ connections: 1 });
+  try {
+    const ids: string[] = [];
+    for (let i = 0; i < 20; i++) {
+      const reply = await send(`${t.url}/inc`, { headers: { 'x-forwarded-for': `203.0.113.${i + 1}` }, dispatcher: agent });
+      ids.push(cookieOf(reply)!);
+    }
+    const perSlot = [0, 1].map((slot) => ids.filter((id) => slotOf(id) % 2 === slot).length);
+    assert.deepEqual(perSlot, [10, 10], 'one connection, yet the sessions are shared out evenly');
+    // Each still answers from its home through that one connection.
+    for (const id of ids) {
+      const reply = await send(`${t.url}/inc`, { headers: { cookie: `RSID=${id}`, 'x-forwarded-for': `203.0.113.${ids.indexOf(id) + 1}` }, dispatcher: agent });
+      assert.equal(reply.json<FixtureState>().n, 2);
+    }
+  } finally {
+    await agent.close();
+  }
+});
