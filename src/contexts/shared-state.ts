@@ -19,7 +19,11 @@ const EDGE_KEYS = ['hopsOut', 'hopsIn'] as const;
 export type HeldKey = (typeof HELD_KEYS)[number];
 export type EdgeKey = (typeof EDGE_KEYS)[number];
 
-const PER_SLOT = COUNTER_KEYS.length + REASON_KEYS.length + HELD_KEYS.length + EDGE_KEYS.length;
+/**
+ * Float64 cells per slot, rounded up to whole 64-byte cache lines: two threads writing their
+ * own figures on every request must not share a line (false sharing).
+ */
+const PER_SLOT = Math.ceil((COUNTER_KEYS.length + REASON_KEYS.length + HELD_KEYS.length + EDGE_KEYS.length) / 8) * 8;
 const HELD_AT = COUNTER_KEYS.length + REASON_KEYS.length;
 const EDGE_AT = HELD_AT + HELD_KEYS.length;
 
