@@ -10,7 +10,7 @@ import type { DestinationStream } from 'pino';
 import type { Clock } from './clock.ts';
 import type { ResidentConfig } from './config.ts';
 import { ContextPool } from './contexts/pool.ts';
-import { SharedCap, SlotFigures, newSharedState, slotCounters } from './contexts/shared-state.ts';
+import { Homes, SharedCap, SlotFigures, newSharedState, slotCounters } from './contexts/shared-state.ts';
 import { ResidentError } from './errors.ts';
 import { SessionsView } from './edge/sessions-view.ts';
 import type { ControlCall, OpsCall } from './edge/thread.ts';
@@ -85,13 +85,20 @@ export async function startServer(options: StartOptions): Promise<ResidentServer
 
 async function start(options: StartOptions, log: Logger, undo: Array<() => unknown>): Promise<ResidentServer> {
   const { config } = options;
-  const { threads } = config.workers;
-  if (threads > 1 && !REUSE_PORT_PLATFORMS.has(process.platform)) {
-    throw new ResidentError(
-      'RESIDENT_ERR_INVALID_CONFIG',
-      `Invalid configuration: workers.threads is ${threads}, but every worker thread listens on the port with SO_REUSEPORT, which ${process.platform} does not offer to Node: set workers.threads to 1`,
+  // Every edge thread listens on the port with SO_REUSEPORT; where Node does not offer it,
+  // one edge thread serves (a warning says so) rather than the server refusing to start with
+  // the default configuration.
+  const reusePort = REUSE_PORT_PLATFORMS.has(process.platform);
+  const threads = reusePort ? config.workers.threads : 1;
+  if (threads < config.workers.threads) {
+    log.warn(
+      { event: 'workers-reduced', configured: config.workers.threads, threads, platform: process.platform },
+      `workers.threads is ${config.workers.threads}, but ${process.platform} gives Node no SO_REUSEPORT for several threads to listen on one port: one edge thread serves`,
     );
   }
+  // A port some other process listens on, even with SO_REUSEPORT (a second Resident of the
+  // same user), must stop this one, not silently share its connections with it.
+  if (config.port !== 0) await assertPortFree(config.port, config.host);
   const { token, path: adminPath } = config.admin;
   // Only metrics something can read: under the admin path (needs the token) or on metrics.port.
   const metrics = config.metrics.enabled && (token || config.metrics.port !== undefined) ? new Metrics() : null;
@@ -140,6 +147,7 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
         cap.clearSlot(slot);
         mainCounters.workersLost++;
         log.error({ event: 'worker-lost', threadId, slot, contexts: lost }, 'a worker thread stopped; its sessions will resume from their mementos');
+        retireDeadSlots();
         void standIn?.();
       },
       onWorkerEvent: (event) => log[event.level]({ event: 'worker', err: event.error }, event.msg),
@@ -152,6 +160,7 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
       // The alert an operator must act on: the pool stays degraded until a restart.
       onCrashLoop: (lost, reason) => {
         log.error({ event: 'worker-crash-loop', lost, reason }, 'worker threads keep dying: no more are started; /readyz answers 503 until a restart');
+        retireDeadSlots();
         void standIn?.();
       },
       onCall: answer,
@@ -159,6 +168,18 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
   );
   undo.push(() => pool.close());
   const sessions = new SessionsView(pool, shared, store, log);
+  // Once no thread will replace a dead one, its slot's sessions are homed on the next slot
+  // (src/contexts/shared-state.ts, Homes), and hops waiting for it stop waiting.
+  const homes = new Homes(shared);
+  const retireDeadSlots = () => {
+    if (!pool.degraded) return;
+    const alive = new Set(pool.edges.map(({ slot }) => slot));
+    for (let slot = 0; slot < threads; slot++) {
+      if (alive.has(slot) || homes.isRetired(slot)) continue;
+      homes.retire(slot);
+      void pool.broadcast({ op: 'retired', slot });
+    }
+  };
   // Set once listening: when the crash-loop breaker has tripped and no edge thread is left, the
   // main thread listens itself and answers 503 (and the probes), rather than refuse connections.
   let standIn: (() => Promise<void>) | undefined;
@@ -276,6 +297,13 @@ function race<T>(promise: Promise<T>, ms: number): Promise<T> {
   if (ms === Infinity) return promise;
   let timer: NodeJS.Timeout | undefined;
   return Promise.race([promise, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error('deadline')), ms)))]).finally(() => clearTimeout(timer));
+}
+
+/** Binds `port` without SO_REUSEPORT for a moment: that fails while anything listens on it. */
+async function assertPortFree(port: number, host: string): Promise<void> {
+  const probe = createServer();
+  await listen(probe, 'port', port, host);
+  await new Promise((resolve) => probe.close(resolve));
 }
 
 function isListenError(error: unknown): boolean {

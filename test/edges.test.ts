@@ -11,7 +11,7 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { Agent } from 'undici';
-import { slotOf } from '../src/contexts/ids.ts';
+import { newSessionId, slotOf } from '../src/contexts/ids.ts';
 import { Client, ManualClock, send, startTestServer, waitFor, type FixtureState, type Reply, type TestServer } from './helpers.ts';
 
 const TOKEN = 'edges-test-admin-token-0123456789abcdef';
@@ -217,4 +217,33 @@ test('behind a trusted proxy, new sessions from one connection are spread to the
   } finally {
     await agent.close();
   }
+});
+
+test('A8 across homes: junk and foreign values homed on other threads never shadow the client\'s session', async () => {
+  const t = await start(2);
+  const owner = await fresh(`${t.url}/inc`, { localAddress: '127.0.0.1' });
+  const id = cookieOf(owner)!;
+  const other = (slotOf(id) + 1) % 2;
+  // Another client's session on the other thread: bound to 127.0.0.2.
+  let foreign = '';
+  await waitFor(async () => {
+    foreign = cookieOf(await fresh(`${t.url}/inc`, { localAddress: '127.0.0.2' }))!;
+    return slotOf(foreign) % 2 === other;
+  }, 10_000, 'a session of another client on the other thread');
+  const created = t.server.sessions.stats.created;
+  let n = 1;
+  for (let i = 0; i < 10; i++) {
+    const junk = newSessionId(other);
+    for (const cookie of [`RSID=${junk}; RSID=${id}`, `RSID=${foreign}; RSID=${junk}; RSID=${id}`, `RSID=${id}; RSID=${foreign}`]) {
+      const reply = await fresh(`${t.url}/inc`, { headers: { cookie }, localAddress: '127.0.0.1' });
+      assert.equal(reply.status, 200, reply.text);
+      const state = reply.json<FixtureState>();
+      assert.equal(state.id, id, `${cookie}: the client's own session wins`);
+      assert.equal(state.n, ++n);
+    }
+  }
+  // Only a foreign value and junk: the 400 of the binding, the foreign session untouched.
+  const refused = await fresh(`${t.url}/inc`, { headers: { cookie: `RSID=${newSessionId(slotOf(id) % 2)}; RSID=${foreign}` }, localAddress: '127.0.0.1' });
+  assert.equal(refused.status, 400);
+  assert.equal(t.server.sessions.stats.created, created, 'no session was created for any of them');
 });

@@ -63,6 +63,8 @@ interface Edge {
 const WORKER_ENTRY = fileURLToPath(new URL('./worker-entry.mjs', import.meta.url));
 /** A thread that loaded the hooks but never took its slot has failed to start. */
 const CONNECT_TIMEOUT_MS = 10_000;
+/** How long a question to every thread (metrics, listings) waits for each. */
+const BROADCAST_TIMEOUT_MS = 2_000;
 /** How long the watchdog waits for the edge thread of a stalled hop to take note (504). */
 const STALL_NOTE_MS = 500;
 
@@ -91,6 +93,10 @@ export class ContextPool {
   #stalls = 0;
   /** Threads that became ready (piscina's workerCreate) and are not destroyed yet, with their ids. */
   readonly #ready = new Map<Worker, number>();
+  /** Ids of those threads (a terminated Worker reads its threadId as -1). */
+  readonly #everReady = new Set<number>();
+  /** Ids of threads that became edges and are not destroyed yet. */
+  readonly #becameEdge = new Set<number>();
 
   constructor(limits: PoolLimits, settings: WorkerSettings, setup: Omit<EdgeSetup, 'port'> & { port: number }, events: PoolEvents) {
     const { threads } = limits;
@@ -107,7 +113,10 @@ export class ContextPool {
           });
     this.#port.catch(() => {});
     this.#watchdog = new Watchdog(limits.stallTimeoutMs, (workerId, heartbeat, stalledMs) => void this.#stalled(workerId, heartbeat, stalledMs));
-    this.#loadWatch = new LoadWatch(limits.stallTimeoutMs, () => this.#piscina.threads, (threadId) => this.#edges.has(threadId), (worker, loadingMs) => {
+    // Loaded once piscina reports it ready (its module, the hooks included, imported): starting
+    // its edge afterwards has its own bound (CONNECT_TIMEOUT_MS), so a slow first compile of
+    // the edge code on a loaded machine is not taken for a hook that loops as it loads.
+    this.#loadWatch = new LoadWatch(limits.stallTimeoutMs, () => this.#piscina.threads, (threadId) => this.#everReady.has(threadId), (worker, loadingMs) => {
       this.#loadFailure = new ResidentError('RESIDENT_ERR_HOOK_LOAD', `a worker thread did not finish loading its hooks within workers.stallTimeout (${limits.stallTimeoutMs} ms): does a hook module loop as it loads?`);
       this.#stalls++;
       events.onWorkerStalled(worker.threadId, loadingMs);
@@ -132,6 +141,7 @@ export class ContextPool {
     this.#piscina.on('workerCreate', (worker: BalancedWorker) => {
       const started = this.#piscina.threads.find((thread) => thread.threadId === worker.id);
       if (started) this.#ready.set(started, worker.id);
+      this.#everReady.add(worker.id);
       if (!this.#closed) void this.#connect(worker.id).catch((error: Error) => this.#connectFailed(worker.id, error));
     });
     this.#piscina.on('message', (event: WorkerEvent) => events.onWorkerEvent(event));
@@ -148,8 +158,10 @@ export class ContextPool {
       }
       for (const [worker, id] of gone) {
         this.#ready.delete(worker);
-        // Gone before it took its slot (it exits right after loading): it answered nothing.
-        if (!this.#edges.has(id)) this.#unproductive();
+        // Gone before it became an edge (it exits right after loading): it answered nothing.
+        // One that became an edge was judged when its port closed (#lost).
+        if (!this.#becameEdge.delete(id)) this.#unproductive();
+        this.#everReady.delete(id);
       }
     });
   }
@@ -204,6 +216,7 @@ export class ContextPool {
       const edge: Edge = { threadId: workerId, slot, rpc, heartbeat };
       this.#wire(edge);
       this.#edges.set(workerId, edge);
+      this.#becameEdge.add(workerId);
       rpc.onClose(() => this.#lost(edge));
       this.#watchdog.watch(workerId, heartbeat);
     } catch (error) {
@@ -322,16 +335,23 @@ export class ContextPool {
     return Promise.reject(new ResidentError('RESIDENT_ERR_WORKER_LOST', `no worker thread holds slot ${slot} now`));
   }
 
-  /** Asks every connected edge; the answers of those that answered, in slot order. */
-  async broadcast<T>(call: ControlCall): Promise<Array<{ slot: number; threadId: number; value: T }>> {
+  /**
+   * Asks every connected edge; the answers of those that answered within `timeoutMs`, in slot
+   * order. A thread stuck in a hook answers nothing until the watchdog ends it: a scrape or an
+   * admin listing goes on without it rather than wait (with stallTimeout 0, for ever).
+   */
+  async broadcast<T>(call: ControlCall, timeoutMs = BROADCAST_TIMEOUT_MS): Promise<Array<{ slot: number; threadId: number; value: T }>> {
     const edges = [...this.#edges.values()].sort((a, b) => a.slot - b.slot);
     const answers = await Promise.all(
-      edges.map((edge) =>
-        edge.rpc.call<T>(call).then(
+      edges.map((edge) => {
+        let timer: NodeJS.Timeout | undefined;
+        const late = new Promise<[]>((resolve) => (timer = setTimeout(() => resolve([]), timeoutMs)));
+        const answer = edge.rpc.call<T>(call).then(
           (value) => [{ slot: edge.slot, threadId: edge.threadId, value }],
           () => [],
-        ),
-      ),
+        );
+        return Promise.race([answer, late]).finally(() => clearTimeout(timer));
+      }),
     );
     return answers.flat();
   }
@@ -346,7 +366,8 @@ export class ContextPool {
 
   /** Each worker's figures: contexts held and heap used. */
   async workerStats(options: { gc?: boolean } = {}): Promise<Array<{ threadId: number; contexts: number; heapUsed: number }>> {
-    const answers = await this.broadcast<{ threadId: number; contexts: number; heapUsed: number }>({ op: 'stats', gc: options.gc });
+    // A collection over a large heap may take a while: this is for benchmarks, not scrapes.
+    const answers = await this.broadcast<{ threadId: number; contexts: number; heapUsed: number }>({ op: 'stats', gc: options.gc }, 60_000);
     return answers.map(({ value }) => value);
   }
 

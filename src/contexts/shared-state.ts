@@ -8,8 +8,11 @@
  *   counters survive its thread: a replacement goes on counting where it stopped.
  * - The global cap (Int32, Atomics): live contexts over every thread, reservations included,
  *   and each slot's own share, which the main thread takes back out when a thread dies.
+ * - Retired slots (Int32, Atomics): a slot whose thread died after the crash-loop breaker
+ *   tripped gets no replacement; its sessions are homed on the next slot instead (Homes).
  */
 import { newCounters, type SessionCounters, type SessionStats } from '../sessions/counters.ts';
+import { slotOf } from './ids.ts';
 
 const COUNTER_KEYS = Object.keys(newCounters()).filter((key) => key !== 'suspended') as Array<Exclude<keyof SessionCounters, 'suspended'>>;
 const REASON_KEYS = Object.keys(newCounters().suspended) as Array<keyof SessionCounters['suspended']>;
@@ -35,7 +38,7 @@ export interface SharedState {
 }
 
 export function newSharedState(slots: number): SharedState {
-  const bytes = (slots + 1) * PER_SLOT * 8 + (slots + 1) * 4;
+  const bytes = (slots + 1) * PER_SLOT * 8 + (slots + 1) * 4 + slots * 4;
   return { buffer: new SharedArrayBuffer(bytes), slots };
 }
 
@@ -161,4 +164,34 @@ export function summedEdge(state: SharedState, key: EdgeKey): number {
 /** One slot's held figure (the admin view's per-thread load). */
 export function slotHeld(state: SharedState, slot: number, key: HeldKey): number {
   return figures(state)[slot * PER_SLOT + HELD_AT + HELD_KEYS.indexOf(key)]!;
+}
+
+/**
+ * Where a session lives: the slot its ID names, modulo the threads; when that slot is retired
+ * (its thread died and none will replace it), the next slot that is not. Every thread and the
+ * main thread read the same cells, so they agree.
+ */
+export class Homes {
+  readonly #retired: Int32Array;
+  readonly #slots: number;
+  constructor(state: SharedState) {
+    this.#slots = state.slots;
+    this.#retired = new Int32Array(state.buffer, (state.slots + 1) * PER_SLOT * 8 + (state.slots + 1) * 4, state.slots);
+  }
+  of(id: string): number {
+    const named = slotOf(id) % this.#slots;
+    if (Atomics.load(this.#retired, named) === 0) return named;
+    for (let step = 1; step < this.#slots; step++) {
+      const next = (named + step) % this.#slots;
+      if (Atomics.load(this.#retired, next) === 0) return next;
+    }
+    return named;
+  }
+  isRetired(slot: number): boolean {
+    return Atomics.load(this.#retired, slot) === 1;
+  }
+  /** Main thread: `slot` has no thread and will get none. */
+  retire(slot: number): void {
+    Atomics.store(this.#retired, slot, 1);
+  }
 }

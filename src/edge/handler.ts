@@ -84,6 +84,8 @@ export async function handle(edge: Edge, req: IncomingMessage, res: ServerRespon
     if (isResidentError(error, 'RESIDENT_ERR_BAD_REQUEST')) log.debug({ event: 'bad-request', reason: error.message }, 'bad request');
     const failure = isResidentError(error) ? error : new ResidentError('RESIDENT_ERR_HOOK_FAILED', undefined, { cause: error });
     if (!isResidentError(error)) log.error({ event: 'edge-error', err: error }, 'unexpected error at the HTTP edge');
+    // Answered already (a dying thread's last words): let that answer reach its socket.
+    if (res.writableEnded) return;
     if (res.headersSent) {
       res.destroy();
       return;
@@ -95,6 +97,8 @@ export async function handle(edge: Edge, req: IncomingMessage, res: ServerRespon
 
 /** The fixed body of an answer; a streamed one is pumped after the head (./http/stream-response.ts). */
 function write(edge: Edge, req: IncomingMessage, res: ServerResponse, outcome: Outcome, secure: boolean): void {
+  // Answered already: the thread is dying and told its open requests so (./last-words.ts).
+  if (res.headersSent) return;
   const headers: string[] = [];
   let status: number;
   let body: Uint8Array | string | null = null;

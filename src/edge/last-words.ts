@@ -18,6 +18,11 @@ export class LastWords {
   readonly #open = new Set<ServerResponse>();
   #dying = false;
 
+  /** True once the thread is going: nothing it answers from now on can be trusted to arrive. */
+  get dying(): boolean {
+    return this.#dying;
+  }
+
   /**
    * Tracks a response until `done` settles (the edge has answered it: a body still streaming
    * after that has its head out, and is cut with its connection anyway). No listener per
@@ -59,6 +64,8 @@ export class LastWords {
       throw new Error('the worker thread is exiting');
     }) as typeof process.exit;
     process.on('uncaughtException', (error) => {
+      // The error process.exit() throws above, surfacing from a timer: the exit is under way.
+      if (this.#dying) return;
       log.error({ event: 'worker-uncaught', err: error }, 'an uncaught exception ends this worker thread: its open requests get 502');
       this.die(1, exit);
     });

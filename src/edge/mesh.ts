@@ -7,7 +7,7 @@
  */
 import type { MessagePort } from 'node:worker_threads';
 import { ResidentError, isResidentError, type ErrorCode } from '../errors.ts';
-import { homeOf } from '../contexts/ids.ts';
+import type { Homes } from '../contexts/shared-state.ts';
 import type { WireBody, WireRequest, WorkerReply, WorkerTask } from '../contexts/protocol.ts';
 import { RpcClosedError, RpcPort, withTransfer } from '../contexts/rpc.ts';
 import type { CookieAction, Outcome, SessionInfo } from '../sessions/index.ts';
@@ -22,6 +22,7 @@ const CANDIDATE_WAIT_MS = 500;
 /** What one thread asks another (and the main thread asks a thread: see ./thread.ts). */
 export type PeerCall =
   | { op: 'serve'; presented: string[]; clientIp: string; request: WireRequest }
+  | { op: 'claimable'; presented: string[]; clientIp: string }
   | { op: 'stream'; task: WorkerTask }
   | { op: 'oldestIdle' }
   | { op: 'evictOldestIdle' }
@@ -51,7 +52,7 @@ interface Peer {
 
 export class Mesh implements Peers, StreamHost {
   readonly #slot: number;
-  readonly #threads: number;
+  readonly #homes: Homes;
   readonly #threadId: number;
   readonly #peers = new Map<number, Peer>();
   /** Hops waiting for a peer's port (its thread is being replaced). */
@@ -61,9 +62,9 @@ export class Mesh implements Peers, StreamHost {
   /** Hop calls the watchdog said stalled their home thread: answered 504, not 502. */
   readonly #stalled = new Set<string>();
 
-  constructor(slot: number, threads: number, threadId: number, answer: (call: PeerCall) => unknown, local: StreamHost) {
+  constructor(slot: number, homes: Homes, threadId: number, answer: (call: PeerCall) => unknown, local: StreamHost) {
     this.#slot = slot;
-    this.#threads = threads;
+    this.#homes = homes;
     this.#threadId = threadId;
     this.#answer = answer;
     this.#local = local;
@@ -84,7 +85,12 @@ export class Mesh implements Peers, StreamHost {
 
   /** The slot requests for `id` go to. */
   homeOf(id: string): number {
-    return homeOf(id, this.#threads);
+    return this.#homes.of(id);
+  }
+
+  /** `slot` will get no thread again (the crash-loop breaker tripped): hops waiting for it stop waiting. */
+  retired(slot: number): void {
+    for (const wake of this.#waiting.get(slot)?.splice(0) ?? []) wake(undefined);
   }
 
   get slot(): number {
@@ -117,8 +123,9 @@ export class Mesh implements Peers, StreamHost {
   }
 
   /** Sends a request to its home thread `home` and brings back its outcome (a hop). */
-  async serve(home: number, presented: string[], clientIp: string, request: WireRequest): Promise<Outcome> {
+  async serve(home: number, presented: string[], clientIp: string, request: WireRequest): Promise<Outcome | 'retired'> {
     const peer = await this.#peer(home);
+    if (!peer && this.#homes.isRetired(home)) return 'retired';
     if (!peer) return { kind: 'error', error: new ResidentError('RESIDENT_ERR_WORKER_LOST', `worker thread of slot ${home} did not come back`), cookie: null };
     const call = peer.rpc.nextCallId;
     // The home marks its hook with this, so the watchdog can name the stalled hop (504).
@@ -131,7 +138,7 @@ export class Mesh implements Peers, StreamHost {
       if (this.#stalled.delete(key)) {
         return { kind: 'error', error: new ResidentError('RESIDENT_ERR_HOOK_TIMEOUT', `onConnection held the worker thread of slot ${home} past workers.stallTimeout`), cookie: null };
       }
-      if (error instanceof RpcClosedError) return { kind: 'error', error: new ResidentError('RESIDENT_ERR_WORKER_LOST', undefined, { cause: error }), cookie: null };
+      if (error instanceof RpcClosedError || (error as { code?: string }).code === 'RESIDENT_ERR_WORKER_LOST') return { kind: 'error', error: new ResidentError('RESIDENT_ERR_WORKER_LOST', undefined, { cause: error }), cookie: null };
       const code = (error as { code?: string }).code;
       return { kind: 'error', error: isResidentError(error) ? error : new ResidentError(code === 'RESIDENT_ERR_SHUTTING_DOWN' ? code : 'RESIDENT_ERR_HOOK_FAILED', undefined, { cause: error }), cookie: null };
     }
@@ -151,6 +158,13 @@ export class Mesh implements Peers, StreamHost {
       if (peer.threadId === threadId) return peer.rpc.call<WorkerReply>({ op: 'stream', task } satisfies PeerCall);
     }
     throw new RpcClosedError(`worker thread ${threadId}`);
+  }
+
+  /** Whether home `home` holds a session of this client among `presented` (duplicate cookies, A8). */
+  async claimable(home: number, presented: string[], clientIp: string): Promise<'own' | 'foreign' | 'none'> {
+    const peer = await this.#peer(home);
+    if (!peer) return 'none';
+    return peer.rpc.call<'own' | 'foreign' | 'none'>({ op: 'claimable', presented, clientIp } satisfies PeerCall).catch(() => 'none' as const);
   }
 
   // Peers, for the rooms.

@@ -4,9 +4,8 @@
  * come from shared memory (summed, read when asked); a session is asked of its home thread,
  * named in its ID; a listing is gathered from every thread.
  */
-import { homeOf } from '../contexts/ids.ts';
 import type { ContextPool } from '../contexts/pool.ts';
-import { summedStats, type SharedState } from '../contexts/shared-state.ts';
+import { Homes, summedStats, type SharedState } from '../contexts/shared-state.ts';
 import { isSessionIdShape } from '../contexts/ids.ts';
 import type { ListQuery, SessionInfo, SessionStats } from '../sessions/index.ts';
 import type { ContextStore } from '../stores/store.ts';
@@ -17,14 +16,14 @@ const EXPIRED_BATCH = 1_000;
 
 export class SessionsView {
   readonly #pool: ContextPool;
-  readonly #threads: number;
+  readonly #homes: Homes;
   readonly #store: ContextStore;
   readonly #log: Log;
   #closing = false;
 
   constructor(pool: ContextPool, shared: SharedState, store: ContextStore, log: Log) {
     this.#pool = pool;
-    this.#threads = shared.slots;
+    this.#homes = new Homes(shared);
     this.#store = store;
     this.#log = log;
     this.stats = summedStats(shared);
@@ -46,7 +45,7 @@ export class SessionsView {
   }
 
   #home(id: string): number {
-    return homeOf(id, this.#threads);
+    return this.#homes.of(id);
   }
 
   /** One session, asked of its home thread; undefined when it knows none by that ID. */

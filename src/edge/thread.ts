@@ -16,7 +16,7 @@ import type { ResidentConfig } from '../config.ts';
 import { setHomeSlot } from '../contexts/ids.ts';
 import type { WireRequest } from '../contexts/protocol.ts';
 import { RpcPort, withTransfer } from '../contexts/rpc.ts';
-import { SharedCap, SlotFigures, slotCounters, slotHeld, type SharedState } from '../contexts/shared-state.ts';
+import { Homes, SharedCap, SlotFigures, slotCounters, slotHeld, type SharedState } from '../contexts/shared-state.ts';
 import { ResidentError } from '../errors.ts';
 import { compileTrust } from '../http/client-ip.ts';
 import { sessionCookieWriter } from '../http/cookies.ts';
@@ -64,6 +64,7 @@ export type ControlCall =
   | { op: 'stats'; gc?: boolean }
   | { op: 'metrics' }
   | { op: 'stalledHop'; slot: number; call: number }
+  | { op: 'retired'; slot: number }
   | { op: 'stopListening' }
   | { op: 'shutdown'; deadlineMs: number };
 
@@ -95,9 +96,12 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
   const log = threadLog(main, config.log.level);
   const clock = edgeClock(setup);
   const host = new LocalHost(runtime.dispatch);
+  const lastWords = new LastWords();
+  lastWords.install(log);
   const figures = new SlotFigures(setup.shared, slot);
   let sessions: Sessions | undefined;
-  const mesh = new Mesh(slot, setup.threads, threadId, (call) => answerPeer(call), host);
+  const homes = new Homes(setup.shared);
+  const mesh = new Mesh(slot, homes, threadId, (call) => answerPeer(call), host);
   sessions = new Sessions({
     config: config.sessions,
     host,
@@ -116,7 +120,14 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
     switch (call.op) {
       case 'serve':
         figures.add('hopsIn');
-        return local.serve(call.presented, call.clientIp, call.request).then(toWireOutcome);
+        return local.serve(call.presented, call.clientIp, call.request).then((outcome) => {
+          // A hook ended this thread meanwhile: its answer was cut short by the exit (a hook
+          // that calls process.exit() gets an error back), so the edge it came from says 502.
+          if (lastWords.dying) throw new ResidentError('RESIDENT_ERR_WORKER_LOST');
+          return toWireOutcome(outcome);
+        });
+      case 'claimable':
+        return local.claimable(call.presented, call.clientIp);
       case 'stream':
         return host.run(call.task).then((reply) => (reply.type === 'chunk' && reply.bytes ? withTransfer(reply, [reply.bytes]) : reply));
       case 'oldestIdle':
@@ -132,18 +143,44 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
     }
   }
 
-  const serve = (presented: string[], clientIp: string, request: WireRequest, trusted: boolean): Promise<Outcome> => {
-    let home = slot;
-    if (presented.length > 0) home = mesh.homeOf(presented[0]!);
-    // Behind a trusted proxy, connections mix clients: a new session goes to the thread
-    // holding the fewest contexts, not to whichever thread the proxy's connection reached.
-    else if (trusted && setup.threads > 1) home = leastLoaded(setup, slot);
-    // Only the home's IDs go there: an ID homed elsewhere read from the store here would be a
-    // second context of one session. The others are dropped, as unknown values are.
-    const ids = presented.length > 1 ? presented.filter((id) => mesh.homeOf(id) === home) : presented;
-    if (home === slot) return local.serve(ids, clientIp, request);
-    figures.add('hopsOut');
-    return mesh.serve(home, ids, clientIp, request);
+  /**
+   * The home a request goes to, and the IDs it presents there. Only the home's IDs go: an ID
+   * homed elsewhere, read from the store here, would be a second context of one session. When
+   * the cookie header names sessions of several homes (duplicate cookie names, A8), each home
+   * is asked in header order whether it holds one of this client, and the first that does wins;
+   * a junk or foreign value can never shadow a valid one.
+   */
+  const route = async (presented: string[], clientIp: string, trusted: boolean): Promise<{ home: number; ids: string[] }> => {
+    if (presented.length === 0) {
+      // Behind a trusted proxy, connections mix clients: a new session goes to the thread
+      // holding the fewest contexts, not to whichever thread the proxy's connection reached.
+      return { home: trusted && setup.threads > 1 ? leastLoaded(setup, slot, homes) : slot, ids: presented };
+    }
+    const idsOf = (home: number) => presented.filter((id) => mesh.homeOf(id) === home);
+    const first = mesh.homeOf(presented[0]!);
+    const order = [...new Set(presented.map((id) => mesh.homeOf(id)))];
+    if (order.length === 1) return { home: first, ids: presented };
+    let foreign: number | undefined;
+    for (const home of order) {
+      const ids = idsOf(home);
+      const verdict = home === slot ? await local.claimable(ids, clientIp) : await mesh.claimable(home, ids, clientIp);
+      if (verdict === 'own') return { home, ids };
+      if (verdict === 'foreign') foreign ??= home;
+    }
+    // None of them is this client's: a new session here, or the 400 of the one bound elsewhere.
+    return foreign === undefined ? { home: slot, ids: idsOf(slot) } : { home: foreign, ids: idsOf(foreign) };
+  };
+
+  const serve = async (presented: string[], clientIp: string, request: WireRequest, trusted: boolean): Promise<Outcome> => {
+    for (;;) {
+      const { home, ids } = await route(presented, clientIp, trusted);
+      if (home === slot) return local.serve(ids, clientIp, request);
+      figures.add('hopsOut');
+      const outcome = await mesh.serve(home, ids, clientIp, request);
+      // Its home thread died for good while this waited: the sessions of that slot have a new
+      // home now, and this request goes there.
+      if (outcome !== 'retired') return outcome;
+    }
   };
 
   const files = await PublicFiles.open(config.publicDir);
@@ -173,8 +210,6 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
   };
   // Requests this edge is answering, its hops to other threads included: a shutdown closes the
   // connections only once they are written (or at the deadline).
-  const lastWords = new LastWords();
-  lastWords.install(log);
   let answeringNow = 0;
   let answered: (() => void) | undefined;
   const answering = (done: Promise<void>) => {
@@ -250,6 +285,9 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
         return { threadId, slot, contexts: runtime.contexts(), heapUsed: process.memoryUsage().heapUsed, inFlight: slotHeld(setup.shared, slot, 'inFlight') };
       case 'metrics':
         return metrics ? metrics.json() : [];
+      case 'retired':
+        mesh.retired(call.slot);
+        return null;
       case 'stalledHop':
         mesh.stalledHop(call.slot, call.call);
         return null;
@@ -271,11 +309,12 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
   return port;
 }
 
-/** The slot with the fewest live contexts (this one on a tie). */
-function leastLoaded(setup: EdgeSetup, slot: number): number {
+/** The slot with the fewest live contexts (this one on a tie), of those not retired. */
+function leastLoaded(setup: EdgeSetup, slot: number, homes: Homes): number {
   let best = slot;
   let bestCount = slotHeld(setup.shared, slot, 'live');
   for (let other = 0; other < setup.threads; other++) {
+    if (homes.isRetired(other)) continue;
     const count = slotHeld(setup.shared, other, 'live');
     if (count < bestCount) {
       best = other;

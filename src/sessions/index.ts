@@ -105,6 +105,21 @@ export class Sessions {
     return requests.run(admitted, request, clientIp);
   }
 
+  /**
+   * Whether `presented` names a session here of this client ('own'), only one bound to another
+   * client ('foreign'), or none: how an edge whose cookie header carries IDs of several homes
+   * finds the one that wins (A8), before serving there. A store that cannot answer says 'own',
+   * so that the request is served there and answered with the store's error.
+   */
+  async claimable(presented: string[], clientIp: string): Promise<'own' | 'foreign' | 'none'> {
+    try {
+      const { entry, foreign } = await this.#rooms.admission.find(presented, clientIp);
+      return entry ? 'own' : foreign ? 'foreign' : 'none';
+    } catch {
+      return 'own';
+    }
+  }
+
   /** The counters and the sessions held now: a live, read-only view (see ./counters.ts). */
   readonly stats: SessionStats;
 
