@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { Sessions } from '../src/sessions/index.ts';
+import { SessionsView } from '../src/edge/sessions-view.ts';
 import { Client, startTestServer } from './helpers.ts';
 
 const ROOMS = join(import.meta.dirname, '../src/sessions');
@@ -55,7 +55,7 @@ test('sessions.stats and sessions.info are read-only views: writing through them
   const t = await startTestServer();
   try {
     const { sessions } = t.server;
-    assert.ok(sessions instanceof Sessions);
+    assert.ok(sessions instanceof SessionsView);
     const client = new Client(t.url);
     assert.equal((await client.get('/inc')).status, 200);
     const id = client.cookie;

@@ -10,9 +10,10 @@
  * requests of 150 ms each, queued on one context, held the loop for 1.8 s and the thread
  * was killed at a stallTimeout of 1.5 s, with every session on it (red team 3).
  *
- * Slot 1 names the channel task whose hook is on the thread's stack right now (its task id
- * plus one; 0 for none): when the thread stops turning inside a hook's synchronous code, the
- * main thread knows which request stalled it and answers that one 504 rather than 502.
+ * Slot 1 names the task whose hook is on the thread's stack right now (its task id plus one;
+ * 0 for none), and slots 3 and 4 the hop it serves, when it came from another edge thread:
+ * when the thread stops turning inside a hook's synchronous code, the main thread tells that
+ * edge, which answers the request 504 rather than 502 (src/contexts/pool.ts).
  */
 
 const BEATS = 0;

@@ -1,6 +1,6 @@
 /**
  * Threads still loading their hooks, watched from the main thread (red team 3). A thread is
- * only given a heartbeat when it takes its channel, after its hooks loaded (./heartbeat.ts),
+ * only given a heartbeat when it becomes an edge, after its hooks loaded (./heartbeat.ts),
  * so a hook module that spins as it loads would otherwise never be watched: at startup the
  * server would hang, and a replacement would burn a core for good. A thread must finish
  * loading within `workers.stallTimeout`; one that does not is reported and terminated.

@@ -1,6 +1,9 @@
 /**
- * The one typed message protocol across the worker boundary. Main-thread code and worker code
- * both import this file and nothing else from each other.
+ * The context runtime's tasks and replies (./worker.ts): what an edge thread's rooms ask of
+ * the contexts they hold, and the piscina task that makes a worker an edge. The calls between
+ * threads (hops, store, control) are typed where they are made: src/edge/mesh.ts (PeerCall),
+ * src/edge/thread.ts (ControlCall, OpsCall), src/stores/remote.ts (StoreCall),
+ * src/edge/thread-log.ts (LogCall), all over ./rpc.ts.
  */
 import type { MessagePort } from 'node:worker_threads';
 import type { SuspendReason } from '../types.ts';

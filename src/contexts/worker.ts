@@ -112,7 +112,7 @@ function createContext(id: string, init: ContextInit): { ctx: LiveContext; memen
   }
 }
 
-/** Shared with the main thread's watchdog once the channel is handed over. */
+/** Shared with the main thread's watchdog once the thread becomes an edge. */
 let heartbeat: Int32Array | undefined;
 
 async function handleRequest(ctx: LiveContext, task: Extract<WorkerTask, { type: 'request' }>, taskId: number): Promise<WorkerReply> {
@@ -175,7 +175,7 @@ async function handleSuspend(ctx: LiveContext, reason: SuspendReason): Promise<W
   }
 }
 
-/** @param taskId the channel's id for the task (-1 for piscina's probes) */
+/** @param taskId the host's number for the task, for the heartbeat (-1 for piscina's probes) */
 export async function dispatch(task: WorkerTask, taskId = -1): Promise<WorkerReply> {
   if (task.type === 'stats') {
     if (task.gc) (globalThis as { gc?: () => void }).gc?.();
@@ -210,7 +210,8 @@ export async function dispatch(task: WorkerTask, taskId = -1): Promise<WorkerRep
   if (task.type === 'suspend') return target.queue.run(() => handleSuspend(target, task.reason));
   if (task.type === 'rename') {
     // Tasks already dispatched hold the context itself; later ones arrive under the new ID
-    // (the channel keeps order), so nothing is looked up under the old one again.
+    // (the rename runs as it is called, before any later task), so nothing is looked up
+    // under the old one again.
     contexts.delete(task.sessionId);
     target.id = task.newId;
     contexts.set(task.newId, target);

@@ -2,7 +2,7 @@
  * The sweeps, on timers of their own: idle contexts are suspended and suspended sessions past
  * their cookie expire (every 250 ms, reading only the heads of the directory's orders),
  * and contexts are checkpointed (`sessions.checkpointInterval`). Expired records nobody knows
- * leave the store through the main thread's sweep (src/edge/store-sweep.ts), which asks each
+ * leave the store through the main thread's sweep (src/edge/sessions-view.ts), which asks each
  * record's home.
  */
 import type { SessionEntry } from './directory.ts';

@@ -50,7 +50,7 @@ export class Users {
 
   /**
    * ctx.regenerate(): a new ID for the same context (RELIABILITY.md A5). The directory answers
-   * to the new ID at once; the worker learns it through its channel ahead of any later task;
+   * to the new ID at once; the context runtime learns it ahead of any later task;
    * a record stored under the old ID (a checkpoint, or the memento it resumed from) moves to
    * the new one, under the gate, so no checkpoint or suspend interleaves.
    */
