@@ -73,7 +73,8 @@ class FaultyMemoryStore extends MemoryStore {
 }
 
 const KINDS: StoreKind[] = ['memory', 'file', 'sqlite'];
-const ID_SHAPE = /^[A-Za-z0-9_-]{22}$/;
+/** An issued session ID: 22 random characters, then 2 naming its home slot (src/contexts/ids.ts). */
+const ID_SHAPE = /^[A-Za-z0-9_-]{22}[A-Za-z0-9_-]{2}$/;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
