@@ -140,7 +140,7 @@ const idOf = (c: Client) => {
  * No admin response since the last check (bodies and headers), and no server log, holds a full
  * session ID: every ID a client was given, and every ID any server knows now.
  */
-function assertNoIdLeaks(): void {
+async function assertNoIdLeaks(): Promise<void> {
   const replies = adminReplies.splice(0);
   checkedReplies += replies.length;
   const ids = new Set(issuedIds);
@@ -227,7 +227,7 @@ test('the page, its script and stylesheet load without the token, hold no data a
   assert.equal((await admin(t, '', { method: 'POST', token: null })).status, 401);
 
   assert.equal(t.server.sessions.stats.created, created, 'no session was created');
-  assertNoIdLeaks();
+  await assertNoIdLeaks();
 });
 
 test('a custom admin.path moves the view; the default path goes back to the hooks', async () => {
@@ -247,7 +247,7 @@ test('a custom admin.path moves the view; the default path goes back to the hook
   const reply = await c.get('/_resident/api/overview', { headers: AUTH });
   assert.equal(reply.status, 200);
   assert.deepEqual(reply.json(), { hook: 'onConnection', path: '/_resident/api/overview', n: 0 });
-  assertNoIdLeaks();
+  await assertNoIdLeaks();
 });
 
 test('every other admin route needs exactly "Bearer <token>": near misses get 401 and change nothing', async () => {
@@ -315,7 +315,7 @@ test('every other admin route needs exactly "Bearer <token>": near misses get 40
     const reply = await admin(t, 'api/overview', { headers: { authorization }, token: null });
     assert.equal(reply.status, 200, authorization);
   }
-  assertNoIdLeaks();
+  await assertNoIdLeaks();
 });
 
 test('admin requests never create a session, set a cookie, or reach the hooks', async () => {
@@ -352,7 +352,7 @@ test('admin requests never create a session, set a cookie, or reach the hooks', 
     [],
     'no session lookup or hook call was logged',
   );
-  assertNoIdLeaks();
+  await assertNoIdLeaks();
 });
 
 test('overview: the store, session counts, every worker and the counters', async () => {
@@ -391,7 +391,7 @@ test('overview: the store, session counts, every worker and the counters', async
   assert.deepEqual(after.sessions, { live: 3, suspendedKnown: 1 });
   assert.equal(after.counters.suspended.admin, 1);
   assert.equal(after.workers.reduce((sum: number, w: { contexts: number }) => sum + w.contexts, 0), 3);
-  assertNoIdLeaks();
+  await assertNoIdLeaks();
 });
 
 test('live sessions: every field, least recently active first, paged with the cursor, bad queries refused', async () => {
@@ -448,7 +448,7 @@ test('live sessions: every field, least recently active first, paged with the cu
     assert.equal(reply.status, 400, `${query}: ${reply.text}`);
     assert.ok(reply.json<{ error: string }>().error, query);
   }
-  assertNoIdLeaks();
+  await assertNoIdLeaks();
 });
 
 test('suspended sessions: from the store in ID order, paged by handle, live ones skipped, and after a restart', async () => {
@@ -520,7 +520,7 @@ test('suspended sessions: from the store in ID order, paged by handle, live ones
   const other = await fixtureState(retarget(made[1]!, restarted));
   assert.equal(other.resumed, true);
   assert.equal(other.id, idOf(made[1]!));
-  assertNoIdLeaks();
+  await assertNoIdLeaks();
 });
 
 /** A client of another server holding `c`'s cookie (the same browser after a restart). */
@@ -585,7 +585,7 @@ test("a user's sessions, live and suspended, and closing them all", async () => 
   assert.equal((await admin(t, 'api/users/ada/close')).status, 404);
   assert.equal((await admin(t, 'api/users/ada/sessions', { method: 'POST' })).status, 404);
   assert.equal((await admin(t, 'api/users/ada')).status, 404);
-  assertNoIdLeaks();
+  await assertNoIdLeaks();
 });
 
 test('closing a session by handle: the client starts afresh; unknown handles get 404', async () => {
@@ -635,7 +635,7 @@ test('closing a session by handle: the client starts afresh; unknown handles get
   const still = await fixtureState(bystander!, '/inc');
   assert.equal(still.n, 2);
   assert.equal(still.isNew, false);
-  assertNoIdLeaks();
+  await assertNoIdLeaks();
 });
 
 test('suspending a session by handle: it resumes on its next request; 409 when busy or not live', async () => {
@@ -684,7 +684,7 @@ test('suspending a session by handle: it resumes on its next request; 409 when b
   // A closed session is not live.
   await api(t, 'POST', `sessions/${handle}/close`);
   assert.equal((await admin(t, `api/sessions/${handle}/suspend`, { method: 'POST' })).status, 409);
-  assertNoIdLeaks();
+  await assertNoIdLeaks();
 });
 
 test('no admin response, in any route, ever holds a full session ID', async (t: TestContext) => {
@@ -717,7 +717,7 @@ test('no admin response, in any route, ever holds a full session ID', async (t: 
   await api(s, 'POST', `sessions/${encodeURIComponent(suspended.sessions[0]!.handle)}/close`);
   await api(s, 'POST', 'users/ada/close');
   assert.ok(issuedIds.size >= 6);
-  assertNoIdLeaks();
+  await assertNoIdLeaks();
   t.diagnostic(`${checkedReplies} admin responses checked against ${issuedIds.size} session IDs`);
 });
 
@@ -730,7 +730,7 @@ test('a malformed percent-escape in an admin API path is a 400, not a 500', asyn
     assert.equal(reply.status, 400, `${path}: ${reply.status} ${reply.text}`);
   }
   assert.deepEqual(t.logs.filter((l) => l.event === 'admin-error'), []);
-  assertNoIdLeaks();
+  await assertNoIdLeaks();
 });
 
 test('a response in flight when the admin closes its session does not renew the dead cookie', async () => {
@@ -745,5 +745,5 @@ test('a response in flight when the admin closes its session does not renew the 
   assert.equal((await t.server.sessions.info(id)), undefined, 'the session is closed');
   const renewed = reply.setCookies.filter((line) => line.startsWith(`RSID=${id};`) && !/max-age=0/i.test(line));
   assert.deepEqual(renewed, [], `the response renewed the closed session's cookie: ${reply.setCookies.join(' | ')}`);
-  assertNoIdLeaks();
+  await assertNoIdLeaks();
 });

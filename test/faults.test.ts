@@ -20,12 +20,12 @@ function setCookieLines(reply: Reply): string[] {
   return reply.setCookies.filter((line) => line.startsWith('RSID='));
 }
 
-function entryOf(t: TestServer, id: string): SessionInfo | undefined {
-  return (await t.server.sessions.info(id));
+async function entryOf(t: TestServer, id: string): Promise<SessionInfo | undefined> {
+  return await t.server.sessions.info(id);
 }
 
-function hashOf(t: TestServer, id: string): string {
-  const entry = entryOf(t, id);
+async function hashOf(t: TestServer, id: string): Promise<string> {
+  const entry = await entryOf(t, id);
   assert.ok(entry, 'the session is known');
   return hashId(entry.id);
 }
@@ -54,7 +54,7 @@ test('faults inside a request (connectionTimeout 500ms)', async (s) => {
       const client = new Client(t.url);
       const first = await state(client, '/inc');
       await client.get('/set?value=kept');
-      const hash = hashOf(t, first.id);
+      const hash = await hashOf(t, first.id);
 
       const boom = await client.get('/boom');
       assertGeneric(boom, 500);
@@ -77,7 +77,7 @@ test('faults inside a request (connectionTimeout 500ms)', async (s) => {
     await s.test('H5: a rejecting hook is a 500; a hanging one is a 504 at connectionTimeout and frees the queue', async () => {
       const client = new Client(t.url);
       const first = await state(client, '/inc');
-      const hash = hashOf(t, first.id);
+      const hash = await hashOf(t, first.id);
 
       assertGeneric(await client.get('/reject'), 500);
       await waitFor(async () => logsWith(t, { event: 'hook-error', session: hash }).some((l) => /rejected: secret detail/.test(JSON.stringify(l))), 2000, 'the rejection in the log');
@@ -132,7 +132,7 @@ test('faults inside a request (connectionTimeout 500ms)', async (s) => {
       assert.match(ours[0]!, /^RSID=;/);
       assert.match(ours[0]!, /Max-Age=0/i);
       assert.equal(counters.closed, closedBefore + 1);
-      assert.equal(entryOf(t, first.id), undefined);
+      assert.equal(await entryOf(t, first.id), undefined);
 
       client.cookie = oldCookie;
       const replay = await state(client);
@@ -155,11 +155,11 @@ test('idle suspends whose hook fails (processTimeout 1s)', { concurrency: true }
         const first = await state(client, '/inc');
         await client.get('/set?value=x');
         await client.get('/mode?value=throw');
-        const hash = hashOf(t, first.id);
+        const hash = await hashOf(t, first.id);
         const logged = await waitFor(async () => logsWith(t, { event: 'hook-error', session: hash })[0], 4000, 'the failed idle suspend');
         assert.equal(logged!.hook, IDLE_HOOK);
         assert.equal(logged!.level, 50);
-        assert.equal(entryOf(t, first.id)?.state, 'live');
+        assert.equal((await entryOf(t, first.id))?.state, 'live');
 
         const next = await state(client);
         assert.equal(next.id, first.id);
@@ -174,11 +174,11 @@ test('idle suspends whose hook fails (processTimeout 1s)', { concurrency: true }
         const client = new Client(t.url);
         const first = await state(client, '/inc');
         await client.get('/mode?value=throw-once');
-        const hash = hashOf(t, first.id);
+        const hash = await hashOf(t, first.id);
         await waitFor(async () => logsWith(t, { event: 'hook-error', session: hash })[0], 4000, 'the first, failed attempt');
         const failedAt = performance.now();
-        assert.equal(entryOf(t, first.id)?.state, 'live');
-        await waitFor(async () => entryOf(t, first.id)?.state === 'suspended', 8000, 'the retried suspend');
+        assert.equal((await entryOf(t, first.id))?.state, 'live');
+        await waitFor(async () => (await entryOf(t, first.id))?.state === 'suspended', 8000, 'the retried suspend');
         const waited = performance.now() - failedAt;
         assert.ok(waited > 4000, `retried ${waited.toFixed(0)} ms after the failure`);
         assert.equal(logsWith(t, { event: 'suspended', session: hash, reason: 'idle' }).length, 1);
@@ -194,7 +194,7 @@ test('idle suspends whose hook fails (processTimeout 1s)', { concurrency: true }
         const client = new Client(t.url);
         const first = await state(client, '/inc');
         await client.get('/mode?value=function');
-        const hash = hashOf(t, first.id);
+        const hash = await hashOf(t, first.id);
         const logged = await waitFor(async () => logsWith(t, { event: 'hook-error', session: hash })[0], 4000, 'the failed suspend');
         assert.equal(logged!.code, 'RESIDENT_ERR_MEMENTO_NOT_CLONEABLE');
         assert.equal(logged!.hook, IDLE_HOOK);
@@ -213,13 +213,13 @@ test('H3: a suspend hook that never resolves hits suspendTimeout; idle keeps the
     const first = await state(client, '/inc');
     await client.get('/mode?value=hang');
     const lastResponse = performance.now();
-    const hash = hashOf(t, first.id);
+    const hash = await hashOf(t, first.id);
     const logged = await waitFor(async () => logsWith(t, { event: 'hook-error', session: hash })[0], 4000, 'the timed-out idle suspend');
     const took = performance.now() - lastResponse;
     assert.equal(logged!.code, 'RESIDENT_ERR_HOOK_TIMEOUT');
     assert.equal(logged!.hook, IDLE_HOOK);
     assert.ok(took >= 1400 && took < 2600, `given up ${took.toFixed(0)} ms after the last response`);
-    assert.equal(entryOf(t, first.id)?.state, 'live');
+    assert.equal((await entryOf(t, first.id))?.state, 'live');
 
     const next = await state(client);
     assert.equal(next.id, first.id);
@@ -244,7 +244,7 @@ test('H1/H3: shutdown while an idle suspend is failing counts the context as los
     const first = await state(client, '/inc');
     await client.get('/mode?value=hang');
     // The idle suspend has started and its hook hangs: shutdown arrives in the middle of it.
-    await waitFor(async () => entryOf(t, first.id)?.state === 'suspending', 4000, 'the idle suspend in progress');
+    await waitFor(async () => (await entryOf(t, first.id))?.state === 'suspending', 4000, 'the idle suspend in progress');
     const result = await t.server.shutdown();
     assert.equal(result.suspended, 0);
     assert.equal(result.lost, 1, 'the context was neither suspended nor counted as lost');
@@ -257,7 +257,7 @@ test('H1: a forced (evicting) suspend that throws is logged and counted; the ses
     const first = new Client(t.url);
     const f1 = await state(first, '/inc');
     await first.get('/mode?value=throw');
-    const hash = hashOf(t, f1.id);
+    const hash = await hashOf(t, f1.id);
 
     const second = new Client(t.url);
     const s1 = await state(second, '/inc'); // evicts the first
@@ -291,7 +291,7 @@ test('H1/C7: a request that waited on a forced suspend that failed keeps the con
     await first.get('/mode?value=hang');
     await state(third, '/inc'); // first is now the least recently active
     const evicting = second.get('/inc'); // evicts first, whose hook hangs until suspendTimeout
-    await waitFor(async () => entryOf(t, f1.id)?.state === 'suspending', 2000, 'the eviction in progress');
+    await waitFor(async () => (await entryOf(t, f1.id))?.state === 'suspending', 2000, 'the eviction in progress');
     const back = await state(first, '/inc'); // waits for the failed suspend, then resumes
     assert.equal((await evicting).status, 200);
     assert.equal(back.id, f1.id);
@@ -338,7 +338,7 @@ test('F2: a worker thread dies: its requests settle once, it is replaced, its se
 
     // A request of another context on the same thread is in flight when the thread dies.
     const pending = waiting.get('/sleep?ms=2500');
-    await waitFor(async () => entryOf(t, waitingId)?.inFlight === 1, 2000, 'the in-flight request');
+    await waitFor(async () => (await entryOf(t, waitingId))?.inFlight === 1, 2000, 'the in-flight request');
     await sleep(50);
     const started = performance.now();
     const [died, lost] = await Promise.all([
@@ -355,7 +355,7 @@ test('F2: a worker thread dies: its requests settle once, it is replaced, its se
     // piscina replaced the thread.
     await waitFor(async () => t.server.pool.threadIds.length === 2 && !t.server.pool.threadIds.includes(dying), 5000, 'a replacement thread');
     // What the main thread recorded about the death, checked at the end (after the HTTP checks).
-    const aStateAfterDeath = entryOf(t, a1.id)?.state;
+    const aStateAfterDeath = (await entryOf(t, a1.id))?.state;
     const deathLog = t.logs.find((line) => line.event === 'worker-lost' && 'contexts' in line);
     const fresh = await state(new Client(t.url), '/inc');
     assert.notEqual(fresh.threadId, dying);

@@ -117,18 +117,18 @@ describe('B8: prefix binding from real source addresses (127/8)', () => {
     const owner = client(t.url, '127.0.0.1');
     await owner.get('/inc');
     const id = owner.cookie!;
-    const seen = () => {
+    const seen = async () => {
       const entry = (await t.server.sessions.info(id))!;
       return { requests: entry.requests, idleMs: entry.idleMs };
     };
     // Idle long enough that an activity refresh (idle back to ~0) cannot pass for none.
     await new Promise((resolve) => setTimeout(resolve, 100));
-    const before = seen();
+    const before = await seen();
 
     const moved = client(t.url, '127.0.0.2');
     const reply = await moved.get('/inc', { headers: { cookie: `RSID=${id}` } });
     refused(reply, 'a /32 binding from another address');
-    const after = seen();
+    const after = await seen();
     assert.equal(after.requests, before.requests, 'no request counted');
     assert.ok(after.idleMs! >= before.idleMs!, `no activity: idle ${before.idleMs} ms before, ${after.idleMs} ms after`);
     const line = await waitFor(async () => lastMismatch(t, id), 2000, 'the ip-mismatch line');

@@ -42,8 +42,8 @@ function setCookieValue(reply: Reply): string | undefined {
   return undefined;
 }
 
-function entryOf(t: TestServer, id: string): SessionInfo | undefined {
-  return (await t.server.sessions.info(id));
+async function entryOf(t: TestServer, id: string): Promise<SessionInfo | undefined> {
+  return await t.server.sessions.info(id);
 }
 
 function logsWith(t: TestServer, fields: Record<string, unknown>): LogLine[] {
@@ -189,7 +189,7 @@ test('contexts on one server: isolation, serialization, affinity, live objects, 
         assert.equal(counters.closed, 1);
         assert.equal(counters.suspended.closed, 1);
         assert.equal(logsWith(t, { event: 'closed' }).length, 1);
-        assert.equal(entryOf(t, first.id), undefined);
+        assert.equal(await entryOf(t, first.id), undefined);
 
         // The old cookie, replayed, is never resurrected.
         client.cookie = oldCookie;
@@ -276,7 +276,7 @@ test('idle suspend on a real clock (processTimeout 1s): C4 and C9', async (s) =>
         assert.equal((await client.get('/set?value=hello')).status, 200);
         const lastResponse = performance.now();
 
-        await waitFor(async () => entryOf(t, before.id)?.state === 'suspended', 4000, 'the idle suspend');
+        await waitFor(async () => (await entryOf(t, before.id))?.state === 'suspended', 4000, 'the idle suspend');
         const elapsed = performance.now() - lastResponse;
         assert.ok(elapsed >= 1000, `suspended ${elapsed.toFixed(0)} ms after the last response, before processTimeout`);
         assert.ok(elapsed < 2100, `suspended only ${elapsed.toFixed(0)} ms after the last response`);
@@ -284,7 +284,7 @@ test('idle suspend on a real clock (processTimeout 1s): C4 and C9', async (s) =>
         assert.equal(t.server.sessions.stats.live, 0);
         const logged = logsWith(t, { event: 'suspended', reason: 'idle' });
         assert.equal(logged.length, 1);
-        assert.equal(logged[0]!.session, hashId(entryOf(t, before.id)!.id));
+        assert.equal(logged[0]!.session, hashId((await entryOf(t, before.id))!.id));
 
         // No double suspend (C4): the hook ran once, and nothing more happens while suspended.
         await sleep(600);
@@ -311,7 +311,7 @@ test('idle suspend on a real clock (processTimeout 1s): C4 and C9', async (s) =>
           const client = new Client(t.url);
           const first = await state(client, '/inc');
           const lastResponse = performance.now();
-          await waitFor(async () => entryOf(t, first.id)?.state === 'suspended', 4000, 'the idle suspend');
+          await waitFor(async () => (await entryOf(t, first.id))?.state === 'suspended', 4000, 'the idle suspend');
           assert.ok(performance.now() - lastResponse < 2100);
           const resumed = await state(client);
           assert.equal(resumed.id, first.id);
@@ -325,7 +325,7 @@ test('idle suspend on a real clock (processTimeout 1s): C4 and C9', async (s) =>
       await s.test('C9: a suspended session keeps its memento when the wall clock jumps 1 h forward', async () => {
         const client = new Client(t.url);
         const first = await state(client, '/inc');
-        await waitFor(async () => entryOf(t, first.id)?.state === 'suspended', 4000, 'the idle suspend');
+        await waitFor(async () => (await entryOf(t, first.id))?.state === 'suspended', 4000, 'the idle suspend');
         const restore = shiftWallClock(3_600_000);
         try {
           // On the monotonic clock only ~1 s passed: far inside the 30 min cookie lifetime.
@@ -375,7 +375,7 @@ test('C1/C2 (manual clock): the cookie is accepted until cookieTimeout after the
       // T+δ after the last request: the session is gone; the old cookie starts a new one.
       clock.advance(21 * MIN);
       await waitFor(async () => counters.expired === 1, 3000, 'the cookie expiry');
-      assert.equal(entryOf(t, first.id), undefined);
+      assert.equal(await entryOf(t, first.id), undefined);
       const later = await client.get('/state');
       assert.equal(later.status, 200);
       const fresh = later.json<State>();
@@ -415,7 +415,7 @@ test('C1 (manual clock): a suspended session resumes within cookieTimeout and is
 
       clock.advance(6 * MIN);
       await waitFor(async () => counters.suspended.idle === 2, 3000, 'the second idle suspend');
-      assert.equal(entryOf(t, first.id)?.state, 'suspended');
+      assert.equal((await entryOf(t, first.id))?.state, 'suspended');
       clock.advance(15 * MIN); // 21 min since the last request, all of it suspended
       await waitFor(async () => counters.expired === 1, 3000, 'the cookie expiry');
       const reply = await client.get('/state');
@@ -444,15 +444,15 @@ test('C5: at the cap the least recently active idle context is suspended (evicte
       const c1 = await state(c!, '/inc');
       await state(a!, '/inc'); // b is now the least recently active
       assert.equal(counters.live, 3);
-      const bHash = hashId(entryOf(t, b2.id)!.id);
+      const bHash = hashId((await entryOf(t, b2.id))!.id);
 
       const d1 = await state(d!, '/inc');
       assert.ok(![a1.id, b2.id, c1.id].includes(d1.id));
       const evicted = await waitFor(async () => logsWith(t, { event: 'suspended', reason: 'evicted' })[0], 3000, 'the eviction log line');
       assert.equal(evicted!.session, bHash, 'b, the least recently active, was evicted');
-      assert.equal(entryOf(t, b2.id)?.state, 'suspended');
-      assert.equal(entryOf(t, a1.id)?.state, 'live');
-      assert.equal(entryOf(t, c1.id)?.state, 'live');
+      assert.equal((await entryOf(t, b2.id))?.state, 'suspended');
+      assert.equal((await entryOf(t, a1.id))?.state, 'live');
+      assert.equal((await entryOf(t, c1.id))?.state, 'live');
 
       // A and C were untouched: same contexts, counters continue.
       const a3 = await state(a!, '/inc');
@@ -519,23 +519,24 @@ test('C7: requests racing an idle suspend are served in order, with no lost writ
         // while they are admitted (variant 4: it must then not happen at all).
         const variant = i % 5;
         let admitted = false;
+        const sweeps: Promise<void>[] = [];
         if (variant !== 4) clock.advance(1100); // past processTimeout
         switch (variant) {
           case 0:
-            sessions.sweep();
+            await sessions.sweep();
             fire();
             break;
           case 1:
             fire();
-            sessions.sweep();
+            await sessions.sweep();
             break;
           case 2:
             fire();
-            setImmediate(() => sessions.sweep());
+            sweeps.push(new Promise((resolve) => setImmediate(() => resolve(sessions.sweep()))));
             break;
           case 3:
             fire();
-            setTimeout(() => sessions.sweep(), 1);
+            sweeps.push(new Promise((resolve) => setTimeout(() => resolve(sessions.sweep()), 1)));
             break;
           default: {
             fire();
@@ -544,10 +545,11 @@ test('C7: requests racing an idle suspend are served in order, with no lost writ
             while (!answered && !((await sessions.info(first.id))!.inFlight > 0)) await new Promise((resolve) => setImmediate(resolve));
             admitted = !answered;
             clock.advance(1100);
-            sessions.sweep();
+            await sessions.sweep();
           }
         }
         const replies = await Promise.all(requests);
+        await Promise.all(sweeps);
         const states = replies.map((reply) => {
           assert.equal(reply.status, 200, `iteration ${i}: ${reply.status} ${reply.text}`);
           return reply.json<State>();
@@ -569,8 +571,8 @@ test('C7: requests racing an idle suspend are served in order, with no lost writ
         acked += states.length;
 
         await waitFor(
-          () => {
-            const entry = (await sessions.info(first.id));
+          async () => {
+            const entry = await sessions.info(first.id);
             return entry && !entry.transitioning && entry.state !== 'suspending';
           },
           2000,
@@ -587,7 +589,7 @@ test('C7: requests racing an idle suspend are served in order, with no lost writ
           assert.equal(counters.live, 0);
           assert.equal(counters.resumed, counters.suspended.idle - 1, `iteration ${i}: resumes and suspends out of step`);
         }
-        const homed = [...t.server.pool.homedCounts.values()].reduce((x, y) => x + y, 0);
+        const homed = t.server.pool.workerLoad().reduce((sum, worker) => sum + worker.contexts, 0);
         assert.equal(homed, counters.live, `iteration ${i}: ${homed} contexts homed on workers`);
       }
       assert.equal(counters.created, 1);

@@ -73,7 +73,8 @@ class FaultyMemoryStore extends MemoryStore {
 }
 
 const KINDS: StoreKind[] = ['memory', 'file', 'sqlite'];
-const ID_SHAPE = /^[A-Za-z0-9_-]{22}$/;
+/** An issued session ID: 22 random characters, then 2 naming its home slot (src/contexts/ids.ts). */
+const ID_SHAPE = /^[A-Za-z0-9_-]{22}[A-Za-z0-9_-]{2}$/;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -289,17 +290,17 @@ describe('ctx.regenerate() (A5)', { timeout: 60_000 }, () => {
     const first = await stateOf(client);
     const oldId = client.cookie!;
     // Read under the old ID for as long as it names the session (until the regenerate runs).
-    const admitted = () => (await sessions.info(oldId))!.requests! - 1; // requests admitted after the first one
+    const admitted = async () => (await sessions.info(oldId))!.requests! - 1; // requests admitted after the first one
     const asOld = (ms: number) => send(`${t.url}/slow-inc?ms=${ms}`, { headers: { cookie: `RSID=${oldId}` } });
 
     // Five queued before the regenerate, five after it, all presenting the old cookie and all
     // admitted before the regenerate runs (it waits behind 5 × 500 ms, time enough on a loaded machine).
     const before = Array.from({ length: 5 }, () => asOld(500));
-    await waitFor(async () => admitted() === 5, 5000, 'the first five admitted');
+    await waitFor(async () => (await admitted()) === 5, 5000, 'the first five admitted');
     const regen = send(`${t.url}/regenerate`, { headers: { cookie: `RSID=${oldId}` } });
-    await waitFor(async () => admitted() === 6, 5000, 'the regenerate admitted');
+    await waitFor(async () => (await admitted()) === 6, 5000, 'the regenerate admitted');
     const afterwards = Array.from({ length: 5 }, () => asOld(20));
-    await waitFor(async () => admitted() === 10 + 1, 5000, `the last five admitted (admitted: ${admitted()})`);
+    await waitFor(async () => (await admitted()) === 10 + 1, 5000, `the last five admitted (admitted: ${await admitted()})`);
     assert.equal((await sessions.info(oldId))?.id, oldId, 'still the old ID while the regenerate waits its turn');
     assert.equal((await sessions.info(oldId))?.inFlight, 11, 'all eleven in flight at once');
 

@@ -18,7 +18,8 @@ import { browserSkip, launchChromium, screenshot, textOf, textsOf, waitForText, 
 
 const demoOptions = DEMO_OPTIONS;
 const cookieName = testConfig(demoOptions).sessions.cookieName;
-const ID_SHAPE = /^[A-Za-z0-9_-]{22}$/;
+/** An issued session ID: 22 random characters, then 2 naming its home slot (src/contexts/ids.ts). */
+const ID_SHAPE = /^[A-Za-z0-9_-]{22}[A-Za-z0-9_-]{2}$/;
 
 describe('signing in to the demo in a real browser', { skip: browserSkip, timeout: 60_000 }, () => {
   let chromium: LaunchedChromium | undefined;
