@@ -22,6 +22,7 @@ const CANDIDATE_WAIT_MS = 500;
 /** What one thread asks another (and the main thread asks a thread: see ./thread.ts). */
 export type PeerCall =
   | { op: 'serve'; presented: string[]; clientIp: string; request: WireRequest }
+  | { op: 'choose'; presented: string[]; clientIp: string }
   | { op: 'stream'; task: WorkerTask }
   | { op: 'oldestIdle' }
   | { op: 'evictOldestIdle' }
@@ -135,6 +136,13 @@ export class Mesh implements Peers, StreamHost {
       const code = (error as { code?: string }).code;
       return { kind: 'error', error: isResidentError(error) ? error : new ResidentError(code === 'RESIDENT_ERR_SHUTTING_DOWN' ? code : 'RESIDENT_ERR_HOOK_FAILED', undefined, { cause: error }), cookie: null };
     }
+  }
+
+  /** Which of `presented` (all homed on `home`) names a session of this client there (see Sessions.choose). */
+  async choose(home: number, presented: string[], clientIp: string): Promise<{ mine?: number; foreign?: number }> {
+    const peer = await this.#peer(home);
+    if (!peer) return {};
+    return peer.rpc.call<{ mine?: number; foreign?: number }>({ op: 'choose', presented, clientIp } satisfies PeerCall).catch(() => ({}));
   }
 
   /** The watchdog is about to stop peer `slot`, whose hook for this thread's hop `call` holds it. */

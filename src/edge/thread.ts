@@ -117,6 +117,8 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
       case 'serve':
         figures.add('hopsIn');
         return local.serve(call.presented, call.clientIp, call.request).then(toWireOutcome);
+      case 'choose':
+        return local.choose(call.presented, call.clientIp);
       case 'stream':
         return host.run(call.task).then((reply) => (reply.type === 'chunk' && reply.bytes ? withTransfer(reply, [reply.bytes]) : reply));
       case 'oldestIdle':
@@ -132,15 +134,55 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
     }
   }
 
-  const serve = (presented: string[], clientIp: string, request: WireRequest, trusted: boolean): Promise<Outcome> => {
+  /**
+   * Where a request whose Cookie header names sessions on several homes goes, and with which of
+   * its IDs (A8): every home named is asked which of its IDs would win for this client, and the
+   * first winner in header order takes the request, wherever it is homed. Before, only the home
+   * of the first value was asked, so a junk or tossed value homed on another thread in front of
+   * the real one cost the client its session (a new one, whose Set-Cookie overwrote the real
+   * cookie), or a 400 when it named another client's session. Only a header with values homed
+   * on several threads pays this round of questions.
+   */
+  const chooseHome = async (presented: string[], clientIp: string): Promise<{ home: number; ids: string[] }> => {
+    const byHome = new Map<number, string[]>();
+    for (const id of presented) {
+      const home = mesh.homeOf(id);
+      const ids = byHome.get(home);
+      if (ids) ids.push(id);
+      else byHome.set(home, [id]);
+    }
+    const answers = await Promise.all(
+      [...byHome].map(async ([home, ids]) => ({ home, ids, ...(home === slot ? await local.choose(ids, clientIp) : await mesh.choose(home, ids, clientIp)) })),
+    );
+    const at = (ids: string[], index: number | undefined) => (index === undefined || index < 0 ? Infinity : presented.indexOf(ids[index]!));
+    let mine: { home: number; id: string; at: number } | undefined;
+    let foreign: { home: number; ids: string[]; at: number } | undefined;
+    for (const answer of answers) {
+      const mineAt = at(answer.ids, answer.mine);
+      if (mineAt < (mine?.at ?? Infinity)) mine = { home: answer.home, id: answer.ids[answer.mine!]!, at: mineAt };
+      const foreignAt = at(answer.ids, answer.foreign);
+      if (foreignAt < (foreign?.at ?? Infinity)) foreign = { home: answer.home, ids: answer.ids, at: foreignAt };
+    }
+    if (mine) return { home: mine.home, ids: [mine.id] };
+    // None of this client's: a session bound to another client answers 400 from its home; with
+    // none either, the home of the first value makes the new session (and logs the unknown IDs).
+    if (foreign) return { home: foreign.home, ids: foreign.ids };
+    const first = answers[0]!;
+    return { home: first.home, ids: first.ids };
+  };
+
+  const serve = async (presented: string[], clientIp: string, request: WireRequest, trusted: boolean): Promise<Outcome> => {
     let home = slot;
-    if (presented.length > 0) home = mesh.homeOf(presented[0]!);
+    let ids = presented;
+    if (presented.length > 0) {
+      home = mesh.homeOf(presented[0]!);
+      // Only a home's own IDs go to it: an ID homed elsewhere read from the store there would
+      // be a second context of one session.
+      if (presented.length > 1 && presented.some((id) => mesh.homeOf(id) !== home)) ({ home, ids } = await chooseHome(presented, clientIp));
+    }
     // Behind a trusted proxy, connections mix clients: a new session goes to the thread
     // holding the fewest contexts, not to whichever thread the proxy's connection reached.
     else if (trusted && setup.threads > 1) home = leastLoaded(setup, slot);
-    // Only the home's IDs go there: an ID homed elsewhere read from the store here would be a
-    // second context of one session. The others are dropped, as unknown values are.
-    const ids = presented.length > 1 ? presented.filter((id) => mesh.homeOf(id) === home) : presented;
     if (home === slot) return local.serve(ids, clientIp, request);
     figures.add('hopsOut');
     return mesh.serve(home, ids, clientIp, request);

@@ -105,6 +105,24 @@ export class Sessions {
     return requests.run(admitted, request, clientIp);
   }
 
+  /**
+   * For an edge whose Cookie header names sessions on several homes (A8: junk or tossed values
+   * homed elsewhere in front of the real one): which of `presented`, all homed here, would win
+   * for this client, by its index, and the first bound to another client. The edge asks every
+   * home named and sends the request where the first winner in header order is.
+   */
+  async choose(presented: string[], clientIp: string): Promise<{ mine?: number; foreign?: number }> {
+    const { closing, config, admission } = this.#rooms;
+    if (closing || !config.enabled) return {};
+    try {
+      const { entry, foreign } = await admission.find(presented, clientIp);
+      return { mine: entry && presented.indexOf(entry.id), foreign: foreign && presented.indexOf(foreign.id) };
+    } catch {
+      // The store failed: the request itself, sent to a home, gets the error.
+      return {};
+    }
+  }
+
   /** The counters and the sessions held now: a live, read-only view (see ./counters.ts). */
   readonly stats: SessionStats;
 
