@@ -7,7 +7,8 @@
  *   so a scrape or a test reads every thread's figures without asking any thread. A slot's
  *   counters survive its thread: a replacement goes on counting where it stopped.
  * - The global cap (Int32, Atomics): live contexts over every thread, reservations included,
- *   and each slot's own share, which the main thread takes back out when a thread dies.
+ *   and each slot's own share, which the main thread takes back out when a thread dies; and
+ *   the reservations under way, over every thread and each slot's.
  * - Retired slots (Int32, Atomics): a slot whose thread died after the crash-loop breaker
  *   tripped gets no replacement; its sessions are homed on the next slot instead (Homes).
  */
@@ -38,7 +39,7 @@ export interface SharedState {
 }
 
 export function newSharedState(slots: number): SharedState {
-  const bytes = (slots + 1) * PER_SLOT * 8 + (slots + 1) * 4 + slots * 4;
+  const bytes = (slots + 1) * PER_SLOT * 8 + CAP_CELLS(slots) * 4 + slots * 4;
   return { buffer: new SharedArrayBuffer(bytes), slots };
 }
 
@@ -46,8 +47,14 @@ function figures(state: SharedState): Float64Array {
   return new Float64Array(state.buffer, 0, (state.slots + 1) * PER_SLOT);
 }
 
+/**
+ * The cap's cells: each slot's share of the total (its live contexts and its reservations),
+ * the total, then each slot's reservations and all of them.
+ */
+const CAP_CELLS = (slots: number) => 2 * (slots + 1);
+
 function capacity(state: SharedState): Int32Array {
-  return new Int32Array(state.buffer, (state.slots + 1) * PER_SLOT * 8, state.slots + 1);
+  return new Int32Array(state.buffer, (state.slots + 1) * PER_SLOT * 8, CAP_CELLS(state.slots));
 }
 
 /** Defines `key` on `target` as a read-write view of `array[index]`. */
@@ -103,32 +110,52 @@ export class SharedCap {
   readonly #cells: Int32Array;
   readonly #slot: number;
   readonly #total: number;
+  readonly #slots: number;
   constructor(state: SharedState, slot: number) {
     this.#cells = capacity(state);
     this.#slot = slot;
     this.#total = state.slots;
+    this.#slots = state.slots;
   }
   /** Live contexts over every thread, reservations included. */
   get total(): number {
     return Atomics.load(this.#cells, this.#total);
+  }
+  /** Reservations under way over every thread (creations and resumes making room). */
+  get reserving(): number {
+    return Atomics.load(this.#cells, 2 * this.#slots + 1);
   }
   /** This slot's live contexts changed by `delta` (the directory says so). */
   adjust(delta: number): void {
     Atomics.add(this.#cells, this.#slot, delta);
     Atomics.add(this.#cells, this.#total, delta);
   }
-  /** Takes a place for a context about to be added: the new total, reservations included. */
+  /**
+   * Takes a place for a context about to be added: the new total, reservations included. The
+   * place counts in this slot's share too, so that a thread that dies holding one (a hook
+   * exited it while a creation awaited the other homes) gives it back with its contexts:
+   * before, such a place stayed taken for good, and once as many leaked as the cap allows,
+   * every new client got 503.
+   */
   reserve(): number {
+    Atomics.add(this.#cells, this.#slot, 1);
+    Atomics.add(this.#cells, this.#slots + 1 + this.#slot, 1);
+    Atomics.add(this.#cells, 2 * this.#slots + 1, 1);
     return Atomics.add(this.#cells, this.#total, 1) + 1;
   }
   /** Gives back a place taken by reserve() (the context was added, counted by adjust, or refused). */
   unreserve(): void {
+    Atomics.sub(this.#cells, this.#slot, 1);
+    Atomics.sub(this.#cells, this.#slots + 1 + this.#slot, 1);
+    Atomics.sub(this.#cells, 2 * this.#slots + 1, 1);
     Atomics.sub(this.#cells, this.#total, 1);
   }
-  /** Main thread: the slot's thread died and its contexts with it. */
+  /** Main thread: the slot's thread died, and its contexts and the places it held with it. */
   clearSlot(slot: number): void {
     const lost = Atomics.exchange(this.#cells, slot, 0);
     Atomics.sub(this.#cells, this.#total, lost);
+    const reserved = Atomics.exchange(this.#cells, this.#slots + 1 + slot, 0);
+    Atomics.sub(this.#cells, 2 * this.#slots + 1, reserved);
   }
 }
 
@@ -176,7 +203,7 @@ export class Homes {
   readonly #slots: number;
   constructor(state: SharedState) {
     this.#slots = state.slots;
-    this.#retired = new Int32Array(state.buffer, (state.slots + 1) * PER_SLOT * 8 + (state.slots + 1) * 4, state.slots);
+    this.#retired = new Int32Array(state.buffer, (state.slots + 1) * PER_SLOT * 8 + CAP_CELLS(state.slots) * 4, state.slots);
   }
   of(id: string): number {
     const named = slotOf(id) % this.#slots;

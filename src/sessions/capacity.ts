@@ -56,15 +56,22 @@ export class Capacity {
       // per admission: a client arriving after the store recovers still brings the count back
       // down, and one arriving during the outage costs one refused write, not one per context.
       let retried = false;
+      let evictedOwn = false;
       // A victim can get a request between being reported and being asked for: look again,
       // a bounded number of times.
       for (let attempts = 0; total > config.maxContexts; attempts++) {
+        // One eviction per place taken over the cap: once this one's has gone, the rest of the
+        // excess is other creations under way, each evicting for its own place. Evicting for
+        // them too (the count read here includes their places) suspended idle contexts nobody
+        // needed gone. With no other under way, contexts kept over the cap (E4) come back down.
+        if (evictedOwn && cap.reserving > 1) break;
         if (attempts > 16) {
           cap.unreserve();
           return new ResidentError('RESIDENT_ERR_CAPACITY');
         }
         const evicted = await this.#evictOne(retried);
-        if (evicted === 'retried') retried = true;
+        if (evicted === 'evicted') evictedOwn = true;
+        else if (evicted === 'retried') retried = true;
         else if (evicted === 'over') return undefined;
         else if (evicted instanceof ResidentError) {
           cap.unreserve();
@@ -91,13 +98,17 @@ export class Capacity {
 
   /**
    * Suspends the least recently active idle context of every home: 'evicted' once one went,
+   * 'again' when the candidates changed meanwhile (or the room was made by others),
    * 'retried' when a context refused lately was tried again, 'over' when the cap stays
    * exceeded until the store takes writes again (E4), or the error when every one is busy.
    */
-  async #evictOne(retried: boolean): Promise<'evicted' | 'retried' | 'over' | ResidentError> {
+  async #evictOne(retried: boolean): Promise<'evicted' | 'again' | 'retried' | 'over' | ResidentError> {
     const { directory, clock, config, lifecycle, log, peers } = this.#rooms;
     const { victim, refusedLately } = chooseVictim(directory.live.values(), clock.now());
     const elsewhere = await peers.idleCandidates();
+    // Other creations may have made the room while the other homes answered: an eviction now
+    // would be one nobody needs (an idle context suspended for nothing).
+    if (this.#rooms.cap.total <= config.maxContexts) return 'again';
     let oldest: (typeof elsewhere)[number] | undefined;
     for (const candidate of elsewhere) if (!oldest || candidate.lastActive < oldest.lastActive) oldest = candidate;
     // Each victim is marked suspending at once, so it counts no more and is not picked twice.
@@ -106,7 +117,10 @@ export class Capacity {
       return 'evicted';
     }
     if (oldest && (await peers.evict(oldest.home))) return 'evicted';
-    if (oldest || (victim && victim.state === 'live')) return 'evicted'; // changed meanwhile: look again
+    // Changed meanwhile (a request came, or a concurrent creation here took the same victim
+    // while this one awaited the other homes' candidates): look again. Only "no candidate
+    // anywhere" means every context is busy; a victim taken by another eviction did not.
+    if (oldest || victim) return 'again';
     if (refusedLately && refusedLately.state === 'live' && !refusedLately.gate) {
       // Over the cap until the store takes writes again (E4), rather than a memento lost.
       if (retried) return 'over';

@@ -40,6 +40,8 @@ export const noPeers: Peers = {
 /** The live contexts of every home against `sessions.maxContexts` (see src/contexts/shared-state.ts). */
 export interface GlobalCap {
   readonly total: number;
+  /** Reservations under way (creations and resumes making room), over every home. */
+  readonly reserving: number;
   adjust(delta: number): void;
   reserve(): number;
   unreserve(): void;
@@ -53,12 +55,16 @@ export interface HeldFigures {
 /** A cap kept in this thread alone (sessions kept apart from any pool, e.g. a benchmark). */
 export function localCap(): GlobalCap {
   let total = 0;
+  let reserving = 0;
   return {
     get total() {
       return total;
     },
+    get reserving() {
+      return reserving;
+    },
     adjust: (delta) => void (total += delta),
-    reserve: () => ++total,
-    unreserve: () => void total--,
+    reserve: () => (reserving++, ++total),
+    unreserve: () => void (reserving--, total--),
   };
 }
