@@ -361,7 +361,7 @@ test('overview: the store, session counts, every worker and the counters', async
   assert.equal(empty.store, 'memory');
   assert.deepEqual(empty.sessions, { live: 0, suspendedKnown: 0 });
   assert.equal(empty.workers.length, 2);
-  for (const worker of empty.workers) assert.deepEqual(Object.keys(worker).sort(), ['contexts', 'queued', 'threadId']);
+  for (const worker of empty.workers) assert.deepEqual(Object.keys(worker).sort(), ['contexts', 'queued', 'slot', 'threadId']);
   assert.deepEqual(new Set(empty.workers.map((w: { threadId: number }) => w.threadId)), new Set(t.server.pool.threadIds));
   assert.equal(empty.counters.created, 0);
 

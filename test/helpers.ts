@@ -70,6 +70,12 @@ export interface TestServer {
   logs: LogLine[];
   /** The raw log text, for asserting what never appears in it. */
   rawLogs(): string;
+  /**
+   * Resolves once every line the worker threads logged so far is in `logs`: their lines reach
+   * the main thread's logger over each thread's port, a moment after the response may have
+   * reached the client, and a round trip over that port comes back behind them.
+   */
+  settle(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -105,6 +111,9 @@ export async function startTestServer(overrides: ResidentConfigInput = {}, clock
     url: server.url,
     logs,
     rawLogs: () => raw,
+    settle: async () => {
+      await server.pool.broadcast({ op: 'stats' });
+    },
     close: async () => {
       await server.shutdown();
     },

@@ -37,6 +37,8 @@ export interface Edge {
   files: PublicFiles;
   /** The health probes and the admin view, answered by the main thread, before static files and hooks. */
   ops: { claims(path: string): boolean; answer(target: RequestTarget, req: IncomingMessage, res: ServerResponse): Promise<void> } | null;
+  /** Resolves once the lines this thread logged are written (undefined: none pending). */
+  logsDelivered(): Promise<void> | undefined;
   /** Counts each request's status and duration, when metrics are on. */
   observe: ((status: number, seconds: number, code: string | undefined) => void) | null;
   /** host:port of the listener: the host of request.url for an HTTP/1.0 request without Host. */
@@ -72,6 +74,9 @@ export async function handle(edge: Edge, req: IncomingMessage, res: ServerRespon
       { method: req.method ?? 'GET', url, headers: req.rawHeaders.join('\n'), body },
       edge.trust !== null && edge.trust(req.socket.remoteAddress ?? '', 0),
     );
+    // What the request logged is written before its client has the answer.
+    const logged = edge.logsDelivered();
+    if (logged) await logged;
     write(edge, req, res, outcome, secure);
     edge.observe?.(res.statusCode, (performance.now() - started) / 1000, outcome.kind === 'error' ? outcome.error.code : undefined);
   } catch (error) {
@@ -90,6 +95,8 @@ export async function handle(edge: Edge, req: IncomingMessage, res: ServerRespon
       res.destroy();
       return;
     }
+    const logged = edge.logsDelivered();
+    if (logged) await logged;
     write(edge, req, res, { kind: 'error', error: failure, cookie: null }, false);
     edge.observe?.(res.statusCode, (performance.now() - started) / 1000, failure.code);
   }

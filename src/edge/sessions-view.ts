@@ -61,7 +61,10 @@ export class SessionsView {
     // Each thread's first start + limit, merged: enough for the page whatever their mix.
     const perThread = { state: query.state, start: 0, limit: Number.isFinite(limit) ? start + limit : undefined };
     const answers = await this.#pool.broadcast<SessionInfo[]>({ op: 'list', query: perThread });
-    const all = answers.flatMap(({ value }) => value).sort((a, b) => a.lastActivityAt - b.lastActivityAt);
+    // Idle time is on one monotonic scale on every thread (a wall-clock figure computed by each
+    // thread at its own moment is not); sessions idle alike go in the order they were created.
+    const idle = (info: SessionInfo) => info.idleMs ?? Infinity;
+    const all = answers.flatMap(({ value }) => value).sort((a, b) => idle(b) - idle(a) || a.createdAt - b.createdAt);
     return all.slice(start, Number.isFinite(limit) ? start + limit : undefined);
   }
 

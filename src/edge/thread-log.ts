@@ -17,15 +17,41 @@ export interface LogCall {
   msg: string;
 }
 
-export function threadLog(main: RpcPort, level: string): Log {
+/**
+ * A thread's log, and a way to wait for its lines to be written: the edge waits before it sends
+ * a response whose request logged something, so that what a request logged is in the log
+ * before its client has the answer (an operator reading the log, a test reading its lines).
+ * Requests that log nothing (the common hit) wait for nothing.
+ */
+export interface ThreadLog extends Log {
+  /** Resolves once every line logged so far is written; undefined when none is on its way. */
+  delivered(): Promise<void> | undefined;
+}
+
+export function threadLog(main: RpcPort, level: string): ThreadLog {
   const floor = RANK[level] ?? RANK.info!;
+  let pending = 0;
+  let waiters: Array<() => void> = [];
+  const settled = () => {
+    if (--pending > 0) return;
+    const wake = waiters;
+    waiters = [];
+    for (const resolve of wake) resolve();
+  };
   const line = (lineLevel: LogLevel) => (fields: object, msg: string) => {
     if (RANK[lineLevel]! < floor) return;
     const call: LogCall = { op: 'log', level: lineLevel, fields: flatten(fields), msg };
-    // Nobody waits for a log line; a closed port (the thread is stopping) drops it.
-    main.call(call).catch(() => {});
+    pending++;
+    // A closed port (the thread is stopping) drops the line.
+    main.call(call).then(settled, settled);
   };
-  return { debug: line('debug'), info: line('info'), warn: line('warn'), error: line('error') };
+  return {
+    debug: line('debug'),
+    info: line('info'),
+    warn: line('warn'),
+    error: line('error'),
+    delivered: () => (pending === 0 ? undefined : new Promise<void>((resolve) => waiters.push(resolve))),
+  };
 }
 
 /**

@@ -124,7 +124,9 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
           // A hook ended this thread meanwhile: its answer was cut short by the exit (a hook
           // that calls process.exit() gets an error back), so the edge it came from says 502.
           if (lastWords.dying) throw new ResidentError('RESIDENT_ERR_WORKER_LOST');
-          return toWireOutcome(outcome);
+          // Its log lines are written before the edge it came from sends the answer.
+          const logged = log.delivered();
+          return logged ? logged.then(() => toWireOutcome(outcome)) : toWireOutcome(outcome);
         });
       case 'claimable':
         return local.claimable(call.presented, call.clientIp);
@@ -205,6 +207,7 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
             answer: (target, req, res) => answerOps(main, target, req, res),
           }
         : null,
+    logsDelivered: () => log.delivered(),
     observe: metrics ? (status, seconds, code) => metrics.observe(status, seconds, code) : null,
     listenHost: '',
   };
