@@ -22,7 +22,7 @@ import { LoadWatch } from './load-watch.ts';
 import { RpcPort } from './rpc.ts';
 import { slotHeld } from './shared-state.ts';
 import { ResidentError } from '../errors.ts';
-import type { ConnectTask, WorkerEvent, WorkerReply, WorkerTask } from './protocol.ts';
+import type { ConnectTask, HooksLoading, WorkerEvent, WorkerReply, WorkerTask } from './protocol.ts';
 import type { WorkerSettings } from './worker.ts';
 import type { ControlCall, EdgeSetup } from '../edge/thread.ts';
 
@@ -107,7 +107,7 @@ export class ContextPool {
           });
     this.#port.catch(() => {});
     this.#watchdog = new Watchdog(limits.stallTimeoutMs, (workerId, heartbeat, stalledMs) => void this.#stalled(workerId, heartbeat, stalledMs));
-    this.#loadWatch = new LoadWatch(limits.stallTimeoutMs, () => this.#piscina.threads, (threadId) => this.#edges.has(threadId), (worker, loadingMs) => {
+    this.#loadWatch = new LoadWatch(limits.stallTimeoutMs, () => this.#piscina.threads, (worker, loadingMs) => {
       this.#loadFailure = new ResidentError('RESIDENT_ERR_HOOK_LOAD', `a worker thread did not finish loading its hooks within workers.stallTimeout (${limits.stallTimeoutMs} ms): does a hook module loop as it loads?`);
       this.#stalls++;
       events.onWorkerStalled(worker.threadId, loadingMs);
@@ -134,7 +134,10 @@ export class ContextPool {
       if (started) this.#ready.set(started, worker.id);
       if (!this.#closed) void this.#connect(worker.id).catch((error: Error) => this.#connectFailed(worker.id, error));
     });
-    this.#piscina.on('message', (event: WorkerEvent) => events.onWorkerEvent(event));
+    this.#piscina.on('message', (event: WorkerEvent | HooksLoading) => {
+      if (event.type === 'hooks') this.#loadWatch.mark(event.threadId, event.loading);
+      else events.onWorkerEvent(event);
+    });
     this.#piscina.on('error', (error: Error) => events.onPoolError(error));
     this.#piscina.on('workerDestroy', (destroyed: BalancedWorker) => {
       if (this.#closed) return;
