@@ -78,6 +78,8 @@ export class ContextPool {
   #port: Promise<number>;
   #portKnown: (port: number) => void = () => {};
   #portFailed: (error: Error) => void = () => {};
+  /** Set once the first edge was asked to pick the port (config.port 0). */
+  #portPicked = false;
   #closed = false;
   #closing: Promise<void> | null = null;
   readonly #threads: number;
@@ -189,8 +191,11 @@ export class ContextPool {
     }
     this.#taken.add(slot);
     try {
-      // With port 0 the first edge picks the port and the others join it.
-      const port = slot === 0 || this.#setup.config.port !== 0 ? this.#setup.config.port : await this.#port;
+      // With port 0 the first edge picks the port and the others join it, a replacement of the
+      // first one too (listening on port 0 again, it would take a port nobody connects to).
+      const first = slot === 0 && !this.#portPicked;
+      this.#portPicked ||= first;
+      const port = first || this.#setup.config.port !== 0 ? this.#setup.config.port : await this.#port;
       const { port1, port2 } = new MessageChannel();
       const heartbeat = newHeartbeat();
       const rpc = new RpcPort(port1, `the port to worker thread ${workerId}`);
