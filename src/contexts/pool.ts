@@ -70,6 +70,8 @@ export class ContextPool {
   readonly #piscina: Piscina<WorkerTask | ConnectTask, WorkerReply | { type: 'connected'; port: number }>;
   /** Connected edge threads by thread id. */
   readonly #edges = new Map<number, Edge>();
+  /** Threads that became edges, until piscina reports them destroyed. */
+  readonly #becameEdge = new Set<number>();
   /** Slots whose thread is connecting (a replacement takes a free slot once). */
   readonly #taken = new Set<number>();
   readonly #events: PoolEvents;
@@ -153,8 +155,9 @@ export class ContextPool {
       }
       for (const [worker, id] of gone) {
         this.#ready.delete(worker);
-        // Gone before it took its slot (it exits right after loading): it answered nothing.
-        if (!this.#edges.has(id)) this.#unproductive();
+        // Gone before it took its slot (it exits right after loading): it answered nothing. Not
+        // #edges: #lost may have taken a dead edge out of it already (its port closes first).
+        if (!this.#becameEdge.delete(id)) this.#unproductive();
       }
     });
   }
@@ -212,6 +215,7 @@ export class ContextPool {
       const edge: Edge = { threadId: workerId, slot, rpc, heartbeat };
       this.#wire(edge);
       this.#edges.set(workerId, edge);
+      this.#becameEdge.add(workerId);
       rpc.onClose(() => this.#lost(edge));
       this.#watchdog.watch(workerId, heartbeat);
     } catch (error) {
