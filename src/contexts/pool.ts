@@ -22,7 +22,7 @@ import { LoadWatch } from './load-watch.ts';
 import { RpcPort } from './rpc.ts';
 import { slotHeld } from './shared-state.ts';
 import { ResidentError } from '../errors.ts';
-import type { ConnectTask, WorkerEvent, WorkerReply, WorkerTask } from './protocol.ts';
+import type { ConnectTask, HooksLoading, WorkerEvent, WorkerReply, WorkerTask } from './protocol.ts';
 import type { WorkerSettings } from './worker.ts';
 import type { ControlCall, EdgeSetup } from '../edge/thread.ts';
 
@@ -72,6 +72,8 @@ export class ContextPool {
   readonly #piscina: Piscina<WorkerTask | ConnectTask, WorkerReply | { type: 'connected'; port: number }>;
   /** Connected edge threads by thread id. */
   readonly #edges = new Map<number, Edge>();
+  /** Threads that became edges, until piscina reports them destroyed. */
+  readonly #becameEdge = new Set<number>();
   /** Slots whose thread is connecting (a replacement takes a free slot once). */
   readonly #taken = new Set<number>();
   readonly #events: PoolEvents;
@@ -80,6 +82,8 @@ export class ContextPool {
   #port: Promise<number>;
   #portKnown: (port: number) => void = () => {};
   #portFailed: (error: Error) => void = () => {};
+  /** Set once the first edge was asked to pick the port (config.port 0). */
+  #portPicked = false;
   #closed = false;
   #closing: Promise<void> | null = null;
   readonly #threads: number;
@@ -93,10 +97,6 @@ export class ContextPool {
   #stalls = 0;
   /** Threads that became ready (piscina's workerCreate) and are not destroyed yet, with their ids. */
   readonly #ready = new Map<Worker, number>();
-  /** Ids of those threads (a terminated Worker reads its threadId as -1). */
-  readonly #everReady = new Set<number>();
-  /** Ids of threads that became edges and are not destroyed yet. */
-  readonly #becameEdge = new Set<number>();
 
   constructor(limits: PoolLimits, settings: WorkerSettings, setup: Omit<EdgeSetup, 'port'> & { port: number }, events: PoolEvents) {
     const { threads } = limits;
@@ -113,10 +113,7 @@ export class ContextPool {
           });
     this.#port.catch(() => {});
     this.#watchdog = new Watchdog(limits.stallTimeoutMs, (workerId, heartbeat, stalledMs) => void this.#stalled(workerId, heartbeat, stalledMs));
-    // Loaded once piscina reports it ready (its module, the hooks included, imported): starting
-    // its edge afterwards has its own bound (CONNECT_TIMEOUT_MS), so a slow first compile of
-    // the edge code on a loaded machine is not taken for a hook that loops as it loads.
-    this.#loadWatch = new LoadWatch(limits.stallTimeoutMs, () => this.#piscina.threads, (threadId) => this.#everReady.has(threadId), (worker, loadingMs) => {
+    this.#loadWatch = new LoadWatch(limits.stallTimeoutMs, () => this.#piscina.threads, (worker, loadingMs) => {
       this.#loadFailure = new ResidentError('RESIDENT_ERR_HOOK_LOAD', `a worker thread did not finish loading its hooks within workers.stallTimeout (${limits.stallTimeoutMs} ms): does a hook module loop as it loads?`);
       this.#stalls++;
       events.onWorkerStalled(worker.threadId, loadingMs);
@@ -141,10 +138,12 @@ export class ContextPool {
     this.#piscina.on('workerCreate', (worker: BalancedWorker) => {
       const started = this.#piscina.threads.find((thread) => thread.threadId === worker.id);
       if (started) this.#ready.set(started, worker.id);
-      this.#everReady.add(worker.id);
       if (!this.#closed) void this.#connect(worker.id).catch((error: Error) => this.#connectFailed(worker.id, error));
     });
-    this.#piscina.on('message', (event: WorkerEvent) => events.onWorkerEvent(event));
+    this.#piscina.on('message', (event: WorkerEvent | HooksLoading) => {
+      if (event.type === 'hooks') this.#loadWatch.mark(event.threadId, event.loading);
+      else events.onWorkerEvent(event);
+    });
     this.#piscina.on('error', (error: Error) => events.onPoolError(error));
     this.#piscina.on('workerDestroy', (destroyed: BalancedWorker) => {
       if (this.#closed) return;
@@ -158,10 +157,9 @@ export class ContextPool {
       }
       for (const [worker, id] of gone) {
         this.#ready.delete(worker);
-        // Gone before it became an edge (it exits right after loading): it answered nothing.
-        // One that became an edge was judged when its port closed (#lost).
+        // Gone before it took its slot (it exits right after loading): it answered nothing. Not
+        // #edges: #lost may have taken a dead edge out of it already (its port closes first).
         if (!this.#becameEdge.delete(id)) this.#unproductive();
-        this.#everReady.delete(id);
       }
     });
   }
@@ -198,8 +196,11 @@ export class ContextPool {
     }
     this.#taken.add(slot);
     try {
-      // With port 0 the first edge picks the port and the others join it.
-      const port = slot === 0 || this.#setup.config.port !== 0 ? this.#setup.config.port : await this.#port;
+      // With port 0 the first edge picks the port and the others join it, a replacement of the
+      // first one too (listening on port 0 again, it would take a port nobody connects to).
+      const first = slot === 0 && !this.#portPicked;
+      this.#portPicked ||= first;
+      const port = first || this.#setup.config.port !== 0 ? this.#setup.config.port : await this.#port;
       const { port1, port2 } = new MessageChannel();
       const heartbeat = newHeartbeat();
       const rpc = new RpcPort(port1, `the port to worker thread ${workerId}`);

@@ -141,6 +141,8 @@ export interface ConnectTask {
 
 /** Messages a worker sends outside of task replies (through parentPort). */
 export type WorkerEvent = { type: 'log'; level: 'warn' | 'error'; msg: string; error?: WireError };
+/** A thread starts (`loading`) or has finished loading the hook modules: the main thread times it (./load-watch.ts). */
+export type HooksLoading = { type: 'hooks'; threadId: number; loading: boolean };
 
 /**
  * Any thrown value, in words. Total: a hook may throw (or reject with) anything, including an

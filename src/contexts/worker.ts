@@ -20,6 +20,7 @@ import {
   toWireError,
   type ConnectTask,
   type ContextInit,
+  type HooksLoading,
   type WireError,
   type WorkerEvent,
   type WorkerReply,
@@ -57,8 +58,12 @@ async function loadHook<T>(path: string, name: string): Promise<T> {
   return hook as T;
 }
 
+// The main thread times the hook modules' loading, and only that (./load-watch.ts): a module
+// that loops as it loads is terminated after workers.stallTimeout.
+parentPort?.postMessage({ type: 'hooks', threadId, loading: true } satisfies HooksLoading);
 const onConnection = await loadHook<OnConnection>(settings.onConnection, 'onConnection');
 const onSessionSuspend = await loadHook<OnSessionSuspend>(settings.onSessionSuspend, 'onSessionSuspend');
+parentPort?.postMessage({ type: 'hooks', threadId, loading: false } satisfies HooksLoading);
 
 function report(event: WorkerEvent): void {
   parentPort?.postMessage(event);
