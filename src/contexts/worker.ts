@@ -3,7 +3,9 @@
  * context's requests, and calls the hooks. Knows nothing of sockets or cookies: the thread's
  * edge (src/edge/thread.ts) hands it tasks of the protocol in ./protocol.ts.
  */
-// First: the hooks' Request, Response and fetch() must be in place before any module uses them.
+// First the builtins the edge's checks call, taken before anything can patch them; then the
+// hooks' Request, Response and fetch(), in place before any module uses them.
+import '../primordials.ts';
 import './fetch-globals.ts';
 import { parentPort, threadId, workerData } from 'node:worker_threads';
 import { pathToFileURL } from 'node:url';

@@ -14,9 +14,10 @@ import { expiredSessionCookie, presentedSessionIds, setsCookieNamed, type Cookie
 import type { PublicFiles } from '../http/static.ts';
 import { pulledFrom, streamBody, type StreamHost } from '../http/stream-response.ts';
 import { parseTarget, type RequestTarget } from '../http/target.ts';
-import { HOP_BY_HOP } from '../contexts/response-headers.ts';
+import { isHopByHop } from '../contexts/response-headers.ts';
 import type { WireRequest } from '../contexts/protocol.ts';
 import type { Log } from '../log.ts';
+import { lowerCase } from '../primordials.ts';
 
 /** What the edge of one thread needs; built once when the thread starts. */
 export interface Edge {
@@ -124,12 +125,14 @@ function write(edge: Edge, req: IncomingMessage, res: ServerResponse, outcome: O
     else if (outcome.body) stream = outcome.body;
     else if (status >= 500) body = 'Internal Server Error';
     for (let i = 0; i < outcome.headers.length; i += 2) {
-      // The worker already dropped these; checked again here because a hook runs in that
-      // worker and can patch the builtins its filter uses: the session cookie and the framing
-      // are decided on this thread, whatever the worker says.
-      const name = outcome.headers[i]!.toLowerCase();
-      const value = outcome.headers[i + 1]!;
-      if (HOP_BY_HOP.has(name) || (name === 'set-cookie' && setsCookieNamed(value, edge.cookie.name))) continue;
+      // The context already dropped these; checked again here, through builtins taken before
+      // any hook loaded (../primordials.ts), because the outcome may come over the mesh from another thread and a
+      // hook can patch the builtins a filter calls: the session cookie and the framing are
+      // decided here. (A hook shares this thread and could patch node:http itself: this guards
+      // against headers, not against code that rewrites Node.)
+      const name = lowerCase(String(outcome.headers[i]));
+      const value = String(outcome.headers[i + 1]);
+      if (isHopByHop(name) || (name === 'set-cookie' && setsCookieNamed(value, edge.cookie.name))) continue;
       headers.push(name, value);
     }
   }
