@@ -372,7 +372,9 @@ test('F5: threads killed by their hooks (exit or uncaught error), ten in a row, 
     const { requests, worstMs, failures } = await watching.stop();
     t.diagnostic(`bystander: ${requests} requests, worst ${Math.round(worstMs)} ms, ${failures.length} failures`);
     assert.deepEqual(failures, []);
-    assert.ok(worstMs < 1_000, `the bystander waited ${Math.round(worstMs)} ms`);
+    // Ten replacement threads starting on 2 busy cores cost the bystander up to ~0.7 s (the
+    // issue's bound, stallTimeout + 1 s, is 11 s here).
+    assert.ok(worstMs < 2_000, `the bystander waited ${Math.round(worstMs)} ms`);
     assert.equal(s.server.pool.degraded, false);
     assert.equal(s.logs.filter((line) => line.event === 'worker-crash-loop').length, 0, 'no alert');
     assert.equal((await watcher.conn.get('/readyz')).status, 200);
@@ -409,7 +411,8 @@ for (const [how, reason] of [
       const { requests, worstMs, failures } = await watching.stop();
       t.diagnostic(`bystander: ${requests} requests, worst ${Math.round(worstMs)} ms, ${failures.length} failures`);
       assert.deepEqual(failures, []);
-      assert.ok(worstMs < 1_000, `the bystander waited ${Math.round(worstMs)} ms`);
+      // Replacements starting and dying on 2 busy cores: far under stallTimeout + 1 s (11 s here).
+      assert.ok(worstMs < 2_000, `the bystander waited ${Math.round(worstMs)} ms`);
       assert.deepEqual(s.server.pool.edges, [{ slot: 1, threadId: survivor }]);
       // A new client is served by the thread left.
       const newcomer = await way.conn.get('/inc');
