@@ -264,18 +264,17 @@ test('F3: a hook that never yields gets 504 at workers.stallTimeout; the others 
 });
 
 /**
- * Before the edges, the stuck request's own session logged its timeout (hook-error,
- * RESIDENT_ERR_HOOK_TIMEOUT, "its thread was terminated": src/sessions/requests.ts). That line is
- * written by the home thread, the one terminated; the edge that answers the 504
- * (src/edge/mesh.ts, serve) logs nothing, so only worker-stalled (a thread id) is left.
+ * The home thread that would log the stuck hook's failure is the one terminated: the edge that
+ * answers the hop's 504 (src/edge/mesh.ts) logs it for the session.
  */
-test('F3: the session whose hook held its thread logs its timeout', { todo: 'src/edge/mesh.ts: the 504 of a stalled hop is logged by nobody' }, async () => {
+test('F3: the session whose hook held its thread logs its timeout', async () => {
   await withScope({ workers: { threads: 2, stallTimeout: '1s' }, hooks: HOOKS }, async (s, scope) => {
     const [[spinner], [way]] = (await place(s, [1, 1], scope)) as [[Placed], [Placed]];
     assert.equal(await hopsOf(s, () => way.conn.get('/state', spinner.id)), 1);
     assert.equal((await way.conn.get('/spin-forever', spinner.id)).status, 504);
-    const logged = await waitFor(() => s.logs.find((line) => line.event === 'hook-error' && line.code === 'RESIDENT_ERR_HOOK_TIMEOUT'), 2000, 'the timeout logged').catch(() => undefined);
-    assert.match(String(logged?.msg), /terminated/, 'the spinning session logs its timeout');
+    const logged = await waitFor(() => s.logs.find((line) => line.event === 'hook-error' && line.code === 'RESIDENT_ERR_HOOK_TIMEOUT'), 2000, 'the timeout logged');
+    assert.match(String(logged!.msg), /terminated/, 'the spinning session logs its timeout');
+    assert.equal(typeof logged!.session, 'string', 'the session is named (hashed)');
   });
 });
 

@@ -13,6 +13,8 @@ import { RpcClosedError, RpcPort, withTransfer } from '../contexts/rpc.ts';
 import type { CookieAction, Outcome, SessionInfo } from '../sessions/index.ts';
 import type { IdleCandidate, Peers } from '../sessions/peers.ts';
 import type { StreamHost } from '../http/stream-response.ts';
+import type { Log } from '../log.ts';
+import { hashId } from '../id-hash.ts';
 
 /** How long a hop waits for a home thread that is being replaced. */
 const PEER_WAIT_MS = 10_000;
@@ -61,8 +63,10 @@ export class Mesh implements Peers, StreamHost {
   readonly #local: StreamHost;
   /** Hop calls the watchdog said stalled their home thread: answered 504, not 502. */
   readonly #stalled = new Set<string>();
+  readonly #log: Log;
 
-  constructor(slot: number, homes: Homes, threadId: number, answer: (call: PeerCall) => unknown, local: StreamHost) {
+  constructor(slot: number, homes: Homes, threadId: number, answer: (call: PeerCall) => unknown, local: StreamHost, log: Log) {
+    this.#log = log;
     this.#slot = slot;
     this.#homes = homes;
     this.#threadId = threadId;
@@ -136,7 +140,12 @@ export class Mesh implements Peers, StreamHost {
     } catch (error) {
       const key = `${home}:${call}`;
       if (this.#stalled.delete(key)) {
-        return { kind: 'error', error: new ResidentError('RESIDENT_ERR_HOOK_TIMEOUT', `onConnection held the worker thread of slot ${home} past workers.stallTimeout`), cookie: null };
+        const timeout = new ResidentError('RESIDENT_ERR_HOOK_TIMEOUT', `onConnection held the worker thread of slot ${home} past workers.stallTimeout`);
+        // The home thread that would log this hook's failure is the one terminated: this edge,
+        // which answers the 504, logs it for the session (presented[0] is the one served there).
+        const session = presented[0] === undefined ? undefined : hashId(presented[0]);
+        this.#log.error({ event: 'hook-error', hook: 'onConnection', session, code: timeout.code, err: { message: timeout.message } }, 'onConnection failed: its thread was terminated');
+        return { kind: 'error', error: timeout, cookie: null };
       }
       if (error instanceof RpcClosedError || (error as { code?: string }).code === 'RESIDENT_ERR_WORKER_LOST') return { kind: 'error', error: new ResidentError('RESIDENT_ERR_WORKER_LOST', undefined, { cause: error }), cookie: null };
       const code = (error as { code?: string }).code;

@@ -101,7 +101,7 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
   const figures = new SlotFigures(setup.shared, slot);
   let sessions: Sessions | undefined;
   const homes = new Homes(setup.shared);
-  const mesh = new Mesh(slot, homes, threadId, (call) => answerPeer(call), host);
+  const mesh = new Mesh(slot, homes, threadId, (call) => answerPeer(call), host, log);
   sessions = new Sessions({
     config: config.sessions,
     host,
