@@ -361,17 +361,20 @@ test('F2: a worker thread dies: its requests settle once, it is replaced, its se
     assert.notEqual(fresh.threadId, dying);
     assert.equal(counters.workersLost, 1);
 
-    // A's context went with its thread: same session, resumed, no memento.
+    // A's context went with its thread, and with it the directory of its slot (each edge keeps
+    // its own): never checkpointed nor suspended, it has nothing to come back from and starts
+    // anew, with a new ID (README, "A worker thread dies"), on the replacement in its slot.
     const aBack = await state(a);
-    assert.equal(aBack.id, a1.id);
-    assert.equal(aBack.resumed, true);
+    assert.notEqual(aBack.id, a1.id);
+    assert.equal(a.cookie, aBack.id, 'the client holds the new ID');
+    assert.equal(aBack.resumed, false);
     assert.equal(aBack.isNew, true);
     assert.equal(aBack.saved, undefined);
     assert.equal(aBack.n, 0);
     assert.notEqual(aBack.threadId, dying);
     const waitingBack = await state(waiting);
-    assert.equal(waitingBack.id, waitingId);
-    assert.equal(waitingBack.resumed, true);
+    assert.notEqual(waitingBack.id, waitingId);
+    assert.equal(waitingBack.isNew, true);
 
     // The other thread was untouched.
     const o3 = await state(other.client, '/inc');

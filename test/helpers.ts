@@ -132,15 +132,17 @@ export interface Reply {
 export class Client {
   cookie: string | undefined;
   readonly #base: string;
-  readonly #dispatcher: Dispatcher | undefined;
+  readonly #dispatcher: Dispatcher;
   readonly #cookieName: string;
 
   /** @param localAddress bind the client to this source IP (any of 127/8 works on loopback) */
   constructor(base: string, options: { localAddress?: string; cookieName?: string } = {}) {
     this.#base = base;
     this.#cookieName = options.cookieName ?? 'RSID';
+    // Connections of its own, as a browser has: with an edge on every thread, a client sharing
+    // undici's global pool would land on whichever thread another client's connection reached.
     // undici takes the source address as a top-level option (one inside `connect` is overridden).
-    this.#dispatcher = options.localAddress ? new Agent({ localAddress: options.localAddress }) : undefined;
+    this.#dispatcher = new Agent(options.localAddress ? { localAddress: options.localAddress } : {});
   }
 
   async get(path: string, init: { method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<Reply> {
@@ -158,7 +160,7 @@ export class Client {
   }
 
   async close(): Promise<void> {
-    await this.#dispatcher?.close();
+    await this.#dispatcher.close();
   }
 }
 
