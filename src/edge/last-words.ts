@@ -17,6 +17,7 @@ const FLUSH_MS = 50;
 export class LastWords {
   readonly #open = new Set<ServerResponse>();
   #dying = false;
+  #stopAccepting: (() => void) | null = null;
 
   /** True once the thread is going: nothing it answers from now on can be trusted to arrive. */
   get dying(): boolean {
@@ -29,8 +30,23 @@ export class LastWords {
    * response: this is on every request's path.
    */
   track(res: ServerResponse, done: Promise<void>): Promise<void> {
+    // Arrived while the thread flushes its last answers (on a keep-alive connection): it gets
+    // the same 502 at once, not whatever half a dying thread would make of it.
+    if (this.#dying) {
+      this.#answer(res);
+      return done;
+    }
     this.#open.add(res);
     return done.finally(() => this.#open.delete(res));
+  }
+
+  /**
+   * What stops this thread's listener: called first when it dies, so that a connection made
+   * while it flushes its last answers goes to another thread (or, with one thread, is refused)
+   * instead of being accepted here and dropped unanswered.
+   */
+  onDying(stopAccepting: () => void): void {
+    this.#stopAccepting = stopAccepting;
   }
 
   /**
@@ -40,19 +56,26 @@ export class LastWords {
   die(code: number, exit: (code: number) => never): void {
     if (this.#dying) return;
     this.#dying = true;
-    const { status, message } = ErrorCodes.RESIDENT_ERR_WORKER_LOST;
-    for (const res of this.#open) {
-      try {
-        if (res.headersSent) res.destroy();
-        else {
-          res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store', 'content-length': String(Buffer.byteLength(message)), connection: 'close' });
-          res.end(message);
-        }
-      } catch {
-        res.destroy();
-      }
+    try {
+      this.#stopAccepting?.();
+    } catch {
+      // Not listening (yet): nothing to stop.
     }
+    for (const res of this.#open) this.#answer(res);
     setTimeout(() => exit(code), FLUSH_MS);
+  }
+
+  #answer(res: ServerResponse): void {
+    const { status, message } = ErrorCodes.RESIDENT_ERR_WORKER_LOST;
+    try {
+      if (res.headersSent) res.destroy();
+      else {
+        res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store', 'content-length': String(Buffer.byteLength(message)), connection: 'close' });
+        res.end(message);
+      }
+    } catch {
+      res.destroy();
+    }
   }
 
   /** Makes process.exit and an uncaught exception on this thread go through `die`. */

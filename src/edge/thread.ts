@@ -9,7 +9,7 @@
  * stream, the watchdog, and the shutdown order. It reaches this thread through `main`.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { Server as NetServer, type AddressInfo } from 'node:net';
 import { threadId, type MessagePort } from 'node:worker_threads';
 import type { Clock } from '../clock.ts';
 import type { ResidentConfig } from '../config.ts';
@@ -251,6 +251,10 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
       resolve();
     });
   });
+  // Its keep-alive connections stay open while it flushes: a request arriving on one then is
+  // answered 502 (./last-words.ts) rather than cut unanswered. So net.Server's close, which
+  // only stops listening: http.Server's would close the idle connections too (Node 19+).
+  lastWords.onDying(() => NetServer.prototype.close.call(server));
   const { port } = server.address() as AddressInfo;
   const host0 = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
   edge.listenHost = `${host0.includes(':') ? `[${host0}]` : host0}:${port}`;
