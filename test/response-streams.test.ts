@@ -194,6 +194,8 @@ test('a worker dying mid-stream destroys the client connection; the server keeps
     assert.ok(!raw.includes('\r\n0\r\n\r\n'), 'no last chunk');
     const logged = await waitFor(async () => t.logs.find((line) => line.event === 'stream-error'), 3000, 'the stream-error line');
     assert.equal(logged!.code, 'RESIDENT_ERR_WORKER_LOST');
+    // With one thread, new connections are refused until the replacement listens (README).
+    await waitFor(() => t.server.sessions.stats.workersLost === 1 && t.server.pool.edges.length === 1, 10_000, 'the replacement');
     const after = await new Client(t.url).get('/state');
     assert.equal(after.status, 200, 'a new request is served by the replacement thread');
   });

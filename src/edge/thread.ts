@@ -95,9 +95,9 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
   const main = new RpcPort(mainPort, 'the main thread');
   const log = threadLog(main, config.log.level);
   const clock = edgeClock(setup);
-  const host = new LocalHost(runtime.dispatch);
   const lastWords = new LastWords();
   lastWords.install(log);
+  const host = new LocalHost(runtime.dispatch, () => lastWords.dying);
   const figures = new SlotFigures(setup.shared, slot);
   let sessions: Sessions | undefined;
   const homes = new Homes(setup.shared);
@@ -303,9 +303,12 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
         return null;
       case 'shutdown': {
         void stopListening();
+        const started = Date.now();
         // The main thread stops the threads at the deadline: nothing to stop from here.
         const result = await local.shutdown(call.deadlineMs, async () => {});
-        await allAnswered(call.deadlineMs);
+        // The answers still being written get what is left of the deadline, not a new one: the
+        // main thread counts a thread that has not reported a second past it as all lost.
+        await allAnswered(call.deadlineMs > 0 ? Math.max(1, call.deadlineMs - (Date.now() - started)) : 0);
         server.closeAllConnections();
         return result;
       }
