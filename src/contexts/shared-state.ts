@@ -206,7 +206,11 @@ export class Homes {
     this.#retired = new Int32Array(state.buffer, (state.slots + 1) * PER_SLOT * 8 + CAP_CELLS(state.slots) * 4, state.slots);
   }
   of(id: string): number {
-    const named = slotOf(id) % this.#slots;
+    return this.ofSlot(slotOf(id));
+  }
+  /** The home of whatever names slot `named` (taken modulo the threads), by the same rule. */
+  ofSlot(slotNamed: number): number {
+    const named = slotNamed % this.#slots;
     if (Atomics.load(this.#retired, named) === 0) return named;
     for (let step = 1; step < this.#slots; step++) {
       const next = (named + step) % this.#slots;

@@ -30,6 +30,7 @@ export type PeerCall =
   | { op: 'evictOldestIdle' }
   | { op: 'userHere'; userId: string }
   | { op: 'closeUserHere'; userId: string; by: string }
+  | { op: 'limitUser'; userId: string; keepId: string }
   | { op: 'closeSession'; id: string; by: string };
 
 /** An Outcome as it crosses between threads: an error by its code. */
@@ -206,6 +207,17 @@ export class Mesh implements Peers, StreamHost {
     return lists.flat();
   }
 
+  userLimitHome(userId: string): number | null {
+    const home = this.#homes.ofSlot(userSlot(userId));
+    return home === this.#slot ? null : home;
+  }
+
+  async limitUserAt(home: number, userId: string, keepId: string): Promise<void> {
+    const peer = await this.#peer(home);
+    if (!peer) throw new ResidentError('RESIDENT_ERR_WORKER_LOST', 'the home that judges that user did not come back');
+    await peer.rpc.call<void>({ op: 'limitUser', userId, keepId } satisfies PeerCall);
+  }
+
   async closeSession(id: string, by: string): Promise<boolean> {
     const peer = await this.#peer(this.homeOf(id));
     if (!peer) throw new ResidentError('RESIDENT_ERR_WORKER_LOST', 'the home thread of that session did not come back');
@@ -221,4 +233,11 @@ export class Mesh implements Peers, StreamHost {
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
   let timer: NodeJS.Timeout | undefined;
   return Promise.race([promise, new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms)))]).finally(() => clearTimeout(timer));
+}
+
+/** A slot number for `userId` (FNV-1a): every thread names the same one. */
+function userSlot(userId: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < userId.length; i++) hash = Math.imul(hash ^ userId.charCodeAt(i), 0x01000193);
+  return hash >>> 0;
 }

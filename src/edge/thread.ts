@@ -140,6 +140,8 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
         return local.userHere(call.userId);
       case 'closeUserHere':
         return local.closeUserHere(call.userId, call.by);
+      case 'limitUser':
+        return local.limitUserHere(call.userId, call.keepId);
       case 'closeSession':
         return local.closeSession(call.id, call.by);
     }

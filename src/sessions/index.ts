@@ -192,6 +192,11 @@ export class Sessions {
     return this.#rooms.directory.ofUser(userId).map((entry) => this.#info(entry));
   }
 
+  /** Enforces sessions.maxPerUser for `userId`, for another home whose session signed in (this home judges that user). */
+  limitUserHere(userId: string, keepId: string): Promise<void> {
+    return this.#rooms.users.limitUserHere(userId, keepId);
+  }
+
   /** Closes the sessions of `userId` known here, for another home closing a user's; resolves with their IDs. */
   async closeUserHere(userId: string, by: string): Promise<string[]> {
     const closedIds: string[] = [];

@@ -25,6 +25,14 @@ export interface Peers {
   closeUserElsewhere(userId: string, by: string): Promise<string[]>;
   /** Closes a session homed elsewhere, through its home. */
   closeSession(id: string, by: string): Promise<boolean>;
+  /**
+   * The home that enforces `sessions.maxPerUser` for `userId` (null: this one). One home per
+   * user, so that two sign-ins of one user on different homes are judged one after the other:
+   * judged at once, each would keep itself and close the other.
+   */
+  userLimitHome(userId: string): number | null;
+  /** Has `home` enforce `sessions.maxPerUser` for `userId`, never closing `keepId`. */
+  limitUserAt(home: number, userId: string, keepId: string): Promise<void>;
 }
 
 /** No other home: one edge thread, or sessions kept apart from any pool. */
@@ -35,6 +43,8 @@ export const noPeers: Peers = {
   sessionsOfUser: async () => [],
   closeUserElsewhere: async () => [],
   closeSession: async () => false,
+  userLimitHome: () => null,
+  limitUserAt: async () => {},
 };
 
 /** The live contexts of every home against `sessions.maxContexts` (see src/contexts/shared-state.ts). */

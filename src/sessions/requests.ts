@@ -135,7 +135,7 @@ export class Requests {
     }
     // After any regenerate, so the user's sessions are listed under their current IDs.
     if (reply.userId && config.maxPerUser > 0) {
-      void users.limitUser(reply.userId, entry).catch((error) => {
+      void users.limitUser(reply.userId, entry.id).catch((error) => {
         log.error({ event: 'store-error', err: error }, 'cannot enforce sessions.maxPerUser');
       });
     }

@@ -6,6 +6,7 @@
 import { ResidentError } from '../errors.ts';
 import { hashId } from '../id-hash.ts';
 import { newSessionId } from '../contexts/ids.ts';
+import { SerialQueue } from '../contexts/serial-queue.ts';
 import type { SessionEntry } from './directory.ts';
 import { entryInfo, storedInfo, type SessionInfo } from './info.ts';
 import type { Rooms } from './rooms.ts';
@@ -22,6 +23,8 @@ export class Users {
    * admin close by the old handle closes the session, not just the record in transit.
    */
   readonly #renamed = new Map<string, SessionEntry>();
+  /** The maxPerUser judgements this home makes, one at a time. */
+  readonly #limits = new SerialQueue();
   /**
    * The user-wide closes of each user (monotonic time, and the session a "sign out everywhere
    * else" spared): a login under way then (its userId reaches this thread with its reply) is
@@ -72,13 +75,28 @@ export class Users {
     await lifecycle.rewriteRecord(entry, previous, () => this.#renamed.delete(previous));
   }
 
-  /** Closes the oldest sessions of `userId` beyond `sessions.maxPerUser`; `keep` is never one of them. */
-  async limitUser(userId: string, keep: SessionEntry): Promise<void> {
+  /**
+   * Closes the oldest sessions of `userId` beyond `sessions.maxPerUser`; `keepId` (the session
+   * that just signed in) is never one of them. Judged by the user's home for the limit
+   * (./peers.ts, userLimitHome), one sign-in after another.
+   */
+  limitUser(userId: string, keepId: string): Promise<void> {
+    const home = this.#rooms.peers.userLimitHome(userId);
+    if (home !== null) return this.#rooms.peers.limitUserAt(home, userId, keepId);
+    return this.limitUserHere(userId, keepId);
+  }
+
+  /** `limitUser`, on the home that judges `userId`: one judgement at a time. */
+  limitUserHere(userId: string, keepId: string): Promise<void> {
+    return this.#limits.run(() => this.#limit(userId, keepId));
+  }
+
+  async #limit(userId: string, keepId: string): Promise<void> {
     const { config, log } = this.#rooms;
     const sessions = await this.sessionsOf(userId);
     const excess = sessions.length - config.maxPerUser;
     if (excess <= 0) return;
-    const oldest = sessions.filter((session) => session.id !== keep.id).sort((a, b) => a.createdAt - b.createdAt);
+    const oldest = sessions.filter((session) => session.id !== keepId).sort((a, b) => a.createdAt - b.createdAt);
     for (const session of oldest.slice(0, excess)) {
       log.info({ event: 'user-limit', session: hashId(session.id), maxPerUser: config.maxPerUser }, 'closing the oldest session of a user beyond sessions.maxPerUser');
       await this.closeSession(session.id, 'maxPerUser');
