@@ -11,6 +11,7 @@ import type { SessionEntry } from './directory.ts';
 import { setGate } from './gate.ts';
 import { errorOutcome, type CookieAction, type Outcome } from './outcome.ts';
 import { logHookError, type Rooms } from './rooms.ts';
+import { bounded } from './bounded.ts';
 
 /** What a request was when it was admitted, for judging its reply. */
 interface Admitted {
@@ -135,7 +136,10 @@ export class Requests {
     }
     // After any regenerate, so the user's sessions are listed under their current IDs.
     if (reply.userId && config.maxPerUser > 0) {
-      void users.limitUser(reply.userId, entry.id).catch((error) => {
+      // Awaited (within the bound of a store call): the sign-in is answered once the user's
+      // sessions beyond the limit are judged, so the next sign-in of that user, on any thread,
+      // is judged after this one.
+      await bounded(users.limitUser(reply.userId, entry.id), 'the sessions.maxPerUser check').catch((error) => {
         log.error({ event: 'store-error', err: error }, 'cannot enforce sessions.maxPerUser');
       });
     }
