@@ -10,6 +10,7 @@
  *   npm run bench -- --workloads a,b,g     a subset
  *   npm run bench -- --baseline REF        also run Resident as of commit REF (before/after)
  *   npm run bench -- --sessions N          sessions shared by the connections in (h) (100)
+ *   npm run bench -- --threads 1,2,4       Resident's thread counts in (a), (b) and (h) (1,2)
  *
  * Every contender runs on this process's Node (process.execPath), checked per process.
  */
@@ -38,6 +39,7 @@ const { values: args } = parseArgs({
     scale: { type: 'string' },
     contexts: { type: 'string' },
     sessions: { type: 'string', default: '100' },
+    threads: { type: 'string', default: '1,2' },
     baseline: { type: 'string' },
     out: { type: 'string', default: join(ROOT, 'bench/results') },
   },
@@ -80,11 +82,11 @@ async function withContenders<T>(specs: ContenderSpec[], body: (contenders: Cont
   }
 }
 
-/** The contenders of (a), (b) and (h): the peers, Resident with 1 and 2 threads, the baselines. */
+/** The contenders of (a), (b) and (h): the peers, Resident with each --threads count, the baselines. */
 let baselineSpecs: ContenderSpec[] | undefined;
 function throughputSpecs(): ContenderSpec[] {
   baselineSpecs ??= (args.baseline ?? '').split(',').filter(Boolean).map((ref) => baseline(ref, 2));
-  return [...PEERS, resident(1), resident(2), ...baselineSpecs];
+  return [...PEERS, ...args.threads!.split(',').map((threads) => resident(Number(threads))), ...baselineSpecs];
 }
 
 /**

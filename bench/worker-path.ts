@@ -12,7 +12,7 @@
  *   `--batch` requests in flight at once as a channel batch delivers them.
  * clone: what a batch of `--batch` requests costs to clone (structuredClone: the serializer
  *   and deserializer a MessagePort runs) and read back, laid out as [id, task] pairs (before
- *   issue 10) or flat (src/contexts/batches.ts).
+ *   issue 10) or flat (bench/lib/batches.ts).
  */
 import { parseArgs } from 'node:util';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
@@ -21,7 +21,7 @@ import { readReady } from '../src/contexts/body-streams.ts';
 import { fromResponse, toRequest } from '../src/contexts/fetch-objects.ts';
 import { WorkerResponse } from '../src/contexts/light-response.ts';
 import type { WireRequest, WorkerReply, WorkerTask } from '../src/contexts/protocol.ts';
-import { forEachTask, pushTask, type WireBatch } from '../src/contexts/batches.ts';
+import { forEachTask, pushTask, type WireBatch } from './lib/batches.ts';
 import { wireHeaders } from '../src/contexts/response-headers.ts';
 import type { WorkerSettings } from '../src/contexts/worker.ts';
 

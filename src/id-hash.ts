@@ -6,10 +6,15 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 
-const salt = randomBytes(16);
+let salt: Uint8Array = randomBytes(16);
 
-/** The salt, for worker threads (ctx.idHash must match the main thread's log lines). */
-export const ID_HASH_SALT = salt.toString('hex');
+/** The salt, for worker threads (ctx.idHash and every thread's log lines must match the main thread's). */
+export const ID_HASH_SALT = Buffer.from(salt).toString('hex');
+
+/** A worker thread takes the main thread's salt, so that one session hashes alike in every line. */
+export function setHashSalt(hex: string): void {
+  salt = Buffer.from(hex, 'hex');
+}
 
 export function hashId(id: string, withSalt: Uint8Array = salt): string {
   return createHash('sha256').update(withSalt).update(id).digest('base64url').slice(0, 16);

@@ -7,6 +7,17 @@ import pretty from 'pino-pretty';
 import type { ResidentConfig } from './config.ts';
 
 export type { Logger };
+
+/**
+ * What code that may run on any thread logs through: pino's logger on the main thread, and on
+ * an edge thread a sink that hands each line to the main thread's logger (src/edge/thread-log.ts).
+ */
+export interface Log {
+  debug(fields: object, msg: string): void;
+  info(fields: object, msg: string): void;
+  warn(fields: object, msg: string): void;
+  error(fields: object, msg: string): void;
+}
 export { hashId, ID_HASH_SALT } from './id-hash.ts';
 
 /**

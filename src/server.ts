@@ -1,37 +1,42 @@
 /**
- * The HTTP edge, on the main thread: static files, the session cookie, the client IP, and
- * writing what the worker answered. Everything about a session's life is in ./sessions/,
- * behind the one call `sessions.serve(...)`.
+ * The composition root, on the main thread: open the store, start the pool (each of its worker
+ * threads becomes an HTTP edge on the server's port, src/edge/thread.ts), answer what the
+ * threads ask of the main thread (store calls, log lines, health and admin requests), and shut
+ * down in order. The main thread serves no request itself.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { DestinationStream } from 'pino';
-import { monotonicClock, type Clock } from './clock.ts';
+import type { Clock } from './clock.ts';
 import type { ResidentConfig } from './config.ts';
 import { ContextPool } from './contexts/pool.ts';
-import type { StreamedBody } from './contexts/protocol.ts';
-import { Sessions, type Outcome } from './sessions/index.ts';
-import { ErrorCodes, ResidentError, isResidentError } from './errors.ts';
-import { readBody } from './http/body.ts';
-import { cameOverTls, clientIp, compileTrust } from './http/client-ip.ts';
-import { expiredSessionCookie, presentedSessionIds, sessionCookieWriter, setsCookieNamed, type CookieSettings } from './http/cookies.ts';
-import { PublicFiles } from './http/static.ts';
-import { pulledFrom, streamBody } from './http/stream-response.ts';
-import { parseTarget } from './http/target.ts';
-import { HOP_BY_HOP } from './contexts/response-headers.ts';
+import { Homes, SharedCap, SlotFigures, newSharedState, slotCounters } from './contexts/shared-state.ts';
+import { ResidentError } from './errors.ts';
+import { SessionsView } from './edge/sessions-view.ts';
+import type { ControlCall, OpsCall } from './edge/thread.ts';
+import type { LogCall } from './edge/thread-log.ts';
 import { ID_HASH_SALT, createLogger, type Logger } from './log.ts';
 import { assertSupportedNode } from './node-version.ts';
 import { adminRoutes } from './ops/admin.ts';
 import { StoreProbe, healthRoutes } from './ops/health.ts';
 import { Metrics } from './ops/metrics.ts';
+import { answerRelayed } from './ops/relay.ts';
 import { send, type OpsRoute } from './ops/respond.ts';
 import { openStore } from './stores/open.ts';
+import { parseTarget } from './http/target.ts';
+import { runStoreCall, type StoreCall } from './stores/remote.ts';
 import type { ContextStore } from './stores/store.ts';
+
+/** Platforms where node:net's reusePort lets several threads listen on one port (Node's docs). */
+const REUSE_PORT_PLATFORMS = new Set(['linux', 'freebsd', 'sunos', 'aix']);
 
 export interface StartOptions {
   config: ResidentConfig;
-  /** Monotonic clock for timeouts; tests inject one they can move. */
-  clock?: Clock;
+  /**
+   * A clock tests move by hand: its time is read by every thread from shared memory, so it must
+   * keep it there (`shared`). Default: the monotonic clock.
+   */
+  clock?: Clock & { readonly shared: SharedArrayBuffer };
   /** Where log lines go (default: stdout). */
   logDestination?: DestinationStream;
   store?: ContextStore;
@@ -41,7 +46,8 @@ export interface ResidentServer {
   /** http://host:port of the listening server. */
   readonly url: string;
   readonly port: number;
-  readonly sessions: Sessions;
+  /** Every thread's sessions (src/edge/sessions-view.ts). */
+  readonly sessions: SessionsView;
   readonly pool: ContextPool;
   readonly log: Logger;
   /** The admin view's URL, when admin.token is set. */
@@ -55,26 +61,6 @@ export interface ResidentServer {
    */
   shutdown(): Promise<{ suspended: number; lost: number }>;
 }
-
-/** The pieces a request handler needs; built once at startup. */
-interface Edge {
-  config: ResidentConfig;
-  sessions: Sessions;
-  /** Where a streamed response body is pulled from. */
-  pool: ContextPool;
-  log: Logger;
-  cookie: CookieSettings;
-  setCookie: (id: string, secure: boolean) => string;
-  trust: ReturnType<typeof compileTrust>;
-  files: PublicFiles;
-  /** Health probes and the admin view, answered before static files and hooks. */
-  ops: OpsRoute[];
-  metrics: Metrics | null;
-  /** host:port of the listener: the host of request.url for an HTTP/1.0 request without Host. */
-  listenHost: string;
-}
-
-const TEXT = 'text/plain; charset=utf-8';
 
 export async function startServer(options: StartOptions): Promise<ResidentServer> {
   // For code that starts Resident without src/main.ts: the same refusal, as a rejection.
@@ -99,6 +85,20 @@ export async function startServer(options: StartOptions): Promise<ResidentServer
 
 async function start(options: StartOptions, log: Logger, undo: Array<() => unknown>): Promise<ResidentServer> {
   const { config } = options;
+  // Every edge thread listens on the port with SO_REUSEPORT; where Node does not offer it,
+  // one edge thread serves (a warning says so) rather than the server refusing to start with
+  // the default configuration.
+  const reusePort = REUSE_PORT_PLATFORMS.has(process.platform);
+  const threads = reusePort ? config.workers.threads : 1;
+  if (threads < config.workers.threads) {
+    log.warn(
+      { event: 'workers-reduced', configured: config.workers.threads, threads, platform: process.platform },
+      `workers.threads is ${config.workers.threads}, but ${process.platform} gives Node no SO_REUSEPORT for several threads to listen on one port: one edge thread serves`,
+    );
+  }
+  // A port some other process listens on, even with SO_REUSEPORT (a second Resident of the
+  // same user), must stop this one, not silently share its connections with it.
+  if (config.port !== 0) await assertPortFree(config.port, config.host);
   const { token, path: adminPath } = config.admin;
   // Only metrics something can read: under the admin path (needs the token) or on metrics.port.
   const metrics = config.metrics.enabled && (token || config.metrics.port !== undefined) ? new Metrics() : null;
@@ -106,9 +106,19 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
   const openedStore = options.store ?? (await openStore(config.store, log));
   const store = metrics ? metrics.instrument(openedStore) : openedStore;
   undo.push(() => store.close());
-  let sessions: Sessions | undefined;
+  const shared = newSharedState(threads);
+  const mainCounters = slotCounters(shared, threads);
+  const cap = new SharedCap(shared, threads);
+  let routes: OpsRoute[] = [];
+  const answer = (payload: unknown): unknown => {
+    const call = payload as StoreCall | LogCall | OpsCall;
+    if (call.op === 'store') return runStoreCall(store, call);
+    if (call.op === 'log') return void log[call.level](call.fields, call.msg);
+    if (call.op === 'ops') return answerRelayed(routes, call);
+    throw new Error(`unknown call ${String((call as { op?: unknown }).op)}`);
+  };
   const pool = new ContextPool(
-    { threads: config.workers.threads, stallTimeoutMs: config.workers.stallTimeout, maxHeapMb: config.workers.maxHeapMb },
+    { threads, stallTimeoutMs: config.workers.stallTimeout, maxHeapMb: config.workers.maxHeapMb },
     {
       onConnection: config.hooks.onConnection,
       onSessionSuspend: config.hooks.onSessionSuspend,
@@ -118,8 +128,29 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
       idHashSalt: ID_HASH_SALT,
     },
     {
-      onWorkerGone: (workerId) => sessions?.workerGone(workerId),
-      onWorkerEvent: (event) => sessions?.workerEvent(event),
+      config,
+      threads,
+      port: config.port,
+      shared,
+      clock: options.clock?.shared ?? null,
+      timeOrigin: performance.timeOrigin,
+      storeKind: store.kind,
+      idHashSalt: ID_HASH_SALT,
+      ops: { health: config.health.enabled, adminBase: token ? adminPath : null },
+      metrics: metrics !== null,
+    },
+    {
+      onWorkerGone: (slot, threadId) => {
+        // Its contexts went with it: the cap and the figures stop counting them now. Its
+        // sessions come back from the store on their next request, on its replacement.
+        const lost = new SlotFigures(shared, slot).clearHeld();
+        cap.clearSlot(slot);
+        mainCounters.workersLost++;
+        log.error({ event: 'worker-lost', threadId, slot, contexts: lost }, 'a worker thread stopped; its sessions will resume from their mementos');
+        retireDeadSlots();
+        void standIn?.();
+      },
+      onWorkerEvent: (event) => log[event.level]({ event: 'worker', err: event.error }, event.msg),
       onPoolError: (error) =>
         (error as { code?: unknown }).code === 'ERR_WORKER_OUT_OF_MEMORY'
           ? log.error({ event: 'worker-out-of-memory', err: error }, 'a worker thread ran out of heap (workers.maxHeapMb): it is replaced')
@@ -127,34 +158,32 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
       onWorkerStalled: (threadId, stalledMs) =>
         log.error({ event: 'worker-stalled', threadId, stalledMs: Math.round(stalledMs) }, 'a worker thread stopped turning (workers.stallTimeout): it is terminated and replaced'),
       // The alert an operator must act on: the pool stays degraded until a restart.
-      onCrashLoop: (lost, reason) =>
-        log.error({ event: 'worker-crash-loop', lost, reason }, 'worker threads keep dying: no more are started; /readyz answers 503 until a restart'),
+      onCrashLoop: (lost, reason) => {
+        log.error({ event: 'worker-crash-loop', lost, reason }, 'worker threads keep dying: no more are started; /readyz answers 503 until a restart');
+        retireDeadSlots();
+        void standIn?.();
+      },
+      onCall: answer,
     },
   );
   undo.push(() => pool.close());
-  try {
-    await pool.ready();
-  } catch (error) {
-    // A worker's failure may arrive as something other than an Error: say what it was.
-    const reason = error instanceof Error ? error.message : typeof error === 'object' && error !== null && 'message' in error ? String(error.message) : String(error);
-    throw new ResidentError('RESIDENT_ERR_HOOK_LOAD', `Cannot load the hooks: ${reason}`, { cause: error });
-  }
-  const activeSessions = new Sessions({
-    config: config.sessions,
-    storeSweepInterval: config.store.sweepInterval,
-    host: pool,
-    store,
-    clock: options.clock ?? monotonicClock,
-    log,
-  });
-  sessions = activeSessions;
-  undo.push(() => activeSessions.shutdown(0, () => pool.close()));
-  // Records left expired by an earlier run go now, not one sweep interval from now.
-  await activeSessions.sweepStore();
-  metrics?.watch(activeSessions, pool, store.kind);
-
+  const sessions = new SessionsView(pool, shared, store, log);
+  // Once no thread will replace a dead one, its slot's sessions are homed on the next slot
+  // (src/contexts/shared-state.ts, Homes), and hops waiting for it stop waiting.
+  const homes = new Homes(shared);
+  const retireDeadSlots = () => {
+    if (!pool.degraded) return;
+    const alive = new Set(pool.edges.map(({ slot }) => slot));
+    for (let slot = 0; slot < threads; slot++) {
+      if (alive.has(slot) || homes.isRetired(slot)) continue;
+      homes.retire(slot);
+      void pool.broadcast({ op: 'retired', slot });
+    }
+  };
+  // Set once listening: when the crash-loop breaker has tripped and no edge thread is left, the
+  // main thread listens itself and answers 503 (and the probes), rather than refuse connections.
+  let standIn: (() => Promise<void>) | undefined;
   let stopping: Promise<{ suspended: number; lost: number }> | undefined;
-  const routes: OpsRoute[] = [];
   const probe = config.health.enabled ? new StoreProbe(store, log) : null;
   if (probe) {
     undo.push(() => probe.stop());
@@ -163,43 +192,40 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
   }
   // Metrics go under the admin path (same token) unless they have a listener of their own.
   const metricsOnAdmin = metrics && config.metrics.port === undefined ? metrics : null;
-  if (token) routes.push(adminRoutes({ path: adminPath, token, sessions: activeSessions, pool, store, log, metrics: metricsOnAdmin }));
+  if (token) routes.push(adminRoutes({ path: adminPath, token, sessions, pool, store, log, metrics: metricsOnAdmin }));
+  routes = [...routes];
+  let port: number;
+  try {
+    port = await pool.ready();
+  } catch (error) {
+    if (isListenError(error)) {
+      throw new ResidentError('RESIDENT_ERR_LISTEN', `Cannot listen on port ${config.port} at ${config.host}: ${(error as Error).message}`, { cause: error });
+    }
+    // A worker's failure may arrive as something other than an Error: say what it was.
+    const reason = error instanceof Error ? error.message : typeof error === 'object' && error !== null && 'message' in error ? String(error.message) : String(error);
+    throw new ResidentError('RESIDENT_ERR_HOOK_LOAD', `Cannot load the hooks: ${reason}`, { cause: error });
+  }
+  metrics?.watch(sessions, pool, store.kind, shared);
+  // Records left expired by an earlier run go now, not one sweep interval from now.
+  await sessions.sweepStore();
+  const sweepTimer = config.store.sweepInterval > 0 ? setInterval(() => void sessions.sweepStore(), config.store.sweepInterval) : null;
+  sweepTimer?.unref();
+  undo.push(() => sweepTimer && clearInterval(sweepTimer));
 
-  const files = await PublicFiles.open(config.publicDir);
-  undo.push(() => files.close());
-  const edge: Edge = {
-    config,
-    sessions: activeSessions,
-    pool,
-    log,
-    cookie: { name: config.sessions.cookieName, timeout: config.sessions.cookieTimeout, sameSite: config.sessions.sameSite },
-    setCookie: sessionCookieWriter({ name: config.sessions.cookieName, timeout: config.sessions.cookieTimeout, sameSite: config.sessions.sameSite }),
-    trust: compileTrust(config.sessions.trustProxy),
-    files,
-    ops: routes,
-    metrics,
-    listenHost: '', // set once listening
-  };
-  const server = createServer(
-    {
-      headersTimeout: config.limits.headersTimeout,
-      requestTimeout: config.limits.requestTimeout,
-      maxHeaderSize: 16 * 1024,
-      // Node checks the two timeouts above on this interval (30 s by default), which would let
-      // a slow-headers client linger well past headersTimeout.
-      connectionsCheckingInterval: Math.max(100, Math.min(30_000, config.limits.headersTimeout / 4 || 30_000)),
-    },
-    (req, res) => void handle(edge, req, res, false),
-  );
-  // With a listener here node sends no `100 Continue` of its own: handle() sends it only when
-  // the body is going to be read, so a body over the limit is refused before it is sent.
-  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => void handle(edge, req, res, true));
-  await listen(server, 'port', config.port, config.host);
-  undo.push(() => closeListener(server));
-  const { port } = server.address() as AddressInfo;
+  // The listeners are on the worker threads, which piscina unrefs: this keeps the process
+  // alive while it serves, as a listener on this thread did.
+  const serving = setInterval(() => {}, 1 << 30);
+  undo.push(() => clearInterval(serving));
   const host = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
-  edge.listenHost = `${host.includes(':') ? `[${host}]` : host}:${port}`;
-  const url = `http://${host}:${port}`;
+  let fallback: Server | null = null;
+  standIn = async () => {
+    if (fallback || stopping || !pool.degraded || pool.edges.length > 0) return;
+    fallback = workersDownListener(routes, `${host.includes(':') ? `[${host}]` : host}:${port}`);
+    await listen(fallback, 'port', port, config.host, '', true).catch((error: Error) => log.error({ event: 'listen-error', err: error }, 'cannot listen for the 503 answers'));
+  };
+  void standIn();
+  undo.push(() => fallback && closeListener(fallback));
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
   let metricsServer: Server | null = null;
   if (metrics && config.metrics.port !== undefined) {
     const listener = metricsListener(metrics);
@@ -215,35 +241,87 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
 
   const shutdown = () =>
     (stopping ??= (async () => {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeIdleConnections();
-      const result = await activeSessions.shutdown(config.limits.shutdownTimeout, () => pool.close());
-      server.closeAllConnections();
-      await closed;
+      sessions.markClosing();
+      if (sweepTimer) clearInterval(sweepTimer);
+      const result = await stopEdges(pool, config.limits.shutdownTimeout, shared, log);
       if (metricsServer) await closeListener(metricsServer);
+      if (fallback) await closeListener(fallback);
       await pool.close();
       probe?.stop();
       await store.close();
       metrics?.close();
-      files.close();
+      clearInterval(serving);
       log.info({ event: 'stopped', ...result }, 'server stopped');
       return result;
     })());
 
-  return { url, port, sessions: activeSessions, pool, log, adminUrl: token ? `${url}${adminPath}` : null, metricsUrl, metrics, shutdown };
+  return { url, port, sessions, pool, log, adminUrl: token ? `${url}${adminPath}` : null, metricsUrl, metrics, shutdown };
+}
+
+/**
+ * Every edge at once: its listener closes, its requests in flight finish, and each of its
+ * contexts is suspended with reason 'shutdown' (src/sessions/shutdown.ts), within `deadlineMs`
+ * (0: none). A thread that has not finished by the deadline is stopped with the pool, and its
+ * contexts still live are counted lost.
+ */
+async function stopEdges(pool: ContextPool, deadlineMs: number, shared: ReturnType<typeof newSharedState>, log: Logger): Promise<{ suspended: number; lost: number }> {
+  const edges = pool.edges;
+  const call: ControlCall = { op: 'shutdown', deadlineMs };
+  // A little past the threads' own deadline: they count what they lost themselves.
+  const grace = deadlineMs > 0 ? deadlineMs + 1_000 : Infinity;
+  const answers = await Promise.all(
+    edges.map(({ slot }) =>
+      race(pool.call<{ suspended: number; lost: number }>(slot, call), grace).then(
+        (value) => ({ slot, value }),
+        () => ({ slot, value: undefined }),
+      ),
+    ),
+  );
+  let suspended = 0;
+  let lost = 0;
+  for (const { slot, value } of answers) {
+    if (value) {
+      suspended += value.suspended;
+      lost += value.lost;
+    } else {
+      const figures = new SlotFigures(shared, slot);
+      const live = figures.held('live') + figures.held('suspending');
+      lost += live;
+      log.error({ event: 'shutdown-timeout', slot, contexts: live }, 'a worker thread did not finish its shutdown by the deadline');
+    }
+  }
+  return { suspended, lost };
+}
+
+function race<T>(promise: Promise<T>, ms: number): Promise<T> {
+  if (ms === Infinity) return promise;
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([promise, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error('deadline')), ms)))]).finally(() => clearTimeout(timer));
+}
+
+/** Binds `port` without SO_REUSEPORT for a moment: that fails while anything listens on it. */
+async function assertPortFree(port: number, host: string): Promise<void> {
+  const probe = createServer();
+  await listen(probe, 'port', port, host);
+  await new Promise((resolve) => probe.close(resolve));
+}
+
+function isListenError(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return code === 'EADDRINUSE' || code === 'EADDRNOTAVAIL' || code === 'EACCES' || code === 'ENOTFOUND' || code === 'EAI_AGAIN';
 }
 
 /**
  * Listens, or fails with RESIDENT_ERR_LISTEN naming the config key (a port in use, a host that
  * is not an address of this machine), which the CLI turns into exit 2.
  */
-async function listen(server: Server, key: 'port' | 'metrics.port', port: number, host: string, note = ''): Promise<void> {
+async function listen(server: Server, key: 'port' | 'metrics.port', port: number, host: string, note = '', reusePort = false): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     const fail = (error: Error) => {
       reject(new ResidentError('RESIDENT_ERR_LISTEN', `Cannot listen on ${key} ${port}${note} at ${host}: ${error.message}`, { cause: error }));
     };
     server.once('error', fail);
-    server.listen(port, host, () => {
+    server.listen({ port, host, reusePort }, () => {
       server.off('error', fail);
       resolve();
     });
@@ -278,122 +356,27 @@ function metricsListener(metrics: Metrics): Server {
   });
 }
 
-/** @param expectsContinue the client sent `Expect: 100-continue` and waits for it to send its body */
-async function handle(edge: Edge, req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): Promise<void> {
-  const { config, sessions, log } = edge;
-  const started = edge.metrics ? performance.now() : 0;
-  try {
-    // Parsed once: the ops routes, the static files and the hook all see this path.
-    const target = parseTarget(req, edge.listenHost);
-    if (target.path === '*') {
-      // OPTIONS * asks about the server as a whole: no hook has a path to route it on.
-      res.writeHead(204, { 'cache-control': 'no-store' });
-      res.end();
-      return;
-    }
-    if (edge.ops.length > 0) {
-      const route = edge.ops.find((candidate) => candidate.claims(target.path));
-      if (route) return await route.handle(target, req, res);
-    }
-    if (await edge.files.serve(target.path, req, res)) return;
-    // No thread left and none will start (the crash-loop breaker tripped): refused here, before
-    // a session is made that could never run and would only be evicted as lost.
-    if (edge.pool.degraded && edge.pool.threadIds.length === 0) throw new ResidentError('RESIDENT_ERR_WORKERS_DOWN');
-    const secure = config.sessions.secureCookie || cameOverTls(req, edge.trust);
-    // The scheme is how the request reached us, whatever an absolute-form target said. The
-    // worker parses this URL again (`new URL()` in toRequest) and answers 400 if it cannot, a
-    // last safety net behind parseTarget.
-    const url = `${secure ? 'https' : 'http'}://${target.host}${target.path}${target.search}`;
-    const body = await readBody(req, config.limits.maxBodySize, expectsContinue ? () => res.writeContinue() : undefined);
-    const outcome = await sessions.serve(
-      presentedSessionIds(req.headers.cookie, edge.cookie.name),
-      clientIp(req, edge.trust),
-      { method: req.method ?? 'GET', url, headers: req.rawHeaders.join('\n'), body },
-    );
-    write(edge, req, res, outcome, secure);
-    edge.metrics?.observeRequest(res.statusCode, (performance.now() - started) / 1000, outcome.kind === 'error' ? outcome.error.code : undefined);
-  } catch (error) {
-    if (isResidentError(error, 'RESIDENT_ERR_CLIENT_ABORTED')) {
-      // The client's doing: nobody to answer, nothing to count, no stack worth keeping.
-      log.debug({ event: 'client-aborted', code: error.code }, 'the client went away mid-request');
-      res.destroy();
-      return;
-    }
-    if (isResidentError(error, 'RESIDENT_ERR_BAD_REQUEST')) log.debug({ event: 'bad-request', reason: error.message }, 'bad request');
-    const failure = isResidentError(error) ? error : new ResidentError('RESIDENT_ERR_HOOK_FAILED', undefined, { cause: error });
-    if (!isResidentError(error)) log.error({ event: 'edge-error', err: error }, 'unexpected error at the HTTP edge');
-    if (res.headersSent) {
-      res.destroy();
-      return;
-    }
-    write(edge, req, res, { kind: 'error', error: failure, cookie: null }, false);
-    edge.metrics?.observeRequest(res.statusCode, (performance.now() - started) / 1000, failure.code);
-  }
-}
-
-/** The fixed body of an answer; a streamed one is pumped after the head (./http/stream-response.ts). */
-function write(edge: Edge, req: IncomingMessage, res: ServerResponse, outcome: Outcome, secure: boolean): void {
-  const headers: string[] = [];
-  let status: number;
-  let body: Uint8Array | string | null = null;
-  let stream: StreamedBody | null = null;
-  if (outcome.kind === 'error') {
-    status = outcome.error.status || 500;
-    body = outcome.error.publicMessage;
-    headers.push('content-type', TEXT, 'cache-control', 'no-store');
-    if (status === 503) headers.push('retry-after', '1');
-    // A refused body is not read: the connection closes after the answer instead of draining it.
-    if (outcome.error.code === 'RESIDENT_ERR_BODY_TOO_LARGE') headers.push('connection', 'close');
-  } else {
-    status = outcome.status;
-    if (typeof outcome.body === 'string') body = outcome.body;
-    else if (outcome.body instanceof ArrayBuffer) body = new Uint8Array(outcome.body);
-    else if (outcome.body) stream = outcome.body;
-    else if (status >= 500) body = 'Internal Server Error';
-    for (let i = 0; i < outcome.headers.length; i += 2) {
-      // The worker already dropped these; checked again here because a hook runs in that
-      // worker and can patch the builtins its filter uses: the session cookie and the framing
-      // are decided on this thread, whatever the worker says.
-      const name = outcome.headers[i]!.toLowerCase();
-      const value = outcome.headers[i + 1]!;
-      if (HOP_BY_HOP.has(name) || (name === 'set-cookie' && setsCookieNamed(value, edge.cookie.name))) continue;
-      headers.push(name, value);
-    }
-  }
-  // The worker has dropped the hook's framing headers: the length said here is the body's own.
-  if (body !== null) headers.push('content-length', String(typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength));
-  if (outcome.cookie && 'set' in outcome.cookie) headers.push('set-cookie', edge.setCookie(outcome.cookie.set, secure));
-  else if (outcome.cookie) headers.push('set-cookie', expiredSessionCookie(edge.cookie, secure));
-  const source = stream && pulledFrom(edge.pool, stream);
-  try {
-    res.writeHead(status, headers);
-  } catch (error) {
-    // The worker checks every header a hook gave; this is the last line of defence.
-    edge.log.error({ event: 'edge-error', err: error }, 'cannot write the response head: answering 500');
-    source?.cancel();
-    writeFailure(res);
-    return;
-  }
-  if (!source) {
-    res.end(req.method === 'HEAD' ? undefined : (body ?? undefined));
-    return;
-  }
-  streamBody(req, res, source, (cut) => {
-    // A shutdown stops the threads after the suspends: open streams (server-sent events) are
-    // cut then by design, not failures an operator must be woken for.
-    if (edge.sessions.closing) edge.log.info({ event: 'stream-cut', code: cut.code }, 'an open response body was cut by the shutdown');
-    else edge.log.error({ event: 'stream-error', code: cut.code, err: { message: cut.message } }, 'the response body failed after its head was sent: connection closed');
+/**
+ * What answers on the port once no edge thread is left and none will start (the crash-loop
+ * breaker tripped): the probes as usual (/readyz says why), every other request 503
+ * RESIDENT_ERR_WORKERS_DOWN, before any session is made.
+ */
+function workersDownListener(routes: readonly OpsRoute[], listenHost: string): Server {
+  return createServer((req, res) => {
+    void (async () => {
+      try {
+        const target = parseTarget(req, listenHost);
+        if (routes.some((route) => route.claims(target.path))) {
+          const answer = await answerRelayed(routes, { op: 'ops', method: req.method ?? 'GET', target, headers: req.headers });
+          res.writeHead(answer.status, answer.headers);
+          res.end(req.method === 'HEAD' ? undefined : answer.body);
+          return;
+        }
+      } catch {
+        // An unparseable target: it gets the same 503.
+      }
+      const error = new ResidentError('RESIDENT_ERR_WORKERS_DOWN');
+      send(res, error.status, 'text/plain; charset=utf-8', error.publicMessage, { 'retry-after': '1' });
+    })();
   });
-}
-
-/** A clean 500 when nothing was sent yet; otherwise the connection cannot be framed any more. */
-function writeFailure(res: ServerResponse): void {
-  const text = ErrorCodes.RESIDENT_ERR_HOOK_FAILED.message;
-  try {
-    if (res.headersSent) throw new Error('head already sent');
-    res.writeHead(500, 'Internal Server Error', ['content-type', TEXT, 'cache-control', 'no-store', 'content-length', String(Buffer.byteLength(text))]);
-    res.end(text);
-  } catch {
-    res.destroy();
-  }
 }

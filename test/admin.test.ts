@@ -140,13 +140,13 @@ const idOf = (c: Client) => {
  * No admin response since the last check (bodies and headers), and no server log, holds a full
  * session ID: every ID a client was given, and every ID any server knows now.
  */
-function assertNoIdLeaks(): void {
+async function assertNoIdLeaks(): Promise<void> {
   const replies = adminReplies.splice(0);
   checkedReplies += replies.length;
   const ids = new Set(issuedIds);
   for (const t of servers) {
-    for (const id of t.server.sessions.list({ state: 'live' }).map((s) => s.id)) ids.add(id);
-    for (const id of t.server.sessions.list({ state: 'suspended' }).map((s) => s.id)) ids.add(id);
+    for (const id of (await t.server.sessions.list({ state: 'live' })).map((s) => s.id)) ids.add(id);
+    for (const id of (await t.server.sessions.list({ state: 'suspended' })).map((s) => s.id)) ids.add(id);
   }
   for (const { what, reply } of replies) {
     const text = `${reply.text}\n${JSON.stringify(reply.headers)}`;
@@ -179,7 +179,7 @@ test('without a token the admin view is off: its path is an ordinary path for th
   }
   // One session carried through all four: the hooks had them, with the cookie.
   assert.equal(t.server.sessions.stats.created, 1);
-  assert.equal(t.server.sessions.info(idOf(c))?.requests, 4);
+  assert.equal((await t.server.sessions.info(idOf(c)))?.requests, 4);
 });
 
 test('the page, its script and stylesheet load without the token, hold no data and set no cookie', async () => {
@@ -227,7 +227,7 @@ test('the page, its script and stylesheet load without the token, hold no data a
   assert.equal((await admin(t, '', { method: 'POST', token: null })).status, 401);
 
   assert.equal(t.server.sessions.stats.created, created, 'no session was created');
-  assertNoIdLeaks();
+  await assertNoIdLeaks();
 });
 
 test('a custom admin.path moves the view; the default path goes back to the hooks', async () => {
@@ -247,7 +247,7 @@ test('a custom admin.path moves the view; the default path goes back to the hook
   const reply = await c.get('/_resident/api/overview', { headers: AUTH });
   assert.equal(reply.status, 200);
   assert.deepEqual(reply.json(), { hook: 'onConnection', path: '/_resident/api/overview', n: 0 });
-  assertNoIdLeaks();
+  await assertNoIdLeaks();
 });
 
 test('every other admin route needs exactly "Bearer <token>": near misses get 401 and change nothing', async () => {
@@ -315,14 +315,14 @@ test('every other admin route needs exactly "Bearer <token>": near misses get 40
     const reply = await admin(t, 'api/overview', { headers: { authorization }, token: null });
     assert.equal(reply.status, 200, authorization);
   }
-  assertNoIdLeaks();
+  await assertNoIdLeaks();
 });
 
 test('admin requests never create a session, set a cookie, or reach the hooks', async () => {
   const t = await adminServer();
   const [c] = await sessionsOn(t, 1);
   const id = idOf(c!);
-  const before = { created: t.server.sessions.stats.created, requests: t.server.sessions.info(id)!.requests, logs: t.logs.length };
+  const before = { created: t.server.sessions.stats.created, requests: (await t.server.sessions.info(id))!.requests, logs: t.logs.length };
 
   const withCookie = { cookie: `RSID=${id}` };
   const unknownCookie = { cookie: 'RSID=AAAAAAAAAAAAAAAAAAAAAA' };
@@ -345,14 +345,14 @@ test('admin requests never create a session, set a cookie, or reach the hooks', 
     }
   }
   assert.equal(t.server.sessions.stats.created, before.created, 'no session was created');
-  assert.equal(t.server.sessions.info(id)?.requests, before.requests, "the client's session saw none of them");
+  assert.equal((await t.server.sessions.info(id))?.requests, before.requests, "the client's session saw none of them");
   const lines = t.logs.slice(before.logs);
   assert.deepEqual(
     lines.filter((l) => ['created', 'unknown-id', 'hook-error'].includes(String(l.event))),
     [],
     'no session lookup or hook call was logged',
   );
-  assertNoIdLeaks();
+  await assertNoIdLeaks();
 });
 
 test('overview: the store, session counts, every worker and the counters', async () => {
@@ -361,7 +361,7 @@ test('overview: the store, session counts, every worker and the counters', async
   assert.equal(empty.store, 'memory');
   assert.deepEqual(empty.sessions, { live: 0, suspendedKnown: 0 });
   assert.equal(empty.workers.length, 2);
-  for (const worker of empty.workers) assert.deepEqual(Object.keys(worker).sort(), ['contexts', 'queued', 'threadId']);
+  for (const worker of empty.workers) assert.deepEqual(Object.keys(worker).sort(), ['contexts', 'queued', 'slot', 'threadId']);
   assert.deepEqual(new Set(empty.workers.map((w: { threadId: number }) => w.threadId)), new Set(t.server.pool.threadIds));
   assert.equal(empty.counters.created, 0);
 
@@ -391,7 +391,7 @@ test('overview: the store, session counts, every worker and the counters', async
   assert.deepEqual(after.sessions, { live: 3, suspendedKnown: 1 });
   assert.equal(after.counters.suspended.admin, 1);
   assert.equal(after.workers.reduce((sum: number, w: { contexts: number }) => sum + w.contexts, 0), 3);
-  assertNoIdLeaks();
+  await assertNoIdLeaks();
 });
 
 test('live sessions: every field, least recently active first, paged with the cursor, bad queries refused', async () => {
@@ -448,7 +448,7 @@ test('live sessions: every field, least recently active first, paged with the cu
     assert.equal(reply.status, 400, `${query}: ${reply.text}`);
     assert.ok(reply.json<{ error: string }>().error, query);
   }
-  assertNoIdLeaks();
+  await assertNoIdLeaks();
 });
 
 test('suspended sessions: from the store in ID order, paged by handle, live ones skipped, and after a restart', async () => {
@@ -520,7 +520,7 @@ test('suspended sessions: from the store in ID order, paged by handle, live ones
   const other = await fixtureState(retarget(made[1]!, restarted));
   assert.equal(other.resumed, true);
   assert.equal(other.id, idOf(made[1]!));
-  assertNoIdLeaks();
+  await assertNoIdLeaks();
 });
 
 /** A client of another server holding `c`'s cookie (the same browser after a restart). */
@@ -557,8 +557,8 @@ test("a user's sessions, live and suspended, and closing them all", async () => 
   const before = { ada1: idOf(ada1!), ada2: idOf(ada2!) };
   const closed = await api(t, 'POST', 'users/ada/close');
   assert.deepEqual(closed, { userId: 'ada', closed: 2 });
-  assert.equal(t.server.sessions.info(before.ada1), undefined);
-  assert.equal(t.server.sessions.info(before.ada2), undefined);
+  assert.equal((await t.server.sessions.info(before.ada1)), undefined);
+  assert.equal((await t.server.sessions.info(before.ada2)), undefined);
   for (const [c, old] of [[ada1!, before.ada1], [ada2!, before.ada2]] as const) {
     const next = await fixtureState(c);
     assert.equal(next.isNew, true);
@@ -585,7 +585,7 @@ test("a user's sessions, live and suspended, and closing them all", async () => 
   assert.equal((await admin(t, 'api/users/ada/close')).status, 404);
   assert.equal((await admin(t, 'api/users/ada/sessions', { method: 'POST' })).status, 404);
   assert.equal((await admin(t, 'api/users/ada')).status, 404);
-  assertNoIdLeaks();
+  await assertNoIdLeaks();
 });
 
 test('closing a session by handle: the client starts afresh; unknown handles get 404', async () => {
@@ -596,12 +596,12 @@ test('closing a session by handle: the client starts afresh; unknown handles get
   const handleA = hashId(oldA);
   // Handles are learnt from listings: one never shown is unknown, even if it is a real hash.
   assert.equal((await admin(t, `api/sessions/${encodeURIComponent(handleA)}/close`, { method: 'POST' })).status, 404);
-  assert.ok(t.server.sessions.info(oldA), 'nothing was closed');
+  assert.ok((await t.server.sessions.info(oldA)), 'nothing was closed');
 
   await listLive(t);
   const closedBefore = t.server.sessions.stats.closed;
   assert.deepEqual(await api(t, 'POST', `sessions/${encodeURIComponent(handleA)}/close`), { handle: handleA, closed: true });
-  assert.equal(t.server.sessions.info(oldA), undefined);
+  assert.equal((await t.server.sessions.info(oldA)), undefined);
   assert.equal(t.server.sessions.stats.closed, closedBefore + 1);
   assert.equal(t.server.sessions.stats.suspended.closed, 1, "onSessionSuspend(ctx, 'closed') ran");
   const log = t.logs.find((l) => l.event === 'closed' && l.session === handleA);
@@ -621,7 +621,7 @@ test('closing a session by handle: the client starts afresh; unknown handles get
   const handleB = hashId(idOf(b!));
   assert.equal((await admin(t, `api/sessions/${encodeURIComponent(handleB)}/close`)).status, 404);
   assert.equal((await admin(t, `api/sessions/${encodeURIComponent(handleB)}/explode`, { method: 'POST' })).status, 404);
-  assert.ok(t.server.sessions.info(idOf(b!)), 'B is still there');
+  assert.ok((await t.server.sessions.info(idOf(b!))), 'B is still there');
 
   // A suspended session closes too, and does not come back resumed.
   await api(t, 'POST', `sessions/${encodeURIComponent(handleB)}/suspend`);
@@ -635,7 +635,7 @@ test('closing a session by handle: the client starts afresh; unknown handles get
   const still = await fixtureState(bystander!, '/inc');
   assert.equal(still.n, 2);
   assert.equal(still.isNew, false);
-  assertNoIdLeaks();
+  await assertNoIdLeaks();
 });
 
 test('suspending a session by handle: it resumes on its next request; 409 when busy or not live', async () => {
@@ -648,7 +648,7 @@ test('suspending a session by handle: it resumes on its next request; 409 when b
   await listLive(t);
 
   assert.deepEqual(await api(t, 'POST', `sessions/${handle}/suspend`), { handle: hashId(id), state: 'suspended' });
-  assert.ok((t.server.sessions.info(id)?.state === 'suspended'));
+  assert.ok(((await t.server.sessions.info(id))?.state === 'suspended'));
   assert.equal(t.server.sessions.stats.suspended.admin, 1);
   const logged = t.logs.find((l) => l.event === 'suspended' && l.reason === 'admin');
   assert.equal(logged?.session, hashId(id));
@@ -669,7 +669,7 @@ test('suspending a session by handle: it resumes on its next request; 409 when b
 
   // Busy: a request in flight.
   const slow = a!.get('/sleep?ms=1000');
-  await waitFor(() => (t.server.sessions.info(id)?.inFlight ?? 0) > 0, 2000, 'the request in flight');
+  await waitFor(async () => ((await t.server.sessions.info(id))?.inFlight ?? 0) > 0, 2000, 'the request in flight');
   const busy = await admin(t, `api/sessions/${handle}/suspend`, { method: 'POST' });
   assert.equal(busy.status, 409);
   assert.match(busy.json<{ error: string }>().error, /in flight/);
@@ -684,7 +684,7 @@ test('suspending a session by handle: it resumes on its next request; 409 when b
   // A closed session is not live.
   await api(t, 'POST', `sessions/${handle}/close`);
   assert.equal((await admin(t, `api/sessions/${handle}/suspend`, { method: 'POST' })).status, 409);
-  assertNoIdLeaks();
+  await assertNoIdLeaks();
 });
 
 test('no admin response, in any route, ever holds a full session ID', async (t: TestContext) => {
@@ -693,7 +693,7 @@ test('no admin response, in any route, ever holds a full session ID', async (t: 
   await fixtureState(made[5]!, '/as-user?user=ada');
   // Evictions finish after the responses that caused them: until they have, a session can be
   // listed live (suspending) and, a moment later, suspended.
-  await waitFor(() => s.server.sessions.list({ state: 'live' }).every((entry) => entry.state === 'live'), 3000, 'the evictions settled');
+  await waitFor(async () => (await s.server.sessions.list({ state: 'live' })).every((entry) => entry.state === 'live'), 3000, 'the evictions settled');
   const live = await listLive(s);
   const suspended = await listSuspended(s);
   assert.equal(live.sessions.length + suspended.sessions.length, 6);
@@ -717,7 +717,7 @@ test('no admin response, in any route, ever holds a full session ID', async (t: 
   await api(s, 'POST', `sessions/${encodeURIComponent(suspended.sessions[0]!.handle)}/close`);
   await api(s, 'POST', 'users/ada/close');
   assert.ok(issuedIds.size >= 6);
-  assertNoIdLeaks();
+  await assertNoIdLeaks();
   t.diagnostic(`${checkedReplies} admin responses checked against ${issuedIds.size} session IDs`);
 });
 
@@ -730,7 +730,7 @@ test('a malformed percent-escape in an admin API path is a 400, not a 500', asyn
     assert.equal(reply.status, 400, `${path}: ${reply.status} ${reply.text}`);
   }
   assert.deepEqual(t.logs.filter((l) => l.event === 'admin-error'), []);
-  assertNoIdLeaks();
+  await assertNoIdLeaks();
 });
 
 test('a response in flight when the admin closes its session does not renew the dead cookie', async () => {
@@ -739,11 +739,11 @@ test('a response in flight when the admin closes its session does not renew the 
   const id = idOf(c!);
   await listLive(t);
   const slow = c!.get('/sleep?ms=400');
-  await waitFor(() => (t.server.sessions.info(id)?.inFlight ?? 0) > 0, 2000, 'the request in flight');
+  await waitFor(async () => ((await t.server.sessions.info(id))?.inFlight ?? 0) > 0, 2000, 'the request in flight');
   await api(t, 'POST', `sessions/${encodeURIComponent(hashId(id))}/close`);
   const reply = await slow;
-  assert.equal(t.server.sessions.info(id), undefined, 'the session is closed');
+  assert.equal((await t.server.sessions.info(id)), undefined, 'the session is closed');
   const renewed = reply.setCookies.filter((line) => line.startsWith(`RSID=${id};`) && !/max-age=0/i.test(line));
   assert.deepEqual(renewed, [], `the response renewed the closed session's cookie: ${reply.setCookies.join(' | ')}`);
-  assertNoIdLeaks();
+  await assertNoIdLeaks();
 });

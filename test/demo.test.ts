@@ -58,7 +58,7 @@ test('a suspended visitor comes back resumed with the cart restored', async () =
   const client = new Client(t.url);
   await client.get('/');
   await client.get('/cart/add', form({ sku: 'book' }));
-  await waitFor(() => (t.server.sessions.info(client.cookie!)?.state === 'suspended'), 4000, 'the idle suspend');
+  await waitFor(async () => ((await t.server.sessions.info(client.cookie!))?.state === 'suspended'), 4000, 'the idle suspend');
   const page = (await client.get('/')).text;
   assert.equal(cell(page, 'state'), 'resumed');
   assert.equal(cell(page, 'hits'), '2');
@@ -92,7 +92,7 @@ test('sign-in attempts do not stall the other contexts on their worker (scrypt r
     });
     // Every attempt has reached the one worker thread (answered, or still in flight there).
     const inFlight = () => one.server.pool.workerLoad().reduce((sum, worker) => sum + worker.queued, 0);
-    await waitFor(() => inFlight() + answered >= attackers.length, 5000, 'every attempt on the worker');
+    await waitFor(async () => inFlight() + answered >= attackers.length, 5000, 'every attempt on the worker');
     const page = await bystander.get('/');
     const answeredBeforePage = answered;
     assert.equal(page.status, 200);

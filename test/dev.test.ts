@@ -207,7 +207,7 @@ async function stopGroup(dev: Dev, signal: NodeJS.Signals): Promise<void> {
   process.kill(-dev.group, signal);
   assert.notEqual(await within(dev.child.exited, 15_000), 'timeout', describeChild(dev.child));
   const left = () => [...new Set([...processesInGroup(dev.group), ...tree.filter(alive)])];
-  await waitFor(() => left().length === 0, 10_000, 'every process of the tree to end').catch((error: Error) =>
+  await waitFor(async () => left().length === 0, 10_000, 'every process of the tree to end').catch((error: Error) =>
     assert.fail(`${error.message}: still running ${JSON.stringify(left())}\n${describeChild(dev.child)}`),
   );
 }
@@ -290,7 +290,7 @@ async function assertAllGone(dev: Dev, tree: number[]): Promise<void> {
     assert.fail(`${error.message}\n${describeChild(dev.child)}`),
   );
   assert.notEqual(await within(dev.child.exited, 15_000), 'timeout', describeChild(dev.child));
-  await waitFor(() => tree.filter(alive).length === 0, 10_000, 'every process of the tree to end').catch((error: Error) =>
+  await waitFor(async () => tree.filter(alive).length === 0, 10_000, 'every process of the tree to end').catch((error: Error) =>
     assert.fail(`${error.message}: still running ${JSON.stringify(tree.filter(alive))}\n${describeChild(dev.child)}`),
   );
 }

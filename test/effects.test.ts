@@ -28,7 +28,7 @@ test('finding 3: a hook that logs in and regenerates after its 504 changes nothi
   assert.deepEqual(issued(timedOut).filter((value) => value !== id), [], 'the 504 hands out no other ID');
 
   // The late hook has asked, and been refused, by the time this is logged.
-  await waitFor(() => t.logs.find((line) => line.event === 'worker' && /after its request was answered/.test(line.msg)), 5000, 'the refusal logged');
+  await waitFor(async () => t.logs.find((line) => line.event === 'worker' && /after its request was answered/.test(line.msg)), 5000, 'the refusal logged');
   const next = await new Client(t.url).get('/state', { headers: { cookie: `RSID=${id}` } });
   assert.equal(next.status, 200);
   assert.deepEqual(issued(next), [id], 'the next request renews the same ID, never a new one');
@@ -91,7 +91,7 @@ test('finding 9: an unhandled rejection whose reason cannot be printed is logged
   const client = new Client(t.url);
   await client.get('/inc');
   assert.equal((await client.get('/stray-null-rejection')).status, 200);
-  await waitFor(() => t.logs.find((line) => line.event === 'worker' && line.msg === 'unhandled rejection in a hook'), 5000, 'the rejection logged');
+  await waitFor(async () => t.logs.find((line) => line.event === 'worker' && line.msg === 'unhandled rejection in a hook'), 5000, 'the rejection logged');
   const after = await client.get('/inc');
   assert.equal(after.json().n, 3, 'the context survived: its thread did not die');
   assert.ok(!t.logs.some((line) => line.event === 'worker-lost'));
@@ -102,7 +102,7 @@ test('finding 9: user JSON with a __proto__ key is saved and restored as data, a
   const t = await serverWith({ sessions: { suspendEveryRequest: true } });
   const client = new Client(t.url);
   assert.equal((await client.get('/user-json')).status, 200);
-  await waitFor(() => t.logs.find((line) => line.event === 'suspended'), 5000, 'the suspend');
+  await waitFor(async () => t.logs.find((line) => line.event === 'suspended'), 5000, 'the suspend');
   assert.ok(!t.logs.some((line) => line.event === 'hook-error'), `no failed suspend: ${JSON.stringify(t.logs.filter((l) => l.event === 'hook-error'))}`);
   const profile = (await client.get('/profile')).json();
   assert.deepEqual(profile, {

@@ -20,12 +20,12 @@ function setCookieLines(reply: Reply): string[] {
   return reply.setCookies.filter((line) => line.startsWith('RSID='));
 }
 
-function entryOf(t: TestServer, id: string): SessionInfo | undefined {
-  return t.server.sessions.info(id);
+async function entryOf(t: TestServer, id: string): Promise<SessionInfo | undefined> {
+  return await t.server.sessions.info(id);
 }
 
-function hashOf(t: TestServer, id: string): string {
-  const entry = entryOf(t, id);
+async function hashOf(t: TestServer, id: string): Promise<string> {
+  const entry = await entryOf(t, id);
   assert.ok(entry, 'the session is known');
   return hashId(entry.id);
 }
@@ -54,12 +54,12 @@ test('faults inside a request (connectionTimeout 500ms)', async (s) => {
       const client = new Client(t.url);
       const first = await state(client, '/inc');
       await client.get('/set?value=kept');
-      const hash = hashOf(t, first.id);
+      const hash = await hashOf(t, first.id);
 
       const boom = await client.get('/boom');
       assertGeneric(boom, 500);
       assert.deepEqual(setCookieLines(boom).map((line) => line.split(';')[0]), [`RSID=${first.id}`], 'the session goes on');
-      const logged = await waitFor(() => logsWith(t, { event: 'hook-error', session: hash })[0], 2000, 'the hook-error log');
+      const logged = await waitFor(async () => logsWith(t, { event: 'hook-error', session: hash })[0], 2000, 'the hook-error log');
       assert.equal(logged!.level, 50);
       assert.equal(logged!.hook, 'onConnection');
       assert.match(JSON.stringify(logged), /boom: secret detail/, 'the details are in the log');
@@ -77,17 +77,17 @@ test('faults inside a request (connectionTimeout 500ms)', async (s) => {
     await s.test('H5: a rejecting hook is a 500; a hanging one is a 504 at connectionTimeout and frees the queue', async () => {
       const client = new Client(t.url);
       const first = await state(client, '/inc');
-      const hash = hashOf(t, first.id);
+      const hash = await hashOf(t, first.id);
 
       assertGeneric(await client.get('/reject'), 500);
-      await waitFor(() => logsWith(t, { event: 'hook-error', session: hash }).some((l) => /rejected: secret detail/.test(JSON.stringify(l))), 2000, 'the rejection in the log');
+      await waitFor(async () => logsWith(t, { event: 'hook-error', session: hash }).some((l) => /rejected: secret detail/.test(JSON.stringify(l))), 2000, 'the rejection in the log');
 
       const started = performance.now();
       const hung = await client.get('/hang');
       const took = performance.now() - started;
       assertGeneric(hung, 504);
       assert.ok(took >= 450 && took < 1500, `504 after ${took.toFixed(0)} ms`);
-      await waitFor(() => logsWith(t, { event: 'hook-error', session: hash, code: 'RESIDENT_ERR_HOOK_TIMEOUT' })[0], 2000, 'the timeout in the log');
+      await waitFor(async () => logsWith(t, { event: 'hook-error', session: hash, code: 'RESIDENT_ERR_HOOK_TIMEOUT' })[0], 2000, 'the timeout in the log');
 
       const nextStarted = performance.now();
       const next = await state(client, '/inc');
@@ -132,7 +132,7 @@ test('faults inside a request (connectionTimeout 500ms)', async (s) => {
       assert.match(ours[0]!, /^RSID=;/);
       assert.match(ours[0]!, /Max-Age=0/i);
       assert.equal(counters.closed, closedBefore + 1);
-      assert.equal(entryOf(t, first.id), undefined);
+      assert.equal(await entryOf(t, first.id), undefined);
 
       client.cookie = oldCookie;
       const replay = await state(client);
@@ -155,11 +155,11 @@ test('idle suspends whose hook fails (processTimeout 1s)', { concurrency: true }
         const first = await state(client, '/inc');
         await client.get('/set?value=x');
         await client.get('/mode?value=throw');
-        const hash = hashOf(t, first.id);
-        const logged = await waitFor(() => logsWith(t, { event: 'hook-error', session: hash })[0], 4000, 'the failed idle suspend');
+        const hash = await hashOf(t, first.id);
+        const logged = await waitFor(async () => logsWith(t, { event: 'hook-error', session: hash })[0], 4000, 'the failed idle suspend');
         assert.equal(logged!.hook, IDLE_HOOK);
         assert.equal(logged!.level, 50);
-        assert.equal(entryOf(t, first.id)?.state, 'live');
+        assert.equal((await entryOf(t, first.id))?.state, 'live');
 
         const next = await state(client);
         assert.equal(next.id, first.id);
@@ -174,11 +174,11 @@ test('idle suspends whose hook fails (processTimeout 1s)', { concurrency: true }
         const client = new Client(t.url);
         const first = await state(client, '/inc');
         await client.get('/mode?value=throw-once');
-        const hash = hashOf(t, first.id);
-        await waitFor(() => logsWith(t, { event: 'hook-error', session: hash })[0], 4000, 'the first, failed attempt');
+        const hash = await hashOf(t, first.id);
+        await waitFor(async () => logsWith(t, { event: 'hook-error', session: hash })[0], 4000, 'the first, failed attempt');
         const failedAt = performance.now();
-        assert.equal(entryOf(t, first.id)?.state, 'live');
-        await waitFor(() => entryOf(t, first.id)?.state === 'suspended', 8000, 'the retried suspend');
+        assert.equal((await entryOf(t, first.id))?.state, 'live');
+        await waitFor(async () => (await entryOf(t, first.id))?.state === 'suspended', 8000, 'the retried suspend');
         const waited = performance.now() - failedAt;
         assert.ok(waited > 4000, `retried ${waited.toFixed(0)} ms after the failure`);
         assert.equal(logsWith(t, { event: 'suspended', session: hash, reason: 'idle' }).length, 1);
@@ -194,8 +194,8 @@ test('idle suspends whose hook fails (processTimeout 1s)', { concurrency: true }
         const client = new Client(t.url);
         const first = await state(client, '/inc');
         await client.get('/mode?value=function');
-        const hash = hashOf(t, first.id);
-        const logged = await waitFor(() => logsWith(t, { event: 'hook-error', session: hash })[0], 4000, 'the failed suspend');
+        const hash = await hashOf(t, first.id);
+        const logged = await waitFor(async () => logsWith(t, { event: 'hook-error', session: hash })[0], 4000, 'the failed suspend');
         assert.equal(logged!.code, 'RESIDENT_ERR_MEMENTO_NOT_CLONEABLE');
         assert.equal(logged!.hook, IDLE_HOOK);
         const next = await state(client);
@@ -213,13 +213,13 @@ test('H3: a suspend hook that never resolves hits suspendTimeout; idle keeps the
     const first = await state(client, '/inc');
     await client.get('/mode?value=hang');
     const lastResponse = performance.now();
-    const hash = hashOf(t, first.id);
-    const logged = await waitFor(() => logsWith(t, { event: 'hook-error', session: hash })[0], 4000, 'the timed-out idle suspend');
+    const hash = await hashOf(t, first.id);
+    const logged = await waitFor(async () => logsWith(t, { event: 'hook-error', session: hash })[0], 4000, 'the timed-out idle suspend');
     const took = performance.now() - lastResponse;
     assert.equal(logged!.code, 'RESIDENT_ERR_HOOK_TIMEOUT');
     assert.equal(logged!.hook, IDLE_HOOK);
     assert.ok(took >= 1400 && took < 2600, `given up ${took.toFixed(0)} ms after the last response`);
-    assert.equal(entryOf(t, first.id)?.state, 'live');
+    assert.equal((await entryOf(t, first.id))?.state, 'live');
 
     const next = await state(client);
     assert.equal(next.id, first.id);
@@ -244,7 +244,7 @@ test('H1/H3: shutdown while an idle suspend is failing counts the context as los
     const first = await state(client, '/inc');
     await client.get('/mode?value=hang');
     // The idle suspend has started and its hook hangs: shutdown arrives in the middle of it.
-    await waitFor(() => entryOf(t, first.id)?.state === 'suspending', 4000, 'the idle suspend in progress');
+    await waitFor(async () => (await entryOf(t, first.id))?.state === 'suspending', 4000, 'the idle suspend in progress');
     const result = await t.server.shutdown();
     assert.equal(result.suspended, 0);
     assert.equal(result.lost, 1, 'the context was neither suspended nor counted as lost');
@@ -257,12 +257,12 @@ test('H1: a forced (evicting) suspend that throws is logged and counted; the ses
     const first = new Client(t.url);
     const f1 = await state(first, '/inc');
     await first.get('/mode?value=throw');
-    const hash = hashOf(t, f1.id);
+    const hash = await hashOf(t, f1.id);
 
     const second = new Client(t.url);
     const s1 = await state(second, '/inc'); // evicts the first
     assert.notEqual(s1.id, f1.id);
-    await waitFor(() => counters.lostSuspends === 1, 3000, 'the counted loss');
+    await waitFor(async () => counters.lostSuspends === 1, 3000, 'the counted loss');
     const logged = logsWith(t, { event: 'hook-error', session: hash });
     assert.equal(logged.length, 1);
     assert.equal(logged[0]!.level, 50);
@@ -276,7 +276,7 @@ test('H1: a forced (evicting) suspend that throws is logged and counted; the ses
     assert.equal(back.isNew, true);
     assert.equal(back.saved, undefined, 'there never was a memento');
     assert.equal(back.n, 0);
-    await waitFor(() => counters.suspended.evicted === 1, 3000, 'the second client evicted in turn');
+    await waitFor(async () => counters.suspended.evicted === 1, 3000, 'the second client evicted in turn');
     assert.equal(counters.lostSuspends, 1);
     const again = await state(second);
     assert.equal(again.id, s1.id);
@@ -291,14 +291,14 @@ test('H1/C7: a request that waited on a forced suspend that failed keeps the con
     await first.get('/mode?value=hang');
     await state(third, '/inc'); // first is now the least recently active
     const evicting = second.get('/inc'); // evicts first, whose hook hangs until suspendTimeout
-    await waitFor(() => entryOf(t, f1.id)?.state === 'suspending', 2000, 'the eviction in progress');
+    await waitFor(async () => (await entryOf(t, f1.id))?.state === 'suspending', 2000, 'the eviction in progress');
     const back = await state(first, '/inc'); // waits for the failed suspend, then resumes
     assert.equal((await evicting).status, 200);
     assert.equal(back.id, f1.id);
     assert.equal(back.resumed, true);
     assert.equal(back.saved, undefined);
     assert.equal(back.n, 1);
-    await waitFor(() => t.server.sessions.stats.lostSuspends === 1, 2000, 'the counted loss');
+    await waitFor(async () => t.server.sessions.stats.lostSuspends === 1, 2000, 'the counted loss');
     await sleep(100);
     // From here on the session lives in the context it resumed into.
     for (const n of [2, 3, 4]) {
@@ -338,7 +338,7 @@ test('F2: a worker thread dies: its requests settle once, it is replaced, its se
 
     // A request of another context on the same thread is in flight when the thread dies.
     const pending = waiting.get('/sleep?ms=2500');
-    await waitFor(() => entryOf(t, waitingId)?.inFlight === 1, 2000, 'the in-flight request');
+    await waitFor(async () => (await entryOf(t, waitingId))?.inFlight === 1, 2000, 'the in-flight request');
     await sleep(50);
     const started = performance.now();
     const [died, lost] = await Promise.all([
@@ -353,25 +353,28 @@ test('F2: a worker thread dies: its requests settle once, it is replaced, its se
     assert.ok(lost.at < 2400, 'the in-flight request failed fast rather than running to its end');
 
     // piscina replaced the thread.
-    await waitFor(() => t.server.pool.threadIds.length === 2 && !t.server.pool.threadIds.includes(dying), 5000, 'a replacement thread');
+    await waitFor(async () => t.server.pool.threadIds.length === 2 && !t.server.pool.threadIds.includes(dying), 5000, 'a replacement thread');
     // What the main thread recorded about the death, checked at the end (after the HTTP checks).
-    const aStateAfterDeath = entryOf(t, a1.id)?.state;
+    const aStateAfterDeath = (await entryOf(t, a1.id))?.state;
     const deathLog = t.logs.find((line) => line.event === 'worker-lost' && 'contexts' in line);
     const fresh = await state(new Client(t.url), '/inc');
     assert.notEqual(fresh.threadId, dying);
     assert.equal(counters.workersLost, 1);
 
-    // A's context went with its thread: same session, resumed, no memento.
+    // A's context went with its thread, and with it the directory of its slot (each edge keeps
+    // its own): never checkpointed nor suspended, it has nothing to come back from and starts
+    // anew, with a new ID (README, "A worker thread dies"), on the replacement in its slot.
     const aBack = await state(a);
-    assert.equal(aBack.id, a1.id);
-    assert.equal(aBack.resumed, true);
+    assert.notEqual(aBack.id, a1.id);
+    assert.equal(a.cookie, aBack.id, 'the client holds the new ID');
+    assert.equal(aBack.resumed, false);
     assert.equal(aBack.isNew, true);
     assert.equal(aBack.saved, undefined);
     assert.equal(aBack.n, 0);
     assert.notEqual(aBack.threadId, dying);
     const waitingBack = await state(waiting);
-    assert.equal(waitingBack.id, waitingId);
-    assert.equal(waitingBack.resumed, true);
+    assert.notEqual(waitingBack.id, waitingId);
+    assert.equal(waitingBack.isNew, true);
 
     // The other thread was untouched.
     const o3 = await state(other.client, '/inc');

@@ -162,7 +162,7 @@ describe('the probes on a healthy server', () => {
     const first = await owner.get('/inc');
     assert.equal(first.status, 200);
     const id = owner.cookie!;
-    const entry = t.server.sessions.info(id);
+    const entry = (await t.server.sessions.info(id));
     assert.ok(entry && entry.idleMs !== null);
     const { idleMs, requests } = entry;
     clock.advance(60_000);
@@ -171,8 +171,8 @@ describe('the probes on a healthy server', () => {
       assert.equal(reply.status, 200, path);
       probeBody(reply);
     }
-    assert.equal(t.server.sessions.info(id)?.idleMs, idleMs + 60_000, 'no activity refresh');
-    assert.equal(t.server.sessions.info(id)?.requests, requests, 'the sessions layer never saw the probes');
+    assert.equal((await t.server.sessions.info(id))?.idleMs, idleMs + 60_000, 'no activity refresh');
+    assert.equal((await t.server.sessions.info(id))?.requests, requests, 'the sessions layer never saw the probes');
     assert.equal(t.server.sessions.stats.created, 1);
     assert.equal((await owner.get('/inc')).json().n, 2, 'the hook ran for /inc only');
   });
@@ -230,7 +230,7 @@ describe('readiness when something is down', () => {
       rmSync(path, { recursive: true, force: true });
       await readyzUntil(t.url, 503, 3000);
       const failing = pings.calls;
-      await waitFor(() => pings.calls >= failing + 2, 4000, 'two more failed pings');
+      await waitFor(async () => pings.calls >= failing + 2, 4000, 'two more failed pings');
       for (let i = 0; i < 3; i++) assert.equal((await send(`${t.url}/readyz`)).status, 503);
       const messages = t.logs.filter((line) => line.event === 'store-unreachable').map((line) => (line.err as { message?: string }).message);
       assert.equal(messages.length, 1, JSON.stringify(messages, null, 1));
@@ -266,7 +266,7 @@ describe('readiness when something is down', () => {
     assert.equal((await readyzUntil(t.url, 200, 3000)).status, 'ready');
     assert.equal(pings.mostPending, 1, 'never two pings at once');
     // The late ping finished and cleaned up after itself.
-    await waitFor(() => readdirSync(dir).every((name) => !name.startsWith('.tmp-')), 2000, 'no probe file left');
+    await waitFor(async () => readdirSync(dir).every((name) => !name.startsWith('.tmp-')), 2000, 'no probe file left');
   });
 
   test('many probes at once ping the store no more than once a second, one ping at a time; the pings stop at shutdown', TEST, async () => {
@@ -287,7 +287,7 @@ describe('readiness when something is down', () => {
 
     // The background pings go on without probes, about once a second...
     const idle = pings.calls;
-    await waitFor(() => pings.calls >= idle + 2, 4000, 'two more background pings');
+    await waitFor(async () => pings.calls >= idle + 2, 4000, 'two more background pings');
     // ...and stop with the server.
     await t.close();
     const stopped = pings.calls;
@@ -331,7 +331,7 @@ describe('readiness when something is down', () => {
     socket.on('error', () => {});
     await new Promise((resolve) => socket.once('connect', resolve));
     socket.write('GET /sleep?ms=800 HTTP/1.1\r\nHost: x\r\n\r\n');
-    await waitFor(() => t.server.sessions.stats.live === 1, 2000, 'the slow request under way');
+    await waitFor(async () => t.server.sessions.stats.live === 1, 2000, 'the slow request under way');
     const stopping = t.close();
     await new Promise((resolve) => setTimeout(resolve, 50));
     socket.write('GET /readyz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');

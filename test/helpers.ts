@@ -70,6 +70,12 @@ export interface TestServer {
   logs: LogLine[];
   /** The raw log text, for asserting what never appears in it. */
   rawLogs(): string;
+  /**
+   * Resolves once every line the worker threads logged so far is in `logs`: their lines reach
+   * the main thread's logger over each thread's port, a moment after the response may have
+   * reached the client, and a round trip over that port comes back behind them.
+   */
+  settle(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -90,7 +96,7 @@ export function testConfig(overrides: ResidentConfigInput = {}) {
 }
 
 /** @param store a store instance the test holds (the config can only name a kind) */
-export async function startTestServer(overrides: ResidentConfigInput = {}, clock?: Clock, store?: ContextStore): Promise<TestServer> {
+export async function startTestServer(overrides: ResidentConfigInput = {}, clock?: ManualClock, store?: ContextStore): Promise<TestServer> {
   const logs: LogLine[] = [];
   let raw = '';
   const destination = {
@@ -105,6 +111,9 @@ export async function startTestServer(overrides: ResidentConfigInput = {}, clock
     url: server.url,
     logs,
     rawLogs: () => raw,
+    settle: async () => {
+      await server.pool.broadcast({ op: 'stats' });
+    },
     close: async () => {
       await server.shutdown();
     },
@@ -123,15 +132,17 @@ export interface Reply {
 export class Client {
   cookie: string | undefined;
   readonly #base: string;
-  readonly #dispatcher: Dispatcher | undefined;
+  readonly #dispatcher: Dispatcher;
   readonly #cookieName: string;
 
   /** @param localAddress bind the client to this source IP (any of 127/8 works on loopback) */
   constructor(base: string, options: { localAddress?: string; cookieName?: string } = {}) {
     this.#base = base;
     this.#cookieName = options.cookieName ?? 'RSID';
+    // Connections of its own, as a browser has: with an edge on every thread, a client sharing
+    // undici's global pool would land on whichever thread another client's connection reached.
     // undici takes the source address as a top-level option (one inside `connect` is overridden).
-    this.#dispatcher = options.localAddress ? new Agent({ localAddress: options.localAddress }) : undefined;
+    this.#dispatcher = new Agent(options.localAddress ? { localAddress: options.localAddress } : {});
   }
 
   async get(path: string, init: { method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<Reply> {
@@ -149,7 +160,7 @@ export class Client {
   }
 
   async close(): Promise<void> {
-    await this.#dispatcher?.close();
+    await this.#dispatcher.close();
   }
 }
 
@@ -194,7 +205,7 @@ export async function fixtureState(client: Client, path = '/state'): Promise<Fix
 export async function withServer(
   overrides: ResidentConfigInput,
   body: (t: TestServer) => Promise<void>,
-  clock?: Clock,
+  clock?: ManualClock,
 ): Promise<void> {
   const t = await startTestServer(overrides, clock);
   try {
@@ -206,12 +217,14 @@ export async function withServer(
 
 /** A clock tests move by hand: timeouts are judged on it, not on the time of day. */
 export class ManualClock implements Clock {
-  #now = 0;
+  /** Every thread reads the time from here (src/server.ts, StartOptions.clock). */
+  readonly shared = new SharedArrayBuffer(Float64Array.BYTES_PER_ELEMENT);
+  readonly #cell = new Float64Array(this.shared);
   now(): number {
-    return this.#now;
+    return this.#cell[0]!;
   }
   advance(ms: number): void {
-    this.#now += ms;
+    this.#cell[0] = this.#cell[0]! + ms;
   }
 }
 

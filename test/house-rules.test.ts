@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { Sessions } from '../src/sessions/index.ts';
+import { SessionsView } from '../src/edge/sessions-view.ts';
 import { Client, startTestServer } from './helpers.ts';
 
 const ROOMS = join(import.meta.dirname, '../src/sessions');
@@ -55,7 +55,7 @@ test('sessions.stats and sessions.info are read-only views: writing through them
   const t = await startTestServer();
   try {
     const { sessions } = t.server;
-    assert.ok(sessions instanceof Sessions);
+    assert.ok(sessions instanceof SessionsView);
     const client = new Client(t.url);
     assert.equal((await client.get('/inc')).status, 200);
     const id = client.cookie;
@@ -68,11 +68,11 @@ test('sessions.stats and sessions.info are read-only views: writing through them
       (sessions.stats.suspended as { idle: number }).idle = 99;
     }, TypeError);
     assert.equal(sessions.stats.created, created);
-    const info = sessions.info(id)!;
+    const info = (await sessions.info(id))!;
     info.state = 'suspended';
     info.id = 'x';
-    assert.equal(sessions.info(id)?.state, 'live', 'a copy: the session is untouched');
-    assert.equal(sessions.list({ state: 'live' }).length, 1);
+    assert.equal((await sessions.info(id))?.state, 'live', 'a copy: the session is untouched');
+    assert.equal((await sessions.list({ state: 'live' })).length, 1);
     assert.deepEqual({ ...sessions.stats }.live, 1, 'spreading gives the values');
   } finally {
     await t.close();

@@ -103,7 +103,7 @@ describe('B8: prefix binding from real source addresses (127/8)', () => {
     assert.equal(t.server.sessions.stats.created, 1);
     assert.equal(t.server.sessions.stats.ipMismatches, 0);
     // The binding stays with the address that created the session.
-    assert.equal(t.server.sessions.info(id)?.clientIp, '127.0.0.1');
+    assert.equal((await t.server.sessions.info(id))?.clientIp, '127.0.0.1');
 
     const elsewhere = client(t.url, '127.0.1.1');
     const other = await elsewhere.get('/inc', { headers: { cookie: `RSID=${id}` } });
@@ -117,21 +117,21 @@ describe('B8: prefix binding from real source addresses (127/8)', () => {
     const owner = client(t.url, '127.0.0.1');
     await owner.get('/inc');
     const id = owner.cookie!;
-    const seen = () => {
-      const entry = t.server.sessions.info(id)!;
+    const seen = async () => {
+      const entry = (await t.server.sessions.info(id))!;
       return { requests: entry.requests, idleMs: entry.idleMs };
     };
     // Idle long enough that an activity refresh (idle back to ~0) cannot pass for none.
     await new Promise((resolve) => setTimeout(resolve, 100));
-    const before = seen();
+    const before = await seen();
 
     const moved = client(t.url, '127.0.0.2');
     const reply = await moved.get('/inc', { headers: { cookie: `RSID=${id}` } });
     refused(reply, 'a /32 binding from another address');
-    const after = seen();
+    const after = await seen();
     assert.equal(after.requests, before.requests, 'no request counted');
     assert.ok(after.idleMs! >= before.idleMs!, `no activity: idle ${before.idleMs} ms before, ${after.idleMs} ms after`);
-    const line = await waitFor(() => lastMismatch(t, id), 2000, 'the ip-mismatch line');
+    const line = await waitFor(async () => lastMismatch(t, id), 2000, 'the ip-mismatch line');
     assert.deepEqual({ boundIp: line?.boundIp, clientIp: line?.clientIp }, { boundIp: '127.0.0.1', clientIp: '127.0.0.2' });
 
     const back = await owner.get('/inc');
@@ -162,7 +162,7 @@ describe('B8: prefix binding for addresses outside 127/8 (X-Forwarded-For from a
     const owner = ok(await viaProxy(t, '/inc', '10.1.2.3', id));
     assert.deepEqual([owner.id, owner.n], [id, 4], 'refused requests never ran');
     assert.equal(t.server.sessions.stats.created, 1);
-    assert.equal(t.server.sessions.info(id)?.clientIp, '10.1.2.3');
+    assert.equal((await t.server.sessions.info(id))?.clientIp, '10.1.2.3');
   });
 
   test('IPv6 /64: 2001:db8:1:2::1 → 2001:db8:1:2:ffff::9 same session; 2001:db8:1:3::1 and any IPv4 get 400', TEST, async () => {
@@ -243,7 +243,7 @@ describe('B3, B5, B6 through prefix binding', () => {
     // The client prepended 6.6.6.6 on a line of its own; the proxy's line comes last.
     const created = ok(await viaProxy(t, '/inc', ['6.6.6.6', '10.1.2.3']));
     const id = created.id;
-    assert.equal(t.server.sessions.info(id)?.clientIp, '10.1.2.3', 'bound to the address the proxy saw');
+    assert.equal((await t.server.sessions.info(id))?.clientIp, '10.1.2.3', 'bound to the address the proxy saw');
 
     // An attacker at 10.9.9.9 prepends an address inside the victim's /24: refused, and the log
     // names the attacker's real address.
@@ -282,7 +282,7 @@ describe('B3, B5, B6 through prefix binding', () => {
       const started = Date.now();
       const fresh = ok(await viaProxy(t, '/state', xff));
       assert.equal(fresh.clientIp, '127.0.0.1', `${what}: bound to the peer`);
-      assert.equal(t.server.sessions.info(fresh.id)?.clientIp, '127.0.0.1');
+      assert.equal((await t.server.sessions.info(fresh.id))?.clientIp, '127.0.0.1');
       // With the victim's cookie, garbage never passes for the victim's network.
       refused(await viaProxy(t, '/state', xff, victim), what);
       assert.ok(Date.now() - started < 1000, `${what}: answered in ${Date.now() - started} ms`);

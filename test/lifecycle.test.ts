@@ -42,8 +42,8 @@ function setCookieValue(reply: Reply): string | undefined {
   return undefined;
 }
 
-function entryOf(t: TestServer, id: string): SessionInfo | undefined {
-  return t.server.sessions.info(id);
+async function entryOf(t: TestServer, id: string): Promise<SessionInfo | undefined> {
+  return await t.server.sessions.info(id);
 }
 
 function logsWith(t: TestServer, fields: Record<string, unknown>): LogLine[] {
@@ -184,12 +184,12 @@ test('contexts on one server: isolation, serialization, affinity, live objects, 
         assert.match(ours[0]!, /Max-Age=0/i);
         assert.equal(client.cookie, undefined);
 
-        await waitFor(() => suspendCalls.reasons(first.id).length >= 1, 2000, 'the closed hook call');
+        await waitFor(async () => suspendCalls.reasons(first.id).length >= 1, 2000, 'the closed hook call');
         assert.deepEqual(suspendCalls.reasons(first.id), ['closed']);
         assert.equal(counters.closed, 1);
         assert.equal(counters.suspended.closed, 1);
         assert.equal(logsWith(t, { event: 'closed' }).length, 1);
-        assert.equal(entryOf(t, first.id), undefined);
+        assert.equal(await entryOf(t, first.id), undefined);
 
         // The old cookie, replayed, is never resurrected.
         client.cookie = oldCookie;
@@ -276,7 +276,7 @@ test('idle suspend on a real clock (processTimeout 1s): C4 and C9', async (s) =>
         assert.equal((await client.get('/set?value=hello')).status, 200);
         const lastResponse = performance.now();
 
-        await waitFor(() => entryOf(t, before.id)?.state === 'suspended', 4000, 'the idle suspend');
+        await waitFor(async () => (await entryOf(t, before.id))?.state === 'suspended', 4000, 'the idle suspend');
         const elapsed = performance.now() - lastResponse;
         assert.ok(elapsed >= 1000, `suspended ${elapsed.toFixed(0)} ms after the last response, before processTimeout`);
         assert.ok(elapsed < 2100, `suspended only ${elapsed.toFixed(0)} ms after the last response`);
@@ -284,7 +284,7 @@ test('idle suspend on a real clock (processTimeout 1s): C4 and C9', async (s) =>
         assert.equal(t.server.sessions.stats.live, 0);
         const logged = logsWith(t, { event: 'suspended', reason: 'idle' });
         assert.equal(logged.length, 1);
-        assert.equal(logged[0]!.session, hashId(entryOf(t, before.id)!.id));
+        assert.equal(logged[0]!.session, hashId((await entryOf(t, before.id))!.id));
 
         // No double suspend (C4): the hook ran once, and nothing more happens while suspended.
         await sleep(600);
@@ -311,7 +311,7 @@ test('idle suspend on a real clock (processTimeout 1s): C4 and C9', async (s) =>
           const client = new Client(t.url);
           const first = await state(client, '/inc');
           const lastResponse = performance.now();
-          await waitFor(() => entryOf(t, first.id)?.state === 'suspended', 4000, 'the idle suspend');
+          await waitFor(async () => (await entryOf(t, first.id))?.state === 'suspended', 4000, 'the idle suspend');
           assert.ok(performance.now() - lastResponse < 2100);
           const resumed = await state(client);
           assert.equal(resumed.id, first.id);
@@ -325,7 +325,7 @@ test('idle suspend on a real clock (processTimeout 1s): C4 and C9', async (s) =>
       await s.test('C9: a suspended session keeps its memento when the wall clock jumps 1 h forward', async () => {
         const client = new Client(t.url);
         const first = await state(client, '/inc');
-        await waitFor(() => entryOf(t, first.id)?.state === 'suspended', 4000, 'the idle suspend');
+        await waitFor(async () => (await entryOf(t, first.id))?.state === 'suspended', 4000, 'the idle suspend');
         const restore = shiftWallClock(3_600_000);
         try {
           // On the monotonic clock only ~1 s passed: far inside the 30 min cookie lifetime.
@@ -356,7 +356,7 @@ test('C1/C2 (manual clock): the cookie is accepted until cookieTimeout after the
 
       clock.advance(19 * MIN);
       // 19 min > processTimeout: the context leaves memory, the session stays.
-      await waitFor(() => counters.suspended.idle === 1, 3000, 'the idle suspend');
+      await waitFor(async () => counters.suspended.idle === 1, 3000, 'the idle suspend');
       await sleep(300); // another sweep: the session must not expire at T-δ
       assert.equal(counters.expired, 0);
       const at19 = await client.get('/inc');
@@ -367,15 +367,15 @@ test('C1/C2 (manual clock): the cookie is accepted until cookieTimeout after the
 
       // Sliding: 19 more minutes after that request are still within the cookie lifetime.
       clock.advance(19 * MIN);
-      await waitFor(() => counters.suspended.idle === 2, 3000, 'the second idle suspend');
+      await waitFor(async () => counters.suspended.idle === 2, 3000, 'the second idle suspend');
       await sleep(300);
       assert.equal(counters.expired, 0);
       assert.equal((await state(client)).id, first.id, 'the expiry slid with the last request');
 
       // T+δ after the last request: the session is gone; the old cookie starts a new one.
       clock.advance(21 * MIN);
-      await waitFor(() => counters.expired === 1, 3000, 'the cookie expiry');
-      assert.equal(entryOf(t, first.id), undefined);
+      await waitFor(async () => counters.expired === 1, 3000, 'the cookie expiry');
+      assert.equal(await entryOf(t, first.id), undefined);
       const later = await client.get('/state');
       assert.equal(later.status, 200);
       const fresh = later.json<State>();
@@ -407,17 +407,17 @@ test('C1 (manual clock): a suspended session resumes within cookieTimeout and is
       const first = await state(client, '/inc');
 
       clock.advance(6 * MIN);
-      await waitFor(() => counters.suspended.idle === 1, 3000, 'the idle suspend');
+      await waitFor(async () => counters.suspended.idle === 1, 3000, 'the idle suspend');
       const resumed = await state(client, '/inc');
       assert.equal(resumed.id, first.id);
       assert.equal(resumed.resumed, true);
       assert.deepEqual(resumed.saved, { n: 1, value: null, reason: 'idle', at: EPOCH });
 
       clock.advance(6 * MIN);
-      await waitFor(() => counters.suspended.idle === 2, 3000, 'the second idle suspend');
-      assert.equal(entryOf(t, first.id)?.state, 'suspended');
+      await waitFor(async () => counters.suspended.idle === 2, 3000, 'the second idle suspend');
+      assert.equal((await entryOf(t, first.id))?.state, 'suspended');
       clock.advance(15 * MIN); // 21 min since the last request, all of it suspended
-      await waitFor(() => counters.expired === 1, 3000, 'the cookie expiry');
+      await waitFor(async () => counters.expired === 1, 3000, 'the cookie expiry');
       const reply = await client.get('/state');
       assert.equal(reply.status, 200);
       const fresh = reply.json<State>();
@@ -444,15 +444,15 @@ test('C5: at the cap the least recently active idle context is suspended (evicte
       const c1 = await state(c!, '/inc');
       await state(a!, '/inc'); // b is now the least recently active
       assert.equal(counters.live, 3);
-      const bHash = hashId(entryOf(t, b2.id)!.id);
+      const bHash = hashId((await entryOf(t, b2.id))!.id);
 
       const d1 = await state(d!, '/inc');
       assert.ok(![a1.id, b2.id, c1.id].includes(d1.id));
-      const evicted = await waitFor(() => logsWith(t, { event: 'suspended', reason: 'evicted' })[0], 3000, 'the eviction log line');
+      const evicted = await waitFor(async () => logsWith(t, { event: 'suspended', reason: 'evicted' })[0], 3000, 'the eviction log line');
       assert.equal(evicted!.session, bHash, 'b, the least recently active, was evicted');
-      assert.equal(entryOf(t, b2.id)?.state, 'suspended');
-      assert.equal(entryOf(t, a1.id)?.state, 'live');
-      assert.equal(entryOf(t, c1.id)?.state, 'live');
+      assert.equal((await entryOf(t, b2.id))?.state, 'suspended');
+      assert.equal((await entryOf(t, a1.id))?.state, 'live');
+      assert.equal((await entryOf(t, c1.id))?.state, 'live');
 
       // A and C were untouched: same contexts, counters continue.
       const a3 = await state(a!, '/inc');
@@ -465,7 +465,7 @@ test('C5: at the cap the least recently active idle context is suspended (evicte
       assert.equal(b3.id, b2.id);
       assert.equal(b3.resumed, true);
       assert.equal((b3.saved as { n: number }).n, 2);
-      await waitFor(() => counters.suspended.evicted === 2, 3000, 'the second eviction');
+      await waitFor(async () => counters.suspended.evicted === 2, 3000, 'the second eviction');
       assert.equal(counters.lostSuspends, 0);
     } finally {
       clearInterval(sampler);
@@ -480,7 +480,7 @@ test('C6: cap reached and every context busy: 503 with Retry-After, the busy one
     const b = new Client(t.url);
     let settled = 0;
     const slow = [a.get('/sleep?ms=1500'), b.get('/sleep?ms=1500')].map((p) => p.finally(() => settled++));
-    await waitFor(() => t.server.sessions.stats.live === 2, 2000, 'two busy contexts');
+    await waitFor(async () => t.server.sessions.stats.live === 2, 2000, 'two busy contexts');
     const refused = await new Client(t.url).get('/state');
     assert.equal(settled, 0, 'the refusal came while both requests were in flight');
     assert.equal(refused.status, 503);
@@ -519,35 +519,37 @@ test('C7: requests racing an idle suspend are served in order, with no lost writ
         // while they are admitted (variant 4: it must then not happen at all).
         const variant = i % 5;
         let admitted = false;
+        const sweeps: Promise<void>[] = [];
         if (variant !== 4) clock.advance(1100); // past processTimeout
         switch (variant) {
           case 0:
-            sessions.sweep();
+            await sessions.sweep();
             fire();
             break;
           case 1:
             fire();
-            sessions.sweep();
+            await sessions.sweep();
             break;
           case 2:
             fire();
-            setImmediate(() => sessions.sweep());
+            sweeps.push(new Promise((resolve) => setImmediate(() => resolve(sessions.sweep()))));
             break;
           case 3:
             fire();
-            setTimeout(() => sessions.sweep(), 1);
+            sweeps.push(new Promise((resolve) => setTimeout(() => resolve(sessions.sweep()), 1)));
             break;
           default: {
             fire();
             let answered = false;
             void Promise.all(requests).then(() => (answered = true));
-            while (!answered && !(sessions.info(first.id)!.inFlight > 0)) await new Promise((resolve) => setImmediate(resolve));
+            while (!answered && !((await sessions.info(first.id))!.inFlight > 0)) await new Promise((resolve) => setImmediate(resolve));
             admitted = !answered;
             clock.advance(1100);
-            sessions.sweep();
+            await sessions.sweep();
           }
         }
         const replies = await Promise.all(requests);
+        await Promise.all(sweeps);
         const states = replies.map((reply) => {
           assert.equal(reply.status, 200, `iteration ${i}: ${reply.status} ${reply.text}`);
           return reply.json<State>();
@@ -569,14 +571,14 @@ test('C7: requests racing an idle suspend are served in order, with no lost writ
         acked += states.length;
 
         await waitFor(
-          () => {
-            const entry = sessions.info(first.id);
+          async () => {
+            const entry = await sessions.info(first.id);
             return entry && !entry.transitioning && entry.state !== 'suspending';
           },
           2000,
           'a settled session',
         );
-        const entry = sessions.info(first.id)!;
+        const entry = (await sessions.info(first.id))!;
         assert.equal(counters.live + counters.suspending + counters.suspendedKnown, 1, `iteration ${i}: more than one entry`);
         if (admitted) assert.equal(entry.state, 'live', `iteration ${i}: suspended although a request was in flight`);
         if (entry.state === 'live') {
@@ -587,7 +589,7 @@ test('C7: requests racing an idle suspend are served in order, with no lost writ
           assert.equal(counters.live, 0);
           assert.equal(counters.resumed, counters.suspended.idle - 1, `iteration ${i}: resumes and suspends out of step`);
         }
-        const homed = [...t.server.pool.homedCounts.values()].reduce((x, y) => x + y, 0);
+        const homed = t.server.pool.workerLoad().reduce((sum, worker) => sum + worker.contexts, 0);
         assert.equal(homed, counters.live, `iteration ${i}: ${homed} contexts homed on workers`);
       }
       assert.equal(counters.created, 1);
@@ -612,7 +614,7 @@ test('shutdown (issue point 8): every live context is suspended with reason shut
     const ids = [(await state(a, '/inc')).id, (await state(b, '/inc')).id];
     // c's first request is still running when shutdown begins: it is finished, not cut.
     const inFlight = c.get('/sleep?ms=300');
-    await waitFor(() => t.server.sessions.stats.live === 3, 2000, 'three live contexts');
+    await waitFor(async () => t.server.sessions.stats.live === 3, 2000, 'three live contexts');
     const first = t.server.shutdown();
     const second = t.server.shutdown();
     const cReply = await inFlight;
@@ -622,7 +624,7 @@ test('shutdown (issue point 8): every live context is suspended with reason shut
     assert.deepEqual(result, { suspended: 3, lost: 0 });
     assert.deepEqual(await second, result);
     assert.deepEqual(await t.server.shutdown(), result, 'idempotent');
-    await waitFor(() => ids.every((id) => suspendCalls.reasons(id).length >= 1), 2000, 'three hook calls');
+    await waitFor(async () => ids.every((id) => suspendCalls.reasons(id).length >= 1), 2000, 'three hook calls');
     for (const id of ids) assert.deepEqual(suspendCalls.reasons(id), ['shutdown']);
     assert.equal(t.server.sessions.stats.suspended.shutdown, 3);
     await assert.rejects(new Client(t.url).get('/state'), 'the server no longer listens');

@@ -322,7 +322,7 @@ describe('shutdown', () => {
     // Each suspend takes 800 ms, so the second SIGINT lands while the first shutdown runs.
     const { child, record } = await startWithClients(5, { RESIDENT_TEST_SUSPEND_DELAY_MS: '800' });
     child.process.kill('SIGINT');
-    await waitFor(() => readRecords(record).length > 0, 5000, 'the first suspend hook call');
+    await waitFor(async () => readRecords(record).length > 0, 5000, 'the first suspend hook call');
     assert.equal(child.process.exitCode, null, 'still shutting down when the second signal is sent');
     child.process.kill('SIGINT');
     assert.equal(await exitCode(child), 0, describeChild(child));
@@ -339,7 +339,7 @@ describe('shutdown', () => {
   test('SIGTERM with a request in flight: the request finishes before its context is suspended', TEST, async () => {
     const { child, record, clients, requests } = await startWithClients(2);
     const slow = clients[0]!.get('/sleep?ms=600');
-    await waitFor(() => readRecords<{ path: string }>(requests).some((r) => r.path === '/sleep'), 5000, 'the slow request to reach its hook');
+    await waitFor(async () => readRecords<{ path: string }>(requests).some((r) => r.path === '/sleep'), 5000, 'the slow request to reach its hook');
     child.process.kill('SIGTERM');
     const reply = await slow;
     assert.equal(reply.status, 200);

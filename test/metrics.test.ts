@@ -570,7 +570,7 @@ test('503s are counted by error code: a full queue, capacity, and a hook of its 
   assert.equal(total(start, 'resident_unavailable_total'), 0);
 
   const slow = busy.get('/sleep?ms=1500');
-  await waitFor(() => (t.server.sessions.info(busy.cookie!)?.inFlight ?? 0) > 0, 2000, 'the slow request in flight');
+  await waitFor(async () => ((await t.server.sessions.info(busy.cookie!))?.inFlight ?? 0) > 0, 2000, 'the slow request in flight');
   // The same session again: its queue (1) is full.
   const queued = await busy.get('/state');
   assert.equal(queued.status, 503);

@@ -1,12 +1,16 @@
 /**
- * Red team 3 against the watchdog (src/contexts/heartbeat.ts, watchdog.ts, crash-breaker.ts,
- * pool.ts): each test states what the README promises and drives a real server at it.
+ * Red team 3 against the watchdog (src/contexts/heartbeat.ts, watchdog.ts, load-watch.ts,
+ * crash-breaker.ts, pool.ts): each test states what the README promises and drives a real
+ * server at it. With one thread, that thread is the edge of every connection (issue 11): a
+ * thread the watchdog terminates takes them with it, and nothing listens until its
+ * replacement does.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { Agent } from 'undici';
 import { Client, describeChild, fixtureHooks, fixtureState, runMain, send, waitFor, withServer, writeTempConfig } from './helpers.ts';
 
 const HOOKS = fixtureHooks('redteam-watchdog');
@@ -36,22 +40,41 @@ test('concurrent new clients of a legitimate route (150 ms of synchronous work e
   });
 });
 
-test('a client cannot trip the crash-loop breaker: a route that stalls its thread, hit by a new client as the first request on each fresh thread, leaves the server serving', async () => {
+test('a client cannot trip the crash-loop breaker: a route that stalls its thread, hit by a new client as the first request on each fresh thread, leaves the server serving', async (t) => {
   // /spin-forever stands for the README's own F3 example, a catastrophic regex on client input.
   await withServer({ workers: { threads: 1, stallTimeout: '500ms' }, hooks: HOOKS }, async (s) => {
+    const lost: number[] = [];
     for (let attack = 0; attack < 6; attack++) {
-      // A new client is placed on the thread holding the fewest contexts: the fresh one.
-      const reply = await new Client(s.url).get('/spin-forever');
-      assert.ok([503, 504].includes(reply.status), `status ${reply.status}`);
+      // Each attack is the first request on a fresh thread: the connections are refused until
+      // the replacement listens.
+      await waitFor(() => s.server.pool.edges.length === 1 && !lost.includes(s.server.pool.threadIds[0]!), 10_000, `a fresh thread before attack ${attack + 1}`);
+      const [thread] = s.server.pool.threadIds as [number];
+      const attacker = new Agent({ connections: 1 });
+      try {
+        const started = performance.now();
+        const ended = await send(`${s.url}/spin-forever`, { dispatcher: attacker }).then(
+          (reply) => `answered ${reply.status}`,
+          (error: { code?: string }) => String(error.code),
+        );
+        const ms = performance.now() - started;
+        // The one thread is the edge of the attacker's connection: it goes with the thread.
+        assert.equal(ended, 'UND_ERR_SOCKET', `attack ${attack + 1}`);
+        assert.ok(ms < 500 + 1_500, `attack ${attack + 1} was cut after ${Math.round(ms)} ms`);
+        t.diagnostic(`attack ${attack + 1}: cut after ${Math.round(ms)} ms`);
+      } finally {
+        await attacker.destroy().catch(() => {});
+      }
+      lost.push(thread);
     }
-    await sleep(300);
+    await waitFor(() => s.server.pool.edges.length === 1 && !lost.includes(s.server.pool.threadIds[0]!), 10_000, 'a thread after the last attack');
     const ready = await send(`${s.url}/readyz`);
     const served = await new Client(s.url).get('/inc');
     assert.deepEqual(
-      { degraded: s.server.pool.degraded, ready: ready.status, served: served.status },
-      { degraded: false, ready: 200, served: 200 },
+      { degraded: s.server.pool.degraded, ready: ready.status, served: served.status, stalls: s.server.pool.stalls },
+      { degraded: false, ready: 200, served: 200, stalls: 6 },
       `six requests from an anonymous client took every thread down for good: ${ready.text}`,
     );
+    assert.equal(s.logs.filter((line) => line.event === 'worker-crash-loop').length, 0, 'no alert');
   });
 });
 
@@ -63,9 +86,9 @@ test('a replacement thread whose hook module spins as it loads is terminated and
       const placed = new Client(s.url);
       const { threadId } = await fixtureState(placed, '/inc');
       await placed.get('/die');
-      await waitFor(() => !s.server.pool.threadIds.includes(threadId), 3000, 'the thread gone');
+      await waitFor(async () => !s.server.pool.threadIds.includes(threadId), 3000, 'the thread gone');
       // The replacement spins while loading: it never connects, so the watchdog never watches it.
-      const alerted = await waitFor(() => s.logs.some((line) => line.event === 'worker-crash-loop' || line.event === 'worker-stalled') || undefined, 6000, 'the replacement to be dealt with').catch(() => false);
+      const alerted = await waitFor(async () => s.logs.some((line) => line.event === 'worker-crash-loop' || line.event === 'worker-stalled') || undefined, 6000, 'the replacement to be dealt with').catch(() => false);
       assert.ok(alerted, `after 6 s: no worker-stalled, no worker-crash-loop; threads ${JSON.stringify(s.server.pool.threadIds)}, readyz ${(await send(`${s.url}/readyz`)).text}`);
     });
   } finally {

@@ -102,7 +102,7 @@ describe('streamed response bodies (issue 9, finding 5)', () => {
       }, 100);
     });
     const observer = new Client(t.url);
-    await waitFor(() => cancelled(observer, 'early'), 5000, "the stream's cancel(), though its client left before the head");
+    await waitFor(async () => cancelled(observer, 'early'), 5000, "the stream's cancel(), though its client left before the head");
   });
 
   test('a client that disconnects mid-stream cancels the stream: its source sees cancel()', async () => {
@@ -121,7 +121,7 @@ describe('streamed response bodies (issue 9, finding 5)', () => {
     });
     assert.ok(closed && raw.startsWith('HTTP/1.1 200 OK'), `the stream began: ${JSON.stringify(raw.slice(0, 80))}`);
     const observer = new Client(t.url);
-    await waitFor(() => cancelled(observer, 'gone'), 5000, "the stream's cancel()");
+    await waitFor(async () => cancelled(observer, 'gone'), 5000, "the stream's cancel()");
   });
 
   test('HEAD of a streamed response: the head only, and the stream is cancelled; the next pipelined requests (a Blob body, /state) are answered in order', async () => {
@@ -135,7 +135,7 @@ describe('streamed response bodies (issue 9, finding 5)', () => {
     assert.equal(blob!.body.toString(), 'a blob body', 'a Blob body streams whole, right after the head');
     assert.equal(JSON.parse(state!.body.toString()).isNew, true);
     assert.equal(rest.length, 0, 'no stray body bytes');
-    await waitFor(() => cancelled(new Client(t.url), 'head'), 5000, "the stream's cancel()");
+    await waitFor(async () => cancelled(new Client(t.url), 'head'), 5000, "the stream's cancel()");
   });
 
   test('backpressure (D6): a 300 MB body is pulled only as fast as the client reads; then it arrives whole', async () => {
@@ -172,7 +172,7 @@ describe('streamed response bodies (issue 9, finding 5)', () => {
     assert.match(raw, /the first part, /);
     assert.ok(!raw.includes('\r\n0\r\n\r\n'), 'no last chunk: the client sees a truncated body');
     assert.ok(!raw.includes('secret'), 'the error stays out of the response');
-    const logged = await waitFor(() => t.logs.find((line) => line.event === 'stream-error'), 3000, 'the stream-error line');
+    const logged = await waitFor(async () => t.logs.find((line) => line.event === 'stream-error'), 3000, 'the stream-error line');
     assert.equal(logged!.code, 'RESIDENT_ERR_HOOK_FAILED');
   });
 
@@ -192,8 +192,10 @@ test('a worker dying mid-stream destroys the client connection; the server keeps
     assert.ok(raw.startsWith('HTTP/1.1 200 OK'), raw.slice(0, 80));
     assert.match(raw, /the first part, /);
     assert.ok(!raw.includes('\r\n0\r\n\r\n'), 'no last chunk');
-    const logged = await waitFor(() => t.logs.find((line) => line.event === 'stream-error'), 3000, 'the stream-error line');
+    const logged = await waitFor(async () => t.logs.find((line) => line.event === 'stream-error'), 3000, 'the stream-error line');
     assert.equal(logged!.code, 'RESIDENT_ERR_WORKER_LOST');
+    // With one thread, new connections are refused until the replacement listens (README).
+    await waitFor(() => t.server.sessions.stats.workersLost === 1 && t.server.pool.edges.length === 1, 10_000, 'the replacement');
     const after = await new Client(t.url).get('/state');
     assert.equal(after.status, 200, 'a new request is served by the replacement thread');
   });
@@ -249,7 +251,7 @@ describe('shutdown keeps time for suspends (E3, issue 9 finding 5)', () => {
     await withDurableServer({ limits: { shutdownTimeout: '3s' } }, async (t, stored) => {
       const ids = await sessions(t, 20);
       const slow = new Client(t.url).get('/sleep?ms=60000').catch((error: Error) => error);
-      await waitFor(() => t.server.sessions.stats.live === 21, 5000, 'the slow request in flight');
+      await waitFor(async () => t.server.sessions.stats.live === 21, 5000, 'the slow request in flight');
       const started = Date.now();
       const result = await t.server.shutdown();
       const took = Date.now() - started;

@@ -84,7 +84,7 @@ test('D-malformed (finding 9): an upload cut off mid-body is logged at debug wit
   plain.destroy();
 
   const seen = () => t.logs.slice(from).filter((line) => line.event === 'client-aborted' || line.level >= 50);
-  await waitFor(() => seen().length >= 3, 5000, 'a log line for each of the three cut uploads');
+  await waitFor(async () => seen().length >= 3, 5000, 'a log line for each of the three cut uploads');
   const lines = t.logs.slice(from);
   assert.deepEqual(lines.filter((line) => line.level >= 50), [], 'nothing at error level');
   const aborted = lines.filter((line) => line.event === 'client-aborted');

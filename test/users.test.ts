@@ -73,7 +73,8 @@ class FaultyMemoryStore extends MemoryStore {
 }
 
 const KINDS: StoreKind[] = ['memory', 'file', 'sqlite'];
-const ID_SHAPE = /^[A-Za-z0-9_-]{22}$/;
+/** An issued session ID: 22 random characters, then 2 naming its home slot (src/contexts/ids.ts). */
+const ID_SHAPE = /^[A-Za-z0-9_-]{22}[A-Za-z0-9_-]{2}$/;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -109,7 +110,7 @@ const suspendCalls = (() => {
      */
     async expect(id: string, reasons: string[], message?: string): Promise<void> {
       const of = () => calls.filter((call) => call.id === id).map((call) => call.reason);
-      await waitFor(() => of().length >= reasons.length, 2000, `${reasons.length} onSessionSuspend call(s)`).catch(() => {});
+      await waitFor(async () => of().length >= reasons.length, 2000, `${reasons.length} onSessionSuspend call(s)`).catch(() => {});
       assert.deepEqual(of(), reasons, message);
     },
     close: () => channel.close(),
@@ -260,8 +261,8 @@ describe('ctx.regenerate() (A5)', { timeout: 60_000 }, () => {
     const replay2 = await stateOf(withCookie(t.url, oldId));
     assert.ok(![oldId, newId, replay.id].includes(replay2.id), 'the old ID is never adopted');
 
-    assert.equal(t.server.sessions.info(oldId), undefined);
-    assert.equal(t.server.sessions.info(newId)?.state, 'live');
+    assert.equal((await t.server.sessions.info(oldId)), undefined);
+    assert.equal((await t.server.sessions.info(newId))?.state, 'live');
     assert.equal(t.server.sessions.stats.regenerated, 1);
     // The regenerated client carries on undisturbed.
     const later = await stateOf(client);
@@ -289,19 +290,27 @@ describe('ctx.regenerate() (A5)', { timeout: 60_000 }, () => {
     const first = await stateOf(client);
     const oldId = client.cookie!;
     // Read under the old ID for as long as it names the session (until the regenerate runs).
-    const admitted = () => sessions.info(oldId)!.requests! - 1; // requests admitted after the first one
+    const admitted = async () => (await sessions.info(oldId))!.requests! - 1; // requests admitted after the first one
     const asOld = (ms: number) => send(`${t.url}/slow-inc?ms=${ms}`, { headers: { cookie: `RSID=${oldId}` } });
 
     // Five queued before the regenerate, five after it, all presenting the old cookie and all
     // admitted before the regenerate runs (it waits behind 5 × 500 ms, time enough on a loaded machine).
-    const before = Array.from({ length: 5 }, () => asOld(500));
-    await waitFor(() => admitted() === 5, 5000, 'the first five admitted');
+    // Each is sent once the one before it was admitted: with an edge on every thread, requests
+    // sent at once on several connections reach the session's home in any order (some hop).
+    const inOrder = async (count: number, ms: number, already: number) => {
+      const replies: Array<Promise<Reply>> = [];
+      for (let i = 1; i <= count; i++) {
+        replies.push(asOld(ms));
+        await waitFor(async () => (await admitted()) === already + i, 5000, `request ${already + i} admitted`);
+      }
+      return replies;
+    };
+    const before = await inOrder(5, 500, 0);
     const regen = send(`${t.url}/regenerate`, { headers: { cookie: `RSID=${oldId}` } });
-    await waitFor(() => admitted() === 6, 5000, 'the regenerate admitted');
-    const afterwards = Array.from({ length: 5 }, () => asOld(20));
-    await waitFor(() => admitted() === 10 + 1, 5000, `the last five admitted (admitted: ${admitted()})`);
-    assert.equal(sessions.info(oldId)?.id, oldId, 'still the old ID while the regenerate waits its turn');
-    assert.equal(sessions.info(oldId)?.inFlight, 11, 'all eleven in flight at once');
+    await waitFor(async () => (await admitted()) === 6, 5000, 'the regenerate admitted');
+    const afterwards = await inOrder(5, 20, 6);
+    assert.equal((await sessions.info(oldId))?.id, oldId, 'still the old ID while the regenerate waits its turn');
+    assert.equal((await sessions.info(oldId))?.inFlight, 11, 'all eleven in flight at once');
 
     const early = await Promise.all(before);
     const regenReply = await regen;
@@ -417,7 +426,7 @@ describe('ctx.regenerate() (A5)', { timeout: 60_000 }, () => {
       await stateOf(client, '/inc');
       await stateOf(client, '/tag?value=cp');
       const oldId = client.cookie!;
-      await waitFor(() => mementoOf(peek(store, oldId))?.tag === 'cp', 5000, 'the checkpoint under the old ID');
+      await waitFor(async () => mementoOf(peek(store, oldId))?.tag === 'cp', 5000, 'the checkpoint under the old ID');
 
       const regen = await client.get('/regenerate');
       assert.equal(regen.status, 200);
@@ -429,7 +438,7 @@ describe('ctx.regenerate() (A5)', { timeout: 60_000 }, () => {
       const live = await stateOf(client, '/inc');
       assert.equal(live.id, newId);
       assert.equal(live.born, first.born);
-      await waitFor(() => mementoOf(peek(store, newId))?.n === 3, 5000, 'a checkpoint under the new ID');
+      await waitFor(async () => mementoOf(peek(store, newId))?.n === 3, 5000, 'a checkpoint under the new ID');
       await sleep(200); // several more checkpoint intervals: none writes the old ID back
       assert.equal(peek(store, oldId), undefined);
 
@@ -473,7 +482,7 @@ describe('ctx.regenerate() (A5)', { timeout: 60_000 }, () => {
     const adoptedBefore = sessions.stats.adopted;
     const held = store.holdDeletes();
     const regen = slow.get('/regenerate');
-    await waitFor(() => store.heldDeletes > 0, 5000, 'the move reaching the delete');
+    await waitFor(async () => store.heldDeletes > 0, 5000, 'the move reaching the delete');
     const replay = await stateOf(withCookie(t.url, slowOld), '/inc');
     assert.notEqual(replay.id, slowOld, 'the old ID was not adopted from its record');
     assert.equal(replay.n, 1, 'a fresh context');
@@ -544,7 +553,7 @@ describe('sessions of a user', { timeout: 60_000 }, () => {
       assert.equal(listed[0]!.state, 'suspended');
       assert.equal(listed[0]!.requests, null, 'a session this process has not seen');
       assert.equal(listed[0]!.userId, 'alice');
-      assert.equal(sessions.info(storeOnly.alice), undefined, 'listing did not adopt it');
+      assert.equal((await sessions.info(storeOnly.alice)), undefined, 'listing did not adopt it');
       assert.equal(sessions.stats.adopted, 0);
 
       const live = new Client(t.url);
@@ -667,7 +676,7 @@ describe('sessions of a user', { timeout: 60_000 }, () => {
     const id = client.cookie!;
     assert.equal(await t.server.sessions.closeSession(id, 'test'), true);
     await suspendCalls.expect(id, ['closed']);
-    assert.equal(t.server.sessions.info(id), undefined);
+    assert.equal((await t.server.sessions.info(id)), undefined);
     assert.deepEqual(await idsOf(t, 'carol'), []);
     const next = await stateOf(client);
     assert.notEqual(next.id, id);
@@ -694,7 +703,7 @@ describe('sessions of a user', { timeout: 60_000 }, () => {
     });
     for (const id of ids) {
       await suspendCalls.expect(id, ['closed']);
-      assert.equal(t.server.sessions.info(id), undefined, 'closed though the store listing failed');
+      assert.equal((await t.server.sessions.info(id)), undefined, 'closed though the store listing failed');
     }
     store.failLists(false);
     assert.deepEqual(await idsOf(t, 'dave'), []);

@@ -1,32 +1,46 @@
 /**
- * Threads still loading their hooks, watched from the main thread (red team 3). A thread is
- * only given a heartbeat when it takes its channel, after its hooks loaded (./heartbeat.ts),
- * so a hook module that spins as it loads would otherwise never be watched: at startup the
- * server would hang, and a replacement would burn a core for good. A thread must finish
- * loading within `workers.stallTimeout`; one that does not is reported and terminated.
+ * Threads loading the hook modules, watched from the main thread (red team 3). A thread is
+ * only given a heartbeat when it takes its slot, after its hooks loaded (./heartbeat.ts), so a
+ * hook module that spins as it loads would otherwise never be watched: at startup the server
+ * would hang, and a replacement would burn a core for good. Each thread says when it starts
+ * and when it has finished importing the hook modules (./worker.ts); one that takes longer than
+ * `workers.stallTimeout` is reported and terminated.
+ *
+ * Only that import is timed: not Node's bootstrap of the thread, nor registering tsx and
+ * loading Resident's own modules, nor becoming an edge (src/edge/thread.ts). On a busy 2-core
+ * machine those took 1-2 s, which a short stallTimeout must not be measured against.
  */
 import type { Worker } from 'node:worker_threads';
 
 export class LoadWatch {
   readonly #timeoutMs: number;
   readonly #threads: () => readonly Worker[];
-  readonly #loaded: (threadId: number) => boolean;
   readonly #onStuck: (worker: Worker, loadingMs: number) => void;
-  /** performance.now() when each thread still loading was first seen. */
-  readonly #since = new Map<Worker, number>();
+  /** performance.now() when each thread (by id) started loading the hook modules. */
+  readonly #since = new Map<number, number>();
+  readonly #checkEveryMs: number;
   #timer: NodeJS.Timeout | undefined;
+  #lastCheck = 0;
 
   /** @param timeoutMs 0: never (the watchdog is off) */
-  constructor(timeoutMs: number, threads: () => readonly Worker[], loaded: (threadId: number) => boolean, onStuck: (worker: Worker, loadingMs: number) => void) {
+  constructor(timeoutMs: number, threads: () => readonly Worker[], onStuck: (worker: Worker, loadingMs: number) => void) {
     this.#timeoutMs = timeoutMs;
     this.#threads = threads;
-    this.#loaded = loaded;
     this.#onStuck = onStuck;
+    this.#checkEveryMs = Math.max(100, Math.min(250, timeoutMs / 4));
+  }
+
+  /** Thread `threadId` started (`loading`) or finished loading the hook modules. */
+  mark(threadId: number, loading: boolean): void {
+    if (this.#timeoutMs === 0) return;
+    if (loading) this.#since.set(threadId, performance.now());
+    else this.#since.delete(threadId);
   }
 
   start(): void {
     if (this.#timeoutMs === 0 || this.#timer) return;
-    this.#timer = setInterval(() => this.#check(), Math.max(100, Math.min(250, this.#timeoutMs / 4)));
+    this.#lastCheck = performance.now();
+    this.#timer = setInterval(() => this.#check(), this.#checkEveryMs);
     this.#timer.unref();
   }
 
@@ -38,19 +52,19 @@ export class LoadWatch {
 
   #check(): void {
     const now = performance.now();
-    const current = new Set(this.#threads());
-    for (const worker of this.#since.keys()) if (!current.has(worker)) this.#since.delete(worker);
-    for (const worker of current) {
-      // -1: it has exited already (piscina drops it soon).
-      if (worker.threadId === -1 || this.#loaded(worker.threadId)) {
-        this.#since.delete(worker);
-        continue;
-      }
-      const since = this.#since.get(worker);
-      if (since === undefined) {
-        this.#since.set(worker, now);
-      } else if (now - since > this.#timeoutMs) {
-        this.#since.delete(worker);
+    // A late check: the whole process was paused (SIGSTOP, a suspended VM), and time nobody
+    // could watch says nothing about a thread (as in ./watchdog.ts): the clocks start afresh.
+    const blind = now - this.#lastCheck > 2 * this.#checkEveryMs + 100;
+    this.#lastCheck = now;
+    const current = new Map<number, Worker>();
+    // -1: it has exited already (piscina drops it soon).
+    for (const worker of this.#threads()) if (worker.threadId !== -1) current.set(worker.threadId, worker);
+    for (const [threadId, since] of this.#since) {
+      const worker = current.get(threadId);
+      if (!worker) this.#since.delete(threadId);
+      else if (blind) this.#since.set(threadId, now);
+      else if (now - since > this.#timeoutMs) {
+        this.#since.delete(threadId);
         this.#onStuck(worker, now - since);
       }
     }

@@ -1,14 +1,11 @@
 /**
- * The worker pool. piscina supervises the threads: it starts them, loads the hooks, and
- * replaces a thread that dies. Requests do not travel as piscina tasks: each thread gets a
- * MessageChannel (./channel.ts) that carries them in batches, because the per-task cost of a
- * piscina run (a task object, an async resource, a wake-up per message) was the largest
- * main-thread cost after socket writes (bench/ profile, BENCHMARKS.md).
- *
- * Affinity is ours: the pool places a new context on the thread holding the fewest and
- * reports that thread; the sessions keep it as the context's home for its whole life and send
- * its tasks there (src/sessions/host.ts is the contract). piscina's balancer only routes the
- * control tasks (readiness, channel hand-over) to the thread they are for.
+ * The worker pool, on the main thread. piscina supervises the threads: it starts them, loads
+ * the hooks, and replaces a thread that dies. Each thread, once ready, is handed a slot and
+ * becomes an edge (src/edge/thread.ts): it listens on the server's port and holds the sessions
+ * homed on its slot. The pool keeps one port per thread to reach it (admin, shutdown, its store
+ * calls and log lines come back the same way), and wires every pair of threads together (the
+ * mesh, src/edge/mesh.ts), again whenever one is replaced. A replacement takes its
+ * predecessor's slot, so the sessions homed there find a home again (from the store).
  *
  * The pool also guards the threads (RELIABILITY.md F3, F4, F5): a watchdog terminates a thread
  * whose event loop stops turning (./watchdog.ts), piscina's resourceLimits bound each heap,
@@ -18,31 +15,32 @@ import { fileURLToPath } from 'node:url';
 import { MessageChannel, type Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { PiscinaTask } from 'piscina';
-import { WorkerChannel, WorkerLostError } from './channel.ts';
 import { CrashBreaker } from './crash-breaker.ts';
-import { hookStarted, newHeartbeat, runningTask } from './heartbeat.ts';
+import { hookStarted, newHeartbeat, runningHop } from './heartbeat.ts';
 import { Watchdog } from './watchdog.ts';
 import { LoadWatch } from './load-watch.ts';
+import { RpcPort } from './rpc.ts';
+import { slotHeld } from './shared-state.ts';
 import { ResidentError } from '../errors.ts';
-import type { ConnectTask, WorkerEvent, WorkerReply, WorkerTask } from './protocol.ts';
+import type { ConnectTask, HooksLoading, WorkerEvent, WorkerReply, WorkerTask } from './protocol.ts';
 import type { WorkerSettings } from './worker.ts';
-import type { ContextHost } from '../sessions/host.ts';
-
-export { WorkerLostError };
+import type { ControlCall, EdgeSetup } from '../edge/thread.ts';
 
 interface BalancedWorker {
   id: number;
 }
 
 export interface PoolEvents {
-  /** A worker thread is gone (crashed or exited): the contexts homed on it are lost. */
-  onWorkerGone(workerId: number): void;
+  /** The thread of `slot` is gone (crashed, exited, terminated): the contexts on it are lost. */
+  onWorkerGone(slot: number, threadId: number): void;
   onWorkerEvent(event: WorkerEvent): void;
   onPoolError(error: Error): void;
   /** The watchdog terminated a thread whose event loop did not turn for `stalledMs`. */
   onWorkerStalled(workerId: number, stalledMs: number): void;
   /** Threads kept dying: no more are started, the pool is degraded until a restart. */
   onCrashLoop(lost: number, reason: string): void;
+  /** A thread asks the main thread something (a store call, a log line, an ops request). */
+  onCall(payload: unknown, slot: number): unknown;
 }
 
 /** How the pool guards its threads (config `workers`). */
@@ -54,18 +52,38 @@ export interface PoolLimits {
   maxHeapMb: number;
 }
 
-const WORKER_ENTRY = fileURLToPath(new URL('./worker-entry.mjs', import.meta.url));
-/** A thread that loaded the hooks but never took its channel has failed to start. */
-const CONNECT_TIMEOUT_MS = 10_000;
+/** One connected edge thread. */
+interface Edge {
+  threadId: number;
+  slot: number;
+  rpc: RpcPort;
+  heartbeat: Int32Array;
+}
 
-export class ContextPool implements ContextHost {
-  readonly #piscina: Piscina<WorkerTask | ConnectTask, WorkerReply | { type: 'connected' }>;
-  readonly #channels = new Map<number, WorkerChannel>();
-  /** Contexts homed per worker id. */
-  readonly #homed = new Map<number, number>();
+const WORKER_ENTRY = fileURLToPath(new URL('./worker-entry.mjs', import.meta.url));
+/** A thread that loaded the hooks but never took its slot has failed to start. */
+const CONNECT_TIMEOUT_MS = 10_000;
+/** How long a question to every thread (metrics, listings) waits for each. */
+const BROADCAST_TIMEOUT_MS = 2_000;
+/** How long the watchdog waits for the edge thread of a stalled hop to take note (504). */
+const STALL_NOTE_MS = 500;
+
+export class ContextPool {
+  readonly #piscina: Piscina<WorkerTask | ConnectTask, WorkerReply | { type: 'connected'; port: number }>;
+  /** Connected edge threads by thread id. */
+  readonly #edges = new Map<number, Edge>();
+  /** Threads that became edges, until piscina reports them destroyed. */
+  readonly #becameEdge = new Set<number>();
+  /** Slots whose thread is connecting (a replacement takes a free slot once). */
+  readonly #taken = new Set<number>();
   readonly #events: PoolEvents;
-  /** Sends that found no connected thread (one was being replaced) wait here. */
-  #waiting: Array<{ resolve(): void; reject(error: Error): void }> = [];
+  readonly #setup: Omit<EdgeSetup, 'port'>;
+  /** The port every edge listens on: the configured one, or the first edge's when that is 0. */
+  #port: Promise<number>;
+  #portKnown: (port: number) => void = () => {};
+  #portFailed: (error: Error) => void = () => {};
+  /** Set once the first edge was asked to pick the port (config.port 0). */
+  #portPicked = false;
   #closed = false;
   #closing: Promise<void> | null = null;
   readonly #threads: number;
@@ -73,21 +91,29 @@ export class ContextPool implements ContextHost {
   readonly #loadWatch: LoadWatch;
   /** Set when a thread was terminated for not loading in time: startup fails with it. */
   #loadFailure: ResidentError | null = null;
+  /** The first edge that failed to listen: startup fails with it. */
+  #listenFailure: Error | null = null;
   readonly #breaker = new CrashBreaker();
   #stalls = 0;
   /** Threads that became ready (piscina's workerCreate) and are not destroyed yet, with their ids. */
   readonly #ready = new Map<Worker, number>();
-  /** Ready threads that took their channel: their loss is counted when the channel closes. */
-  readonly #connectedIds = new Set<number>();
-  /** Each connected thread's heartbeat: the watchdog reads it, and so does the crash-loop count. */
-  readonly #heartbeats = new Map<number, Int32Array>();
 
-  constructor(limits: PoolLimits, settings: WorkerSettings, events: PoolEvents) {
+  constructor(limits: PoolLimits, settings: WorkerSettings, setup: Omit<EdgeSetup, 'port'> & { port: number }, events: PoolEvents) {
     const { threads } = limits;
     this.#threads = threads;
     this.#events = events;
-    this.#watchdog = new Watchdog(limits.stallTimeoutMs, (workerId, heartbeat, stalledMs) => this.#stalled(workerId, heartbeat, stalledMs));
-    this.#loadWatch = new LoadWatch(limits.stallTimeoutMs, () => this.#piscina.threads, (threadId) => this.#connectedIds.has(threadId), (worker, loadingMs) => {
+    const { port, ...rest } = setup;
+    this.#setup = rest;
+    this.#port =
+      port !== 0
+        ? Promise.resolve(port)
+        : new Promise<number>((resolve, reject) => {
+            this.#portKnown = resolve;
+            this.#portFailed = reject;
+          });
+    this.#port.catch(() => {});
+    this.#watchdog = new Watchdog(limits.stallTimeoutMs, (workerId, heartbeat, stalledMs) => void this.#stalled(workerId, heartbeat, stalledMs));
+    this.#loadWatch = new LoadWatch(limits.stallTimeoutMs, () => this.#piscina.threads, (worker, loadingMs) => {
       this.#loadFailure = new ResidentError('RESIDENT_ERR_HOOK_LOAD', `a worker thread did not finish loading its hooks within workers.stallTimeout (${limits.stallTimeoutMs} ms): does a hook module loop as it loads?`);
       this.#stalls++;
       events.onWorkerStalled(worker.threadId, loadingMs);
@@ -108,13 +134,16 @@ export class ContextPool implements ContextHost {
       ...(limits.maxHeapMb > 0 ? { resourceLimits: { maxOldGenerationSizeMb: limits.maxHeapMb } } : {}),
       loadBalancer: (task, workers) => this.#pick(task, workers),
     });
-    // A replacement thread gets its channel as soon as piscina has it ready.
+    // A replacement thread gets its slot as soon as piscina has it ready.
     this.#piscina.on('workerCreate', (worker: BalancedWorker) => {
       const started = this.#piscina.threads.find((thread) => thread.threadId === worker.id);
       if (started) this.#ready.set(started, worker.id);
-      if (!this.#closed) void this.#connect(worker.id).catch((error) => events.onPoolError(error));
+      if (!this.#closed) void this.#connect(worker.id).catch((error: Error) => this.#connectFailed(worker.id, error));
     });
-    this.#piscina.on('message', (event: WorkerEvent) => events.onWorkerEvent(event));
+    this.#piscina.on('message', (event: WorkerEvent | HooksLoading) => {
+      if (event.type === 'hooks') this.#loadWatch.mark(event.threadId, event.loading);
+      else events.onWorkerEvent(event);
+    });
     this.#piscina.on('error', (error: Error) => events.onPoolError(error));
     this.#piscina.on('workerDestroy', (destroyed: BalancedWorker) => {
       if (this.#closed) return;
@@ -128,14 +157,15 @@ export class ContextPool implements ContextHost {
       }
       for (const [worker, id] of gone) {
         this.#ready.delete(worker);
-        // Gone before it took its channel (it exits right after loading): it answered nothing.
-        if (!this.#connectedIds.delete(id)) this.#unproductive();
+        // Gone before it took its slot (it exits right after loading): it answered nothing. Not
+        // #edges: #lost may have taken a dead edge out of it already (its port closes first).
+        if (!this.#becameEdge.delete(id)) this.#unproductive();
       }
     });
   }
 
-  /** Resolves once every thread has loaded the hooks and holds its channel. */
-  async ready(): Promise<void> {
+  /** Resolves once every thread has loaded the hooks and listens; rejects with why not. */
+  async ready(): Promise<number> {
     this.#loadWatch.start();
     // A probe per thread makes each worker import the hooks now, so a broken hook module
     // fails startup rather than the first client's request.
@@ -146,53 +176,109 @@ export class ContextPool implements ContextHost {
       throw this.#loadFailure ?? error;
     }
     const deadline = Date.now() + CONNECT_TIMEOUT_MS;
-    while (this.#channels.size < this.#threads) {
-      if (Date.now() > deadline) throw new Error(`only ${this.#channels.size} of ${this.#threads} worker threads connected within ${CONNECT_TIMEOUT_MS} ms`);
+    while (this.#edges.size < this.#threads) {
+      if (this.#listenFailure) throw this.#listenFailure;
+      if (Date.now() > deadline) throw new Error(`only ${this.#edges.size} of ${this.#threads} worker threads became edges within ${CONNECT_TIMEOUT_MS} ms`);
       await new Promise((resolve) => setTimeout(resolve, 5));
     }
+    return this.#port;
   }
 
   async #connect(workerId: number): Promise<void> {
-    if (this.#channels.has(workerId)) return;
-    const { port1, port2 } = new MessageChannel();
-    const heartbeat = newHeartbeat();
-    const task: ConnectTask & Record<symbol, unknown> = { type: 'connect', port: port2, heartbeat };
-    task[Piscina.queueOptionsSymbol] = workerId;
-    await this.#piscina.run(task, { transferList: [port2] });
-    this.#channels.set(
-      workerId,
-      new WorkerChannel(workerId, port1, () => this.#lost(workerId)),
-    );
-    this.#homed.set(workerId, this.#homed.get(workerId) ?? 0);
-    this.#connectedIds.add(workerId);
-    this.#heartbeats.set(workerId, heartbeat);
-    this.#watchdog.watch(workerId, heartbeat);
-    for (const waiter of this.#waiting.splice(0)) waiter.resolve();
+    if (this.#edges.has(workerId)) return;
+    // A replacement can be ready before its predecessor's port has closed: its slot frees then.
+    const deadline = Date.now() + CONNECT_TIMEOUT_MS;
+    let slot = this.#freeSlot();
+    while (slot === undefined) {
+      if (this.#closed || Date.now() > deadline) return;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      slot = this.#freeSlot();
+    }
+    this.#taken.add(slot);
+    try {
+      // With port 0 the first edge picks the port and the others join it, a replacement of the
+      // first one too (listening on port 0 again, it would take a port nobody connects to).
+      const first = slot === 0 && !this.#portPicked;
+      this.#portPicked ||= first;
+      const port = first || this.#setup.config.port !== 0 ? this.#setup.config.port : await this.#port;
+      const { port1, port2 } = new MessageChannel();
+      const heartbeat = newHeartbeat();
+      const rpc = new RpcPort(port1, `the port to worker thread ${workerId}`);
+      rpc.handle((payload) => this.#events.onCall(payload, slot));
+      const task: ConnectTask & Record<symbol, unknown> = { type: 'connect', port: port2, slot, edge: { ...this.#setup, port }, heartbeat };
+      task[Piscina.queueOptionsSymbol] = workerId;
+      const connected = await this.#piscina.run(task, { transferList: [port2] });
+      if (connected.type !== 'connected') throw new Error(`worker thread ${workerId} answered ${connected.type}`);
+      if (this.#closed) {
+        rpc.close();
+        return;
+      }
+      if (port === 0) this.#portKnown(connected.port);
+      const edge: Edge = { threadId: workerId, slot, rpc, heartbeat };
+      this.#wire(edge);
+      this.#edges.set(workerId, edge);
+      this.#becameEdge.add(workerId);
+      rpc.onClose(() => this.#lost(edge));
+      this.#watchdog.watch(workerId, heartbeat);
+    } catch (error) {
+      this.#taken.delete(slot);
+      throw error;
+    }
   }
 
-  #lost(workerId: number): void {
-    if (!this.#closed && !hookStarted(this.#heartbeats.get(workerId))) this.#unproductive();
-    this.#heartbeats.delete(workerId);
-    this.#watchdog.unwatch(workerId);
-    this.#channels.delete(workerId);
-    this.#homed.delete(workerId);
-    if (!this.#closed) this.#events.onWorkerGone(workerId);
+  #freeSlot(): number | undefined {
+    for (let slot = 0; slot < this.#threads; slot++) if (!this.#taken.has(slot)) return slot;
+    return undefined;
+  }
+
+  /** A thread could not become an edge: at startup that fails the start (a port in use); later it is logged. */
+  #connectFailed(workerId: number, error: Error): void {
+    if (this.#edges.size < this.#threads && !this.#listenFailure) {
+      this.#listenFailure = error;
+      this.#portFailed(error);
+    }
+    this.#events.onPoolError(error);
+    const worker = this.#piscina.threads.find((thread) => thread.threadId === workerId);
+    void worker?.terminate().catch(() => {});
+  }
+
+  /** Gives a new edge a port to each other edge, and each of them a port to it. */
+  #wire(edge: Edge): void {
+    for (const other of this.#edges.values()) {
+      const { port1, port2 } = new MessageChannel();
+      const toOther: ControlCall = { op: 'peer', slot: other.slot, port: port1, threadId: other.threadId };
+      const toNew: ControlCall = { op: 'peer', slot: edge.slot, port: port2, threadId: edge.threadId };
+      edge.rpc.call(toOther, [port1]).catch(() => {});
+      other.rpc.call(toNew, [port2]).catch(() => {});
+    }
+  }
+
+  #lost(edge: Edge): void {
+    if (!this.#closed && !hookStarted(edge.heartbeat)) this.#unproductive();
+    this.#watchdog.unwatch(edge.threadId);
+    this.#edges.delete(edge.threadId);
+    this.#taken.delete(edge.slot);
+    if (!this.#closed) this.#events.onWorkerGone(edge.slot, edge.threadId);
   }
 
   /**
-   * A thread stopped turning. Its requests are answered now, before it is terminated: the one
-   * whose hook holds the thread 504 (RESIDENT_ERR_HOOK_TIMEOUT), the others 502 (F2's path,
-   * through the channel's close); piscina then replaces the thread.
+   * A thread stopped turning. When the hook holding it serves a request that hopped from
+   * another edge, that edge is told first and answers it 504 (RESIDENT_ERR_HOOK_TIMEOUT); the
+   * other requests hopped to it get 502 as its ports close; its own connections close with it.
+   * piscina then replaces the thread, in the same slot.
    */
-  #stalled(workerId: number, heartbeat: Int32Array, stalledMs: number): void {
+  async #stalled(workerId: number, heartbeat: Int32Array, stalledMs: number): Promise<void> {
     if (this.#closed) return;
     this.#stalls++;
     const worker = this.#piscina.threads.find((thread) => thread.threadId === workerId);
     this.#events.onWorkerStalled(workerId, stalledMs);
-    const stuck = runningTask(heartbeat);
-    const channel = this.#channels.get(workerId);
-    const timeout = new ResidentError('RESIDENT_ERR_HOOK_TIMEOUT', `onConnection held worker thread ${workerId} for ${Math.round(stalledMs)} ms (workers.stallTimeout)`);
-    channel?.close(stuck === undefined ? undefined : { taskId: stuck, error: timeout });
+    const hop = runningHop(heartbeat);
+    const origin = hop && [...this.#edges.values()].find((edge) => edge.slot === hop[0]);
+    const stuck = this.#edges.get(workerId);
+    if (origin && stuck) {
+      const note: ControlCall = { op: 'stalledHop', slot: stuck.slot, call: hop[1] };
+      await Promise.race([origin.rpc.call(note).catch(() => {}), new Promise((resolve) => setTimeout(resolve, STALL_NOTE_MS))]);
+    }
     // terminate() stops even a `while (true) {}` (V8 TerminateExecution); piscina sees the
     // exit and starts a replacement.
     void worker?.terminate().catch((error: Error) => this.#events.onPoolError(error));
@@ -217,8 +303,6 @@ export class ContextPool implements ContextHost {
     // so lowering it stops the respawns; the threads still up keep serving.
     this.#piscina.options.minThreads = 0;
     this.#events.onCrashLoop(this.#breaker.recent, reason);
-    // Requests waiting for a thread to connect would wait for good: they get 503 now.
-    if (this.#channels.size === 0) for (const waiter of this.#waiting.splice(0)) waiter.reject(new ResidentError('RESIDENT_ERR_WORKERS_DOWN'));
   }
 
   /** Threads the watchdog terminated. */
@@ -231,93 +315,14 @@ export class ContextPool implements ContextHost {
     return this.#breaker.tripped;
   }
 
-  /**
-   * The home for a new context: the connected thread holding the fewest, counted there at
-   * once. Undefined while no thread is connected (one is being replaced): see `connected`.
-   * The caller keeps the answer; the pool writes no session field.
-   */
-  place(): number | undefined {
-    let best: number | undefined;
-    let bestCount = Infinity;
-    for (const [threadId, channel] of this.#channels) {
-      // A channel the watchdog closed stays listed until its port's close event: not a home.
-      if (channel.closed) continue;
-      const count = this.#homed.get(threadId) ?? 0;
-      if (count < bestCount) {
-        best = threadId;
-        bestCount = count;
-      }
-    }
-    if (best !== undefined) this.#homed.set(best, bestCount + 1);
-    return best;
-  }
-
-  /**
-   * Resolves once some thread is connected, or the pool is closed. Rejects with
-   * RESIDENT_ERR_WORKERS_DOWN when none is and none will be (the crash-loop breaker tripped).
-   */
-  connected(): Promise<void> {
-    if (this.#channels.size > 0 || this.#closed) return Promise.resolve();
-    if (this.#breaker.tripped) return Promise.reject(new ResidentError('RESIDENT_ERR_WORKERS_DOWN'));
-    return new Promise<void>((resolve, reject) => this.#waiting.push({ resolve, reject }));
-  }
-
-  /** A context homed on `threadId` left it. */
-  release(threadId: number): void {
-    const count = this.#homed.get(threadId);
-    if (count !== undefined) this.#homed.set(threadId, Math.max(0, count - 1));
-  }
-
-  /**
-   * Sends a task to thread `threadId`, or to the least busy thread when null. A thread that is
-   * gone took its contexts with it: a task for it is answered 'gone' at once (the session
-   * resumes from its memento), never sent to another thread that holds no such context.
-   */
-  async run(task: WorkerTask, threadId: number | null): Promise<WorkerReply> {
-    if (threadId !== null) {
-      const home = this.#channels.get(threadId);
-      if (!home) return { type: 'gone' };
-      return ContextPool.#send(home, task);
-    }
-    let channel = this.#leastBusy();
-    while (!channel) {
-      if (this.#closed) throw new WorkerLostError(-1);
-      await this.connected();
-      channel = this.#leastBusy();
-    }
-    return ContextPool.#send(channel, task);
-  }
-
-  /**
-   * Sends a task to the thread `threadId` itself, with no route: the pulls of a streamed
-   * response body go to the thread that holds the stream, and home no context there. Rejects
-   * with WorkerLostError when that thread is gone.
-   */
-  async toThread(threadId: number, task: WorkerTask): Promise<WorkerReply> {
-    const channel = this.#channels.get(threadId);
-    if (!channel) throw new WorkerLostError(threadId);
-    return ContextPool.#send(channel, task);
-  }
-
-  static async #send(channel: WorkerChannel, task: WorkerTask): Promise<WorkerReply> {
-    const reply = await channel.send(task);
-    if (reply.type === 'failed') throw new Error(`worker ${channel.threadId} failed a task: ${reply.error.message}`);
-    return reply;
-  }
-
-  #leastBusy(): WorkerChannel | undefined {
-    let best: WorkerChannel | undefined;
-    for (const channel of this.#channels.values()) if (!channel.closed && (!best || channel.inFlight < best.inFlight)) best = channel;
-    return best;
-  }
-
-  /** Live contexts per worker thread id. */
-  get homedCounts(): ReadonlyMap<number, number> {
-    return this.#homed;
-  }
-
+  /** Connected edge threads' ids. */
   get threadIds(): number[] {
-    return [...this.#channels.keys()];
+    return [...this.#edges.keys()];
+  }
+
+  /** Connected edges: slot and thread id. */
+  get edges(): Array<{ slot: number; threadId: number }> {
+    return [...this.#edges.values()].map(({ slot, threadId }) => ({ slot, threadId }));
   }
 
   /** Threads expected when every one is up. */
@@ -325,33 +330,60 @@ export class ContextPool implements ContextHost {
     return this.#threads;
   }
 
-  /** Per connected thread: contexts homed there and tasks sent and not yet answered (its queue depth). */
-  workerLoad(): Array<{ threadId: number; contexts: number; queued: number }> {
-    return [...this.#channels.values()].map((channel) => ({
-      threadId: channel.threadId,
-      contexts: this.#homed.get(channel.threadId) ?? 0,
-      queued: channel.inFlight,
-    }));
+  /** Asks the edge of `slot`; rejects with RESIDENT_ERR_WORKER_LOST when it is not connected. */
+  call<T>(slot: number, call: ControlCall): Promise<T> {
+    for (const edge of this.#edges.values()) if (edge.slot === slot) return edge.rpc.call<T>(call);
+    return Promise.reject(new ResidentError('RESIDENT_ERR_WORKER_LOST', `no worker thread holds slot ${slot} now`));
+  }
+
+  /**
+   * Asks every connected edge; the answers of those that answered within `timeoutMs`, in slot
+   * order. A thread stuck in a hook answers nothing until the watchdog ends it: a scrape or an
+   * admin listing goes on without it rather than wait (with stallTimeout 0, for ever).
+   */
+  async broadcast<T>(call: ControlCall, timeoutMs = BROADCAST_TIMEOUT_MS): Promise<Array<{ slot: number; threadId: number; value: T }>> {
+    const edges = [...this.#edges.values()].sort((a, b) => a.slot - b.slot);
+    const answers = await Promise.all(
+      edges.map((edge) => {
+        let timer: NodeJS.Timeout | undefined;
+        const late = new Promise<[]>((resolve) => (timer = setTimeout(() => resolve([]), timeoutMs)));
+        const answer = edge.rpc.call<T>(call).then(
+          (value) => [{ slot: edge.slot, threadId: edge.threadId, value }],
+          () => [],
+        );
+        return Promise.race([answer, late]).finally(() => clearTimeout(timer));
+      }),
+    );
+    return answers.flat();
+  }
+
+  /** Per connected thread: contexts homed there and requests it is serving (its queue depth). */
+  workerLoad(): Array<{ threadId: number; slot: number; contexts: number; queued: number }> {
+    const { shared } = this.#setup;
+    return this.edges
+      .sort((a, b) => a.slot - b.slot)
+      .map(({ slot, threadId }) => ({ threadId, slot, contexts: slotHeld(shared, slot, 'live'), queued: slotHeld(shared, slot, 'inFlight') }));
   }
 
   /** Each worker's figures: contexts held and heap used. */
   async workerStats(options: { gc?: boolean } = {}): Promise<Array<{ threadId: number; contexts: number; heapUsed: number }>> {
-    const replies = await Promise.all([...this.#channels.values()].map((channel) => channel.send({ type: 'stats', sessionId: '', gc: options.gc })));
-    return replies.flatMap((reply) => (reply.type === 'stats' ? [{ threadId: reply.threadId, contexts: reply.contexts, heapUsed: reply.heapUsed }] : []));
+    // A collection over a large heap may take a while: this is for benchmarks, not scrapes.
+    const answers = await this.broadcast<{ threadId: number; contexts: number; heapUsed: number }>({ op: 'stats', gc: options.gc }, 60_000);
+    return answers.map(({ value }) => value);
   }
 
   /**
-   * Stops every thread. Tasks still waiting for a reply fail with WorkerLostError at once, so
-   * nothing a stopped thread was doing lands afterwards. Idempotent (shutdown may call it at
-   * its deadline, then the server once more).
+   * Stops every thread. Calls still waiting for an answer fail at once, so nothing a stopped
+   * thread was doing lands afterwards. Idempotent (shutdown may call it at its deadline, then
+   * the server once more).
    */
   close(): Promise<void> {
     if (!this.#closing) {
       this.#closed = true;
       this.#watchdog.stop();
       this.#loadWatch.stop();
-      for (const waiter of this.#waiting.splice(0)) waiter.resolve();
-      for (const channel of this.#channels.values()) channel.close();
+      this.#portFailed(new Error('the pool closed'));
+      for (const edge of this.#edges.values()) edge.rpc.close();
       this.#closing = this.#piscina.destroy();
     }
     return this.#closing;

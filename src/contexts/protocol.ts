@@ -1,9 +1,13 @@
 /**
- * The one typed message protocol across the worker boundary. Main-thread code and worker code
- * both import this file and nothing else from each other.
+ * The context runtime's tasks and replies (./worker.ts): what an edge thread's rooms ask of
+ * the contexts they hold, and the piscina task that makes a worker an edge. The calls between
+ * threads (hops, store, control) are typed where they are made: src/edge/mesh.ts (PeerCall),
+ * src/edge/thread.ts (ControlCall, OpsCall), src/stores/remote.ts (StoreCall),
+ * src/edge/thread-log.ts (LogCall), all over ./rpc.ts.
  */
 import type { MessagePort } from 'node:worker_threads';
 import type { SuspendReason } from '../types.ts';
+import type { EdgeSetup } from '../edge/thread.ts';
 
 /** How a context is born on its worker: sent with the first request of the context. */
 export interface ContextInit {
@@ -27,6 +31,12 @@ export interface WireRequest {
   headers: string;
   /** A UTF-8 text body as a string (see src/http/body.ts), any other as bytes; copied, never transferred. */
   body: ArrayBuffer | string | null;
+  /**
+   * Set when the request hopped from the edge thread that received it: that thread's slot and
+   * its call id. The hook is marked with it (./heartbeat.ts), so when the hook stalls this
+   * thread the watchdog tells the edge thread, which answers 504 (src/edge/mesh.ts).
+   */
+  hop?: [slot: number, call: number];
 }
 
 /**
@@ -115,24 +125,24 @@ export type WorkerReply =
   /** The worker failed the task itself (a bug, not a hook error). */
   | { type: 'failed'; error: WireError };
 
-/**
- * Requests travel over one MessageChannel per worker, in batches: everything for one worker
- * in one event-loop turn is one message, and so are the replies (one wake-up per batch
- * instead of one per request). Each entry carries an ID that pairs a reply with its task;
- * ./batches.ts lays the entries out flat for the trip.
- */
-export type { WireBatch } from './batches.ts';
 
-/** The piscina task that hands a worker its end of the channel (the only other piscina task is the readiness probe). */
+/**
+ * The piscina task that makes a worker an edge thread (the only other piscina task is the
+ * readiness probe): its slot, its port to the main thread, and what every edge shares.
+ */
 export interface ConnectTask {
   type: 'connect';
   port: MessagePort;
+  slot: number;
+  edge: EdgeSetup;
   /** Shared with the main thread's watchdog (./heartbeat.ts). */
   heartbeat: Int32Array;
 }
 
 /** Messages a worker sends outside of task replies (through parentPort). */
 export type WorkerEvent = { type: 'log'; level: 'warn' | 'error'; msg: string; error?: WireError };
+/** A thread starts (`loading`) or has finished loading the hook modules: the main thread times it (./load-watch.ts). */
+export type HooksLoading = { type: 'hooks'; threadId: number; loading: boolean };
 
 /**
  * Any thrown value, in words. Total: a hook may throw (or reject with) anything, including an

@@ -12,7 +12,23 @@ import { ResidentError } from '../errors.ts';
  * or one body's framing, and a hook's values (often copied from an upstream fetch()) describe
  * another.
  */
-export const HOP_BY_HOP: ReadonlySet<string> = new Set(['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'trailer', 'te', 'proxy-connection']);
+export function isHopByHop(name: string): boolean {
+  // A switch, not a Set: a hook runs on this thread and can patch Set.prototype.has (red team 2,
+  // F9); comparing string literals calls nothing it can reach.
+  switch (name) {
+    case 'content-length':
+    case 'transfer-encoding':
+    case 'connection':
+    case 'keep-alive':
+    case 'upgrade':
+    case 'trailer':
+    case 'te':
+    case 'proxy-connection':
+      return true;
+    default:
+      return false;
+  }
+}
 
 /** What node:http refuses in a header value (its checkInvalidHeaderChar): it would throw in writeHead. */
 const INVALID_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
@@ -79,7 +95,7 @@ export function wireHeaders(response: Response): string[] {
   const source = native(response.headers);
   const headers: string[] = [];
   for (const [name, value] of entries.call(source)) {
-    if (name === 'set-cookie' || HOP_BY_HOP.has(name)) continue;
+    if (name === 'set-cookie' || isHopByHop(name)) continue;
     if (name === 'content-encoding' && decodedByFetch(response, value)) continue;
     headers.push(name, checked(name, value));
   }

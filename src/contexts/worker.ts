@@ -1,11 +1,13 @@
 /**
- * Runs inside each pool thread: holds the contexts homed here, serializes each context's
- * requests, and calls the hooks. Knows nothing of sockets or cookies; speaks only the
- * protocol in ./protocol.ts.
+ * The context runtime, inside each pool thread: holds the contexts homed here, serializes each
+ * context's requests, and calls the hooks. Knows nothing of sockets or cookies: the thread's
+ * edge (src/edge/thread.ts) hands it tasks of the protocol in ./protocol.ts.
  */
-// First: the hooks' Request, Response and fetch() must be in place before any module uses them.
+// First the builtins the edge's checks call, taken before anything can patch them; then the
+// hooks' Request, Response and fetch(), in place before any module uses them.
+import '../primordials.ts';
 import './fetch-globals.ts';
-import { parentPort, threadId, workerData, type MessagePort } from 'node:worker_threads';
+import { parentPort, threadId, workerData } from 'node:worker_threads';
 import { pathToFileURL } from 'node:url';
 import { ErrorCodes, ResidentError } from '../errors.ts';
 import type { OnConnection, OnSessionSuspend, SuspendReason } from '../types.ts';
@@ -15,12 +17,12 @@ import { DeadlineSweep } from './deadline.ts';
 import { cancelBody, pullBody } from './body-streams.ts';
 import { abortRequest, fromResponse, toRequest } from './fetch-objects.ts';
 import { decodeMemento, encodeMemento } from './memento.ts';
-import { forEachTask, pushReply, type WireBatch } from './batches.ts';
 import { progressed, runMarked, startBeating } from './heartbeat.ts';
 import {
   toWireError,
   type ConnectTask,
   type ContextInit,
+  type HooksLoading,
   type WireError,
   type WorkerEvent,
   type WorkerReply,
@@ -58,8 +60,12 @@ async function loadHook<T>(path: string, name: string): Promise<T> {
   return hook as T;
 }
 
+// The main thread times the hook modules' loading, and only that (./load-watch.ts): a module
+// that loops as it loads is terminated after workers.stallTimeout.
+parentPort?.postMessage({ type: 'hooks', threadId, loading: true } satisfies HooksLoading);
 const onConnection = await loadHook<OnConnection>(settings.onConnection, 'onConnection');
 const onSessionSuspend = await loadHook<OnSessionSuspend>(settings.onSessionSuspend, 'onSessionSuspend');
+parentPort?.postMessage({ type: 'hooks', threadId, loading: false } satisfies HooksLoading);
 
 function report(event: WorkerEvent): void {
   parentPort?.postMessage(event);
@@ -113,7 +119,7 @@ function createContext(id: string, init: ContextInit): { ctx: LiveContext; memen
   }
 }
 
-/** Shared with the main thread's watchdog once the channel is handed over. */
+/** Shared with the main thread's watchdog once the thread becomes an edge. */
 let heartbeat: Int32Array | undefined;
 
 async function handleRequest(ctx: LiveContext, task: Extract<WorkerTask, { type: 'request' }>, taskId: number): Promise<WorkerReply> {
@@ -131,7 +137,7 @@ async function handleRequest(ctx: LiveContext, task: Extract<WorkerTask, { type:
   }
   const hookCtx = new HookContext(ctx);
   try {
-    const response = await connectionDeadline.run(() => runMarked(heartbeat, taskId, () => onConnection(hookCtx, request)));
+    const response = await connectionDeadline.run(() => runMarked(heartbeat, taskId, () => onConnection(hookCtx, request), task.request.hop));
     reply = { type: 'response', ...(await fromResponse(response)), closed: false, threadId };
     // Only a request that succeeded ends the context's first request: when the hook throws
     // while restoring a memento, the next request sees isNew (and saved) again (H4).
@@ -176,8 +182,8 @@ async function handleSuspend(ctx: LiveContext, reason: SuspendReason): Promise<W
   }
 }
 
-/** @param taskId the channel's id for the task (-1 for piscina's probes) */
-async function dispatch(task: WorkerTask, taskId = -1): Promise<WorkerReply> {
+/** @param taskId the host's number for the task, for the heartbeat (-1 for piscina's probes) */
+export async function dispatch(task: WorkerTask, taskId = -1): Promise<WorkerReply> {
   if (task.type === 'stats') {
     if (task.gc) (globalThis as { gc?: () => void }).gc?.();
     return { type: 'stats', threadId, contexts: contexts.size, heapUsed: process.memoryUsage().heapUsed };
@@ -211,7 +217,8 @@ async function dispatch(task: WorkerTask, taskId = -1): Promise<WorkerReply> {
   if (task.type === 'suspend') return target.queue.run(() => handleSuspend(target, task.reason));
   if (task.type === 'rename') {
     // Tasks already dispatched hold the context itself; later ones arrive under the new ID
-    // (the channel keeps order), so nothing is looked up under the old one again.
+    // (the rename runs as it is called, before any later task), so nothing is looked up
+    // under the old one again.
     contexts.delete(task.sessionId);
     target.id = task.newId;
     contexts.set(task.newId, target);
@@ -222,51 +229,18 @@ async function dispatch(task: WorkerTask, taskId = -1): Promise<WorkerReply> {
 }
 
 /**
- * Serves the main thread's channel: a batch of tasks in, each dispatched at once (contexts
- * keep their own order), replies sent back in batches as they complete, bodies and chunks
- * transferred.
+ * The piscina entry: the readiness probe, and the hand-over that makes this thread an edge
+ * (src/edge/thread.ts). Every other task comes from this thread's own edge or over the mesh.
  */
-function attach(port: MessagePort): void {
-  let outbox: WireBatch = [];
-  let transfer: ArrayBuffer[] = [];
-  let scheduled = false;
-  const flush = () => {
-    scheduled = false;
-    const batch = outbox;
-    const list = transfer;
-    outbox = [];
-    transfer = [];
-    port.postMessage(batch, list);
-  };
-  const answer = (id: number, reply: WorkerReply) => {
-    pushReply(outbox, id, reply);
-    if (reply.type === 'response' && reply.body instanceof ArrayBuffer) transfer.push(reply.body);
-    else if (reply.type === 'chunk' && reply.bytes) transfer.push(reply.bytes);
-    if (!scheduled) {
-      scheduled = true;
-      setImmediate(flush);
-    }
-  };
-  port.on('message', (batch: WireBatch) => {
-    forEachTask(batch, (id, task) => {
-      dispatch(task, id).then(
-        (reply) => answer(id, reply),
-        (error) => answer(id, { type: 'failed', error: toWireError(error) }),
-      );
-    });
-  });
-}
-
-/**
- * The piscina entry: the readiness probe and the channel hand-over. Every other task comes
- * over the channel (see attach).
- */
-export default async function handle(task: WorkerTask | ConnectTask): Promise<WorkerReply | { type: 'connected' }> {
+export default async function handle(task: WorkerTask | ConnectTask): Promise<WorkerReply | { type: 'connected'; port: number }> {
   if (task.type === 'connect') {
     heartbeat = task.heartbeat;
     startBeating(heartbeat);
-    attach(task.port);
-    return { type: 'connected' };
+    // Loaded here, not at the top: the readiness probe (and bench/worker-path.ts) needs only
+    // the context runtime.
+    const { startEdge } = await import('../edge/thread.ts');
+    const port = await startEdge(task.port, task.slot, task.edge, { dispatch, contexts: () => contexts.size });
+    return { type: 'connected', port };
   }
   return dispatch(task);
 }

@@ -4,6 +4,7 @@
  */
 import { stringifySetCookie } from 'cookie';
 import { isSessionIdShape } from '../contexts/ids.ts';
+import { indexOf, slice, trim } from '../primordials.ts';
 
 /**
  * Every well-formed value of the cookie `name` in a Cookie header, in header order. A parser
@@ -73,6 +74,7 @@ export function expiredSessionCookie(settings: CookieSettings, secure: boolean):
 
 /** True for a Set-Cookie line that names our cookie: a hook may not set it (one per response, A12). */
 export function setsCookieNamed(setCookie: string, name: string): boolean {
-  const eq = setCookie.indexOf('=');
-  return eq !== -1 && setCookie.slice(0, eq).trim() === name;
+  // Through builtins taken before any hook module loaded (../primordials.ts).
+  const eq = indexOf(setCookie, '=');
+  return eq !== -1 && trim(slice(setCookie, 0, eq)) === name;
 }

@@ -9,8 +9,13 @@
  * complete-looking one.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { ContextPool } from '../contexts/pool.ts';
-import type { StreamedBody } from '../contexts/protocol.ts';
+import type { StreamedBody, WorkerReply, WorkerTask } from '../contexts/protocol.ts';
+
+/** Where a stream's pulls go: the thread that holds it (this one, or another over the mesh). */
+export interface StreamHost {
+  /** Rejects when that thread is gone. */
+  toThread(threadId: number, task: WorkerTask): Promise<WorkerReply>;
+}
 
 /** The body's source, as the main thread sees it. */
 export interface ChunkSource {
@@ -31,7 +36,7 @@ export class BodyCut extends Error {
 }
 
 /** The pulls and the cancel of `body`, sent to the thread that holds it. */
-export function pulledFrom(pool: ContextPool, body: StreamedBody): ChunkSource {
+export function pulledFrom(pool: StreamHost, body: StreamedBody): ChunkSource {
   return {
     async next() {
       let reply;

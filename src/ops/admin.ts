@@ -12,9 +12,10 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ContextPool } from '../contexts/pool.ts';
-import { storedInfo, type SessionInfo, type Sessions } from '../sessions/index.ts';
+import { storedInfo, type SessionInfo } from '../sessions/index.ts';
+import type { SessionsView } from '../edge/sessions-view.ts';
 import type { RequestTarget } from '../http/target.ts';
-import { hashId, type Logger } from '../log.ts';
+import { hashId, type Log } from '../log.ts';
 import type { ContextStore } from '../stores/store.ts';
 import { ADMIN_CSS, ADMIN_JS, adminPage } from './admin-page.ts';
 import { bearerCheck } from './auth.ts';
@@ -29,10 +30,10 @@ const MAX_PAGE = 1_000;
 export interface AdminSources {
   path: string;
   token: string;
-  sessions: Sessions;
+  sessions: SessionsView;
   pool: ContextPool;
   store: ContextStore;
-  log: Logger;
+  log: Log;
   /** Served at `${path}metrics` when metrics have no port of their own. */
   metrics: Metrics | null;
 }
@@ -105,11 +106,11 @@ export function adminRoutes(sources: AdminSources): OpsRoute {
   };
 
   /** Live sessions, least recently active first; the cursor is a position in that order. */
-  const listLive = (url: URL) => {
+  const listLive = async (url: URL) => {
     const limit = pageSize(url);
     const start = Number(url.searchParams.get('cursor') ?? 0);
     if (!Number.isInteger(start) || start < 0) throw new HttpError(400, 'cursor must be the "next" value of the previous page');
-    const page = sessions.list({ state: 'live', start, limit }).map(view);
+    const page = (await sessions.list({ state: 'live', start, limit })).map(view);
     const { live, suspending } = sessions.stats;
     const next = start + page.length < live + suspending ? String(start + page.length) : null;
     return { sessions: page, next };
@@ -122,7 +123,7 @@ export function adminRoutes(sources: AdminSources): OpsRoute {
     const stored = await store.list({ after, limit });
     const page: SessionView[] = [];
     for (const summary of stored) {
-      const known = sessions.info(summary.id);
+      const known = await sessions.info(summary.id);
       if (known && known.state !== 'suspended') continue;
       page.push(view(known ? { ...known, mementoBytes: summary.mementoBytes } : storedInfo(summary)));
     }
@@ -153,7 +154,7 @@ export function adminRoutes(sources: AdminSources): OpsRoute {
     if (method === 'GET' && rest === 'overview') return sendJson(res, 200, overview());
     if (method === 'GET' && rest === 'sessions') {
       const state = url.searchParams.get('state') ?? 'live';
-      if (state === 'live') return sendJson(res, 200, listLive(url));
+      if (state === 'live') return sendJson(res, 200, await listLive(url));
       if (state === 'suspended') {
         const cursor = url.searchParams.get('cursor');
         if (cursor !== null) url.searchParams.set('cursor', idOf(cursor));

@@ -9,12 +9,13 @@
  * The server makes a Metrics only when something can scrape it (see startServer): otherwise
  * every request would pay for a histogram nobody reads.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
+import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import type { ContextPool } from '../contexts/pool.ts';
-import type { Sessions } from '../sessions/index.ts';
+import type { SessionsView } from '../edge/sessions-view.ts';
+import { LATENCY_BUCKETS } from '../edge/request-metrics.ts';
+import { summedEdge, type SharedState } from '../contexts/shared-state.ts';
 import type { ContextStore } from '../stores/store.ts';
 
-const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 let processMetrics: Metric[] | undefined;
 
@@ -49,28 +50,13 @@ function mirroredCounter(registry: Registry, name: string, help: string, read: (
 
 export class Metrics {
   readonly registry = new Registry();
-  readonly #requestDuration: Histogram<'status'>;
-  /** One child per status class, made once: observing through it skips hashing the labels. */
-  readonly #durationByClass = new Map<number, Histogram.Internal<'status'>>();
-  readonly #unavailable: Counter<'code'>;
+  /** Every edge thread's request figures (src/edge/request-metrics.ts), asked for at scrape time. */
+  #threadFigures: () => Promise<Array<Array<MetricObjectWithValues<MetricValue<string>>>>> = async () => [];
   readonly #storeDuration: Histogram<'operation' | 'outcome'>;
 
   constructor() {
     const registry = this.registry;
     for (const metric of sharedProcessMetrics()) registry.registerMetric(metric);
-    this.#requestDuration = new Histogram({
-      name: 'resident_request_duration_seconds',
-      help: 'Dynamic requests, from arrival to the response written, by status class',
-      labelNames: ['status'],
-      buckets: LATENCY_BUCKETS,
-      registers: [registry],
-    });
-    this.#unavailable = new Counter({
-      name: 'resident_unavailable_total',
-      help: 'Requests answered 503, by error code',
-      labelNames: ['code'],
-      registers: [registry],
-    });
     this.#storeDuration = new Histogram({
       name: 'resident_store_operation_duration_seconds',
       help: 'Store operations, by operation and outcome',
@@ -82,7 +68,8 @@ export class Metrics {
 
 
   /** Exposes the sessions, workers and store of a started server (read at scrape time). */
-  watch(sessions: Sessions, pool: ContextPool, storeKind: string): void {
+  watch(sessions: SessionsView, pool: ContextPool, storeKind: string, shared: SharedState): void {
+    this.#threadFigures = async () => (await pool.broadcast<Array<MetricObjectWithValues<MetricValue<string>>>>({ op: 'metrics' })).map(({ value }) => value);
     const registry = this.registry;
     const stats = () => sessions.stats;
 
@@ -109,6 +96,7 @@ export class Metrics {
         for (const [reason, count] of Object.entries(suspended)) this.inc({ reason }, reason === 'checkpoint' ? checkpoints : count);
       },
     });
+    mirroredCounter(registry, 'resident_hops_total', 'Requests an edge thread passed to their session\'s home thread (another worker thread)', () => summedEdge(shared, 'hopsOut'));
     mirroredCounter(registry, 'resident_sessions_created_total', 'Sessions created', () => stats().created);
     mirroredCounter(registry, 'resident_resumes_total', 'Suspended sessions brought back into a new context', () => stats().resumed);
     mirroredCounter(registry, 'resident_evictions_total', 'Idle contexts suspended to stay within sessions.maxContexts', () => stats().suspended.evicted);
@@ -155,15 +143,6 @@ export class Metrics {
     }).set({ kind: storeKind }, 1);
   }
 
-  /** One dynamic request answered. `code`: the error code when Resident answered it itself. */
-  observeRequest(status: number, seconds: number, code?: string): void {
-    const statusClass = Math.floor(status / 100);
-    let child = this.#durationByClass.get(statusClass);
-    if (!child) this.#durationByClass.set(statusClass, (child = this.#requestDuration.labels({ status: `${statusClass}xx` })));
-    child.observe(seconds);
-    if (status === 503) this.#unavailable.inc({ code: code ?? 'hook' });
-  }
-
   /** The store, with every operation timed. */
   instrument(store: ContextStore): ContextStore {
     const histogram = this.#storeDuration;
@@ -202,8 +181,11 @@ export class Metrics {
     this.registry.clear();
   }
 
-  text(): Promise<string> {
-    return this.registry.metrics();
+  /** This thread's metrics and every edge thread's, merged (request counts summed). */
+  async text(): Promise<string> {
+    const figures = await this.#threadFigures();
+    if (figures.length === 0) return this.registry.metrics();
+    return AggregatorRegistry.aggregate([await this.registry.getMetricsAsJSON(), ...figures]).metrics();
   }
 
   get contentType(): string {

@@ -5,7 +5,7 @@
  * regenerate) are retired here, so no request brings them back from a record still stored.
  */
 import { ResidentError } from '../errors.ts';
-import { hashId } from '../log.ts';
+import { hashId } from '../id-hash.ts';
 import { newSessionId } from '../contexts/ids.ts';
 import type { SessionRecord } from '../stores/store.ts';
 import { bounded } from './bounded.ts';
@@ -132,15 +132,16 @@ export class Admission {
     const { directory, capacity, clock, counters, log, ownership } = this.#rooms;
     const id = newSessionId();
     mustBeOurs(await ownership.claim(id));
-    const room = capacity.makeRoom();
-    if (room) {
+    const refused = await capacity.makeRoom();
+    if (refused) {
       void ownership.release(id);
-      return room;
+      return refused;
     }
     const now = clock.now();
     const entry = newEntry({ id, clientIp, createdAt: Date.now(), startedAt: now, userId: null, lastActive: now });
     entry.init = contextInit(entry, false);
     directory.addLive(entry);
+    capacity.placed();
     counters.created++;
     log.info({ event: 'created', session: hashId(entry.id), clientIp }, 'session created');
     return entry;

@@ -8,82 +8,9 @@
  * every session, and no timer per session.
  */
 import { ExpiryQueue } from './expiry-queue.ts';
-import type { ContextInit } from '../contexts/protocol.ts';
+import type { SessionEntry } from './entry.ts';
 
-export type SessionState =
-  /** A context holds the session on `workerId`. */
-  | 'live'
-  /** onSessionSuspend is running; requests wait on `gate`. */
-  | 'suspending'
-  /** No context: the record (memento) is in the store. */
-  | 'suspended'
-  /** Closed or expired: the ID is dead. */
-  | 'gone';
-
-export interface SessionEntry {
-  /** The cookie value; changes only through ctx.regenerate() (Directory.rename). */
-  id: string;
-  /** The worker thread hosting the context (reported by the pool); null: none. */
-  workerId: number | null;
-  /** Its end (close or expiry) is under way: its responses expire the cookie. */
-  ending: boolean;
-  readonly clientIp: string;
-  /** Wall-clock ms when the session began (kept in the store record). */
-  readonly createdAt: number;
-  /** Monotonic ms when the session began, for `sessions.maxLifetime`. */
-  readonly startedAt: number;
-  /** Set by hooks through ctx.userId; change it through Directory.setUser (it is indexed). */
-  userId: string | null;
-  /** Requests this process has served for the session (for the admin view). */
-  requests: number;
-  /** UTF-8 size of the last memento written to the store; 0: none. */
-  mementoBytes: number;
-  /** The store holds a memento for this session (written by a suspend or a checkpoint). */
-  hasMemento: boolean;
-  /** Handled a request since its last checkpoint. */
-  dirty: boolean;
-  state: SessionState;
-  /** Monotonic ms of the last request's arrival or completion. */
-  lastActive: number;
-  /**
-   * Monotonic ms when the entry last took its place in its Map. lastActive is at most
-   * REORDER_MS past it, so the Maps are in lastActive order to within that.
-   */
-  orderedAt: number;
-  /** Requests admitted and not yet answered, including those waiting on `gate`. */
-  inFlight: number;
-  /** Set while a suspend or resume runs: later requests wait on it, in arrival order. */
-  gate: Promise<void> | null;
-  /** How the next context is to be born; sent with its first request, then cleared. */
-  init: ContextInit | null;
-  /** Monotonic ms before which a failed idle suspend is not retried. */
-  retryAt: number;
-  /** Has a place in the directory's expiry queue (at most one at a time). */
-  queuedForExpiry: boolean;
-}
-
-/** A new entry: what differs between a created and an adopted session, the rest at rest. */
-export function newEntry(
-  fields: Pick<SessionEntry, 'id' | 'clientIp' | 'createdAt' | 'startedAt' | 'userId' | 'lastActive'> &
-    Partial<Pick<SessionEntry, 'mementoBytes' | 'hasMemento'>>,
-): SessionEntry {
-  return {
-    mementoBytes: 0,
-    hasMemento: false,
-    ...fields,
-    workerId: null,
-    ending: false,
-    requests: 0,
-    dirty: false,
-    state: 'suspended',
-    orderedAt: fields.lastActive,
-    inFlight: 0,
-    gate: null,
-    init: null,
-    retryAt: 0,
-    queuedForExpiry: false,
-  };
-}
+export { newEntry, type SessionEntry, type SessionState } from './entry.ts';
 
 /**
  * A touch moves an entry to its Map's tail only when its place is this stale. Re-inserting on
@@ -91,6 +18,13 @@ export function newEntry(
  * cache misses and rehashes halved throughput (bench/ workload d).
  */
 export const REORDER_MS = 250;
+
+/** How many sessions the directory holds, by state (published to the other threads). */
+export interface DirectoryCounts {
+  live: number;
+  suspending: number;
+  suspended: number;
+}
 
 export class Directory {
   /** Sessions in state live or suspending, least recently active first. */
@@ -105,6 +39,16 @@ export class Directory {
    */
   readonly #expiry = new ExpiryQueue<SessionEntry>();
   #suspending = 0;
+  readonly #onCounts: (counts: DirectoryCounts) => void;
+
+  /** @param onCounts told after every change of how many sessions are live, suspending or suspended here */
+  constructor(onCounts: (counts: DirectoryCounts) => void = () => {}) {
+    this.#onCounts = onCounts;
+  }
+
+  #changed(): void {
+    this.#onCounts({ live: this.liveCount, suspending: this.#suspending, suspended: this.suspended.size });
+  }
 
   get(id: string): SessionEntry | undefined {
     return this.live.get(id) ?? this.suspended.get(id);
@@ -165,6 +109,7 @@ export class Directory {
     entry.orderedAt = entry.lastActive;
     this.suspended.delete(entry.id);
     this.live.set(entry.id, entry);
+    this.#changed();
   }
 
   /** A session known only from the store (suspended before a restart). */
@@ -176,6 +121,7 @@ export class Directory {
     const userId = entry.userId;
     entry.userId = null;
     this.setUser(entry, userId);
+    this.#changed();
   }
 
   /** Records activity; moves the entry to the tail when its place is more than REORDER_MS old. */
@@ -190,12 +136,14 @@ export class Directory {
   markSuspending(entry: SessionEntry): void {
     entry.state = 'suspending';
     this.#suspending++;
+    this.#changed();
   }
 
   /** Ends a suspend attempt that left the context live. */
   markLiveAgain(entry: SessionEntry): void {
     if (entry.state === 'suspending') this.#suspending--;
     entry.state = 'live';
+    this.#changed();
   }
 
   markSuspended(entry: SessionEntry): void {
@@ -206,6 +154,7 @@ export class Directory {
     this.live.delete(entry.id);
     this.suspended.set(entry.id, entry);
     this.#queueForExpiry(entry);
+    this.#changed();
   }
 
   #queueForExpiry(entry: SessionEntry): void {
@@ -241,5 +190,6 @@ export class Directory {
     entry.state = 'gone';
     this.live.delete(entry.id);
     this.suspended.delete(entry.id);
+    this.#changed();
   }
 }

@@ -5,7 +5,7 @@
  * back (RELIABILITY.md A4). Part of the lifecycle: with ./lifecycle.ts the only room that asks
  * a worker for a memento and writes the store.
  */
-import { hashId } from '../log.ts';
+import { hashId } from '../id-hash.ts';
 import type { WireError } from '../contexts/protocol.ts';
 import { bounded } from './bounded.ts';
 import type { SessionEntry } from './directory.ts';
@@ -13,7 +13,6 @@ import { afterGate } from './gate.ts';
 import { logHookError, type Rooms } from './rooms.ts';
 
 /** Expired records read per store sweep batch. */
-const EXPIRED_BATCH = 1_000;
 
 export class Endings {
   readonly #rooms: Rooms;
@@ -154,27 +153,18 @@ export class Endings {
   }
 
   /**
-   * Removes expired records this process does not know (left from before a restart), batch
-   * after batch until one comes back short: after a long downtime the backlog goes in one
-   * sweep, not one batch per interval. Resolves with how many went, and the store's error if
-   * it stopped the sweep.
+   * Of `ids`, expired records homed here (the main thread's store sweep found them), removes
+   * those of sessions this home does not know: a session it knows expires on the monotonic
+   * clock in the sweep instead (its record may be older than its last request). Resolves with
+   * how many went.
    */
-  async removeExpiredRecords(): Promise<{ removed: number; error?: unknown }> {
+  async dropExpired(ids: readonly string[]): Promise<number> {
     const { store, directory, admission } = this.#rooms;
-    let removed = 0;
-    try {
-      for (;;) {
-        const ids = await store.expiredIds(Date.now(), EXPIRED_BATCH);
-        const stale = ids.filter((id) => !directory.get(id));
-        await Promise.all(stale.map((id) => store.delete(id)));
-        // A retired ID whose record could not be deleted at the time is gone for good now.
-        for (const id of stale) admission.forgetRetired(id);
-        removed += stale.length;
-        if (ids.length < EXPIRED_BATCH || stale.length === 0) return { removed };
-      }
-    } catch (error) {
-      return { removed, error };
-    }
+    const stale = ids.filter((id) => !directory.get(id));
+    await Promise.all(stale.map((id) => store.delete(id)));
+    // A retired ID whose record could not be deleted at the time is gone for good now.
+    for (const id of stale) admission.forgetRetired(id);
+    return stale.length;
   }
 
   /** Resolves once the record deletes of sessions that ended have landed (or failed). */

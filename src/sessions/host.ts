@@ -1,7 +1,7 @@
 /**
- * The thread boundary as the rooms see it: somewhere that hosts contexts and runs tasks on
- * them. The pool (src/contexts/pool.ts) implements it across worker threads; it reports the
- * thread it picked and writes no session field. The rooms keep a context's home themselves.
+ * Where contexts live, as the rooms see it: somewhere that hosts contexts and runs tasks on
+ * them. Each edge thread's rooms run on the thread that holds their contexts, so
+ * src/edge/local-host.ts implements it with direct calls; it writes no session field.
  */
 import type { WorkerTask, WorkerReply } from '../contexts/protocol.ts';
 

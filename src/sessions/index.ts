@@ -11,7 +11,7 @@
  */
 import { ResidentError } from '../errors.ts';
 import { newSessionId } from '../contexts/ids.ts';
-import type { WireRequest, WorkerEvent } from '../contexts/protocol.ts';
+import type { WireRequest } from '../contexts/protocol.ts';
 import { Admission } from './admission.ts';
 import { Capacity } from './capacity.ts';
 import { newCounters, statsView, type SessionStats } from './counters.ts';
@@ -21,6 +21,7 @@ import { entryInfo, type SessionInfo } from './info.ts';
 import { Lifecycle } from './lifecycle.ts';
 import { errorOutcome, type Outcome } from './outcome.ts';
 import { LocalOwnership } from './ownership.ts';
+import { localCap, noPeers } from './peers.ts';
 import { SessionPolicy } from './policy.ts';
 import { Requests } from './requests.ts';
 import type { Rooms, SessionsDeps } from './rooms.ts';
@@ -46,11 +47,28 @@ export class Sessions {
   readonly #rooms: Rooms;
   readonly #sweeper: Sweeper;
 
-  constructor(deps: Omit<SessionsDeps, 'ownership'> & Partial<Pick<SessionsDeps, 'ownership'>>) {
-    const rooms = { ...deps, ownership: deps.ownership ?? new LocalOwnership(), closing: false } as Rooms;
+  constructor(deps: Omit<SessionsDeps, 'ownership' | 'peers' | 'cap'> & Partial<Pick<SessionsDeps, 'ownership' | 'peers' | 'cap'>>) {
+    const rooms = {
+      ...deps,
+      ownership: deps.ownership ?? new LocalOwnership(),
+      peers: deps.peers ?? noPeers,
+      cap: deps.cap ?? localCap(),
+      closing: false,
+    } as Rooms;
     rooms.policy = new SessionPolicy(deps.config, deps.clock);
-    rooms.directory = new Directory();
-    rooms.counters = newCounters();
+    // The cap counts this home's live contexts as the directory changes them; the figures go
+    // where the main thread reads them.
+    let live = 0;
+    rooms.directory = new Directory((counts) => {
+      if (counts.live !== live) {
+        rooms.cap.adjust(counts.live - live);
+        live = counts.live;
+      }
+      deps.held?.setHeld('live', counts.live);
+      deps.held?.setHeld('suspending', counts.suspending);
+      deps.held?.setHeld('suspendedKnown', counts.suspended);
+    });
+    rooms.counters = deps.counters ?? newCounters();
     rooms.admission = new Admission(rooms);
     rooms.requests = new Requests(rooms);
     rooms.lifecycle = new Lifecycle(rooms);
@@ -85,6 +103,21 @@ export class Sessions {
     const admitted = await admission.admit(presented, clientIp);
     if ('kind' in admitted) return admitted;
     return requests.run(admitted, request, clientIp);
+  }
+
+  /**
+   * Whether `presented` names a session here of this client ('own'), only one bound to another
+   * client ('foreign'), or none: how an edge whose cookie header carries IDs of several homes
+   * finds the one that wins (A8), before serving there. A store that cannot answer says 'own',
+   * so that the request is served there and answered with the store's error.
+   */
+  async claimable(presented: string[], clientIp: string): Promise<'own' | 'foreign' | 'none'> {
+    try {
+      const { entry, foreign } = await this.#rooms.admission.find(presented, clientIp);
+      return entry ? 'own' : foreign ? 'foreign' : 'none';
+    } catch {
+      return 'own';
+    }
   }
 
   /** The counters and the sessions held now: a live, read-only view (see ./counters.ts). */
@@ -149,27 +182,36 @@ export class Sessions {
     this.#sweeper.sweep();
   }
 
-  /** Removes expired records nobody knows now; resolves with how many went. */
-  sweepStore(): Promise<number> {
-    return this.#sweeper.sweepStore();
+  /** Of these expired records homed here, removes those of sessions not known here; resolves with how many went. */
+  dropExpired(ids: readonly string[]): Promise<number> {
+    return this.#rooms.endings.dropExpired(ids);
   }
 
-  /** Every context on a dead thread is lost; their sessions resume on their next request. */
-  workerGone(workerId: number): void {
-    const { counters, directory, lifecycle, log } = this.#rooms;
-    counters.workersLost++;
-    let lost = 0;
-    for (const entry of [...directory.live.values()]) {
-      if (entry.workerId !== workerId) continue;
-      lost++;
-      if (entry.state === 'live') lifecycle.lose(entry);
-      else lifecycle.unhome(entry);
-    }
-    log.error({ event: 'worker-lost', threadId: workerId, contexts: lost }, 'a worker thread stopped; its sessions will resume from their mementos');
+  /** The sessions of `userId` known here (live or suspended), for another home listing a user's. */
+  userHere(userId: string): SessionInfo[] {
+    return this.#rooms.directory.ofUser(userId).map((entry) => this.#info(entry));
   }
 
-  workerEvent(event: WorkerEvent): void {
-    this.#rooms.log[event.level]({ event: 'worker', err: event.error }, event.msg);
+  /** Enforces sessions.maxPerUser for `userId`, for another home whose session signed in (this home judges that user). */
+  limitUserHere(userId: string, keepId: string): Promise<void> {
+    return this.#rooms.users.limitUserHere(userId, keepId);
+  }
+
+  /** Closes the sessions of `userId` known here, for another home closing a user's; resolves with their IDs. */
+  async closeUserHere(userId: string, by: string): Promise<string[]> {
+    const closedIds: string[] = [];
+    await this.#rooms.users.closeUser(userId, { by, homeOnly: true, closedIds });
+    return closedIds;
+  }
+
+  /** Last activity (monotonic ms) of the least recently active idle context here, for the global cap. */
+  oldestIdle(): number | undefined {
+    return this.#rooms.capacity.oldestIdle();
+  }
+
+  /** Suspends the least recently active idle context here ('evicted'), for another home over the cap. */
+  evictOldestIdle(): boolean {
+    return this.#rooms.capacity.evictOldestIdle();
   }
 
   /**

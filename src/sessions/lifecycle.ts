@@ -5,7 +5,7 @@
  * overtakes it and a context never has two live copies.
  */
 import { ResidentError } from '../errors.ts';
-import { hashId } from '../log.ts';
+import { hashId } from '../id-hash.ts';
 import type { WireError } from '../contexts/protocol.ts';
 import type { SuspendReason } from '../types.ts';
 import { bounded } from './bounded.ts';
@@ -62,8 +62,8 @@ export class Lifecycle {
       throw new ResidentError('RESIDENT_ERR_STORE_FAILED', undefined, { cause: error });
     }
     mustBeOurs(await ownership.claim(entry.id));
-    const room = capacity.makeRoom();
-    if (room) throw room;
+    const refused = await capacity.makeRoom();
+    if (refused) throw refused;
     let resumed = true;
     if (!record?.memento && entry.hasMemento) {
       // The store lost what it acknowledged (E8): start afresh rather than pretend.
@@ -73,6 +73,7 @@ export class Lifecycle {
     }
     entry.init = contextInit(entry, resumed, record?.memento ? record : undefined);
     directory.addLive(entry);
+    capacity.placed();
     counters.resumed++;
     log.info({ event: 'resumed', session: hashId(entry.id), memento: entry.init.saved !== null }, 'session resumed');
   }

@@ -5,12 +5,13 @@
  * retry once when the context turned out to be gone.
  */
 import { ResidentError, isResidentError } from '../errors.ts';
-import { hashId } from '../log.ts';
+import { hashId } from '../id-hash.ts';
 import type { WireRequest, WorkerReply } from '../contexts/protocol.ts';
 import type { SessionEntry } from './directory.ts';
 import { setGate } from './gate.ts';
 import { errorOutcome, type CookieAction, type Outcome } from './outcome.ts';
 import { logHookError, type Rooms } from './rooms.ts';
+import { bounded } from './bounded.ts';
 
 /** What a request was when it was admitted, for judging its reply. */
 interface Admitted {
@@ -45,6 +46,7 @@ export class Requests {
     entry.inFlight++;
     entry.requests++;
     this.#inFlight++;
+    this.#rooms.held?.setHeld('inFlight', this.#inFlight);
     directory.touch(entry, admitted.at);
     try {
       // Every waiter awaits the gate promise itself and proceeds to dispatch with no further
@@ -79,6 +81,7 @@ export class Requests {
     } finally {
       entry.inFlight--;
       this.#inFlight--;
+      this.#rooms.held?.setHeld('inFlight', this.#inFlight);
       entry.dirty = true;
       directory.touch(entry, clock.now());
       if (this.#inFlight === 0) for (const wake of this.#idleWaiters.splice(0)) wake();
@@ -133,7 +136,10 @@ export class Requests {
     }
     // After any regenerate, so the user's sessions are listed under their current IDs.
     if (reply.userId && config.maxPerUser > 0) {
-      void users.limitUser(reply.userId, entry).catch((error) => {
+      // Awaited (within the bound of a store call): the sign-in is answered once the user's
+      // sessions beyond the limit are judged, so the next sign-in of that user, on any thread,
+      // is judged after this one.
+      await bounded(users.limitUser(reply.userId, entry.id), 'the sessions.maxPerUser check').catch((error) => {
         log.error({ event: 'store-error', err: error }, 'cannot enforce sessions.maxPerUser');
       });
     }

@@ -6,7 +6,8 @@
 import type { ResidentConfig } from '../config.ts';
 import type { Clock } from '../clock.ts';
 import type { WireError } from '../contexts/protocol.ts';
-import { hashId, type Logger } from '../log.ts';
+import { hashId } from '../id-hash.ts';
+import type { Log } from '../log.ts';
 import type { ContextStore } from '../stores/store.ts';
 import type { Admission } from './admission.ts';
 import type { Capacity } from './capacity.ts';
@@ -16,6 +17,7 @@ import type { ContextHost } from './host.ts';
 import type { Lifecycle } from './lifecycle.ts';
 import type { Endings } from './endings.ts';
 import type { Ownership } from './ownership.ts';
+import type { GlobalCap, HeldFigures, Peers } from './peers.ts';
 import type { SessionPolicy } from './policy.ts';
 import type { Requests } from './requests.ts';
 import type { Users } from './users.ts';
@@ -23,19 +25,26 @@ import type { Users } from './users.ts';
 /** What the server gives the sessions: configuration, where contexts live, where mementos go. */
 export interface SessionsDeps {
   config: ResidentConfig['sessions'];
-  /** `store.sweepInterval`: how often expired records nobody knows are removed; 0: never. */
-  storeSweepInterval: number;
   host: ContextHost;
   store: ContextStore;
   ownership: Ownership;
   clock: Clock;
-  log: Logger;
+  log: Log;
+  /** The other homes (every worker thread is one); none by default. */
+  peers: Peers;
+  /** Live contexts over every home, against maxContexts; this home's alone by default. */
+  cap: GlobalCap;
+  /** Where the counters live (a shared buffer, so the main thread reads them); a plain object by default. */
+  counters?: SessionCounters;
+  /** Where the held figures are published; nowhere by default. */
+  held?: HeldFigures;
 }
 
 export interface Rooms extends SessionsDeps {
   policy: SessionPolicy;
   directory: Directory;
   counters: SessionCounters;
+  held?: HeldFigures;
   admission: Admission;
   requests: Requests;
   lifecycle: Lifecycle;
@@ -47,7 +56,7 @@ export interface Rooms extends SessionsDeps {
 }
 
 /** A hook failed: one log line with the hook, the session (hashed) and what it means. */
-export function logHookError(log: Logger, entry: SessionEntry, hook: string, error: WireError, outcome?: string): void {
+export function logHookError(log: Log, entry: SessionEntry, hook: string, error: WireError, outcome?: string): void {
   log.error(
     { event: 'hook-error', hook, session: hashId(entry.id), code: error.code, err: { message: error.message, stack: error.stack } },
     outcome ? `${hook} failed: ${outcome}` : `${hook} failed`,

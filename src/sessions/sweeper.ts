@@ -1,8 +1,9 @@
 /**
  * The sweeps, on timers of their own: idle contexts are suspended and suspended sessions past
  * their cookie expire (every 250 ms, reading only the heads of the directory's orders),
- * contexts are checkpointed (`sessions.checkpointInterval`), and expired records nobody knows
- * leave the store (`store.sweepInterval`).
+ * and contexts are checkpointed (`sessions.checkpointInterval`). Expired records nobody knows
+ * leave the store through the main thread's sweep (src/edge/sessions-view.ts), which asks each
+ * record's home.
  */
 import type { SessionEntry } from './directory.ts';
 import type { Rooms } from './rooms.ts';
@@ -19,10 +20,9 @@ export class Sweeper {
 
   /** Starts the timers (unref'd: they never keep the process alive). */
   start(): void {
-    const { config, storeSweepInterval } = this.#rooms;
+    const { config } = this.#rooms;
     this.#every(SWEEP_INTERVAL_MS, () => this.sweep());
     if (config.checkpointInterval > 0) this.#every(config.checkpointInterval, () => this.checkpoint());
-    if (storeSweepInterval > 0) this.#every(storeSweepInterval, () => void this.sweepStore());
   }
 
   stop(): void {
@@ -65,17 +65,5 @@ export class Sweeper {
   checkpoint(): void {
     if (this.#rooms.closing) return;
     for (const entry of this.#rooms.directory.live.values()) this.#rooms.lifecycle.checkpoint(entry);
-  }
-
-  /**
-   * Removes expired records this process does not know (left from before a restart). Sessions
-   * it knows expire on the monotonic clock in sweep() instead.
-   */
-  async sweepStore(): Promise<number> {
-    const { endings, log } = this.#rooms;
-    const { removed, error } = await endings.removeExpiredRecords();
-    if (error) log.error({ event: 'store-error', err: error }, 'the store sweep failed; it will run again');
-    if (removed > 0) log.info({ event: 'store-sweep', removed }, 'expired session records removed');
-    return removed;
   }
 }

@@ -4,8 +4,9 @@
  * user's at once (a password change, the admin view, ctx.closeOtherSessions()).
  */
 import { ResidentError } from '../errors.ts';
-import { hashId } from '../log.ts';
+import { hashId } from '../id-hash.ts';
 import { newSessionId } from '../contexts/ids.ts';
+import { SerialQueue } from '../contexts/serial-queue.ts';
 import type { SessionEntry } from './directory.ts';
 import { entryInfo, storedInfo, type SessionInfo } from './info.ts';
 import type { Rooms } from './rooms.ts';
@@ -22,6 +23,8 @@ export class Users {
    * admin close by the old handle closes the session, not just the record in transit.
    */
   readonly #renamed = new Map<string, SessionEntry>();
+  /** The maxPerUser judgements this home makes, one at a time. */
+  readonly #limits = new SerialQueue();
   /**
    * The user-wide closes of each user (monotonic time, and the session a "sign out everywhere
    * else" spared): a login under way then (its userId reaches this thread with its reply) is
@@ -50,7 +53,7 @@ export class Users {
 
   /**
    * ctx.regenerate(): a new ID for the same context (RELIABILITY.md A5). The directory answers
-   * to the new ID at once; the worker learns it through its channel ahead of any later task;
+   * to the new ID at once; the context runtime learns it ahead of any later task;
    * a record stored under the old ID (a checkpoint, or the memento it resumed from) moves to
    * the new one, under the gate, so no checkpoint or suspend interleaves.
    */
@@ -72,13 +75,28 @@ export class Users {
     await lifecycle.rewriteRecord(entry, previous, () => this.#renamed.delete(previous));
   }
 
-  /** Closes the oldest sessions of `userId` beyond `sessions.maxPerUser`; `keep` is never one of them. */
-  async limitUser(userId: string, keep: SessionEntry): Promise<void> {
+  /**
+   * Closes the oldest sessions of `userId` beyond `sessions.maxPerUser`; `keepId` (the session
+   * that just signed in) is never one of them. Judged by the user's home for the limit
+   * (./peers.ts, userLimitHome), one sign-in after another.
+   */
+  limitUser(userId: string, keepId: string): Promise<void> {
+    const home = this.#rooms.peers.userLimitHome(userId);
+    if (home !== null) return this.#rooms.peers.limitUserAt(home, userId, keepId);
+    return this.limitUserHere(userId, keepId);
+  }
+
+  /** `limitUser`, on the home that judges `userId`: one judgement at a time. */
+  limitUserHere(userId: string, keepId: string): Promise<void> {
+    return this.#limits.run(() => this.#limit(userId, keepId));
+  }
+
+  async #limit(userId: string, keepId: string): Promise<void> {
     const { config, log } = this.#rooms;
     const sessions = await this.sessionsOf(userId);
     const excess = sessions.length - config.maxPerUser;
     if (excess <= 0) return;
-    const oldest = sessions.filter((session) => session.id !== keep.id).sort((a, b) => a.createdAt - b.createdAt);
+    const oldest = sessions.filter((session) => session.id !== keepId).sort((a, b) => a.createdAt - b.createdAt);
     for (const session of oldest.slice(0, excess)) {
       log.info({ event: 'user-limit', session: hashId(session.id), maxPerUser: config.maxPerUser }, 'closing the oldest session of a user beyond sessions.maxPerUser');
       await this.closeSession(session.id, 'maxPerUser');
@@ -93,6 +111,8 @@ export class Users {
     const { directory } = this.#rooms;
     const found = new Map<string, SessionInfo>();
     for (const entry of directory.ofUser(userId)) found.set(entry.id, entryInfo(entry, this.#rooms.clock.now(), this.#rooms.policy.lastActivityAt(entry)));
+    // The other homes' word on theirs is newer than any record in the store.
+    for (const info of await this.#rooms.peers.sessionsOfUser(userId)) if (!found.has(info.id)) found.set(info.id, info);
     for await (const summary of this.#storedOf(userId)) {
       // The directory is the newer word on a session it knows (its userId may have changed).
       if (found.has(summary.id) || directory.get(summary.id)) continue;
@@ -116,7 +136,7 @@ export class Users {
    * context gets onSessionSuspend(ctx, 'closed') and leaves memory; every record is deleted.
    * Resolves with how many sessions were closed.
    */
-  async closeUser(userId: string, options: { except?: SessionEntry; by?: string } = {}): Promise<number> {
+  async closeUser(userId: string, options: { except?: SessionEntry; by?: string; homeOnly?: boolean; closedIds?: string[] } = {}): Promise<number> {
     const { except } = options;
     // "Sign out everywhere else" from a session that is itself being closed (the same button
     // pressed in two sessions at once) stops: one of them stays signed in.
@@ -134,10 +154,19 @@ export class Users {
     const close = async (id: string) => {
       if (seen.has(id) || id === except?.id || exceptEnded()) return;
       seen.add(id);
-      if (await this.closeSession(id, options.by ?? 'admin')) closed++;
+      if (await this.closeSession(id, options.by ?? 'admin')) {
+        closed++;
+        options.closedIds?.push(id);
+      }
     };
     // Those in memory first: a store that cannot be listed must not keep them open.
     for (const entry of this.#rooms.directory.ofUser(userId)) await close(entry.id);
+    // Another home asked for this home's part; it walks the store itself.
+    if (options.homeOnly) return closed;
+    for (const id of await this.#rooms.peers.closeUserElsewhere(userId, options.by ?? 'admin')) {
+      seen.add(id);
+      closed++;
+    }
     try {
       for await (const summary of this.#storedOf(userId)) await close(summary.id);
     } catch (error) {
@@ -151,7 +180,9 @@ export class Users {
    * Resolves false when there is no such session.
    */
   async closeSession(id: string, by: string): Promise<boolean> {
-    const { directory, admission, endings } = this.#rooms;
+    const { directory, admission, endings, peers } = this.#rooms;
+    // Only its home may end it: a record read here would be a second context of one session.
+    if (!peers.isLocal(id)) return peers.closeSession(id, by);
     // A request may be adopting it from the store right now: then it is closed as a known one.
     // An old ID of a regenerate whose record is still moving names the session under its new ID.
     const entry =

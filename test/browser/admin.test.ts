@@ -196,7 +196,7 @@ describe('the admin page in a real browser', { skip: browserSkip, timeout: 60_00
     await waitForCount(page, '#suspended tr[data-handle]', 1);
     await waitForCount(page, '#live tr[data-handle]', 1);
     assert.equal((await textsOf(page, `${row(visitorHandle, '#suspended')} td`))[3], 'suspended');
-    assert.ok((server!.server.sessions.info(visitorId)?.state === 'suspended'));
+    assert.ok(((await server!.server.sessions.info(visitorId))?.state === 'suspended'));
     await visitor.page.reload();
     assert.equal(await textOf(visitor.page, '#state'), 'resumed');
     assert.equal(await textOf(visitor.page, '#hits'), '2');
@@ -209,7 +209,7 @@ describe('the admin page in a real browser', { skip: browserSkip, timeout: 60_00
     await waitForCount(page, '#suspended tr[data-handle]', 0);
     await clickAction(page, visitorHandle, 'Close', `Closed ${visitorId.slice(0, 4)}…`);
     await waitForCount(page, '#live tr[data-handle]', 1);
-    assert.equal(server!.server.sessions.info(visitorId), undefined);
+    assert.equal((await server!.server.sessions.info(visitorId)), undefined);
     await visitor.page.reload();
     assert.equal(await textOf(visitor.page, '#hits'), '1');
     assert.equal(await textOf(visitor.page, '#state'), 'new');

@@ -168,7 +168,7 @@ describe('the demo in a real browser', { skip: browserSkip, timeout: 60_000 }, (
     assert.ok(newCookie, 'the fresh session has a cookie');
     assert.notEqual(newCookie, oldCookie);
     assert.notEqual(await textOf(page, '#session-id'), `${oldCookie.slice(0, 4)}…`);
-    assert.equal(server!.server.sessions.info(oldCookie), undefined, 'the server forgot the closed session');
+    assert.equal((await server!.server.sessions.info(oldCookie)), undefined, 'the server forgot the closed session');
     await screenshot(page, 'demo-closed.png');
 
     // Replaying the old value (as a stolen or stale cookie would be) gets yet another session.
@@ -203,7 +203,7 @@ describe('the demo in a real browser', { skip: browserSkip, timeout: 60_000 }, (
 
     assert.equal(short.server.sessions.stats.suspended.idle, 0, 'no suspend while the clock stands still');
     clock.advance(1_500);
-    await waitFor(() => (short.server.sessions.info(cookie)?.state === 'suspended'), 5000, 'the idle suspend');
+    await waitFor(async () => ((await short.server.sessions.info(cookie))?.state === 'suspended'), 5000, 'the idle suspend');
     assert.equal(short.server.sessions.stats.suspended.idle, 1);
     await page.reload();
     assert.equal(await textOf(page, '#state'), 'resumed');

@@ -18,7 +18,8 @@ import { browserSkip, launchChromium, screenshot, textOf, textsOf, waitForText, 
 
 const demoOptions = DEMO_OPTIONS;
 const cookieName = testConfig(demoOptions).sessions.cookieName;
-const ID_SHAPE = /^[A-Za-z0-9_-]{22}$/;
+/** An issued session ID: 22 random characters, then 2 naming its home slot (src/contexts/ids.ts). */
+const ID_SHAPE = /^[A-Za-z0-9_-]{22}[A-Za-z0-9_-]{2}$/;
 
 describe('signing in to the demo in a real browser', { skip: browserSkip, timeout: 60_000 }, () => {
   let chromium: LaunchedChromium | undefined;
@@ -97,7 +98,7 @@ describe('signing in to the demo in a real browser', { skip: browserSkip, timeou
     assert.equal(await sessionCookie(context, server), cookie, 'no new ID without a sign-in');
     assert.equal(await textOf(page, '#state'), 'continuing');
     assert.deepEqual(await server.server.sessions.sessionsOfUser('ada'), []);
-    assert.equal(server.server.sessions.info(cookie)?.userId, null);
+    assert.equal((await server.server.sessions.info(cookie))?.userId, null);
     // An unknown user fails the same way.
     await signIn(page, 'mallory', 'analytical-engine', NOTICES['login-failed']);
     assert.equal(await textOf(page, '#user'), 'nobody');
@@ -137,8 +138,8 @@ describe('signing in to the demo in a real browser', { skip: browserSkip, timeou
     await screenshot(page, 'login.png');
 
     const sessions = server.server.sessions;
-    assert.equal(sessions.info(before), undefined, 'the old ID is dead');
-    assert.equal(sessions.info(afterLogin)?.userId, 'ada');
+    assert.equal((await sessions.info(before)), undefined, 'the old ID is dead');
+    assert.equal((await sessions.info(afterLogin))?.userId, 'ada');
     assert.deepEqual((await sessions.sessionsOfUser('ada')).map((info) => info.id), [afterLogin]);
 
     // The pre-login cookie value, replayed in another browser (a fixated or stolen cookie).

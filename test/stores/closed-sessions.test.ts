@@ -56,7 +56,15 @@ function poll(url: string, cookie: string) {
   const loops = connections.map(async (connection) => {
     while (running) {
       const sentAt = performance.now();
-      const reply = await connection.request({ path: '/state', method: 'GET', headers: { cookie: `RSID=${cookie}` } });
+      let reply;
+      try {
+        reply = await connection.request({ path: '/state', method: 'GET', headers: { cookie: `RSID=${cookie}` } });
+      } catch {
+        // A hook exited the one edge thread: this connection died with it, and new ones are
+        // refused until the replacement listens. No answer to check; the client reconnects.
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        continue;
+      }
       const text = await reply.body.text();
       const body = reply.statusCode === 200 ? (JSON.parse(text) as { id: string; resumed: boolean }) : null;
       answers.push({ sentAt, status: reply.statusCode, id: body?.id ?? null, resumed: body?.resumed ?? null });
@@ -93,7 +101,7 @@ async function assertStaysClosed(t: TestServer, store: ContextStore, id: string,
   await close();
   const closedAt = performance.now();
   // Both connections are past their first request sent after the close, whatever the load.
-  await waitFor(() => polling.answers.filter((answer) => answer.sentAt > closedAt).length >= 4, 10_000, `${trial}: polls after the close`);
+  await waitFor(async () => polling.answers.filter((answer) => answer.sentAt > closedAt).length >= 4, 10_000, `${trial}: polls after the close`);
   await polling.stop();
   const late = polling.answers.filter((answer) => answer.sentAt > closedAt);
   for (const answer of late) {
@@ -148,7 +156,7 @@ describe('A4: a closed session never comes back while its cookie keeps polling',
         await assertStaysClosed(t, store, id, async () => {
           // A second sign-in of the same user closes the first session.
           await new Client(t.url).get(`/user?id=${user}`);
-          await waitFor(() => t.logs.some((line) => line.event === 'closed' && line.by === 'maxPerUser' && line.session === idHash), 5000, 'the older session closed');
+          await waitFor(async () => t.logs.some((line) => line.event === 'closed' && line.by === 'maxPerUser' && line.session === idHash), 5000, 'the older session closed');
         }, `maxPerUser trial ${trial}`);
       }
     } finally {
@@ -165,8 +173,10 @@ describe('A4: a closed session never comes back while its cookie keeps polling',
         await client.get('/mode?value=exit-on-close');
         await waitFor(async () => (await store.get(id))?.memento?.includes('exit-on-close'), 5000, 'the mode checkpointed');
         await assertStaysClosed(t, store, id, async () => {
+          // The hook ends the thread before the close is answered: its last words answer 502
+          // (src/edge/last-words.ts). The close stands all the same, which is what is checked.
           const reply = await client.get('/close');
-          assert.equal(reply.status, 200);
+          assert.ok(reply.status === 200 || reply.status === 502, `exit trial ${trial}: the close answered ${reply.status}`);
         }, `exit trial ${trial}`);
         assert.ok(calls.reasons(id).includes('closed'), 'the closed hook ran (and exited its thread)');
       }

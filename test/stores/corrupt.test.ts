@@ -39,7 +39,7 @@ async function suspendedSessions(url: string, store: TempStore, names: string[])
     clients.set(name, client);
   }
   // n is in the memento only once the suspend after the last request has written it.
-  await waitFor(() => [...clients.values()].every((client) => peekMemento(store, client.cookie!)?.data?.n === 1), 5000, 'every session suspended');
+  await waitFor(async () => [...clients.values()].every((client) => peekMemento(store, client.cookie!)?.data?.n === 1), 5000, 'every session suspended');
   return clients;
 }
 
@@ -65,7 +65,7 @@ async function assertQuarantinedAndFresh(t: { logs: LogLine[]; url: string }, st
   assert.ok(corruptionLines(t.logs, id).length > 0, `${name}: logged as record-corrupt or memento-corrupt`);
   assert.ok(isQuarantined(store, id), `${name}: quarantined`);
   // Never served again: the next suspend writes the fresh context's memento, and that is what comes back.
-  await waitFor(() => peek(store, id)?.memento?.includes('label') === false, 5000, `${name}: the fresh memento suspended`);
+  await waitFor(async () => peek(store, id)?.memento?.includes('label') === false, 5000, `${name}: the fresh memento suspended`);
   const later = await state(client);
   assert.equal(later.resumed, true, `${name}: resumed from the new memento`);
   assert.deepEqual(later.data, {}, `${name}: the corrupt state came back`);
@@ -83,7 +83,7 @@ describe('lost and corrupt records in every durable store, side by side', { conc
           await state(victim, '/inc');
           await state(bystander, '/inc');
           const id = victim.cookie!;
-          await waitFor(() => peekMemento(store, id)?.data?.n === 2, 5000, 'the idle suspend after the last request');
+          await waitFor(async () => peekMemento(store, id)?.data?.n === 2, 5000, 'the idle suspend after the last request');
           if (kind === 'sqlite') withDb(store.path, (db) => db.prepare('DELETE FROM sessions WHERE id = ?').run(id));
           else unlinkSync(recordFile(store, id));
 
@@ -187,7 +187,7 @@ describe('lost and corrupt records in every durable store, side by side', { conc
           const client = new Client(t.url);
           await state(client, '/put?key=balance&value=1000');
           const id = client.cookie!;
-          await waitFor(() => peek(store, id), 5000, 'the idle suspend');
+          await waitFor(async () => peek(store, id), 5000, 'the idle suspend');
           // '1' (0x31) → '9' (0x39): one bit, and the memento still parses.
           if (kind === 'sqlite') update(store, `memento = replace(memento, '"1000"', '"9000"')`, id);
           else {

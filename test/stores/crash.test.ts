@@ -377,7 +377,7 @@ for (const kind of ['sqlite', 'file'] as const) {
       };
       first.process.stdout.on('data', check);
       check();
-      await waitFor(() => killed, 10_000, 'five "suspended" log lines').catch((error: Error) =>
+      await waitFor(async () => killed, 10_000, 'five "suspended" log lines').catch((error: Error) =>
         assert.fail(`${error.message}\n${describeChild(first)}`),
       );
       await exited(first);

@@ -223,7 +223,7 @@ async function suspendThroughFault(t: TestContext, kind: Kind, makeFault: () => 
     for (let i = 0; i < 3; i++) state = await fixtureState(client, '/inc');
     const id = state!.id;
     assert.equal(state!.n, 3);
-    await waitFor(() => storedMemento(kind, path, id)?.n === 3, 5000, 'the n=3 checkpoint in the store');
+    await waitFor(async () => storedMemento(kind, path, id)?.n === 3, 5000, 'the n=3 checkpoint in the store');
     const previous = storedRecord(kind, path, id)!;
     assert.equal((decodeMemento(previous.memento!) as FixtureMemento).reason, 'checkpoint');
 
@@ -233,7 +233,7 @@ async function suspendThroughFault(t: TestContext, kind: Kind, makeFault: () => 
     assert.deepEqual({ id: state.id, n: state.n, resumed: state.resumed }, { id, n: 4, resumed: false });
 
     // The idle suspend (2 s after that request) is refused by the store: an error, never 'suspended'.
-    const failure = await waitFor(() => since(server, faulted).find(isStoreFailure), 8000, 'the failed idle suspend').catch(
+    const failure = await waitFor(async () => since(server, faulted).find(isStoreFailure), 8000, 'the failed idle suspend').catch(
       (error: Error) => assert.fail(`${error.message}; logs since the fault:\n${since(server, faulted).map((l) => JSON.stringify(l)).join('\n')}`),
     );
     assert.ok(failure);
@@ -250,14 +250,14 @@ async function suspendThroughFault(t: TestContext, kind: Kind, makeFault: () => 
       { id, isNew: false, resumed: false, n: 4 },
       'the context stays live while the store refuses writes',
     );
-    assert.equal(server.server.sessions.info(id)?.state, 'live');
+    assert.equal((await server.server.sessions.info(id))?.state, 'live');
     assertPreviousKept(kind, path, id, previous, fault, 'the previous memento is still intact');
     assert.deepEqual(since(server, faulted).filter((l) => l.event === 'suspended'), [], 'still nothing reported suspended');
 
     fault.end();
     const freed = server.logs.length;
     // The retry (5 s after the failure) writes the memento from the live context.
-    const suspended = await waitFor(() => since(server, freed).find((l) => l.event === 'suspended'), 15_000, 'the retried suspend').catch(
+    const suspended = await waitFor(async () => since(server, freed).find((l) => l.event === 'suspended'), 15_000, 'the retried suspend').catch(
       (error: Error) => assert.fail(`${error.message}; logs since space returned:\n${since(server, freed).map((l) => JSON.stringify(l)).join('\n')}`),
     );
     assert.ok(suspended);
@@ -317,7 +317,7 @@ describe('E10: another process writes to the same SQLite database', () => {
       let hammerErr = '';
       child.stdout!.on('data', (chunk: Buffer) => (hammerOut += chunk));
       child.stderr!.on('data', (chunk: Buffer) => (hammerErr += chunk));
-      await waitFor(() => {
+      await waitFor(async () => {
         if (child.exitCode !== null) throw new Error(`the hammer exited: ${hammerErr}`);
         return hammerOut.includes('ready');
       }, 15_000, 'the hammer');
@@ -358,7 +358,7 @@ describe('E10: another process writes to the same SQLite database', () => {
         [],
         `every request answers 200; store errors: ${JSON.stringify(server.logs.filter((l) => l.level >= 50).slice(0, 3))}`,
       );
-      await waitFor(() => server.logs.filter((l) => l.event === 'suspended').length >= requests, 10_000, 'every suspend');
+      await waitFor(async () => server.logs.filter((l) => l.event === 'suspended').length >= requests, 10_000, 'every suspend');
       assert.deepEqual(server.logs.filter((l) => l.level >= 50 || l.code === 'RESIDENT_ERR_STORE_FAILED'), [], 'no errors logged');
       await server.close();
 

@@ -74,11 +74,11 @@ describe('lifetimes in every durable store, side by side', { concurrency: true }
           assert.deepEqual(changed.data, { n: 1 }, 'a new session starts afresh');
           assert.equal(client.cookie, changed.id);
           assert.ok(t.server.sessions.stats.expired >= 1);
-          await waitFor(() => calls.reasons(oldId).includes('expired'), 5000, "onSessionSuspend(ctx, 'expired')");
+          await waitFor(async () => calls.reasons(oldId).includes('expired'), 5000, "onSessionSuspend(ctx, 'expired')");
           assert.ok(logsWith(t.logs, 'expired', first.idHash).length > 0, 'the end is logged');
           // Checkpoints had written it; the end deletes it.
           assert.ok(checkpointed, 'the session was checkpointed into the store while active');
-          await waitFor(() => peek(store, oldId) === undefined, 5000, 'the old record deleted');
+          await waitFor(async () => peek(store, oldId) === undefined, 5000, 'the old record deleted');
 
           const stale = await state(clientWith(t.url, oldId));
           assert.notEqual(stale.id, oldId, 'the old ID is dead');
@@ -106,12 +106,12 @@ describe('lifetimes in every durable store, side by side', { concurrency: true }
           assert.ok(Date.now() < expiresAt, `the records expired ${Date.now() - expiresAt} ms before the server had started: the machine is too slow for this test`);
           // Not at startup, nor before they expire.
           for (const id of ids) assert.ok(peek(store, id) || Date.now() >= expiresAt, 'removed before it expired');
-          await waitFor(() => ids.every((id) => peek(store, id) === undefined), 8000, 'the sweep');
+          await waitFor(async () => ids.every((id) => peek(store, id) === undefined), 8000, 'the sweep');
           assert.ok(Date.now() >= expiresAt, 'not removed before their expiry');
           // A record is gone as soon as the thread pool has removed its file, a moment before the
           // sweep's promise settles and it logs: the line may still be on its way.
           const removed = () => logsWith(t.logs, 'store-sweep').reduce((sum, line) => sum + Number(line.removed), 0);
-          await waitFor(() => removed() >= 2, 2000, 'the store-sweep line');
+          await waitFor(async () => removed() >= 2, 2000, 'the store-sweep line');
           assert.equal(removed(), 2);
           const stale = await state(clientWith(t.url, ids[0]));
           assert.notEqual(stale.id, ids[0], 'an expired cookie gets a new ID');
@@ -130,7 +130,7 @@ describe('lifetimes in every durable store, side by side', { concurrency: true }
       test('records that expired while the server was down are removed at startup', TEST, async () => {
         const store = tempStore(kind);
         const { ids, expiresAt } = await leaveRecords(store, '1s');
-        await waitFor(() => Date.now() > expiresAt + 10, 3000, 'the records to expire');
+        await waitFor(async () => Date.now() > expiresAt + 10, 3000, 'the records to expire');
         for (const id of ids) assert.ok(peek(store, id), 'still there while nothing runs');
         const t = await startOn(store, { sessions: { cookieTimeout: '1s' }, store: { sweepInterval: '1h' } });
         try {

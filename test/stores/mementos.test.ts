@@ -49,7 +49,7 @@ describe('mementos in every durable store, side by side', { concurrency: true },
           await state(client, '/put?key=label&value=rich');
           await state(client, '/mode?value=rich');
           id = client.cookie!;
-          await waitFor(() => peek(store, id), 5000, 'the idle suspend');
+          await waitFor(async () => peek(store, id), 5000, 'the idle suspend');
           // Stored as data, never as code: `m1:<checksum>:` then devalue's JSON.
           const stored = peek(store, id)!.memento!;
           assert.match(stored, /^m1:[A-Za-z0-9_-]{22}:/);
@@ -76,7 +76,7 @@ describe('mementos in every durable store, side by side', { concurrency: true },
           const withFunction = new Client(t.url);
           await state(withFunction, '/inc');
           const fnId = withFunction.cookie!;
-          await waitFor(() => peek(store, fnId), 5000, 'the first idle suspend');
+          await waitFor(async () => peek(store, fnId), 5000, 'the first idle suspend');
           const good = peek(store, fnId)!;
           // Resumed and made unsaveable in one request.
           const resumed = await state(withFunction, '/mode?value=function');
@@ -90,9 +90,9 @@ describe('mementos in every durable store, side by side', { concurrency: true },
 
           const failure = (idHash: string, code: string) =>
             logsWith(t.logs, 'hook-error', idHash).find((line) => line.code === code);
-          const fnLine = (await waitFor(() => failure(resumed.idHash, 'RESIDENT_ERR_MEMENTO_NOT_CLONEABLE'), 5000, 'the function refused'))!;
-          const classLine = (await waitFor(() => failure(classState.idHash, 'RESIDENT_ERR_MEMENTO_NOT_CLONEABLE'), 5000, 'the class refused'))!;
-          const largeLine = (await waitFor(() => failure(largeState.idHash, 'RESIDENT_ERR_MEMENTO_TOO_LARGE'), 5000, 'the big one refused'))!;
+          const fnLine = (await waitFor(async () => failure(resumed.idHash, 'RESIDENT_ERR_MEMENTO_NOT_CLONEABLE'), 5000, 'the function refused'))!;
+          const classLine = (await waitFor(async () => failure(classState.idHash, 'RESIDENT_ERR_MEMENTO_NOT_CLONEABLE'), 5000, 'the class refused'))!;
+          const largeLine = (await waitFor(async () => failure(largeState.idHash, 'RESIDENT_ERR_MEMENTO_TOO_LARGE'), 5000, 'the big one refused'))!;
           const message = (line: Record<string, unknown>) => String((line.err as { message?: string } | undefined)?.message);
           assert.match(message(fnLine), /memento\.cart\.fn\b/, 'names the path of the function');
           assert.match(message(classLine), /memento\.cart\b/, 'names the path of the class instance');
@@ -136,7 +136,7 @@ describe('mementos in every durable store, side by side', { concurrency: true },
           await state(client, '/inc');
           await state(client, '/inc');
           id = client.cookie!;
-          await waitFor(() => peek(store, id), 5000, 'the idle suspend');
+          await waitFor(async () => peek(store, id), 5000, 'the idle suspend');
           const before = peek(store, id);
 
           const failed = await client.get('/state?failRestore=1');
@@ -153,7 +153,7 @@ describe('mementos in every durable store, side by side', { concurrency: true },
           assert.deepEqual(retry.data, { n: 2 }, 'restored on the second attempt');
 
           // Once more, and this time the server restarts before anyone retries.
-          await waitFor(() => (peek(store, id)?.updatedAt ?? 0) > before!.updatedAt, 5000, 'the next idle suspend');
+          await waitFor(async () => (peek(store, id)?.updatedAt ?? 0) > before!.updatedAt, 5000, 'the next idle suspend');
           assert.equal((await client.get('/state?failRestore=1')).status, 500);
         } finally {
           await t.close();
@@ -177,7 +177,7 @@ describe('mementos in every durable store, side by side', { concurrency: true },
           await state(client, '/inc');
           await state(client, '/inc');
           const id = client.cookie!;
-          await waitFor(() => peek(store, id), 5000, 'the idle suspend');
+          await waitFor(async () => peek(store, id), 5000, 'the idle suspend');
           const kept = peek(store, id)!;
 
           const failed = await client.get('/state?failRestore=1');

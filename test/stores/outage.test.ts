@@ -191,7 +191,7 @@ async function throughOutage(t: TestContext, make: () => Outage | string, option
   try {
     stateOf(await timed.get(s, '/inc'));
     const sId = stateOf(await timed.get(s, '/inc')).id;
-    await waitFor(() => sessions.info(sId)?.state === 'suspended', 4000, "S's idle suspend");
+    await waitFor(async () => (await sessions.info(sId))?.state === 'suspended', 4000, "S's idle suspend");
     assert.equal(peekMemento(store, sId)?.data.n, 2);
 
     let aState: StoreState | undefined;
@@ -209,12 +209,12 @@ async function throughOutage(t: TestContext, make: () => Outage | string, option
     assert.equal((await timed.send(`${server.url}/healthz`, {}, '/healthz')).status, 200);
 
     // A's idle suspend (1 s after its last request) is refused by the store: loudly, and A stays live.
-    const refused = await waitFor(() => since(server, mark).find(storeRefused(aId, 'idle')), 4000, "A's refused idle suspend").catch(
+    const refused = await waitFor(async () => since(server, mark).find(storeRefused(aId, 'idle')), 4000, "A's refused idle suspend").catch(
       (error: Error) => assert.fail(`${error.message}\n${dump(since(server, mark))}`),
     );
     assert.ok(refused && refused.level >= 50, JSON.stringify(refused));
     t.diagnostic(`the store refused: ${JSON.stringify((refused.err as { message?: string }).message)}`);
-    assert.equal(sessions.info(aId)?.state, 'live');
+    assert.equal((await sessions.info(aId))?.state, 'live');
     const during = stateOf(await timed.get(a, '/inc', 'A during the outage'));
     assert.deepEqual(
       { id: during.id, resumed: during.resumed, isNew: during.isNew, requests: during.requests, n: during.data.n },
@@ -225,7 +225,7 @@ async function throughOutage(t: TestContext, make: () => Outage | string, option
     if (outage.readsFail) {
       // E6: what needs the store gets 503 in bounded time, never a silent fresh context.
       assertStoreUnavailable(await timed.get(s, '/state', 'S (suspended) during the outage'), 'resuming S');
-      assert.equal(sessions.info(sId)?.state, 'suspended', 'S is still suspended, not forgotten');
+      assert.equal((await sessions.info(sId))?.state, 'suspended', 'S is still suspended, not forgotten');
       const unknown = newSessionId();
       const reply = await timed.send(`${server.url}/state`, { headers: { cookie: `RSID=${unknown}` } }, 'an unknown ID during the outage');
       assertStoreUnavailable(reply, 'an ID this process does not know');
@@ -244,7 +244,7 @@ async function throughOutage(t: TestContext, make: () => Outage | string, option
 
     if (options.secondFailure) {
       // The outage lasts: the retry 5 s later is refused too, and A is still the same context.
-      await waitFor(() => since(server, mark).filter(storeRefused(aId, 'idle')).length >= 2, 9000, 'the second refused attempt');
+      await waitFor(async () => since(server, mark).filter(storeRefused(aId, 'idle')).length >= 2, 9000, 'the second refused attempt');
       const still = stateOf(await timed.get(a, '/state', 'A later in the outage'));
       assert.deepEqual({ id: still.id, resumed: still.resumed, requests: still.requests, n: still.data.n }, { id: aId, resumed: false, requests: 5, n: 4 });
     }
@@ -254,7 +254,7 @@ async function throughOutage(t: TestContext, make: () => Outage | string, option
     outage.end();
     const back = server.logs.length;
     // The failed suspend is retried (every 5 s) and succeeds, with no restart.
-    await waitFor(() => since(server, back).find(suspendedLine(aId, 'idle')), 9000, "A's retried idle suspend").catch((error: Error) =>
+    await waitFor(async () => since(server, back).find(suspendedLine(aId, 'idle')), 9000, "A's retried idle suspend").catch((error: Error) =>
       assert.fail(`${error.message}\n${dump(since(server, back))}`),
     );
     assert.equal(peekMemento(store, aId)?.data.n, 4, "A's memento is in the store");
@@ -302,10 +302,10 @@ describe('E4/E7: an eviction the store refuses', () => {
 
       // B needs room: A is evicted, the store refuses the write, and A stays live.
       const bId = stateOf(await timed.get(b, '/inc', 'B during the outage')).id;
-      await waitFor(() => since(server, mark).find(storeRefused(aId, 'evicted')), 4000, "A's refused eviction").catch((error: Error) =>
+      await waitFor(async () => since(server, mark).find(storeRefused(aId, 'evicted')), 4000, "A's refused eviction").catch((error: Error) =>
         assert.fail(`${error.message}\n${dump(since(server, mark))}`),
       );
-      await waitFor(() => sessions.info(aId)?.state === 'live', 2000, 'A live again');
+      await waitFor(async () => (await sessions.info(aId))?.state === 'live', 2000, 'A live again');
       assert.equal(sessions.stats.live, 2, 'the cap is exceeded rather than a memento lost');
       const aDuring = stateOf(await timed.get(a, '/inc', 'A during the outage'));
       assert.deepEqual({ id: aDuring.id, resumed: aDuring.resumed, requests: aDuring.requests, n: aDuring.data.n }, { id: aId, resumed: false, requests: 3, n: 3 });
@@ -316,7 +316,7 @@ describe('E4/E7: an eviction the store refuses', () => {
       const back = server.logs.length;
       // C needs room: the least recently active idle context (B) is evicted, and this time it sticks.
       stateOf(await timed.get(c, '/inc', 'C after the outage'));
-      await waitFor(() => since(server, back).find(suspendedLine(bId, 'evicted')), 4000, "B's eviction").catch((error: Error) =>
+      await waitFor(async () => since(server, back).find(suspendedLine(bId, 'evicted')), 4000, "B's eviction").catch((error: Error) =>
         assert.fail(`${error.message}\n${dump(since(server, back))}`),
       );
       assert.equal(peekMemento(outage.store, bId)?.data.n, 1);
@@ -346,11 +346,11 @@ describe('E4/E7: an eviction the store refuses', () => {
         stateOf(await clients[0]!.get('/inc'));
         outage.start();
         stateOf(await clients[1]!.get('/inc'));
-        await waitFor(() => sessions.stats.live === 2 && sessions.stats.suspended.failed === 1, 4000, 'the refused eviction');
+        await waitFor(async () => sessions.stats.live === 2 && sessions.stats.suspended.failed === 1, 4000, 'the refused eviction');
         outage.end();
         // The store takes writes again; the next admission makes room.
         stateOf(await clients[2]!.get('/inc'));
-        await waitFor(() => sessions.stats.suspended.evicted >= 1, 4000, 'an eviction that sticks');
+        await waitFor(async () => sessions.stats.suspended.evicted >= 1, 4000, 'an eviction that sticks');
         await new Promise((resolve) => setTimeout(resolve, 500));
         assert.ok(sessions.stats.live <= 1, `${sessions.stats.live} live contexts with maxContexts 1`);
       } finally {
@@ -378,7 +378,7 @@ describe('the cap during an outage', () => {
         for (const c of clients.slice(1)) {
           const before = sessions.stats.suspended.failed;
           stateOf(await c.get('/inc'));
-          await waitFor(() => settled() && sessions.stats.suspended.failed > before, 4000, 'the refused evictions');
+          await waitFor(async () => settled() && sessions.stats.suspended.failed > before, 4000, 'the refused evictions');
           refusedPerClient.push(sessions.stats.suspended.failed - before);
         }
         // Every context stays live over the cap (no memento lost), and the 4th newcomer did not
@@ -408,7 +408,7 @@ describe('E6: a store that does not answer at all', () => {
       let parked: { release(): Promise<void> } | undefined;
       try {
         const sId = stateOf(await s.get('/inc')).id;
-        await waitFor(() => server.server.sessions.info(sId)?.state === 'suspended', 4000, "S's idle suspend");
+        await waitFor(async () => (await server.server.sessions.info(sId))?.state === 'suspended', 4000, "S's idle suspend");
         parked = await parkThreadPool();
         const outcome = (request: Promise<Reply>) =>
           Promise.race([

@@ -156,7 +156,7 @@ describe('durable stores, side by side', { concurrency: true }, () => {
           await state(busy, '/inc');
           await state(quiet, '/inc');
           const counters = t.server.sessions.stats;
-          await waitFor(() => counters.checkpoints >= 2, 5000, 'the first checkpoints');
+          await waitFor(async () => counters.checkpoints >= 2, 5000, 'the first checkpoints');
           assert.equal(counters.checkpoints, 2);
           const busyFirst = peek(store, busy.cookie!);
           const quietFirst = peek(store, quiet.cookie!);
@@ -169,8 +169,8 @@ describe('durable stores, side by side', { concurrency: true }, () => {
           assert.equal(peek(store, busy.cookie!)?.updatedAt, busyFirst.updatedAt);
 
           await state(busy, '/inc');
-          await waitFor(() => counters.checkpoints >= 3, 5000, 'the checkpoint after a request');
-          await waitFor(() => peek(store, busy.cookie!)!.updatedAt > busyFirst.updatedAt, 5000, 'the new checkpoint in the store');
+          await waitFor(async () => counters.checkpoints >= 3, 5000, 'the checkpoint after a request');
+          await waitFor(async () => peek(store, busy.cookie!)!.updatedAt > busyFirst.updatedAt, 5000, 'the new checkpoint in the store');
           assert.deepEqual(peekMemento(store, busy.cookie!), { data: { n: 2 }, mode: null });
           const live = await state(busy);
           assert.equal(live.isNew, false, 'the context stayed live through its checkpoints');
@@ -190,7 +190,7 @@ describe('durable stores, side by side', { concurrency: true }, () => {
         const suspended = new Client(url);
         const neverSuspended = new Client(url);
         for (let i = 0; i < 3; i++) await state(suspended, '/inc');
-        await waitFor(() => peek(store, suspended.cookie!), 5000, 'the idle suspend');
+        await waitFor(async () => peek(store, suspended.cookie!), 5000, 'the idle suspend');
         assert.deepEqual(peekMemento(store, suspended.cookie!), { data: { n: 3 }, mode: null });
         // Resumed and changed after its last suspend, then the process dies.
         const after1 = await state(suspended, '/inc');
@@ -224,9 +224,9 @@ describe('durable stores, side by side', { concurrency: true }, () => {
         await state(client, '/inc');
         await state(client, '/put?key=cart&value=apples');
         const id = client.cookie!;
-        await waitFor(() => peek(store, id), 5000, 'the first checkpoint');
+        await waitFor(async () => peek(store, id), 5000, 'the first checkpoint');
         await state(client, '/inc');
-        await waitFor(() => peekMemento(store, id)?.data?.n === 2, 5000, 'the checkpoint after the last request');
+        await waitFor(async () => peekMemento(store, id)?.data?.n === 2, 5000, 'the checkpoint after the last request');
         child.process.kill('SIGKILL');
         assert.equal(await cliExit(child), null);
 
@@ -288,7 +288,7 @@ for (const kind of ['memory', ...DURABLE] as StoreKind[]) {
         assert.equal(s.isNew, true, 'a new context for every request');
         assert.equal(s.requests, 1, 'nothing but the memento survives');
         if (k > 1) assert.deepEqual(savedOf(s), { data: { n: k - 1 }, mode: null });
-        await waitFor(() => counters.suspended.idle >= k, 5000, `suspend ${k}`);
+        await waitFor(async () => counters.suspended.idle >= k, 5000, `suspend ${k}`);
       }
       assert.equal(counters.resumed, 3);
       assert.equal(counters.created, 1);

@@ -37,7 +37,8 @@ import {
 after(cleanup);
 
 const TEST = { timeout: 30_000 };
-const ID_SHAPE = /^[A-Za-z0-9_-]{22}$/;
+/** An issued session ID: 22 random characters, then 2 naming its home slot (src/contexts/ids.ts). */
+const ID_SHAPE = /^[A-Za-z0-9_-]{22}[A-Za-z0-9_-]{2}$/;
 
 /** A MemoryStore that notes every ID it is asked about: the shipped store, observed. */
 class ObservedMemoryStore extends MemoryStore {
@@ -163,7 +164,7 @@ describe('strict IDs against every store, side by side', { concurrency: true }, 
             'logged as suspicious',
           );
           // The new session is written when it suspends; the forged ID never is.
-          await waitFor(() => s.get(first.id), 5000, 'the new session suspended');
+          await waitFor(async () => s.get(first.id), 5000, 'the new session suspended');
           assert.equal(await s.get(forged), undefined);
           const again = await state(clientWith(t.url, forged));
           assert.notEqual(again.id, forged, 'not adopted later either');
@@ -187,7 +188,7 @@ describe('strict IDs against every store, side by side', { concurrency: true }, 
         try {
           await state(client, '/inc');
           id = client.cookie!;
-          await waitFor(() => s.get(id), 5000, 'the session suspended into the store');
+          await waitFor(async () => s.get(id), 5000, 'the session suspended into the store');
           const closed = await client.get('/close');
           assert.equal(closed.status, 200);
           assert.equal(client.cookie, undefined, 'the cookie is expired');
@@ -215,7 +216,7 @@ describe('strict IDs against every store, side by side', { concurrency: true }, 
 
       test('A7: injection-shaped IDs never reach the store, even when it holds a record under that very text', TEST, async () => {
         const s = subject(kind);
-        const planted22 = HOSTILE.filter((value) => value.length === 22 && !ID_SHAPE.test(value));
+        const planted22 = HOSTILE.filter((value) => value.length === 22 && !/^[A-Za-z0-9_-]{22}$/.test(value));
         let dir: string | undefined;
         if (s.memory) {
           for (const value of HOSTILE) await s.memory.set(planted(value));

@@ -4,8 +4,12 @@
  * the serializer its keys and shape on both threads, and the main thread deserializes every
  * reply it gets; a request or a response, the common entries, go as a fixed run of values
  * instead (bench/worker-path.ts, "clone", measures both). Anything else goes as its object.
+ *
+ * This was the main thread's channel to each worker (issue 10). Since every worker thread is an
+ * edge (issue 11) no request crosses from the main thread, and this layout lives on only as
+ * the measurement in bench/worker-path.ts.
  */
-import type { ContextInit, WorkerReply, WorkerTask } from './protocol.ts';
+import type { ContextInit, WorkerReply, WorkerTask } from '../../src/contexts/protocol.ts';
 
 /** A batch as it crosses: entries one after another, each starting with its kind. */
 export type WireBatch = unknown[];

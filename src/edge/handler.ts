@@ -1,0 +1,175 @@
+/**
+ * The HTTP edge, on every worker thread: static files, the session cookie, the client IP, the
+ * session's home (this thread, or another one reached over the mesh), and writing the answer.
+ * Everything about a session's life is in ../sessions/, behind one call, `serve`.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ResidentConfig } from '../config.ts';
+import type { StreamedBody } from '../contexts/protocol.ts';
+import type { Outcome } from '../sessions/index.ts';
+import { ErrorCodes, ResidentError, isResidentError } from '../errors.ts';
+import { readBody } from '../http/body.ts';
+import { cameOverTls, clientIp, type TrustFunction } from '../http/client-ip.ts';
+import { expiredSessionCookie, presentedSessionIds, setsCookieNamed, type CookieSettings } from '../http/cookies.ts';
+import type { PublicFiles } from '../http/static.ts';
+import { pulledFrom, streamBody, type StreamHost } from '../http/stream-response.ts';
+import { parseTarget, type RequestTarget } from '../http/target.ts';
+import { isHopByHop } from '../contexts/response-headers.ts';
+import type { WireRequest } from '../contexts/protocol.ts';
+import type { Log } from '../log.ts';
+import { lowerCase } from '../primordials.ts';
+
+/** What the edge of one thread needs; built once when the thread starts. */
+export interface Edge {
+  config: ResidentConfig;
+  log: Log;
+  /**
+   * Serves a dynamic request in its session (here or on its home thread). `trusted`: it came
+   * through a trusted proxy, whose connections mix clients.
+   */
+  serve(presented: string[], clientIp: string, request: WireRequest, trusted: boolean): Promise<Outcome>;
+  /** Where a streamed response body is pulled from (this thread or the one that holds it). */
+  streams: StreamHost;
+  /** True once shutdown began. */
+  closing(): boolean;
+  cookie: CookieSettings;
+  setCookie: (id: string, secure: boolean) => string;
+  trust: TrustFunction | null;
+  files: PublicFiles;
+  /** The health probes and the admin view, answered by the main thread, before static files and hooks. */
+  ops: { claims(path: string): boolean; answer(target: RequestTarget, req: IncomingMessage, res: ServerResponse): Promise<void> } | null;
+  /** Resolves once the lines this thread logged are written (undefined: none pending). */
+  logsDelivered(): Promise<void> | undefined;
+  /** Counts each request's status and duration, when metrics are on. */
+  observe: ((status: number, seconds: number, code: string | undefined) => void) | null;
+  /** host:port of the listener: the host of request.url for an HTTP/1.0 request without Host. */
+  listenHost: string;
+}
+
+const TEXT = 'text/plain; charset=utf-8';
+
+/** @param expectsContinue the client sent `Expect: 100-continue` and waits for it to send its body */
+export async function handle(edge: Edge, req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): Promise<void> {
+  const { config, log } = edge;
+  const started = edge.observe ? performance.now() : 0;
+  try {
+    // Parsed once: the ops routes, the static files and the hook all see this path.
+    const target = parseTarget(req, edge.listenHost);
+    if (target.path === '*') {
+      // OPTIONS * asks about the server as a whole: no hook has a path to route it on.
+      res.writeHead(204, { 'cache-control': 'no-store' });
+      res.end();
+      return;
+    }
+    if (edge.ops?.claims(target.path)) return await edge.ops.answer(target, req, res);
+    if (await edge.files.serve(target.path, req, res)) return;
+    const secure = config.sessions.secureCookie || cameOverTls(req, edge.trust);
+    // The scheme is how the request reached us, whatever an absolute-form target said. The
+    // worker parses this URL again (`new URL()` in toRequest) and answers 400 if it cannot, a
+    // last safety net behind parseTarget.
+    const url = `${secure ? 'https' : 'http'}://${target.host}${target.path}${target.search}`;
+    const body = await readBody(req, config.limits.maxBodySize, expectsContinue ? () => res.writeContinue() : undefined);
+    const outcome = await edge.serve(
+      presentedSessionIds(req.headers.cookie, edge.cookie.name),
+      clientIp(req, edge.trust),
+      { method: req.method ?? 'GET', url, headers: req.rawHeaders.join('\n'), body },
+      edge.trust !== null && edge.trust(req.socket.remoteAddress ?? '', 0),
+    );
+    // What the request logged is written before its client has the answer.
+    const logged = edge.logsDelivered();
+    if (logged) await logged;
+    write(edge, req, res, outcome, secure);
+    edge.observe?.(res.statusCode, (performance.now() - started) / 1000, outcome.kind === 'error' ? outcome.error.code : undefined);
+  } catch (error) {
+    if (isResidentError(error, 'RESIDENT_ERR_CLIENT_ABORTED')) {
+      // The client's doing: nobody to answer, nothing to count, no stack worth keeping.
+      log.debug({ event: 'client-aborted', code: error.code }, 'the client went away mid-request');
+      res.destroy();
+      return;
+    }
+    if (isResidentError(error, 'RESIDENT_ERR_BAD_REQUEST')) log.debug({ event: 'bad-request', reason: error.message }, 'bad request');
+    const failure = isResidentError(error) ? error : new ResidentError('RESIDENT_ERR_HOOK_FAILED', undefined, { cause: error });
+    if (!isResidentError(error)) log.error({ event: 'edge-error', err: error }, 'unexpected error at the HTTP edge');
+    // Answered already (a dying thread's last words): let that answer reach its socket.
+    if (res.writableEnded) return;
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    const logged = edge.logsDelivered();
+    if (logged) await logged;
+    write(edge, req, res, { kind: 'error', error: failure, cookie: null }, false);
+    edge.observe?.(res.statusCode, (performance.now() - started) / 1000, failure.code);
+  }
+}
+
+/** The fixed body of an answer; a streamed one is pumped after the head (./http/stream-response.ts). */
+function write(edge: Edge, req: IncomingMessage, res: ServerResponse, outcome: Outcome, secure: boolean): void {
+  // Answered already: the thread is dying and told its open requests so (./last-words.ts).
+  if (res.headersSent) return;
+  const headers: string[] = [];
+  let status: number;
+  let body: Uint8Array | string | null = null;
+  let stream: StreamedBody | null = null;
+  if (outcome.kind === 'error') {
+    status = outcome.error.status || 500;
+    body = outcome.error.publicMessage;
+    headers.push('content-type', TEXT, 'cache-control', 'no-store');
+    if (status === 503) headers.push('retry-after', '1');
+    // A refused body is not read: the connection closes after the answer instead of draining it.
+    if (outcome.error.code === 'RESIDENT_ERR_BODY_TOO_LARGE') headers.push('connection', 'close');
+  } else {
+    status = outcome.status;
+    if (typeof outcome.body === 'string') body = outcome.body;
+    else if (outcome.body instanceof ArrayBuffer) body = new Uint8Array(outcome.body);
+    else if (outcome.body) stream = outcome.body;
+    else if (status >= 500) body = 'Internal Server Error';
+    for (let i = 0; i < outcome.headers.length; i += 2) {
+      // The context already dropped these; checked again here, through builtins taken before
+      // any hook loaded (../primordials.ts), because the outcome may come over the mesh from another thread and a
+      // hook can patch the builtins a filter calls: the session cookie and the framing are
+      // decided here. (A hook shares this thread and could patch node:http itself: this guards
+      // against headers, not against code that rewrites Node.)
+      const name = lowerCase(String(outcome.headers[i]));
+      const value = String(outcome.headers[i + 1]);
+      if (isHopByHop(name) || (name === 'set-cookie' && setsCookieNamed(value, edge.cookie.name))) continue;
+      headers.push(name, value);
+    }
+  }
+  // The worker has dropped the hook's framing headers: the length said here is the body's own.
+  if (body !== null) headers.push('content-length', String(typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength));
+  if (outcome.cookie && 'set' in outcome.cookie) headers.push('set-cookie', edge.setCookie(outcome.cookie.set, secure));
+  else if (outcome.cookie) headers.push('set-cookie', expiredSessionCookie(edge.cookie, secure));
+  const source = stream && pulledFrom(edge.streams, stream);
+  try {
+    res.writeHead(status, headers);
+  } catch (error) {
+    // The worker checks every header a hook gave; this is the last line of defence.
+    edge.log.error({ event: 'edge-error', err: error }, 'cannot write the response head: answering 500');
+    source?.cancel();
+    writeFailure(res);
+    return;
+  }
+  if (!source) {
+    res.end(req.method === 'HEAD' ? undefined : (body ?? undefined));
+    return;
+  }
+  streamBody(req, res, source, (cut) => {
+    // A shutdown stops the threads after the suspends: open streams (server-sent events) are
+    // cut then by design, not failures an operator must be woken for.
+    if (edge.closing()) edge.log.info({ event: 'stream-cut', code: cut.code }, 'an open response body was cut by the shutdown');
+    else edge.log.error({ event: 'stream-error', code: cut.code, err: { message: cut.message } }, 'the response body failed after its head was sent: connection closed');
+  });
+}
+
+/** A clean 500 when nothing was sent yet; otherwise the connection cannot be framed any more. */
+function writeFailure(res: ServerResponse): void {
+  const text = ErrorCodes.RESIDENT_ERR_HOOK_FAILED.message;
+  try {
+    if (res.headersSent) throw new Error('head already sent');
+    res.writeHead(500, 'Internal Server Error', ['content-type', TEXT, 'cache-control', 'no-store', 'content-length', String(Buffer.byteLength(text))]);
+    res.end(text);
+  } catch {
+    res.destroy();
+  }
+}

@@ -1,0 +1,77 @@
+/**
+ * An edge thread's log: each line goes to the main thread's logger (pino), so every thread's
+ * lines come out of one stream in one format, and the worker never loads the logger. Errors
+ * are flattened the way pino's serializer shows them (type, message, stack, code).
+ */
+import type { Log } from '../log.ts';
+import type { RpcPort } from '../contexts/rpc.ts';
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+const RANK: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60, silent: Infinity };
+
+/** A log line as it crosses to the main thread. */
+export interface LogCall {
+  op: 'log';
+  level: LogLevel;
+  fields: Record<string, unknown>;
+  msg: string;
+}
+
+/**
+ * A thread's log, and a way to wait for its lines to be written: the edge waits before it sends
+ * a response whose request logged something, so that what a request logged is in the log
+ * before its client has the answer (an operator reading the log, a test reading its lines).
+ * Requests that log nothing (the common hit) wait for nothing.
+ */
+export interface ThreadLog extends Log {
+  /** Resolves once every line logged so far is written; undefined when none is on its way. */
+  delivered(): Promise<void> | undefined;
+}
+
+export function threadLog(main: RpcPort, level: string): ThreadLog {
+  const floor = RANK[level] ?? RANK.info!;
+  let pending = 0;
+  let waiters: Array<() => void> = [];
+  const settled = () => {
+    if (--pending > 0) return;
+    const wake = waiters;
+    waiters = [];
+    for (const resolve of wake) resolve();
+  };
+  const line = (lineLevel: LogLevel) => (fields: object, msg: string) => {
+    if (RANK[lineLevel]! < floor) return;
+    const call: LogCall = { op: 'log', level: lineLevel, fields: flatten(fields), msg };
+    pending++;
+    // A closed port (the thread is stopping) drops the line.
+    main.call(call).then(settled, settled);
+  };
+  return {
+    debug: line('debug'),
+    info: line('info'),
+    warn: line('warn'),
+    error: line('error'),
+    delivered: () => (pending === 0 ? undefined : new Promise<void>((resolve) => waiters.push(resolve))),
+  };
+}
+
+/**
+ * As JSON sees it (pino writes JSON anyway): a field that cannot cross a thread (a function, a
+ * socket) must not fail the batch of calls it would travel with.
+ */
+function flatten(fields: object): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(fields)) out[key] = value instanceof Error ? serializeError(value) : value;
+  try {
+    return JSON.parse(JSON.stringify(out)) as Record<string, unknown>;
+  } catch {
+    return { unloggable: Object.keys(out) };
+  }
+}
+
+function serializeError(error: Error): Record<string, unknown> {
+  const out: Record<string, unknown> = { type: error.name, message: error.message, stack: error.stack };
+  const code = (error as { code?: unknown }).code;
+  if (code !== undefined) out.code = code;
+  if (error.cause instanceof Error) out.cause = serializeError(error.cause);
+  return out;
+}
