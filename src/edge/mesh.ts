@@ -29,7 +29,8 @@ export type PeerCall =
   | { op: 'oldestIdle' }
   | { op: 'evictOldestIdle' }
   | { op: 'userHere'; userId: string }
-  | { op: 'closeUserHere'; userId: string; by: string }
+  /** `requester`: the ID of the session whose "sign out everywhere else" asks (see Users.closeUser). */
+  | { op: 'closeUserHere'; userId: string; by: string; requester?: string }
   | { op: 'closeSession'; id: string; by: string };
 
 /** An Outcome as it crosses between threads: an error by its code. */
@@ -210,9 +211,9 @@ export class Mesh implements Peers, StreamHost {
     return lists.flat();
   }
 
-  async closeUserElsewhere(userId: string, by: string): Promise<string[]> {
+  async closeUserElsewhere(userId: string, by: string, requester?: string): Promise<string[]> {
     const lists = await Promise.all(
-      [...this.#peers.values()].map((peer) => peer.rpc.call<string[]>({ op: 'closeUserHere', userId, by } satisfies PeerCall).catch(lostPeer<string>)),
+      [...this.#peers.values()].map((peer) => peer.rpc.call<string[]>({ op: 'closeUserHere', userId, by, requester } satisfies PeerCall).catch(lostPeer<string>)),
     );
     return lists.flat();
   }

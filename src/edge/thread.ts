@@ -139,7 +139,7 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
       case 'userHere':
         return local.userHere(call.userId);
       case 'closeUserHere':
-        return local.closeUserHere(call.userId, call.by);
+        return local.closeUserHere(call.userId, call.by, call.requester);
       case 'closeSession':
         return local.closeSession(call.id, call.by);
     }
