@@ -139,7 +139,7 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
       case 'userHere':
         return local.userHere(call.userId);
       case 'closeUserHere':
-        return local.closeUserHere(call.userId, call.by);
+        return local.closeUserHere(call.userId, call.by, call.requester);
       case 'limitUser':
         return local.limitUserHere(call.userId, call.keepId);
       case 'closeSession':
@@ -239,11 +239,14 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
       // a slow-headers client linger well past headersTimeout.
       connectionsCheckingInterval: Math.max(100, Math.min(30_000, config.limits.headersTimeout / 4 || 30_000)),
     },
-    (req, res) => void answering(lastWords.track(res, handle(edge, req, res, false))),
+    (req, res) => void answering(lastWords.track(res, lastWords.dying ? Promise.resolve() : handle(edge, req, res, false))),
   );
   // With a listener here node sends no `100 Continue` of its own: handle() sends it only when
   // the body is going to be read, so a body over the limit is refused before it is sent.
-  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => void answering(lastWords.track(res, handle(edge, req, res, true))));
+  // A request that arrives while this thread is dying is answered 502 by track() and not run:
+  // run, it would hop to its session's home and take effect there behind a 502 that says it
+  // was lost (a client retrying it would then run it twice).
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => void answering(lastWords.track(res, lastWords.dying ? Promise.resolve() : handle(edge, req, res, true))));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     // reusePort: every edge thread accepts on the one port (Linux 3.9+; see src/server.ts for
