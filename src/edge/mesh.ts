@@ -90,6 +90,11 @@ export class Mesh implements Peers, StreamHost {
   }
 
   /** The slot requests for `id` go to. */
+  /** True while `slot`'s thread is connected to this one (false while it is being replaced). */
+  connected(slot: number): boolean {
+    return this.#peers.has(slot);
+  }
+
   homeOf(id: string): number {
     return this.#homes.of(id);
   }

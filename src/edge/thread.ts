@@ -158,7 +158,7 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
     if (presented.length === 0) {
       // Behind a trusted proxy, connections mix clients: a new session goes to the thread
       // holding the fewest contexts, not to whichever thread the proxy's connection reached.
-      return { home: trusted && setup.threads > 1 ? leastLoaded(setup, slot, homes) : slot, ids: presented };
+      return { home: trusted && setup.threads > 1 ? leastLoaded(setup, slot, homes, (other) => mesh.connected(other)) : slot, ids: presented };
     }
     const idsOf = (home: number) => presented.filter((id) => mesh.homeOf(id) === home);
     const first = mesh.homeOf(presented[0]!);
@@ -324,12 +324,16 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
   return port;
 }
 
-/** The slot with the fewest live contexts (this one on a tie), of those not retired. */
-function leastLoaded(setup: EdgeSetup, slot: number, homes: Homes): number {
+/**
+ * The slot with the fewest live contexts (this one on a tie), of those not retired and with a
+ * thread now: a dead thread's count is cleared to 0, and its slot would otherwise draw every
+ * new client while its replacement starts (each waiting for it, up to 10 s).
+ */
+function leastLoaded(setup: EdgeSetup, slot: number, homes: Homes, connected: (slot: number) => boolean): number {
   let best = slot;
   let bestCount = slotHeld(setup.shared, slot, 'live');
   for (let other = 0; other < setup.threads; other++) {
-    if (homes.isRetired(other)) continue;
+    if (other === slot || homes.isRetired(other) || !connected(other)) continue;
     const count = slotHeld(setup.shared, other, 'live');
     if (count < bestCount) {
       best = other;
