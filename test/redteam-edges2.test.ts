@@ -15,44 +15,15 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { Agent, request } from 'undici';
 import { newSessionId, slotOf } from '../src/contexts/ids.ts';
-import { ROOT, send, startTestServer, waitFor, type Reply, type TestServer } from './helpers.ts';
+import { ROOT, send, waitFor, type Reply, type TestServer } from './helpers.ts';
+import { cookieOf, edgeServers, fresh } from './edge-helpers.ts';
 
 const HOOKS = {
   onConnection: join(ROOT, 'test/fixtures/redteam-edges2/onConnection.ts'),
   onSessionSuspend: join(ROOT, 'test/fixtures/redteam-edges2/onSessionSuspend.ts'),
 };
 
-const servers: TestServer[] = [];
-after(async () => {
-  await Promise.all(servers.map((t) => t.close()));
-});
-
-async function start(threads: number, overrides: Parameters<typeof startTestServer>[0] = {}): Promise<TestServer> {
-  const t = await startTestServer({
-    log: { level: 'warn' },
-    ...overrides,
-    workers: { threads, ...overrides.workers },
-    sessions: { processTimeout: '1h', ...overrides.sessions },
-    hooks: { ...HOOKS, ...overrides.hooks },
-  });
-  servers.push(t);
-  return t;
-}
-
-/** One request over a connection of its own: the kernel picks its thread afresh each time. */
-async function fresh(url: string, init: { method?: string; headers?: Record<string, string>; body?: string | Buffer; localAddress?: string } = {}): Promise<Reply> {
-  const agent = new Agent({ connections: 1, ...(init.localAddress ? { localAddress: init.localAddress } : {}) });
-  try {
-    return await send(url, { method: init.method, headers: init.headers, body: init.body, dispatcher: agent });
-  } finally {
-    await agent.close();
-  }
-}
-
-function cookieOf(reply: Reply): string | undefined {
-  const line = reply.setCookies.find((candidate) => candidate.startsWith('RSID='));
-  return line?.slice(5, line.indexOf(';'));
-}
+const start = edgeServers(HOOKS);
 
 const as = (id: string) => ({ cookie: `RSID=${id}` });
 
