@@ -219,6 +219,35 @@ test('behind a trusted proxy, new sessions from one connection are spread to the
   }
 });
 
+test('behind a trusted proxy, a slot whose thread is being replaced gets no new session: new clients are answered at once, not after the replacement', async () => {
+  const t = await startTestServer({ workers: { threads: 2 }, sessions: { trustProxy: ['127.0.0.1'], processTimeout: '1h' } });
+  servers.push(t);
+  const agent = new Agent({ connections: 1 });
+  try {
+    // Sessions on both slots through the proxy's one connection; then the thread of the first
+    // one's slot is ended by its hook.
+    const ids: string[] = [];
+    for (let i = 0; i < 4; i++) ids.push(cookieOf(await send(`${t.url}/inc`, { headers: { 'x-forwarded-for': `198.51.100.${i + 1}` }, dispatcher: agent }))!);
+    const lost = t.server.sessions.stats.workersLost;
+    // Its slot's live count is cleared to 0 at once: the least loaded, were it not left out.
+    await send(`${t.url}/die`, { headers: { cookie: `RSID=${ids[0]}`, 'x-forwarded-for': '198.51.100.1' }, dispatcher: agent }).catch(() => undefined);
+    await waitFor(() => t.server.sessions.stats.workersLost === lost + 1, 5000, 'the thread gone');
+    const dead = slotOf(ids[0]!) % 2;
+    for (let i = 0; i < 10; i++) {
+      const started = performance.now();
+      const reply = await send(`${t.url}/inc`, { headers: { 'x-forwarded-for': `192.0.2.${i + 1}` }, dispatcher: agent });
+      const ms = performance.now() - started;
+      assert.equal(reply.status, 200, reply.text);
+      // Homed on the dead slot only once its replacement is there (then it answers at once);
+      // before, a new client waited for the replacement (about 300 ms here, up to 10 s).
+      const home = slotOf(cookieOf(reply)!) % 2;
+      assert.ok(home !== dead || ms < 100, `new client ${i} homed on the slot being replaced, answered after ${Math.round(ms)} ms`);
+    }
+  } finally {
+    await agent.close();
+  }
+});
+
 test('A8 across homes: junk and foreign values homed on other threads never shadow the client\'s session', async () => {
   const t = await start(2);
   const owner = await fresh(`${t.url}/inc`, { localAddress: '127.0.0.1' });

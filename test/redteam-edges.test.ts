@@ -6,48 +6,18 @@
  * created, on the home that ID names), and one that needs hops opens a connection per request.
  */
 import assert from 'node:assert/strict';
-import { after, test } from 'node:test';
-import { Agent } from 'undici';
+import { test } from 'node:test';
 import { newSessionId, slotOf } from '../src/contexts/ids.ts';
-import { ROOT, send, startTestServer, waitFor, type Reply, type TestServer } from './helpers.ts';
+import { ROOT, startTestServer, waitFor, type TestServer } from './helpers.ts';
 import { join } from 'node:path';
+import { cookieOf, edgeServers, fresh } from './edge-helpers.ts';
 
 const HOOKS = {
   onConnection: join(ROOT, 'test/fixtures/redteam-edges/onConnection.ts'),
   onSessionSuspend: join(ROOT, 'test/fixtures/hooks/onSessionSuspend.ts'),
 };
 
-const servers: TestServer[] = [];
-after(async () => {
-  await Promise.all(servers.map((t) => t.close()));
-});
-
-async function start(threads: number, overrides: Parameters<typeof startTestServer>[0] = {}): Promise<TestServer> {
-  const t = await startTestServer({
-    log: { level: 'warn' },
-    ...overrides,
-    workers: { threads, ...overrides.workers },
-    sessions: { processTimeout: '1h', ...overrides.sessions },
-    hooks: { ...HOOKS, ...overrides.hooks },
-  });
-  servers.push(t);
-  return t;
-}
-
-/** One request over a connection of its own: the kernel picks its thread afresh each time. */
-async function fresh(url: string, init: { method?: string; headers?: Record<string, string>; body?: string | Buffer; localAddress?: string } = {}): Promise<Reply> {
-  const agent = new Agent({ connections: 1, ...(init.localAddress ? { localAddress: init.localAddress } : {}) });
-  try {
-    return await send(url, { method: init.method, headers: init.headers, body: init.body, dispatcher: agent });
-  } finally {
-    await agent.close();
-  }
-}
-
-function cookieOf(reply: Reply): string | undefined {
-  const line = reply.setCookies.find((candidate) => candidate.startsWith('RSID='));
-  return line?.slice(5, line.indexOf(';'));
-}
+const start = edgeServers(HOOKS);
 
 const homeOf = (id: string, threads: number) => slotOf(id) % threads;
 
@@ -185,6 +155,5 @@ test('a thread a hook exits while creations on it wait for the cap: the places t
     assert.deepEqual(made, ['200', '200', '200', '200'], `round ${round}: new clients refused (${JSON.stringify(t.server.sessions.stats)})`);
     assert.equal(stats.live, cap, `round ${round}: ${stats.live} live contexts with nothing in flight: the cap shrank ${JSON.stringify(await Promise.all(ids.map(async (id) => [slotOf(id), (await t.server.sessions.info(id))?.state])))} ${JSON.stringify(stats)}`);
     await t.close();
-    servers.splice(servers.indexOf(t), 1);
   }
 });

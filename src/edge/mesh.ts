@@ -29,7 +29,8 @@ export type PeerCall =
   | { op: 'oldestIdle' }
   | { op: 'evictOldestIdle' }
   | { op: 'userHere'; userId: string }
-  | { op: 'closeUserHere'; userId: string; by: string }
+  /** `requester`: the ID of the session whose "sign out everywhere else" asks (see Users.closeUser). */
+  | { op: 'closeUserHere'; userId: string; by: string; requester?: string }
   | { op: 'limitUser'; userId: string; keepId: string }
   | { op: 'closeSession'; id: string; by: string };
 
@@ -89,6 +90,11 @@ export class Mesh implements Peers, StreamHost {
   }
 
   /** The slot requests for `id` go to. */
+  /** True while `slot`'s thread is connected to this one (false while it is being replaced). */
+  connected(slot: number): boolean {
+    return this.#peers.has(slot);
+  }
+
   homeOf(id: string): number {
     return this.#homes.of(id);
   }
@@ -197,13 +203,24 @@ export class Mesh implements Peers, StreamHost {
     return peer.rpc.call<boolean>({ op: 'evictOldestIdle' } satisfies PeerCall).catch(() => false);
   }
 
+  /**
+   * A peer whose thread dies while it answers (a hook exited it) is left out rather than
+   * failing the whole call: what it held in memory went with it, and what it had in the store
+   * is in the store listing that follows, which reaches its sessions through its replacement.
+   * Failing here skipped that listing, and a session it was closing came back (signed in)
+   * from its checkpoint on the replacement.
+   */
   async sessionsOfUser(userId: string): Promise<SessionInfo[]> {
-    const lists = await Promise.all([...this.#peers.values()].map((peer) => peer.rpc.call<SessionInfo[]>({ op: 'userHere', userId } satisfies PeerCall)));
+    const lists = await Promise.all(
+      [...this.#peers.values()].map((peer) => peer.rpc.call<SessionInfo[]>({ op: 'userHere', userId } satisfies PeerCall).catch(lostPeer<SessionInfo>)),
+    );
     return lists.flat();
   }
 
-  async closeUserElsewhere(userId: string, by: string): Promise<string[]> {
-    const lists = await Promise.all([...this.#peers.values()].map((peer) => peer.rpc.call<string[]>({ op: 'closeUserHere', userId, by } satisfies PeerCall)));
+  async closeUserElsewhere(userId: string, by: string, requester?: string): Promise<string[]> {
+    const lists = await Promise.all(
+      [...this.#peers.values()].map((peer) => peer.rpc.call<string[]>({ op: 'closeUserHere', userId, by, requester } satisfies PeerCall).catch(lostPeer<string>)),
+    );
     return lists.flat();
   }
 
@@ -228,6 +245,12 @@ export class Mesh implements Peers, StreamHost {
     for (const peer of this.#peers.values()) peer.rpc.close();
     this.#peers.clear();
   }
+}
+
+/** A peer's answer lost with its thread (the port closed); any other failure stays one. */
+function lostPeer<T>(error: unknown): T[] {
+  if (error instanceof RpcClosedError || (error as { code?: string }).code === 'RESIDENT_ERR_WORKER_LOST') return [];
+  throw error;
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {

@@ -139,7 +139,7 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
       case 'userHere':
         return local.userHere(call.userId);
       case 'closeUserHere':
-        return local.closeUserHere(call.userId, call.by);
+        return local.closeUserHere(call.userId, call.by, call.requester);
       case 'limitUser':
         return local.limitUserHere(call.userId, call.keepId);
       case 'closeSession':
@@ -158,7 +158,7 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
     if (presented.length === 0) {
       // Behind a trusted proxy, connections mix clients: a new session goes to the thread
       // holding the fewest contexts, not to whichever thread the proxy's connection reached.
-      return { home: trusted && setup.threads > 1 ? leastLoaded(setup, slot, homes) : slot, ids: presented };
+      return { home: trusted && setup.threads > 1 ? leastLoaded(setup, slot, homes, (other) => mesh.connected(other)) : slot, ids: presented };
     }
     const idsOf = (home: number) => presented.filter((id) => mesh.homeOf(id) === home);
     const first = mesh.homeOf(presented[0]!);
@@ -239,11 +239,14 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
       // a slow-headers client linger well past headersTimeout.
       connectionsCheckingInterval: Math.max(100, Math.min(30_000, config.limits.headersTimeout / 4 || 30_000)),
     },
-    (req, res) => void answering(lastWords.track(res, handle(edge, req, res, false))),
+    (req, res) => void answering(lastWords.track(res, lastWords.dying ? Promise.resolve() : handle(edge, req, res, false))),
   );
   // With a listener here node sends no `100 Continue` of its own: handle() sends it only when
   // the body is going to be read, so a body over the limit is refused before it is sent.
-  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => void answering(lastWords.track(res, handle(edge, req, res, true))));
+  // A request that arrives while this thread is dying is answered 502 by track() and not run:
+  // run, it would hop to its session's home and take effect there behind a 502 that says it
+  // was lost (a client retrying it would then run it twice).
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => void answering(lastWords.track(res, lastWords.dying ? Promise.resolve() : handle(edge, req, res, true))));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     // reusePort: every edge thread accepts on the one port (Linux 3.9+; see src/server.ts for
@@ -321,12 +324,16 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
   return port;
 }
 
-/** The slot with the fewest live contexts (this one on a tie), of those not retired. */
-function leastLoaded(setup: EdgeSetup, slot: number, homes: Homes): number {
+/**
+ * The slot with the fewest live contexts (this one on a tie), of those not retired and with a
+ * thread now: a dead thread's count is cleared to 0, and its slot would otherwise draw every
+ * new client while its replacement starts (each waiting for it, up to 10 s).
+ */
+function leastLoaded(setup: EdgeSetup, slot: number, homes: Homes, connected: (slot: number) => boolean): number {
   let best = slot;
   let bestCount = slotHeld(setup.shared, slot, 'live');
   for (let other = 0; other < setup.threads; other++) {
-    if (homes.isRetired(other)) continue;
+    if (other === slot || homes.isRetired(other) || !connected(other)) continue;
     const count = slotHeld(setup.shared, other, 'live');
     if (count < bestCount) {
       best = other;

@@ -198,9 +198,9 @@ export class Sessions {
   }
 
   /** Closes the sessions of `userId` known here, for another home closing a user's; resolves with their IDs. */
-  async closeUserHere(userId: string, by: string): Promise<string[]> {
+  async closeUserHere(userId: string, by: string, requester?: string): Promise<string[]> {
     const closedIds: string[] = [];
-    await this.#rooms.users.closeUser(userId, { by, homeOnly: true, closedIds });
+    await this.#rooms.users.closeUser(userId, { by, homeOnly: true, closedIds, requester });
     return closedIds;
   }
 

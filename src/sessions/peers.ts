@@ -21,8 +21,11 @@ export interface Peers {
   evict(home: number): Promise<boolean>;
   /** The sessions of `userId` the other homes know. */
   sessionsOfUser(userId: string): Promise<SessionInfo[]>;
-  /** Closes the sessions of `userId` the other homes know; resolves with their IDs. */
-  closeUserElsewhere(userId: string, by: string): Promise<string[]>;
+  /**
+   * Closes the sessions of `userId` the other homes know; resolves with their IDs. `requester`:
+   * the session whose "sign out everywhere else" this is (see Users.closeUser).
+   */
+  closeUserElsewhere(userId: string, by: string, requester?: string): Promise<string[]>;
   /** Closes a session homed elsewhere, through its home. */
   closeSession(id: string, by: string): Promise<boolean>;
   /**

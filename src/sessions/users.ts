@@ -32,6 +32,13 @@ export class Users {
    * once no request admitted before them can still be answered.
    */
   readonly #usersClosedAt = new Map<string, Array<{ at: number; except: SessionEntry | undefined }>>();
+  /**
+   * Sessions whose "sign out everywhere else" is under way here (the `except` of a closeUser).
+   * Two of them pressed at once on two homes each ask the other's home to close the other:
+   * each home spares its own presser only when that one's ID sorts first, so exactly one of
+   * the two stays signed in, as when both are on one home (see closeUser).
+   */
+  readonly #pressing = new Set<SessionEntry>();
 
   constructor(rooms: Rooms) {
     this.#rooms = rooms;
@@ -136,8 +143,25 @@ export class Users {
    * context gets onSessionSuspend(ctx, 'closed') and leaves memory; every record is deleted.
    * Resolves with how many sessions were closed.
    */
-  async closeUser(userId: string, options: { except?: SessionEntry; by?: string; homeOnly?: boolean; closedIds?: string[] } = {}): Promise<number> {
+  async closeUser(
+    userId: string,
+    options: { except?: SessionEntry; by?: string; homeOnly?: boolean; closedIds?: string[]; requester?: string } = {},
+  ): Promise<number> {
     const { except } = options;
+    if (except === undefined) return this.#closeUser(userId, options);
+    this.#pressing.add(except);
+    try {
+      return await this.#closeUser(userId, options);
+    } finally {
+      this.#pressing.delete(except);
+    }
+  }
+
+  async #closeUser(
+    userId: string,
+    options: { except?: SessionEntry; by?: string; homeOnly?: boolean; closedIds?: string[]; requester?: string },
+  ): Promise<number> {
+    const { except, requester } = options;
     // "Sign out everywhere else" from a session that is itself being closed (the same button
     // pressed in two sessions at once) stops: one of them stays signed in.
     const exceptEnded = () => except !== undefined && (except.state === 'gone' || except.ending);
@@ -153,6 +177,12 @@ export class Users {
     const seen = new Set<string>();
     const close = async (id: string) => {
       if (seen.has(id) || id === except?.id || exceptEnded()) return;
+      // Another home's session asks, while this one's own "everywhere else" is under way (both
+      // pressed at once): the two homes decide alike, and the first ID in sort order stays.
+      if (requester !== undefined) {
+        const entry = this.#rooms.directory.get(id);
+        if (entry && this.#pressing.has(entry) && entry.id < requester) return;
+      }
       seen.add(id);
       if (await this.closeSession(id, options.by ?? 'admin')) {
         closed++;
@@ -163,7 +193,7 @@ export class Users {
     for (const entry of this.#rooms.directory.ofUser(userId)) await close(entry.id);
     // Another home asked for this home's part; it walks the store itself.
     if (options.homeOnly) return closed;
-    for (const id of await this.#rooms.peers.closeUserElsewhere(userId, options.by ?? 'admin')) {
+    for (const id of await this.#rooms.peers.closeUserElsewhere(userId, options.by ?? 'admin', except?.id)) {
       seen.add(id);
       closed++;
     }
