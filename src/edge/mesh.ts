@@ -32,7 +32,8 @@ export type PeerCall =
   /** `requester`: the ID of the session whose "sign out everywhere else" asks (see Users.closeUser). */
   | { op: 'closeUserHere'; userId: string; by: string; requester?: string }
   | { op: 'limitUser'; userId: string; keepId: string }
-  | { op: 'closeSession'; id: string; by: string };
+  /** `requester`: as for closeUserHere, when the close is part of a "sign out everywhere else". */
+  | { op: 'closeSession'; id: string; by: string; requester?: string };
 
 /** An Outcome as it crosses between threads: an error by its code. */
 export type WireOutcome =
@@ -235,10 +236,10 @@ export class Mesh implements Peers, StreamHost {
     await peer.rpc.call<void>({ op: 'limitUser', userId, keepId } satisfies PeerCall);
   }
 
-  async closeSession(id: string, by: string): Promise<boolean> {
+  async closeSession(id: string, by: string, requester?: string): Promise<boolean> {
     const peer = await this.#peer(this.homeOf(id));
     if (!peer) throw new ResidentError('RESIDENT_ERR_WORKER_LOST', 'the home thread of that session did not come back');
-    return peer.rpc.call<boolean>({ op: 'closeSession', id, by } satisfies PeerCall);
+    return peer.rpc.call<boolean>({ op: 'closeSession', id, by, requester } satisfies PeerCall);
   }
 
   close(): void {

@@ -143,7 +143,7 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
       case 'limitUser':
         return local.limitUserHere(call.userId, call.keepId);
       case 'closeSession':
-        return local.closeSession(call.id, call.by);
+        return local.closeSessionForPeer(call.id, call.by, call.requester);
     }
   }
 

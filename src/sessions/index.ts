@@ -163,6 +163,11 @@ export class Sessions {
     return this.#rooms.users.closeSession(id, by);
   }
 
+  /** closeSession for another home; `requester` as in Users.closeSession. */
+  closeSessionForPeer(id: string, by: string, requester?: string): Promise<boolean> {
+    return this.#rooms.users.closeSession(id, by, requester);
+  }
+
   /**
    * Suspends one live context now (the admin view), as an idle one would be. Resolves with the
    * outcome: 'busy' while it has a request in flight or a suspend or resume under way;

@@ -26,8 +26,8 @@ export interface Peers {
    * the session whose "sign out everywhere else" this is (see Users.closeUser).
    */
   closeUserElsewhere(userId: string, by: string, requester?: string): Promise<string[]>;
-  /** Closes a session homed elsewhere, through its home. */
-  closeSession(id: string, by: string): Promise<boolean>;
+  /** Closes a session homed elsewhere, through its home; `requester` as in closeUserElsewhere. */
+  closeSession(id: string, by: string, requester?: string): Promise<boolean>;
   /**
    * The home that enforces `sessions.maxPerUser` for `userId` (null: this one). One home per
    * user, so that two sign-ins of one user on different homes are judged one after the other:

@@ -177,14 +177,9 @@ export class Users {
     const seen = new Set<string>();
     const close = async (id: string) => {
       if (seen.has(id) || id === except?.id || exceptEnded()) return;
-      // Another home's session asks, while this one's own "everywhere else" is under way (both
-      // pressed at once): the two homes decide alike, and the first ID in sort order stays.
-      if (requester !== undefined) {
-        const entry = this.#rooms.directory.get(id);
-        if (entry && this.#pressing.has(entry) && entry.id < requester) return;
-      }
       seen.add(id);
-      if (await this.closeSession(id, options.by ?? 'admin')) {
+      // The presser's ID goes along, also to a session found in the store but homed elsewhere.
+      if (await this.closeSession(id, options.by ?? 'admin', requester ?? except?.id)) {
         closed++;
         options.closedIds?.push(id);
       }
@@ -209,16 +204,23 @@ export class Users {
    * Closes one session by ID, live or suspended, known to this process or only to the store.
    * Resolves false when there is no such session.
    */
-  async closeSession(id: string, by: string): Promise<boolean> {
+  /**
+   * `requester`: the session whose "sign out everywhere else" closes this one. When this one's
+   * own is under way too (both pressed at once, perhaps on two homes), the first ID in sort
+   * order stays: every home decides alike, so exactly one of the two stays signed in, whether
+   * the other reaches it live, through its home or from the store walk.
+   */
+  async closeSession(id: string, by: string, requester?: string): Promise<boolean> {
     const { directory, admission, endings, peers } = this.#rooms;
     // Only its home may end it: a record read here would be a second context of one session.
-    if (!peers.isLocal(id)) return peers.closeSession(id, by);
+    if (!peers.isLocal(id)) return peers.closeSession(id, by, requester);
     // A request may be adopting it from the store right now: then it is closed as a known one.
     // An old ID of a regenerate whose record is still moving names the session under its new ID.
     const entry =
       directory.get(id) ?? this.#renamed.get(id) ?? (await admission.adoptionOf(id)?.catch(() => undefined)) ?? directory.get(id);
     if (!entry) return endings.closeStored(id, by);
     if (entry.state === 'gone') return false;
+    if (requester !== undefined && this.#pressing.has(entry) && entry.id < requester) return false;
     if (entry.state === 'suspended' && !entry.gate) {
       await endings.endDurably(entry, 'closed', by);
       return true;
