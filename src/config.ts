@@ -97,6 +97,12 @@ const sessionsSchema = z.strictObject({
   suspendEveryRequest: bool(false),
   /** Sessions one user may hold at once; beyond it the oldest is closed. 0: no limit. */
   maxPerUser: int(0, 1_000_000, 0),
+  /** Unproven sessions (their cookie never came back) one source may hold in memory; 0: no budget. */
+  maxUnprovenPerIp: int(0, 10_000_000, 200),
+  /** Store lookups of unknown session IDs one source may cause per budgetWindow; 0: no budget. */
+  maxUnknownIdsPerIp: int(0, 1_000_000_000, 100),
+  /** The window of maxUnknownIdsPerIp and of the "over budget" reports. */
+  budgetWindow: duration('1m'),
 });
 
 const adminSchema = z.strictObject({

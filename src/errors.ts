@@ -18,6 +18,8 @@ export const ErrorCodes = {
   RESIDENT_ERR_WORKERS_DOWN: { status: 503, message: 'The server cannot serve sessions right now. Please retry later.' },
   RESIDENT_ERR_QUEUE_FULL: { status: 503, message: 'Too many requests for this session are waiting. Please retry shortly.' },
   RESIDENT_ERR_CAPACITY: { status: 503, message: 'The server is at capacity. Please retry shortly.' },
+  // One source holds its whole budget of unproven sessions, every one busy (sessions.maxUnprovenPerIp).
+  RESIDENT_ERR_TOO_MANY_NEW: { status: 429, message: 'Too many new sessions from your network. Please retry shortly.' },
   RESIDENT_ERR_SHUTTING_DOWN: { status: 503, message: 'The server is restarting. Please retry shortly.' },
   RESIDENT_ERR_IP_MISMATCH: {
     status: 400,

@@ -13,6 +13,7 @@ import { ContextPool } from './contexts/pool.ts';
 import { Homes, SharedCap, SlotFigures, newSharedState, slotCounters } from './contexts/shared-state.ts';
 import { ResidentError } from './errors.ts';
 import { SessionsView } from './edge/sessions-view.ts';
+import { GuessBudget, SourceAlarms } from './sessions/index.ts';
 import type { ControlCall, OpsCall } from './edge/thread.ts';
 import type { LogCall } from './edge/thread-log.ts';
 import { ID_HASH_SALT, createLogger, type Logger } from './log.ts';
@@ -24,7 +25,7 @@ import { answerRelayed } from './ops/relay.ts';
 import { send, type OpsRoute } from './ops/respond.ts';
 import { openStore } from './stores/open.ts';
 import { parseTarget } from './http/target.ts';
-import { runStoreCall, type StoreCall } from './stores/remote.ts';
+import { runLookupCall, runStoreCall, type LookupCall, type OverBudgetCall, type StoreCall } from './stores/remote.ts';
 import type { ContextStore } from './stores/store.ts';
 
 /** Platforms where node:net's reusePort lets several threads listen on one port (Node's docs). */
@@ -110,9 +111,14 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
   const mainCounters = slotCounters(shared, threads);
   const cap = new SharedCap(shared, threads);
   let routes: OpsRoute[] = [];
+  // The hostile-traffic budgets every thread shares: unknown IDs per source, and the sources over a budget.
+  const alarms = new SourceAlarms(config.sessions.budgetWindow, log);
+  const lookups = new GuessBudget(store, config.sessions, mainCounters, alarms);
   const answer = (payload: unknown): unknown => {
-    const call = payload as StoreCall | LogCall | OpsCall;
+    const call = payload as StoreCall | LogCall | OpsCall | LookupCall | OverBudgetCall;
     if (call.op === 'store') return runStoreCall(store, call);
+    if (call.op === 'lookup') return runLookupCall(lookups, call);
+    if (call.op === 'overBudget') return void alarms.note(call.source, call.budget);
     if (call.op === 'log') return void log[call.level](call.fields, call.msg);
     if (call.op === 'ops') return answerRelayed(routes, call);
     throw new Error(`unknown call ${String((call as { op?: unknown }).op)}`);
@@ -167,7 +173,7 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
     },
   );
   undo.push(() => pool.close());
-  const sessions = new SessionsView(pool, shared, store, log);
+  const sessions = new SessionsView(pool, shared, store, log, alarms);
   // Once no thread will replace a dead one, its slot's sessions are homed on the next slot
   // (src/contexts/shared-state.ts, Homes), and hops waiting for it stop waiting.
   const homes = new Homes(shared);

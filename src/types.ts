@@ -13,9 +13,10 @@
  * Why onSessionSuspend is called. All but 'checkpoint' mean the context leaves memory;
  * 'checkpoint' asks for a memento to save while the context stays live. 'admin': an operator
  * suspended it from the admin view. 'closed' and 'expired' end the session (the memento is
- * not kept).
+ * not kept). 'dropped': an unproven session (see `Context.proven`) pushed out by its source's
+ * budget (`sessions.maxUnprovenPerIp`); its memento is not kept.
  */
-export type SuspendReason = 'idle' | 'evicted' | 'admin' | 'closed' | 'shutdown' | 'expired' | 'checkpoint';
+export type SuspendReason = 'idle' | 'evicted' | 'admin' | 'closed' | 'shutdown' | 'expired' | 'checkpoint' | 'dropped';
 
 /** A client's private, living state on one worker thread. */
 export interface Context {
@@ -53,6 +54,15 @@ export interface Context {
   readonly expiresAt: Date | null;
   /** The worker thread hosting this context. */
   readonly threadId: number;
+  /**
+   * False until the client presents this session's cookie back: during the first request of a
+   * new session, and for a session no request has come back to. An unproven session that
+   * leaves memory (idle, the cap, shutdown) is not written to the store, unless `keep()` was
+   * called: a client that never returns a cookie (a crawler, a flood) costs no record.
+   */
+  readonly proven: boolean;
+  /** Keeps this session when it leaves memory even while unproven (its memento is saved as for any other). */
+  keep(): void;
   /** True once `close()` was called. */
   readonly closed: boolean;
   /** Ends the session after the current request (4D's WEB CLOSE SESSION). */

@@ -28,6 +28,10 @@ export class LiveContext {
   readonly queue = new SerialQueue();
   #isNew = true;
   #closed = false;
+  /** The client presented the cookie back (told by the main thread with each request). */
+  #proven = false;
+  /** A hook called ctx.keep(). */
+  #kept = false;
   #userId: string | null;
   // Times are kept as numbers and the Maps made on first use: an idle context is small
   // (bench/ workload e: bytes per live idle context).
@@ -114,9 +118,22 @@ export class LiveContext {
     }
   }
 
-  /** Called by the worker before each request. */
-  beginRequest(expiresAt: number | null): void {
+  get proven(): boolean {
+    return this.#proven;
+  }
+
+  get kept(): boolean {
+    return this.#kept;
+  }
+
+  keep(): void {
+    this.#kept = true;
+  }
+
+  /** Called by the worker before each request. Once proven, a session stays proven. */
+  beginRequest(expiresAt: number | null, proven: boolean): void {
     this.#expiresAt = expiresAt;
+    if (proven) this.#proven = true;
   }
 
   /** Called by the worker after each request that succeeded. */

@@ -129,6 +129,15 @@ export class HookContext implements Context {
     return this.#live.closed;
   }
 
+  get proven(): boolean {
+    return this.#live.proven;
+  }
+
+  /** A wish about the context, not an effect of one request: allowed in either hook, at any time. */
+  keep(): void {
+    this.#live.keep();
+  }
+
   close(): void {
     this.#accept('ctx.close()').closed = true;
     this.#live.markClosed();

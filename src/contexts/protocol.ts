@@ -71,6 +71,8 @@ export type WorkerTask =
       init?: ContextInit;
       /** Wall-clock ms when the cookie expires, or null for a browser-session cookie. */
       expiresAt: number | null;
+      /** The client presented the session's cookie back (ctx.proven); absent: not yet. */
+      proven?: true;
       request: WireRequest;
     }
   | { type: 'suspend'; sessionId: string; reason: SuspendReason }
@@ -107,6 +109,8 @@ export type WorkerReply =
       userId?: string | null;
       /** The hook called ctx.regenerate(). */
       regenerate?: true;
+      /** A hook has called ctx.keep() on this context: an unproven session is saved like a proven one. */
+      kept?: true;
       /** The hook called ctx.closeOtherSessions() while the session belonged to this user. */
       closeOthersOf?: string;
       threadId: number;
@@ -114,7 +118,12 @@ export type WorkerReply =
   /** The request named a context this worker does not hold (closed, or its worker died). */
   | { type: 'gone' }
   /** The encoded memento. For a checkpoint the context stays; otherwise it awaits 'discard'. */
-  | { type: 'suspended'; memento: string }
+  | {
+      type: 'suspended';
+      memento: string;
+      /** A hook called ctx.keep(): an unproven session is saved like a proven one. */
+      kept?: true;
+    }
   | { type: 'suspend-failed'; error: WireError }
   | { type: 'discarded' }
   | { type: 'renamed' }

@@ -17,7 +17,7 @@ import { slotOf } from './ids.ts';
 
 const COUNTER_KEYS = Object.keys(newCounters()).filter((key) => key !== 'suspended') as Array<Exclude<keyof SessionCounters, 'suspended'>>;
 const REASON_KEYS = Object.keys(newCounters().suspended) as Array<keyof SessionCounters['suspended']>;
-const HELD_KEYS = ['live', 'suspending', 'suspendedKnown', 'inFlight'] as const;
+const HELD_KEYS = ['live', 'suspending', 'suspendedKnown', 'inFlight', 'unproven'] as const;
 /** Per-edge figures that are not session counters. */
 const EDGE_KEYS = ['hopsOut', 'hopsIn'] as const;
 export type HeldKey = (typeof HELD_KEYS)[number];

@@ -126,7 +126,7 @@ async function handleRequest(ctx: LiveContext, task: Extract<WorkerTask, { type:
   // Closed by an earlier request: a request queued behind the close never runs on this
   // context; the main thread serves it afresh once the close has retired the ID.
   if (ctx.closed && !task.ephemeral) return { type: 'gone' };
-  ctx.beginRequest(task.expiresAt);
+  ctx.beginRequest(task.expiresAt, task.proven === true);
   let reply: Extract<WorkerReply, { type: 'response' }>;
   let request: Request;
   try {
@@ -152,6 +152,7 @@ async function handleRequest(ctx: LiveContext, task: Extract<WorkerTask, { type:
   // What the request asked of its session goes with its own reply, even an error's (a close
   // then a throw still closes, H6); anything a hook asks after this is refused.
   const effects = hookCtx.settle();
+  if (ctx.kept) reply.kept = true;
   if (effects) {
     if (effects.userId !== undefined) reply.userId = effects.userId;
     if (effects.regenerate) reply.regenerate = true;
@@ -175,7 +176,8 @@ async function handleSuspend(ctx: LiveContext, reason: SuspendReason): Promise<W
   try {
     // The context stays until the main thread has stored the memento and sends 'discard', so
     // a store that refuses the write leaves the context live (E4).
-    return { type: 'suspended', memento: await takeMemento(ctx, reason) };
+    const memento = await takeMemento(ctx, reason);
+    return ctx.kept ? { type: 'suspended', memento, kept: true } : { type: 'suspended', memento };
   } catch (error) {
     // The context stays: an idle suspend is retried later; the main thread decides (H1).
     return { type: 'suspend-failed', error: toWireError(error, 'RESIDENT_ERR_SUSPEND_FAILED') };

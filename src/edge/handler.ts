@@ -115,7 +115,7 @@ function write(edge: Edge, req: IncomingMessage, res: ServerResponse, outcome: O
     status = outcome.error.status || 500;
     body = outcome.error.publicMessage;
     headers.push('content-type', TEXT, 'cache-control', 'no-store');
-    if (status === 503) headers.push('retry-after', '1');
+    if (status === 503 || status === 429) headers.push('retry-after', '1');
     // A refused body is not read: the connection closes after the answer instead of draining it.
     if (outcome.error.code === 'RESIDENT_ERR_BODY_TOO_LARGE') headers.push('connection', 'close');
   } else {

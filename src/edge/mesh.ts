@@ -192,8 +192,8 @@ export class Mesh implements Peers, StreamHost {
 
   async idleCandidates(): Promise<IdleCandidate[]> {
     const asked = [...this.#peers].map(async ([home, peer]) => {
-      const lastActive = await withTimeout(peer.rpc.call<number | null>({ op: 'oldestIdle' } satisfies PeerCall), CANDIDATE_WAIT_MS);
-      return typeof lastActive === 'number' ? [{ home, lastActive }] : [];
+      const idle = await withTimeout(peer.rpc.call<Omit<IdleCandidate, 'home'> | null>({ op: 'oldestIdle' } satisfies PeerCall), CANDIDATE_WAIT_MS);
+      return idle && typeof idle.lastActive === 'number' ? [{ home, lastActive: idle.lastActive, unproven: idle.unproven === true }] : [];
     });
     return (await Promise.all(asked.map((one) => one.catch(() => [])))).flat();
   }

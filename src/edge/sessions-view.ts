@@ -7,7 +7,7 @@
 import type { ContextPool } from '../contexts/pool.ts';
 import { Homes, summedStats, type SharedState } from '../contexts/shared-state.ts';
 import { isSessionIdShape } from '../contexts/ids.ts';
-import type { ListQuery, SessionInfo, SessionStats } from '../sessions/index.ts';
+import type { ListQuery, OverBudget, SessionInfo, SessionStats, SourceAlarms } from '../sessions/index.ts';
 import type { ContextStore } from '../stores/store.ts';
 import type { Log } from '../log.ts';
 
@@ -21,12 +21,25 @@ export class SessionsView {
   readonly #log: Log;
   #closing = false;
 
-  constructor(pool: ContextPool, shared: SharedState, store: ContextStore, log: Log) {
+  readonly #alarms: SourceAlarms;
+
+  constructor(pool: ContextPool, shared: SharedState, store: ContextStore, log: Log, alarms: SourceAlarms) {
     this.#pool = pool;
     this.#homes = new Homes(shared);
     this.#store = store;
     this.#log = log;
+    this.#alarms = alarms;
     this.stats = summedStats(shared);
+  }
+
+  /** Sources over a hostile-traffic budget in this window and the one before (copies). */
+  sourcesOverBudget(): OverBudget[] {
+    return this.#alarms.list();
+  }
+
+  /** How many sources are over each budget in this window. */
+  sourcesOverBudgetCount(): Record<OverBudget['budget'], number> {
+    return this.#alarms.counts();
   }
 
   /**
@@ -85,7 +98,7 @@ export class SessionsView {
   }
 
   /** Suspends one live context now, through its home (see Sessions.suspendSession). */
-  async suspendSession(id: string): Promise<'suspended' | 'busy' | 'not-live' | 'failed' | 'lost'> {
+  async suspendSession(id: string): Promise<'suspended' | 'busy' | 'not-live' | 'failed' | 'lost' | 'dropped'> {
     if (!isSessionIdShape(id)) return 'not-live';
     return this.#pool.call(this.#home(id), { op: 'suspendSession', id });
   }

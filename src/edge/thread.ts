@@ -24,7 +24,8 @@ import { PublicFiles } from '../http/static.ts';
 import type { RequestTarget } from '../http/target.ts';
 import { setHashSalt } from '../id-hash.ts';
 import { Sessions, type ListQuery, type Outcome } from '../sessions/index.ts';
-import { RemoteStore } from '../stores/remote.ts';
+import { RemoteLookups, RemoteStore, type OverBudgetCall } from '../stores/remote.ts';
+import { oncePerWindow } from '../sessions/source-alarms.ts';
 import { handle, type Edge } from './handler.ts';
 import { LastWords } from './last-words.ts';
 import { LocalHost, type Dispatch } from './local-host.ts';
@@ -106,6 +107,11 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
     config: config.sessions,
     host,
     store: new RemoteStore(main, setup.storeKind),
+    homes: setup.threads,
+    lookups: new RemoteLookups(main),
+    overBudget: oncePerWindow(config.sessions.budgetWindow, (source, budget) => {
+      void main.call({ op: 'overBudget', source, budget } satisfies OverBudgetCall).catch(() => {});
+    }),
     clock,
     log,
     peers: mesh,

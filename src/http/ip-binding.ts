@@ -24,3 +24,21 @@ export function ipMatcher(prefixes: IpPrefixes | false): IpMatcher {
       : (a as ipaddr.IPv6).match(b as ipaddr.IPv6, prefixes.ipv6);
   };
 }
+
+/**
+ * The source a request is counted against for the hostile-traffic budgets
+ * (sessions.maxUnprovenPerIp, maxUnknownIdsPerIp): the address IP binding uses, or its network
+ * when `bindIp` binds a prefix. IPv6 is grouped by /64 at least, however exact the binding: one
+ * host owns a whole /64 and rotates through it at will (RFC 8981), so a finer source would let
+ * it multiply its budget by 2^64.
+ */
+export function sourceKey(ip: string, prefixes: IpPrefixes | false): string {
+  if (!ipaddr.isValid(ip)) return ip;
+  const address = ipaddr.process(ip);
+  if (address.kind() === 'ipv4') {
+    const bits = prefixes === false ? 32 : prefixes.ipv4;
+    return bits >= 32 ? address.toString() : `${ipaddr.IPv4.networkAddressFromCIDR(`${address.toString()}/${bits}`).toString()}/${bits}`;
+  }
+  const bits = Math.min(64, prefixes === false ? 64 : prefixes.ipv6);
+  return `${ipaddr.IPv6.networkAddressFromCIDR(`${address.toString()}/${bits}`).toNormalizedString()}/${bits}`;
+}

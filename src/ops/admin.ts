@@ -134,10 +134,11 @@ export function adminRoutes(sources: AdminSources): OpsRoute {
   };
 
   const overview = () => {
-    const { live, suspending: _suspending, suspendedKnown, inFlight: _inFlight, ...counters } = sessions.stats;
+    const { live, suspending: _suspending, suspendedKnown, inFlight: _inFlight, unproven, ...counters } = sessions.stats;
     return {
       store: store.kind,
-      sessions: { live, suspendedKnown },
+      // Unproven: their client has not presented the cookie back yet (a flood shows here).
+      sessions: { live, unproven, proven: Math.max(0, live - unproven), suspendedKnown },
       workers: pool.workerLoad(),
       counters,
     };
@@ -152,6 +153,7 @@ export function adminRoutes(sources: AdminSources): OpsRoute {
     }
     const [resource, key, action] = segments;
     if (method === 'GET' && rest === 'overview') return sendJson(res, 200, overview());
+    if (method === 'GET' && rest === 'sources') return sendJson(res, 200, { sources: sessions.sourcesOverBudget() });
     if (method === 'GET' && rest === 'sessions') {
       const state = url.searchParams.get('state') ?? 'live';
       if (state === 'live') return sendJson(res, 200, await listLive(url));
@@ -185,6 +187,8 @@ export function adminRoutes(sources: AdminSources): OpsRoute {
         if (outcome === 'not-live') throw new HttpError(409, 'the session is not live');
         if (outcome === 'failed') throw new HttpError(500, 'the suspend failed: the context stays live (see the log)');
         if (outcome === 'lost') throw new HttpError(500, 'the suspend failed and the context was lost with its worker thread: the session resumes from its previous memento, if any (see the log)');
+        // Unproven and not kept (ctx.keep()): it left memory without a record.
+        if (outcome === 'dropped') return sendJson(res, 200, { handle: key, state: 'dropped' });
         return sendJson(res, 200, { handle: key, state: 'suspended' });
       }
     }

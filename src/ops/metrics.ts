@@ -96,6 +96,41 @@ export class Metrics {
         for (const [reason, count] of Object.entries(suspended)) this.inc({ reason }, reason === 'checkpoint' ? checkpoints : count);
       },
     });
+    new Gauge({
+      name: 'resident_live_sessions',
+      help: 'Live contexts by proof: "unproven" ones have not had their cookie presented back yet (a cookieless flood shows here)',
+      labelNames: ['proof'],
+      registers: [registry],
+      collect() {
+        const { live, unproven } = stats();
+        this.set({ proof: 'unproven' }, unproven);
+        this.set({ proof: 'proven' }, Math.max(0, live - unproven));
+      },
+    });
+    new Gauge({
+      name: 'resident_sources_over_budget',
+      help: 'Sources (client addresses or networks) over a hostile-traffic budget in the current sessions.budgetWindow',
+      labelNames: ['budget'],
+      registers: [registry],
+      collect() {
+        for (const [budget, count] of Object.entries(sessions.sourcesOverBudgetCount())) this.set({ budget }, count);
+      },
+    });
+    new Counter({
+      name: 'resident_unknown_ids_total',
+      help: 'Presented session IDs not held in memory: looked up in the store (looked_up="true") or not, their source\'s sessions.maxUnknownIdsPerIp being spent',
+      labelNames: ['looked_up'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        const { unknownIds, unknownIdsUnread } = stats();
+        this.inc({ looked_up: 'true' }, unknownIds);
+        this.inc({ looked_up: 'false' }, unknownIdsUnread);
+      },
+    });
+    mirroredCounter(registry, 'resident_unproven_dropped_total', 'Unproven sessions that left memory without a record', () => stats().dropped);
+    mirroredCounter(registry, 'resident_unproven_pushed_out_total', 'Unproven sessions pushed out by their source\'s sessions.maxUnprovenPerIp', () => stats().pushedOut);
+    mirroredCounter(registry, 'resident_new_sessions_refused_total', 'New sessions refused with 429: their source\'s unproven sessions were all busy', () => stats().refusedNew);
     mirroredCounter(registry, 'resident_hops_total', 'Requests an edge thread passed to their session\'s home thread (another worker thread)', () => summedEdge(shared, 'hopsOut'));
     mirroredCounter(registry, 'resident_sessions_created_total', 'Sessions created', () => stats().created);
     mirroredCounter(registry, 'resident_resumes_total', 'Suspended sessions brought back into a new context', () => stats().resumed);

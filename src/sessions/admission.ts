@@ -47,7 +47,7 @@ export class Admission {
   async admit(presented: string[], clientIp: string): Promise<SessionEntry | Outcome> {
     const { counters, log } = this.#rooms;
     const known = this.#firstIsKnown(presented, clientIp);
-    if (known) return known;
+    if (known) return this.#rooms.directory.markProven(known);
     let found: Found;
     try {
       found = await this.find(presented, clientIp);
@@ -56,7 +56,8 @@ export class Admission {
       return errorOutcome(new ResidentError('RESIDENT_ERR_STORE_FAILED', undefined, { cause: error }));
     }
     const { entry, foreign } = found;
-    if (entry) return entry;
+    // Its client presented the cookie back: proven (see ./unproven.ts).
+    if (entry) return this.#rooms.directory.markProven(entry);
     if (foreign) {
       counters.ipMismatches++;
       log.warn(
@@ -91,19 +92,18 @@ export class Admission {
   /**
    * Duplicate cookie names (cookie tossing, A8): the first known session bound to this client
    * wins, so an unknown or foreign value can never shadow a valid one. IDs this process does
-   * not know are looked up in the store: a session suspended before a restart resumes. One
-   * store call says which of them exist, however many the header carries, so junk values cost
-   * no read each and cannot push a real session past any lookup budget. A session found
+   * not know are looked up in the store, within their source's budget (./guesses.ts): a
+   * session suspended before a restart resumes. One call for all of them. A session found
    * expired (idle past cookieTimeout, or past maxLifetime) is ended here and skipped, on every
    * path: the sweep may not have reached it yet.
    */
   async find(presented: string[], clientIp: string): Promise<Found> {
-    const { directory, store, policy, endings } = this.#rooms;
+    const { directory, lookups, policy, endings } = this.#rooms;
     let unknown: string[] | undefined;
     for (const id of presented) {
       if (!directory.get(id) && !this.#retired.has(id)) (unknown ??= []).push(id);
     }
-    const stored = unknown ? await bounded(store.existing(unknown), 'the store lookup') : undefined;
+    const stored = unknown ? await bounded(lookups.existing(unknown, policy.sourceOf(clientIp)), 'the store lookup') : undefined;
     let foreign: SessionEntry | undefined;
     for (const id of presented) {
       let known = directory.get(id);
@@ -124,21 +124,31 @@ export class Admission {
   }
 
   /**
-   * A new session for `clientIp`, live, its context to be born with its first request; an
-   * error when the cap leaves no room. Claimed before it takes its room, so that the room
-   * taken and the context counted happen in one step (two creations cannot both see room).
+   * A new session for `clientIp`, live and unproven, its context born with its first request;
+   * an error when its source's budget or the cap leaves no room. Claimed before it takes its
+   * room, so the room taken and the context counted happen in one step. The source's budget
+   * is judged before the cap (a refused source evicts nobody) and again with no await left.
    */
   async create(clientIp: string): Promise<SessionEntry | ResidentError> {
-    const { directory, capacity, clock, counters, log, ownership } = this.#rooms;
+    const { directory, capacity, clock, counters, log, ownership, policy, sources } = this.#rooms;
+    const source = policy.sourceOf(clientIp);
+    const tooMany = sources.makeRoom(source);
+    if (tooMany) return tooMany;
     const id = newSessionId();
     mustBeOurs(await ownership.claim(id));
-    const refused = await capacity.makeRoom();
+    const refused = await capacity.makeRoom(source);
     if (refused) {
       void ownership.release(id);
       return refused;
     }
+    const tooManyNow = sources.makeRoom(source);
+    if (tooManyNow) {
+      capacity.unplace();
+      void ownership.release(id);
+      return tooManyNow;
+    }
     const now = clock.now();
-    const entry = newEntry({ id, clientIp, createdAt: Date.now(), startedAt: now, userId: null, lastActive: now });
+    const entry = newEntry({ id, clientIp, source, proven: false, createdAt: Date.now(), startedAt: now, userId: null, lastActive: now });
     entry.init = contextInit(entry, false);
     directory.addLive(entry);
     capacity.placed();
@@ -213,6 +223,9 @@ export class Admission {
     const entry = newEntry({
       id,
       clientIp: record.clientIp,
+      source: this.#rooms.policy.sourceOf(record.clientIp),
+      // Its record was written because it was proven or kept, and its cookie came back.
+      proven: true,
       createdAt: record.createdAt,
       startedAt: mono - Math.max(0, now - record.createdAt),
       userId: record.userId,

@@ -1,11 +1,15 @@
 /**
- * The cap: `sessions.maxContexts` live contexts at most. Which context leaves is a pure choice
- * (the least recently active one with no request in flight, 4D's rule); the eviction itself
- * is a suspend, done by the lifecycle room.
+ * The cap: `sessions.maxContexts` live contexts at most. Which context leaves is a pure choice:
+ * unproven ones first (their client never presented the cookie back: a cookieless flood
+ * evicts itself, not a real user), the new session's own source's before any other's, then
+ * the least recently active one with no request in flight (4D's rule). The eviction itself is
+ * a suspend, done by the lifecycle room.
  */
 import { ResidentError } from '../errors.ts';
 import type { SessionEntry } from './directory.ts';
+import type { IdleCandidate } from './peers.ts';
 import type { Rooms } from './rooms.ts';
+import { firstIdle } from './unproven.ts';
 
 export interface VictimChoice {
   /** The context to suspend: idle, least recently active, not refused lately. */
@@ -42,13 +46,14 @@ export class Capacity {
 
   /**
    * Takes a place for one more live context within `maxContexts`, counted over every home (the
-   * cap is global, as in 4D): while the count is over, the globally least recently active
-   * context with no request in flight is suspended ('evicted'), here or on its own home.
+   * cap is global, as in 4D): while the count is over, an idle context is suspended
+   * ('evicted'), here or on its own home: an unproven one of `source` here, else the globally
+   * oldest unproven one, else the globally least recently active one.
    * Resolves with the error that answers 503 when every context is busy (C5, C6). On success
    * the place is held until `placed()` or `unplace()`: the caller adds its context with no
    * await in between, so two creations, on one home or on two, cannot both take the last place.
    */
-  async makeRoom(): Promise<ResidentError | undefined> {
+  async makeRoom(source?: string): Promise<ResidentError | undefined> {
     const { cap, config } = this.#rooms;
     let total = cap.reserve();
     try {
@@ -69,7 +74,7 @@ export class Capacity {
           cap.unreserve();
           return new ResidentError('RESIDENT_ERR_CAPACITY');
         }
-        const evicted = await this.#evictOne(retried);
+        const evicted = await this.#evictOne(retried, source);
         if (evicted === 'evicted') evictedOwn = true;
         else if (evicted === 'retried') retried = true;
         else if (evicted === 'over') return undefined;
@@ -97,30 +102,36 @@ export class Capacity {
   }
 
   /**
-   * Suspends the least recently active idle context of every home: 'evicted' once one went,
+   * Suspends one idle context of some home, unproven ones first: 'evicted' once one went,
    * 'again' when the candidates changed meanwhile (or the room was made by others),
    * 'retried' when a context refused lately was tried again, 'over' when the cap stays
    * exceeded until the store takes writes again (E4), or the error when every one is busy.
    */
-  async #evictOne(retried: boolean): Promise<'evicted' | 'again' | 'retried' | 'over' | ResidentError> {
+  async #evictOne(retried: boolean, source?: string): Promise<'evicted' | 'again' | 'retried' | 'over' | ResidentError> {
     const { directory, clock, config, lifecycle, log, peers } = this.#rooms;
-    const { victim, refusedLately } = chooseVictim(directory.live.values(), clock.now());
+    const now = clock.now();
+    // The new session's own source's unproven contexts go first, then any unproven one.
+    const own = source === undefined ? undefined : firstIdle(directory.unproven.ofSource(source), now);
+    const { victim: oldestHere, refusedLately } = chooseVictim(directory.live.values(), now);
+    const unprovenHere = own ?? firstIdle(directory.unproven.all(), now);
+    const victim = unprovenHere ?? oldestHere;
     const elsewhere = await peers.idleCandidates();
     // Other creations may have made the room while the other homes answered: an eviction now
     // would be one nobody needs (an idle context suspended for nothing).
     if (this.#rooms.cap.total <= config.maxContexts) return 'again';
-    let oldest: (typeof elsewhere)[number] | undefined;
-    for (const candidate of elsewhere) if (!oldest || candidate.lastActive < oldest.lastActive) oldest = candidate;
+    let best: IdleCandidate | undefined;
+    for (const candidate of elsewhere) if (!best || before(candidate, best)) best = candidate;
+    const here = victim && { home: -1, lastActive: victim.lastActive, unproven: !victim.proven };
     // Each victim is marked suspending at once, so it counts no more and is not picked twice.
-    if (victim && victim.state === 'live' && !victim.gate && victim.inFlight === 0 && (!oldest || victim.lastActive <= oldest.lastActive)) {
+    if (victim && victim.state === 'live' && !victim.gate && victim.inFlight === 0 && (own || !best || !before(best, here!))) {
       void lifecycle.startSuspend(victim, 'evicted');
       return 'evicted';
     }
-    if (oldest && (await peers.evict(oldest.home))) return 'evicted';
+    if (best && (await peers.evict(best.home))) return 'evicted';
     // Changed meanwhile (a request came, or a concurrent creation here took the same victim
     // while this one awaited the other homes' candidates): look again. Only "no candidate
     // anywhere" means every context is busy; a victim taken by another eviction did not.
-    if (oldest || victim) return 'again';
+    if (best || victim) return 'again';
     if (refusedLately && refusedLately.state === 'live' && !refusedLately.gate) {
       // Over the cap until the store takes writes again (E4), rather than a memento lost.
       if (retried) return 'over';
@@ -131,18 +142,30 @@ export class Capacity {
     return new ResidentError('RESIDENT_ERR_CAPACITY');
   }
 
-  /** A peer asks this home to give up its least recently active idle context; true when one went. */
+  /** This home's choice of victim: its oldest idle unproven context, else its least recently active idle one. */
+  #localVictim(): SessionEntry | undefined {
+    const { directory, clock } = this.#rooms;
+    const now = clock.now();
+    return firstIdle(directory.unproven.all(), now) ?? chooseVictim(directory.live.values(), now).victim;
+  }
+
+  /** A peer asks this home to give up its idle context of choice (see oldestIdle); true when one went. */
   evictOldestIdle(): boolean {
-    const { directory, clock, lifecycle } = this.#rooms;
-    const { victim } = chooseVictim(directory.live.values(), clock.now());
+    const victim = this.#localVictim();
     if (!victim) return false;
-    void lifecycle.startSuspend(victim, 'evicted');
+    void this.#rooms.lifecycle.startSuspend(victim, 'evicted');
     return true;
   }
 
-  /** This home's least recently active idle context's last activity, for a peer choosing a victim. */
-  oldestIdle(): number | undefined {
-    const { directory, clock } = this.#rooms;
-    return chooseVictim(directory.live.values(), clock.now()).victim?.lastActive;
+  /** This home's idle context of choice, for a peer choosing a victim: unproven first, then least recently active. */
+  oldestIdle(): Omit<IdleCandidate, 'home'> | undefined {
+    const victim = this.#localVictim();
+    return victim && { lastActive: victim.lastActive, unproven: !victim.proven };
   }
+}
+
+/** Whether candidate `a` leaves before `b`: unproven before proven, then the least recently active. */
+function before(a: Omit<IdleCandidate, 'home'>, b: Omit<IdleCandidate, 'home'>): boolean {
+  if (a.unproven !== b.unproven) return a.unproven;
+  return a.lastActive < b.lastActive;
 }

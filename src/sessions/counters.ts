@@ -19,6 +19,16 @@ export interface SessionCounters {
   corruptMementos: number;
   workersLost: number;
   regenerated: number;
+  /** Unproven sessions that left memory without a record (idle, the cap, pushed out, shutdown). */
+  dropped: number;
+  /** Of those, pushed out by their source's sessions.maxUnprovenPerIp. */
+  pushedOut: number;
+  /** New sessions refused with 429: the source's unproven sessions were all busy. */
+  refusedNew: number;
+  /** Unknown session IDs looked up in the store (sessions.maxUnknownIdsPerIp counts them). */
+  unknownIds: number;
+  /** Unknown session IDs not looked up: their source's budget was spent. */
+  unknownIdsUnread: number;
 }
 
 /** The counters and the sessions held in memory, as `sessions.stats` shows them. */
@@ -32,6 +42,8 @@ export interface SessionStats extends Readonly<Omit<SessionCounters, 'suspended'
   readonly suspendedKnown: number;
   /** Requests admitted and not yet answered, over all sessions. */
   readonly inFlight: number;
+  /** Live contexts whose client has not presented their cookie back yet. */
+  readonly unproven: number;
 }
 
 export function newCounters(): SessionCounters {
@@ -39,7 +51,7 @@ export function newCounters(): SessionCounters {
     created: 0,
     resumed: 0,
     adopted: 0,
-    suspended: { idle: 0, evicted: 0, admin: 0, closed: 0, shutdown: 0, expired: 0, checkpoint: 0, failed: 0 },
+    suspended: { idle: 0, evicted: 0, admin: 0, closed: 0, shutdown: 0, expired: 0, checkpoint: 0, dropped: 0, failed: 0 },
     lostSuspends: 0,
     checkpoints: 0,
     closed: 0,
@@ -48,6 +60,11 @@ export function newCounters(): SessionCounters {
     corruptMementos: 0,
     workersLost: 0,
     regenerated: 0,
+    dropped: 0,
+    pushedOut: 0,
+    refusedNew: 0,
+    unknownIds: 0,
+    unknownIdsUnread: 0,
   };
 }
 
@@ -57,6 +74,7 @@ export interface HeldNow {
   suspending(): number;
   suspendedKnown(): number;
   inFlight(): number;
+  unproven(): number;
 }
 
 /** Read-only getters over `source`'s keys: a reader sees every change and can make none. */

@@ -9,6 +9,7 @@
  */
 import { ExpiryQueue } from './expiry-queue.ts';
 import type { SessionEntry } from './entry.ts';
+import { UnprovenIndex } from './unproven.ts';
 
 export { newEntry, type SessionEntry, type SessionState } from './entry.ts';
 
@@ -24,6 +25,7 @@ export interface DirectoryCounts {
   live: number;
   suspending: number;
   suspended: number;
+  unproven: number;
 }
 
 export class Directory {
@@ -31,6 +33,8 @@ export class Directory {
   readonly live = new Map<string, SessionEntry>();
   /** Suspended sessions, least recently active first. */
   readonly suspended = new Map<string, SessionEntry>();
+  /** Live sessions whose client has not presented their cookie back, oldest first. */
+  readonly unproven = new UnprovenIndex();
   /** userId → that user's sessions known to this process. */
   readonly #byUser = new Map<string, Set<SessionEntry>>();
   /**
@@ -47,7 +51,7 @@ export class Directory {
   }
 
   #changed(): void {
-    this.#onCounts({ live: this.liveCount, suspending: this.#suspending, suspended: this.suspended.size });
+    this.#onCounts({ live: this.liveCount, suspending: this.#suspending, suspended: this.suspended.size, unproven: this.unproven.size });
   }
 
   get(id: string): SessionEntry | undefined {
@@ -73,8 +77,18 @@ export class Directory {
   rename(entry: SessionEntry, id: string): void {
     const map = entry.state === 'suspended' ? this.suspended : this.live;
     map.delete(entry.id);
+    const wasUnproven = this.unproven.delete(entry);
     entry.id = id;
     map.set(id, entry);
+    if (wasUnproven) this.unproven.add(entry);
+  }
+
+  /** Its client presented the cookie back: from now on it is kept like any session. Returns it. */
+  markProven(entry: SessionEntry): SessionEntry {
+    if (entry.proven) return entry;
+    entry.proven = true;
+    if (this.unproven.delete(entry)) this.#changed();
+    return entry;
   }
 
   /** The thread that hosts the context now, as the pool reported it; null when it left. */
@@ -109,6 +123,7 @@ export class Directory {
     entry.orderedAt = entry.lastActive;
     this.suspended.delete(entry.id);
     this.live.set(entry.id, entry);
+    if (!entry.proven) this.unproven.add(entry);
     this.#changed();
   }
 
@@ -136,6 +151,8 @@ export class Directory {
   markSuspending(entry: SessionEntry): void {
     entry.state = 'suspending';
     this.#suspending++;
+    // Leaving: no longer counted against its source's budget, nor a victim to pick again.
+    this.unproven.delete(entry);
     this.#changed();
   }
 
@@ -143,6 +160,7 @@ export class Directory {
   markLiveAgain(entry: SessionEntry): void {
     if (entry.state === 'suspending') this.#suspending--;
     entry.state = 'live';
+    if (!entry.proven) this.unproven.add(entry);
     this.#changed();
   }
 
@@ -151,6 +169,7 @@ export class Directory {
     entry.state = 'suspended';
     entry.init = null;
     entry.orderedAt = entry.lastActive;
+    this.unproven.delete(entry);
     this.live.delete(entry.id);
     this.suspended.set(entry.id, entry);
     this.#queueForExpiry(entry);
@@ -188,6 +207,7 @@ export class Directory {
     entry.ending = false;
     this.#unindexUser(entry);
     entry.state = 'gone';
+    this.unproven.delete(entry);
     this.live.delete(entry.id);
     this.suspended.delete(entry.id);
     this.#changed();

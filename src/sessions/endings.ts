@@ -7,6 +7,7 @@
  */
 import { hashId } from '../id-hash.ts';
 import type { WireError } from '../contexts/protocol.ts';
+import type { SuspendReason } from '../types.ts';
 import { bounded } from './bounded.ts';
 import type { SessionEntry } from './directory.ts';
 import { afterGate } from './gate.ts';
@@ -45,6 +46,7 @@ export class Endings {
         return;
       }
       if (entry.state === 'live') {
+        await this.#deleteBeforeHook(entry);
         const answer = await lifecycle.askMemento(entry, reason);
         if (answer.kind === 'failed') logHookError(log, entry, `onSessionSuspend(ctx, '${reason}')`, answer.error);
         await lifecycle.discard(entry);
@@ -52,6 +54,23 @@ export class Endings {
       }
       await this.endDurably(entry, reason, by);
     });
+  }
+
+  /**
+   * The record goes before onSessionSuspend(ctx, 'closed' | 'expired') runs: the rooms run on
+   * the context's own thread, so a hook that ends that thread ends them too, and a delete
+   * asked for after the hook might never be sent; the replacement thread, which knows nothing
+   * of the retired ID, would then adopt the record back (A4). After any checkpoint under way.
+   * A failure is logged; end() tries again.
+   */
+  async #deleteBeforeHook(entry: SessionEntry): Promise<void> {
+    const { lifecycle, store, log } = this.#rooms;
+    try {
+      await lifecycle.checkpointOf(entry);
+      await bounded(store.delete(entry.id), 'the store delete');
+    } catch (error) {
+      log.error({ event: 'store-error', session: hashId(entry.id), err: error }, 'cannot delete the record of an ending session before its hook; trying again after it');
+    }
   }
 
   /**
@@ -93,6 +112,22 @@ export class Endings {
    */
   endDurably(entry: SessionEntry, why: 'closed' | 'expired', by?: string): Promise<void> {
     return bounded(this.end(entry, why, by), 'the store delete').catch(() => undefined);
+  }
+
+  /**
+   * An unproven session left memory (idle, the cap, its source's budget, shutdown) without a
+   * record: nothing was written for it, so there is nothing to delete, and its ID, unknown
+   * from now on, adopts nothing. Logged at debug: a flood makes one per request.
+   */
+  drop(entry: SessionEntry, reason: SuspendReason): void {
+    const { admission, directory, lifecycle, counters, log, ownership } = this.#rooms;
+    directory.remove(entry);
+    admission.dropAdopted(entry.id);
+    lifecycle.unhome(entry);
+    counters.dropped++;
+    counters.suspended.dropped++;
+    log.debug({ event: 'dropped', session: hashId(entry.id), reason }, 'unproven session left memory without a record');
+    void ownership.release(entry.id).catch(() => {});
   }
 
   /** A context whose suspend keeps failing still cannot outlive its cookie. */

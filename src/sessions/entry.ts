@@ -19,6 +19,15 @@ export interface SessionEntry {
   /** Its end (close or expiry) is under way: its responses expire the cookie. */
   ending: boolean;
   readonly clientIp: string;
+  /** What the hostile-traffic budgets count it against: its client's address or network (sourceKey). */
+  readonly source: string;
+  /**
+   * The client presented the cookie back (Context.proven). Until then the session is the
+   * cap's first choice of victim and leaves memory without a record (see ./unproven.ts).
+   */
+  proven: boolean;
+  /** A hook called ctx.keep(): saved like a proven session even while unproven. */
+  kept: boolean;
   /** Wall-clock ms when the session began (kept in the store record). */
   readonly createdAt: number;
   /** Monotonic ms when the session began, for `sessions.maxLifetime`. */
@@ -55,13 +64,14 @@ export interface SessionEntry {
 
 /** A new entry: what differs between a created and an adopted session, the rest at rest. */
 export function newEntry(
-  fields: Pick<SessionEntry, 'id' | 'clientIp' | 'createdAt' | 'startedAt' | 'userId' | 'lastActive'> &
+  fields: Pick<SessionEntry, 'id' | 'clientIp' | 'source' | 'proven' | 'createdAt' | 'startedAt' | 'userId' | 'lastActive'> &
     Partial<Pick<SessionEntry, 'mementoBytes' | 'hasMemento'>>,
 ): SessionEntry {
   return {
     mementoBytes: 0,
     hasMemento: false,
     ...fields,
+    kept: false,
     workerId: null,
     ending: false,
     requests: 0,

@@ -28,14 +28,22 @@ import type { Rooms, SessionsDeps } from './rooms.ts';
 import { shutDown } from './shutdown.ts';
 import { Sweeper } from './sweeper.ts';
 import { Users } from './users.ts';
+import { GuessBudget } from './guesses.ts';
+import { SourceAlarms } from './source-alarms.ts';
+import { SourceBudget } from './sources.ts';
 
 export type { CookieAction, Outcome } from './outcome.ts';
 export type { SessionInfo } from './info.ts';
 export { storedInfo } from './info.ts';
 export type { SessionStats } from './counters.ts';
 export type { SessionsDeps } from './rooms.ts';
+export { GuessBudget } from './guesses.ts';
+export { SourceAlarms, type OverBudget } from './source-alarms.ts';
 
 /** Which sessions a listing wants: those in memory (live or suspending) or the suspended ones this process knows. */
+/** What a Sessions makes for itself when not given it. */
+type Defaulted = 'ownership' | 'peers' | 'cap' | 'homes' | 'lookups' | 'overBudget';
+
 export interface ListQuery {
   state: 'live' | 'suspended';
   /** Position to start at, in least-recently-active order. */
@@ -47,12 +55,19 @@ export class Sessions {
   readonly #rooms: Rooms;
   readonly #sweeper: Sweeper;
 
-  constructor(deps: Omit<SessionsDeps, 'ownership' | 'peers' | 'cap'> & Partial<Pick<SessionsDeps, 'ownership' | 'peers' | 'cap'>>) {
+  constructor(deps: Omit<SessionsDeps, Defaulted> & Partial<Pick<SessionsDeps, Defaulted>>) {
+    const counters = deps.counters ?? newCounters();
+    // Alone (no edge threads): the budgets of unknown IDs and the alarms are kept here.
+    const alarms = deps.overBudget && deps.lookups ? undefined : new SourceAlarms(deps.config.budgetWindow, deps.log);
     const rooms = {
       ...deps,
       ownership: deps.ownership ?? new LocalOwnership(),
       peers: deps.peers ?? noPeers,
       cap: deps.cap ?? localCap(),
+      homes: deps.homes ?? 1,
+      lookups: deps.lookups ?? new GuessBudget(deps.store, deps.config, counters, alarms!),
+      overBudget: deps.overBudget ?? ((source, budget) => alarms!.note(source, budget)),
+      counters,
       closing: false,
     } as Rooms;
     rooms.policy = new SessionPolicy(deps.config, deps.clock);
@@ -67,14 +82,15 @@ export class Sessions {
       deps.held?.setHeld('live', counts.live);
       deps.held?.setHeld('suspending', counts.suspending);
       deps.held?.setHeld('suspendedKnown', counts.suspended);
+      deps.held?.setHeld('unproven', counts.unproven);
     });
-    rooms.counters = deps.counters ?? newCounters();
     rooms.admission = new Admission(rooms);
     rooms.requests = new Requests(rooms);
     rooms.lifecycle = new Lifecycle(rooms);
     rooms.endings = new Endings(rooms);
     rooms.capacity = new Capacity(rooms);
     rooms.users = new Users(rooms);
+    rooms.sources = new SourceBudget(rooms);
     this.#rooms = rooms;
     const { directory, requests } = rooms;
     this.stats = statsView(rooms.counters, {
@@ -82,6 +98,7 @@ export class Sessions {
       suspending: () => directory.suspendingCount,
       suspendedKnown: () => directory.suspended.size,
       inFlight: () => requests.inFlight,
+      unproven: () => directory.unproven.size,
     });
     this.#sweeper = new Sweeper(rooms);
     this.#sweeper.start();
@@ -172,14 +189,15 @@ export class Sessions {
    * Suspends one live context now (the admin view), as an idle one would be. Resolves with the
    * outcome: 'busy' while it has a request in flight or a suspend or resume under way;
    * 'failed' when the context stays live; 'lost' when it went without its memento (its thread
-   * stopped during the hook).
+   * stopped during the hook); 'dropped' when it was unproven, so nothing was kept.
    */
-  async suspendSession(id: string): Promise<'suspended' | 'busy' | 'not-live' | 'failed' | 'lost'> {
+  async suspendSession(id: string): Promise<'suspended' | 'busy' | 'not-live' | 'failed' | 'lost' | 'dropped'> {
     const entry = this.#rooms.directory.get(id);
     if (!entry || entry.state === 'suspended' || entry.state === 'gone') return 'not-live';
     if (entry.inFlight > 0 || entry.gate || entry.state !== 'live') return 'busy';
     if (await this.#rooms.lifecycle.startSuspend(entry, 'admin')) return 'suspended';
-    return (entry.state as SessionEntry['state']) === 'live' ? 'failed' : 'lost';
+    const state = entry.state as SessionEntry['state'];
+    return state === 'live' ? 'failed' : state === 'gone' ? 'dropped' : 'lost';
   }
 
   /** Runs the idle and expiry sweep now (it also runs every 250 ms). */
@@ -209,12 +227,12 @@ export class Sessions {
     return closedIds;
   }
 
-  /** Last activity (monotonic ms) of the least recently active idle context here, for the global cap. */
-  oldestIdle(): number | undefined {
+  /** The idle context this home would evict for the global cap (unproven first), for another home choosing. */
+  oldestIdle(): { lastActive: number; unproven: boolean } | undefined {
     return this.#rooms.capacity.oldestIdle();
   }
 
-  /** Suspends the least recently active idle context here ('evicted'), for another home over the cap. */
+  /** Suspends the idle context of oldestIdle() ('evicted'), for another home over the cap. */
   evictOldestIdle(): boolean {
     return this.#rooms.capacity.evictOldestIdle();
   }

@@ -11,16 +11,16 @@ import type { SuspendReason } from '../types.ts';
 import { bounded } from './bounded.ts';
 import { contextInit } from './context-init.ts';
 import type { SessionEntry } from './directory.ts';
-import { afterGate, setGate } from './gate.ts';
+import { setGate } from './gate.ts';
 import { mustBeOurs } from './ownership.ts';
 import { logHookError, type Rooms } from './rooms.ts';
 
-/** Reasons that take a context out of memory and keep its memento. */
-export type SuspendingReason = 'idle' | 'evicted' | 'admin' | 'shutdown';
+/** Reasons that take a context out of memory and keep its memento ('dropped': an unproven one, never kept). */
+export type SuspendingReason = 'idle' | 'evicted' | 'admin' | 'shutdown' | 'dropped';
 
 /** What a worker answered when asked for a context's memento. */
 export type MementoAnswer =
-  | { kind: 'memento'; memento: string }
+  | { kind: 'memento'; memento: string; /** A hook called ctx.keep(). */ kept: boolean }
   /** onSessionSuspend threw, or its memento could not be encoded: the context is still there. */
   | { kind: 'failed'; error: WireError }
   /** No context: its thread died (`died`), or an earlier request closed it. */
@@ -42,7 +42,7 @@ export class Lifecycle {
   async askMemento(entry: SessionEntry, reason: SuspendReason): Promise<MementoAnswer> {
     try {
       const reply = await this.#rooms.host.run({ type: 'suspend', sessionId: entry.id, reason }, entry.workerId);
-      if (reply.type === 'suspended') return { kind: 'memento', memento: reply.memento };
+      if (reply.type === 'suspended') return { kind: 'memento', memento: reply.memento, kept: reply.kept === true };
       if (reply.type === 'suspend-failed') return { kind: 'failed', error: reply.error };
     } catch {
       // The thread died: the context went with it.
@@ -88,8 +88,14 @@ export class Lifecycle {
 
   /** Never rejects: the outcome is the entry's new state (and true when the memento was saved). */
   async #suspend(entry: SessionEntry, reason: SuspendingReason): Promise<boolean> {
-    const { store, policy, directory, counters, log } = this.#rooms;
+    const { store, policy, directory, counters, log, endings } = this.#rooms;
     const answer = await this.askMemento(entry, reason);
+    if (this.#drops(entry, reason, answer)) {
+      // Judged after the hook: a request that presented the cookie meanwhile proved it.
+      await this.discard(entry);
+      endings.drop(entry, reason);
+      return false;
+    }
     if (answer.kind === 'gone') {
       if (entry.state !== 'suspending') return false;
       this.lose(entry);
@@ -118,6 +124,16 @@ export class Lifecycle {
     counters.suspended[reason]++;
     log.info({ event: 'suspended', session: hashId(entry.id), reason }, 'session suspended');
     return true;
+  }
+
+  /**
+   * Whether a context leaving memory ends without a record: unproven and not kept
+   * (ctx.keep()), or pushed out. Its client never presented the cookie back, so a cookieless
+   * flood costs no record; a failed hook or a dead thread loses nothing anyone comes back for.
+   */
+  #drops(entry: SessionEntry, reason: SuspendingReason, answer: MementoAnswer): boolean {
+    if (entry.proven || entry.state !== 'suspending' || this.#rooms.config.suspendEveryRequest) return false;
+    return reason === 'dropped' || !(entry.kept || (answer.kind === 'memento' && answer.kept));
   }
 
   /** Runs inside the entry's gate: no request proceeds until the outcome is settled. */
@@ -154,7 +170,8 @@ export class Lifecycle {
    * it stays live, so a crash loses at most one interval (`sessions.checkpointInterval`).
    */
   checkpoint(entry: SessionEntry): void {
-    if (!entry.dirty || entry.state !== 'live' || entry.gate || this.#checkpointing.has(entry)) return;
+    // An unproven session is written only if a hook kept it (ctx.keep()).
+    if (!(entry.proven || entry.kept) || !entry.dirty || entry.state !== 'live' || entry.gate || this.#checkpointing.has(entry)) return;
     entry.dirty = false;
     const saving = this.#checkpointOne(entry).finally(() => this.#checkpointing.delete(entry));
     this.#checkpointing.set(entry, saving);
@@ -207,37 +224,5 @@ export class Lifecycle {
     if (entry.workerId === null) return;
     this.#rooms.host.release(entry.workerId);
     this.#rooms.directory.setHome(entry, null);
-  }
-
-  /**
-   * Rewrites the stored record of `entry` (found under `storedAs`) with its current ID and
-   * userId, under the gate so no checkpoint or suspend interleaves: after a regenerate the
-   * record moves to the new ID, and a change of user reaches the store at once. Bounded like
-   * any store call on a request's path (E6): a store that hangs costs the response at most
-   * the deadline, and the context stays live whatever happens.
-   */
-  rewriteRecord(entry: SessionEntry, storedAs: string, whenMoved: () => void): Promise<void> {
-    const { store, log, endings } = this.#rooms;
-    const moving = storedAs !== entry.id;
-    return afterGate(entry, async () => {
-      // A checkpoint that started under the old ID may still be writing it.
-      await this.#checkpointing.get(entry);
-      try {
-        if (entry.state !== 'gone' && (entry.hasMemento || moving)) {
-          const record = await bounded(store.get(storedAs), 'the store read');
-          // A suspend that ran meanwhile may have saved a newer memento under the new ID.
-          const newer = moving && record ? await bounded(store.get(entry.id), 'the store read') : undefined;
-          if (record && !newer) await bounded(store.set({ ...record, id: entry.id, userId: entry.userId }), 'the store write');
-        }
-      } catch (error) {
-        log.error({ event: 'store-error', session: hashId(entry.id), err: error }, 'cannot update the stored session record');
-        // The context is live and will be saved again; a record it cannot vouch for is dropped.
-        if (moving) entry.hasMemento = false;
-      }
-      if (moving) {
-        await endings.deleteRetired(storedAs, entry);
-        whenMoved();
-      }
-    });
   }
 }

@@ -8,16 +8,18 @@ import type { SessionInfo } from './info.ts';
 
 export interface IdleCandidate {
   home: number;
-  /** Monotonic ms (the same scale on every thread) of its least recently active idle context. */
+  /** Monotonic ms (the same scale on every thread) of the idle context it would evict. */
   lastActive: number;
+  /** That context is unproven (it leaves before any proven one). */
+  unproven: boolean;
 }
 
 export interface Peers {
   /** True when `id` is homed here. */
   isLocal(id: string): boolean;
-  /** Each other home's least recently active idle context, where it has one. */
+  /** Each other home's idle context of choice (its oldest unproven, else its least recently active), where it has one. */
   idleCandidates(): Promise<IdleCandidate[]>;
-  /** Asks `home` to evict its least recently active idle context; false when it had none. */
+  /** Asks `home` to evict its idle context of choice; false when it had none. */
   evict(home: number): Promise<boolean>;
   /** The sessions of `userId` the other homes know. */
   sessionsOfUser(userId: string): Promise<SessionInfo[]>;
@@ -62,7 +64,7 @@ export interface GlobalCap {
 
 /** What a home publishes for the others and the main thread to read. */
 export interface HeldFigures {
-  setHeld(key: 'live' | 'suspending' | 'suspendedKnown' | 'inFlight', value: number): void;
+  setHeld(key: 'live' | 'suspending' | 'suspendedKnown' | 'inFlight' | 'unproven', value: number): void;
 }
 
 /** A cap kept in this thread alone (sessions kept apart from any pool, e.g. a benchmark). */

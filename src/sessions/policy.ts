@@ -4,7 +4,7 @@
  */
 import type { ResidentConfig } from '../config.ts';
 import type { Clock } from '../clock.ts';
-import { ipMatcher, type IpMatcher } from '../http/ip-binding.ts';
+import { ipMatcher, sourceKey, type IpMatcher } from '../http/ip-binding.ts';
 import type { SessionRecord } from '../stores/store.ts';
 import type { SessionEntry } from './directory.ts';
 
@@ -17,6 +17,8 @@ export class SessionPolicy {
   readonly lifetimeLimit: number;
   /** Whether a request from one address may use a session bound to another (`bindIp`). */
   readonly sameClient: IpMatcher;
+  /** The source a client address is counted against for the hostile-traffic budgets. */
+  readonly sourceOf: (ip: string) => string;
   readonly #mementoVersion: number;
   readonly #clock: Clock;
 
@@ -26,6 +28,7 @@ export class SessionPolicy {
     this.sessionLimit = config.cookieTimeout > 0 ? config.cookieTimeout : Infinity;
     this.lifetimeLimit = config.maxLifetime > 0 ? config.maxLifetime : Infinity;
     this.sameClient = ipMatcher(config.bindIp);
+    this.sourceOf = (ip) => sourceKey(ip, config.bindIp);
     // A context never outlives its cookie: with a cookie shorter than the process timeout, the
     // context is suspended when the cookie expires, and its memento dropped right after.
     this.idleLimit = Math.min(config.processTimeout > 0 ? config.processTimeout : Infinity, this.sessionLimit);

@@ -11,6 +11,7 @@ import type { SessionEntry } from './directory.ts';
 import { setGate } from './gate.ts';
 import { errorOutcome, type CookieAction, type Outcome } from './outcome.ts';
 import { logHookError, type Rooms } from './rooms.ts';
+import { rewriteRecord } from './records.ts';
 import { bounded } from './bounded.ts';
 
 /** What a request was when it was admitted, for judging its reply. */
@@ -72,7 +73,7 @@ export class Requests {
       const init = entry.init ?? undefined;
       entry.init = null;
       const reply = await host.run(
-        { type: 'request', sessionId: entry.id, init, expiresAt: this.#rooms.policy.cookieExpiresAt(entry), request },
+        { type: 'request', sessionId: entry.id, init, expiresAt: this.#rooms.policy.cookieExpiresAt(entry), ...(entry.proven && { proven: true }), request },
         entry.workerId,
       );
       return await this.#afterReply(entry, reply, admitted);
@@ -112,6 +113,7 @@ export class Requests {
     if (reply.type !== 'response') throw new Error(`unexpected worker reply ${reply.type}`);
     if (reply.error) logHookError(log, entry, 'onConnection', reply.error);
     if (reply.userId !== undefined) directory.setUser(entry, reply.userId);
+    if (reply.kept) entry.kept = true;
     if (reply.mementoError) await endings.quarantine(entry, reply.mementoError);
     if (reply.closeOthersOf !== undefined) {
       // Whatever else this request did (a close, a sign-out), the user it named is signed out elsewhere.
@@ -132,7 +134,7 @@ export class Requests {
     if (reply.regenerate) await users.regenerate(entry);
     else if (reply.userId !== undefined && entry.hasMemento) {
       // A sign-out must not come back with a crash: the stored record names the user now.
-      await lifecycle.rewriteRecord(entry, entry.id, () => {});
+      await rewriteRecord(this.#rooms, entry, entry.id, () => {});
     }
     // After any regenerate, so the user's sessions are listed under their current IDs.
     if (reply.userId && config.maxPerUser > 0) {

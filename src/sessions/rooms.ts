@@ -21,6 +21,9 @@ import type { GlobalCap, HeldFigures, Peers } from './peers.ts';
 import type { SessionPolicy } from './policy.ts';
 import type { Requests } from './requests.ts';
 import type { Users } from './users.ts';
+import type { UnknownIds } from './guesses.ts';
+import type { Budget } from './source-alarms.ts';
+import type { SourceBudget } from './sources.ts';
 
 /** What the server gives the sessions: configuration, where contexts live, where mementos go. */
 export interface SessionsDeps {
@@ -38,6 +41,12 @@ export interface SessionsDeps {
   counters?: SessionCounters;
   /** Where the held figures are published; nowhere by default. */
   held?: HeldFigures;
+  /** Homes (edge threads) sharing the per-source budgets; 1 by default. */
+  homes: number;
+  /** Looks up unknown IDs within their source's budget (the main thread's, on an edge thread). */
+  lookups: UnknownIds;
+  /** Told when a source goes over a budget (logged and listed where every home's reports meet). */
+  overBudget: (source: string, budget: Budget) => void;
 }
 
 export interface Rooms extends SessionsDeps {
@@ -51,6 +60,7 @@ export interface Rooms extends SessionsDeps {
   endings: Endings;
   capacity: Capacity;
   users: Users;
+  sources: SourceBudget;
   /** True once shutdown began. */
   closing: boolean;
 }

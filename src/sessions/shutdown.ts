@@ -57,7 +57,8 @@ export async function shutDown(rooms: Rooms, deadlineMs: number, stopHost: () =>
     // Not saved by the deadline: contexts still busy, and suspends under way (a slow hook).
     const stuck = [...rooms.directory.live.values()];
     const { suspended } = counters;
-    const saved = () => suspended.idle + suspended.evicted + suspended.admin + suspended.shutdown;
+    // Dropped ones (unproven) went as they should: nothing to save.
+    const saved = () => suspended.idle + suspended.evicted + suspended.admin + suspended.shutdown + suspended.dropped;
     const savedBefore = saved();
     await stopHost();
     await Promise.all(stuck.map((entry) => entry.gate?.catch(() => undefined)));

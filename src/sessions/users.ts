@@ -9,6 +9,7 @@ import { newSessionId } from '../contexts/ids.ts';
 import { SerialQueue } from '../contexts/serial-queue.ts';
 import type { SessionEntry } from './directory.ts';
 import { entryInfo, storedInfo, type SessionInfo } from './info.ts';
+import { rewriteRecord } from './records.ts';
 import type { Rooms } from './rooms.ts';
 
 /** How long a closeUser is remembered for sign-ins under way at the time (see #usersClosedAt). */
@@ -65,7 +66,7 @@ export class Users {
    * the new one, under the gate, so no checkpoint or suspend interleaves.
    */
   async regenerate(entry: SessionEntry): Promise<void> {
-    const { admission, directory, counters, log, host, lifecycle } = this.#rooms;
+    const { admission, directory, counters, log, host } = this.#rooms;
     if (entry.state === 'gone' || entry.ending) return; // closed meanwhile: its cookie is expired
     const previous = entry.id;
     const id = newSessionId();
@@ -79,7 +80,7 @@ export class Users {
     void host.run({ type: 'rename', sessionId: previous, newId: id }, entry.workerId).catch(() => {
       // The thread died: the context went with it, and worker loss resumes the session.
     });
-    await lifecycle.rewriteRecord(entry, previous, () => this.#renamed.delete(previous));
+    await rewriteRecord(this.#rooms, entry, previous, () => this.#renamed.delete(previous));
   }
 
   /**

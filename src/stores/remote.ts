@@ -5,6 +5,8 @@
  * ones: a creation, a resume, a suspend, a checkpoint, a close.
  */
 import type { RpcPort } from '../contexts/rpc.ts';
+import type { UnknownIds } from '../sessions/guesses.ts';
+import type { Budget } from '../sessions/source-alarms.ts';
 import type { ContextStore, ListQuery, OwnerFence, SessionRecord, SessionSummary } from './store.ts';
 
 /** A store call as it crosses to the main thread. */
@@ -80,4 +82,33 @@ export async function runStoreCall(store: ContextStore, call: StoreCall): Promis
   if (!Object.hasOwn(METHODS, call.method)) throw new Error(`no store method ${String(call.method)}`);
   const result = await (store[call.method] as (...args: unknown[]) => Promise<unknown>).apply(store, call.args);
   return result instanceof Set ? [...result] : result;
+}
+
+/** An edge thread's lookup of unknown IDs, within their source's budget: the main thread holds the one budget. */
+export interface LookupCall {
+  op: 'lookup';
+  ids: readonly string[];
+  source: string;
+}
+
+/** An edge thread's report of a source over a budget, for the main thread's log, admin view and metrics. */
+export interface OverBudgetCall {
+  op: 'overBudget';
+  source: string;
+  budget: Budget;
+}
+
+export class RemoteLookups implements UnknownIds {
+  readonly #main: RpcPort;
+  constructor(main: RpcPort) {
+    this.#main = main;
+  }
+  async existing(ids: readonly string[], source: string): Promise<Set<string>> {
+    return new Set(await this.#main.call<string[]>({ op: 'lookup', ids, source } satisfies LookupCall));
+  }
+}
+
+/** Main thread: runs a lookup an edge thread made. */
+export async function runLookupCall(lookups: UnknownIds, call: LookupCall): Promise<string[]> {
+  return [...(await lookups.existing(call.ids, call.source))];
 }

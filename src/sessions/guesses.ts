@@ -1,0 +1,70 @@
+/**
+ * Unknown session IDs (well-formed, not held in memory) cost a store read each: an attacker
+ * guessing IDs, or replaying random ones, would make the store its amplifier. Each source has
+ * `sessions.maxUnknownIdsPerIp` lookups per window (`sessions.budgetWindow`): counted before
+ * the read, so however many requests are in flight the reads stay within it, and given back
+ * for each ID the store did hold (a real session, suspended before a restart, is no guess).
+ * Past it, the source's unknown IDs are treated as no cookie, without a read. One budget for
+ * every thread: the main thread holds it (edge threads ask through src/stores/remote.ts).
+ */
+import type { ContextStore } from '../stores/store.ts';
+import type { SessionCounters } from './counters.ts';
+import type { SourceAlarms } from './source-alarms.ts';
+
+/** Which of `ids` (unknown here) the store holds, within the source's budget. */
+export interface UnknownIds {
+  existing(ids: readonly string[], source: string): Promise<Set<string>>;
+}
+
+export class GuessBudget implements UnknownIds {
+  readonly #store: ContextStore;
+  readonly #budget: number;
+  readonly #windowMs: number;
+  readonly #counters: SessionCounters;
+  readonly #alarms: SourceAlarms;
+  readonly #now: () => number;
+  #window = -1;
+  /** Lookups counted per source in the current window. */
+  #used = new Map<string, number>();
+
+  constructor(
+    store: ContextStore,
+    config: { maxUnknownIdsPerIp: number; budgetWindow: number },
+    counters: SessionCounters,
+    alarms: SourceAlarms,
+    now: () => number = Date.now,
+  ) {
+    this.#store = store;
+    this.#budget = config.maxUnknownIdsPerIp;
+    this.#windowMs = Math.max(1, config.budgetWindow);
+    this.#counters = counters;
+    this.#alarms = alarms;
+    this.#now = now;
+  }
+
+  async existing(ids: readonly string[], source: string): Promise<Set<string>> {
+    if (this.#budget === 0) {
+      this.#counters.unknownIds += ids.length;
+      return this.#store.existing(ids);
+    }
+    const window = Math.floor(this.#now() / this.#windowMs);
+    if (window !== this.#window) {
+      // A fresh window forgets every source: the map holds one window's sources at most.
+      this.#window = window;
+      this.#used = new Map();
+    }
+    const used = this.#used.get(source) ?? 0;
+    const allowed = Math.max(0, Math.min(ids.length, this.#budget - used));
+    this.#used.set(source, used + allowed);
+    if (allowed < ids.length) {
+      this.#counters.unknownIdsUnread += ids.length - allowed;
+      this.#alarms.note(source, 'unknown_ids', ids.length - allowed);
+    }
+    if (allowed === 0) return new Set();
+    this.#counters.unknownIds += allowed;
+    const found = await this.#store.existing(allowed === ids.length ? ids : ids.slice(0, allowed));
+    // Given back only within the window it was counted in.
+    if (found.size > 0 && this.#window === window) this.#used.set(source, Math.max(0, (this.#used.get(source) ?? 0) - found.size));
+    return found;
+  }
+}

@@ -1,0 +1,51 @@
+/**
+ * `sessions.maxUnprovenPerIp` on this home: the unproven sessions one source holds in memory.
+ * Each of the N homes holds ⌈budget/N⌉ of a source's, so a new session is judged here, on the
+ * hot path, without asking any other thread. Beyond its share, a new session pushes out the
+ * source's oldest idle unproven one (onSessionSuspend(ctx, 'dropped'), nothing stored); when
+ * every one of them is busy, the new one is refused (429) rather than a place taken from
+ * another client.
+ */
+import { ResidentError } from '../errors.ts';
+import type { Rooms } from './rooms.ts';
+import { firstIdle } from './unproven.ts';
+
+export class SourceBudget {
+  readonly #rooms: Rooms;
+  /** A source's share on this home; Infinity: no budget. */
+  readonly #share: number;
+
+  constructor(rooms: Rooms) {
+    this.#rooms = rooms;
+    const { maxUnprovenPerIp, suspendEveryRequest } = rooms.config;
+    // The round-trip test mode keeps every session: nothing to push out.
+    this.#share = maxUnprovenPerIp === 0 || suspendEveryRequest ? Infinity : Math.ceil(maxUnprovenPerIp / Math.max(1, rooms.homes));
+  }
+
+  /** The share of a source on this home (Infinity: none). */
+  get share(): number {
+    return this.#share;
+  }
+
+  /**
+   * Makes room for one more unproven session of `source`, or answers the error that refuses
+   * it. Called with no await between it and the new session's arrival in the directory, so
+   * concurrent creations cannot overshoot the share.
+   */
+  makeRoom(source: string): ResidentError | undefined {
+    const { directory, counters, lifecycle, overBudget } = this.#rooms;
+    if (directory.unproven.countOf(source) < this.#share) return undefined;
+    overBudget(source, 'unproven');
+    while (directory.unproven.countOf(source) >= this.#share) {
+      const victim = firstIdle(directory.unproven.ofSource(source), Infinity);
+      if (!victim) {
+        counters.refusedNew++;
+        return new ResidentError('RESIDENT_ERR_TOO_MANY_NEW');
+      }
+      counters.pushedOut++;
+      // Marked suspending at once: it leaves the source's count before this returns.
+      void lifecycle.startSuspend(victim, 'dropped');
+    }
+    return undefined;
+  }
+}
