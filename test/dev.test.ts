@@ -265,6 +265,8 @@ test(
     const client = new Client(dev.url);
     try {
       assert.equal((await client.get('/count')).text, 'v1 n=1');
+      // Its cookie came back: a proven session, saved at shutdown (an unproven one is not).
+      assert.equal((await client.get('/count')).text, 'v1 n=2');
       await stopGroup(dev, 'SIGINT');
       const logs = childLogs(dev.child);
       assert.doesNotMatch(dev.child.stdout(), /Force killing/, describeChild(dev.child));
@@ -295,12 +297,13 @@ async function assertAllGone(dev: Dev, tree: number[]): Promise<void> {
   );
 }
 
-/** `npm run dev` with one request served; `act` gets its process tree (strays noted for cleanup). */
+/** `npm run dev` with a proven session (two requests served); `act` gets its process tree (strays noted for cleanup). */
 async function withRunningDev(act: (dev: Dev, tree: number[]) => Promise<void>): Promise<void> {
   const dev = await startDev();
   const client = new Client(dev.url);
   try {
     assert.equal((await client.get('/count')).text, 'v1 n=1');
+    assert.equal((await client.get('/count')).text, 'v1 n=2');
     const tree = processTree(dev.group);
     for (const pid of tree) if (!groups.includes(pid)) strays.push(pid);
     await act(dev, tree);

@@ -110,6 +110,9 @@ async function globalCap(threads: number): Promise<void> {
     }
     const created = cookieOf(await fresh(`${t.url}/inc`))!;
     assert.ok(created);
+    // Proven (its cookie came back), so that activity alone orders the victims: an unproven
+    // context would leave first (issue 12).
+    assert.equal((await fresh(`${t.url}/inc`, { headers: { cookie: `RSID=${created}` } })).status, 200);
     if (live.length === cap) {
       const victim = live.shift()!;
       const state = await waitFor(async () => {

@@ -289,6 +289,8 @@ test('H1/C7: a request that waited on a forced suspend that failed keeps the con
     const [first, second, third] = [new Client(t.url), new Client(t.url), new Client(t.url)];
     const f1 = await state(first, '/inc');
     await first.get('/mode?value=hang');
+    await state(third, '/inc');
+    // Proven (its cookie came back): an unproven context would be evicted first (issue 12).
     await state(third, '/inc'); // first is now the least recently active
     const evicting = second.get('/inc'); // evicts first, whose hook hangs until suspendTimeout
     await waitFor(async () => (await entryOf(t, f1.id))?.state === 'suspending', 2000, 'the eviction in progress');

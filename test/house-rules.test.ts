@@ -30,8 +30,8 @@ test('src/sessions/ holds the rooms, none over 250 lines', () => {
   }
 });
 
-test('only the lifecycle room (lifecycle.ts, endings.ts) writes the store or asks a worker for a memento', () => {
-  assert.deepEqual(roomsMatching(/\bstore\.(set|setIf|delete|deleteIf|quarantine)\(/), ['endings.ts', 'lifecycle.ts']);
+test('only the lifecycle room (lifecycle.ts, endings.ts, records.ts) writes the store or asks a worker for a memento', () => {
+  assert.deepEqual(roomsMatching(/\bstore\.(set|setIf|delete|deleteIf|quarantine)\(/), ['endings.ts', 'lifecycle.ts', 'records.ts']);
   assert.deepEqual(roomsMatching(/type: 'suspend'/), ['lifecycle.ts']);
 });
 

@@ -441,6 +441,8 @@ test('C5: at the cap the least recently active idle context is suspended (evicte
       const a1 = await state(a!, '/inc');
       await state(b!, '/inc');
       const b2 = await state(b!, '/inc');
+      // Every one proven (its cookie came back): an unproven context would leave first (issue 12).
+      await state(c!, '/inc');
       const c1 = await state(c!, '/inc');
       await state(a!, '/inc'); // b is now the least recently active
       assert.equal(counters.live, 3);
@@ -458,7 +460,7 @@ test('C5: at the cap the least recently active idle context is suspended (evicte
       const a3 = await state(a!, '/inc');
       assert.deepEqual([a3.id, a3.n, a3.resumed], [a1.id, 3, false]);
       const c2 = await state(c!, '/inc');
-      assert.deepEqual([c2.id, c2.n, c2.resumed], [c1.id, 2, false]);
+      assert.deepEqual([c2.id, c2.n, c2.resumed], [c1.id, 3, false]);
 
       // B comes back from its memento (and the least recently active one makes room for it).
       const b3 = await state(b!);

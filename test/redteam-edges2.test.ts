@@ -267,6 +267,8 @@ test('C5 across 4 threads: the globally least recently active idle context is th
   const made: string[] = [];
   for (let k = 0; k < 3; k++) {
     made.push(await sessionOn(t, k));
+    // Proven (its cookie came back): an unproven one would be the next victim (issue 12).
+    assert.equal((await fresh(`${t.url}/inc`, { headers: as(made[k]!) })).status, 200);
     await quiet(t);
     const evicted = order.slice(0, k + 1).map((slot) => ids[slot]!);
     const kept = order.slice(k + 1).map((slot) => ids[slot]!);
