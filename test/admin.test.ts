@@ -359,16 +359,18 @@ test('overview: the store, session counts, every worker and the counters', async
   const t = await adminServer({ workers: { threads: 2 } });
   const empty = await api(t, 'GET', 'overview');
   assert.equal(empty.store, 'memory');
-  assert.deepEqual(empty.sessions, { live: 0, suspendedKnown: 0 });
+  assert.deepEqual(empty.sessions, { live: 0, unproven: 0, proven: 0, suspendedKnown: 0 });
   assert.equal(empty.workers.length, 2);
   for (const worker of empty.workers) assert.deepEqual(Object.keys(worker).sort(), ['contexts', 'queued', 'slot', 'threadId']);
   assert.deepEqual(new Set(empty.workers.map((w: { threadId: number }) => w.threadId)), new Set(t.server.pool.threadIds));
   assert.equal(empty.counters.created, 0);
 
   const made = await sessionsOn(t, 4);
+  // Until a client presents its cookie back, its session is unproven (see "Hostile traffic").
+  assert.deepEqual((await api(t, 'GET', 'overview')).sessions, { live: 4, unproven: 4, proven: 0, suspendedKnown: 0 });
   const threads = await Promise.all(made.map(async (c) => (await fixtureState(c)).threadId));
   const overview = await api(t, 'GET', 'overview');
-  assert.deepEqual(overview.sessions, { live: 4, suspendedKnown: 0 });
+  assert.deepEqual(overview.sessions, { live: 4, unproven: 0, proven: 4, suspendedKnown: 0 });
   assert.equal(overview.counters.created, 4);
   for (const worker of overview.workers as Array<{ threadId: number; contexts: number; queued: number }>) {
     assert.equal(worker.contexts, threads.filter((id) => id === worker.threadId).length, `contexts on thread ${worker.threadId}`);
@@ -388,7 +390,7 @@ test('overview: the store, session counts, every worker and the counters', async
   const [listed] = (await listLive(t, '&limit=1')).sessions;
   await api(t, 'POST', `sessions/${encodeURIComponent(listed!.handle)}/suspend`);
   const after = await api(t, 'GET', 'overview');
-  assert.deepEqual(after.sessions, { live: 3, suspendedKnown: 1 });
+  assert.deepEqual(after.sessions, { live: 3, unproven: 0, proven: 3, suspendedKnown: 1 });
   assert.equal(after.counters.suspended.admin, 1);
   assert.equal(after.workers.reduce((sum: number, w: { contexts: number }) => sum + w.contexts, 0), 3);
   await assertNoIdLeaks();
