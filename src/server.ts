@@ -118,7 +118,7 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
     const call = payload as StoreCall | LogCall | OpsCall | LookupCall | OverBudgetCall;
     if (call.op === 'store') return runStoreCall(store, call);
     if (call.op === 'lookup') return runLookupCall(lookups, call);
-    if (call.op === 'overBudget') return void alarms.note(call.source, call.budget);
+    if (call.op === 'overBudget') return void alarms.note(call.source, call.budget, call.count);
     if (call.op === 'log') return void log[call.level](call.fields, call.msg);
     if (call.op === 'ops') return answerRelayed(routes, call);
     throw new Error(`unknown call ${String((call as { op?: unknown }).op)}`);

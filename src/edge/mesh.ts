@@ -27,7 +27,8 @@ export type PeerCall =
   | { op: 'claimable'; presented: string[]; clientIp: string }
   | { op: 'stream'; task: WorkerTask }
   | { op: 'oldestIdle' }
-  | { op: 'evictOldestIdle' }
+  /** `unproven`: only an unproven one (what the home reported), so a proven one never goes in its place. */
+  | { op: 'evictOldestIdle'; unproven: boolean }
   | { op: 'userHere'; userId: string }
   /** `requester`: the ID of the session whose "sign out everywhere else" asks (see Users.closeUser). */
   | { op: 'closeUserHere'; userId: string; by: string; requester?: string }
@@ -198,10 +199,10 @@ export class Mesh implements Peers, StreamHost {
     return (await Promise.all(asked.map((one) => one.catch(() => [])))).flat();
   }
 
-  async evict(home: number): Promise<boolean> {
+  async evict(home: number, unproven: boolean): Promise<boolean> {
     const peer = this.#peers.get(home);
     if (!peer) return false;
-    return peer.rpc.call<boolean>({ op: 'evictOldestIdle' } satisfies PeerCall).catch(() => false);
+    return peer.rpc.call<boolean>({ op: 'evictOldestIdle', unproven } satisfies PeerCall).catch(() => false);
   }
 
   /**

@@ -25,7 +25,7 @@ import type { RequestTarget } from '../http/target.ts';
 import { setHashSalt } from '../id-hash.ts';
 import { Sessions, type ListQuery, type Outcome } from '../sessions/index.ts';
 import { RemoteLookups, RemoteStore, type OverBudgetCall } from '../stores/remote.ts';
-import { oncePerWindow } from '../sessions/source-alarms.ts';
+import { batchedReports } from '../sessions/source-alarms.ts';
 import { handle, type Edge } from './handler.ts';
 import { LastWords } from './last-words.ts';
 import { LocalHost, type Dispatch } from './local-host.ts';
@@ -109,8 +109,8 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
     store: new RemoteStore(main, setup.storeKind),
     homes: setup.threads,
     lookups: new RemoteLookups(main),
-    overBudget: oncePerWindow(config.sessions.budgetWindow, (source, budget) => {
-      void main.call({ op: 'overBudget', source, budget } satisfies OverBudgetCall).catch(() => {});
+    overBudget: batchedReports((source, budget, count) => {
+      void main.call({ op: 'overBudget', source, budget, count } satisfies OverBudgetCall).catch(() => {});
     }),
     clock,
     log,
@@ -141,7 +141,7 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
       case 'oldestIdle':
         return local.oldestIdle() ?? null;
       case 'evictOldestIdle':
-        return local.evictOldestIdle();
+        return local.evictOldestIdle(call.unproven === true);
       case 'userHere':
         return local.userHere(call.userId);
       case 'closeUserHere':

@@ -13,6 +13,7 @@ import { newEntry, type SessionEntry } from './directory.ts';
 import { contextInit } from './context-init.ts';
 import { mustBeOurs } from './ownership.ts';
 import { errorOutcome, type Outcome } from './outcome.ts';
+import { FirstPerWindow } from './first-per-window.ts';
 import type { Rooms } from './rooms.ts';
 
 export interface Found {
@@ -34,9 +35,12 @@ export class Admission {
    * brings them back in the meantime; an ID stays here if its record could not be deleted.
    */
   readonly #retired = new Set<string>();
+  /** One warn line per source (unknown IDs) or session (IP mismatch) and window; the rest at debug. */
+  readonly #warned: FirstPerWindow;
 
   constructor(rooms: Rooms) {
     this.#rooms = rooms;
+    this.#warned = new FirstPerWindow(rooms.config.budgetWindow);
   }
 
   /**
@@ -60,7 +64,7 @@ export class Admission {
     if (entry) return this.#rooms.directory.markProven(entry);
     if (foreign) {
       counters.ipMismatches++;
-      log.warn(
+      log[this.#warned.level(`ip-mismatch ${foreign.id}`)](
         { event: 'ip-mismatch', session: hashId(foreign.id), boundIp: foreign.clientIp, clientIp },
         'session cookie presented from another IP: refused, session untouched',
       );
@@ -70,7 +74,7 @@ export class Admission {
     }
     if (presented.length > 0) {
       // Strict mode (A3): an ID we do not hold is never adopted; a new one is issued.
-      log.warn({ event: 'unknown-id', presented: presented.map((id) => hashId(id)), clientIp }, 'unknown or expired session ID: issuing a new one');
+      log[this.#warned.level(`unknown-id ${this.#rooms.policy.sourceOf(clientIp)}`)]({ event: 'unknown-id', presented: presented.map((id) => hashId(id)), clientIp }, 'unknown or expired session ID: issuing a new one');
     }
     const created = await this.create(clientIp);
     return created instanceof ResidentError ? errorOutcome(created) : created;
@@ -78,9 +82,8 @@ export class Admission {
 
   /**
    * The common case, decided without a store call: the first presented ID names a session of
-   * this client that has not expired. find() would answer the same (it looks at the IDs in
-   * header order and this one needs no adoption); it only skips the store lookup of the
-   * unknown values behind it, which could not win.
+   * this client that has not expired. find() would answer the same (IDs in header order, this
+   * one needs no adoption); this skips the store lookup of the values behind it, which lose.
    */
   #firstIsKnown(presented: string[], clientIp: string): SessionEntry | undefined {
     const { directory, policy } = this.#rooms;
@@ -153,7 +156,8 @@ export class Admission {
     directory.addLive(entry);
     capacity.placed();
     counters.created++;
-    log.info({ event: 'created', session: hashId(entry.id), clientIp }, 'session created');
+    // At debug: a cookieless flood makes one per request.
+    log.debug({ event: 'created', session: hashId(entry.id), clientIp }, 'session created');
     return entry;
   }
 

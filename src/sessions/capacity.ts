@@ -72,6 +72,7 @@ export class Capacity {
         if (evictedOwn && cap.reserving > 1) break;
         if (attempts > 16) {
           cap.unreserve();
+          this.#rooms.log.warn({ event: 'capacity', maxContexts: config.maxContexts }, 'no idle context could be evicted in time: refusing a new one');
           return new ResidentError('RESIDENT_ERR_CAPACITY');
         }
         const evicted = await this.#evictOne(retried, source);
@@ -109,16 +110,17 @@ export class Capacity {
    */
   async #evictOne(retried: boolean, source?: string): Promise<'evicted' | 'again' | 'retried' | 'over' | ResidentError> {
     const { directory, clock, config, lifecycle, log, peers } = this.#rooms;
-    const now = clock.now();
-    // The new session's own source's unproven contexts go first, then any unproven one.
-    const own = source === undefined ? undefined : firstIdle(directory.unproven.ofSource(source), now);
-    const { victim: oldestHere, refusedLately } = chooseVictim(directory.live.values(), now);
-    const unprovenHere = own ?? firstIdle(directory.unproven.all(), now);
-    const victim = unprovenHere ?? oldestHere;
     const elsewhere = await peers.idleCandidates();
     // Other creations may have made the room while the other homes answered: an eviction now
     // would be one nobody needs (an idle context suspended for nothing).
     if (this.#rooms.cap.total <= config.maxContexts) return 'again';
+    // This home's choice is made after that await, with none before the victim is marked: two
+    // creations here never pick the same one, so none of them loses its turn to the other.
+    const now = clock.now();
+    // The new session's own source's unproven contexts go first, then any unproven one.
+    const own = source === undefined ? undefined : firstIdle(directory.unproven.ofSource(source), now);
+    const { victim: oldestHere, refusedLately } = chooseVictim(directory.live.values(), now);
+    const victim = own ?? firstIdle(directory.unproven.all(), now) ?? oldestHere;
     let best: IdleCandidate | undefined;
     for (const candidate of elsewhere) if (!best || before(candidate, best)) best = candidate;
     const here = victim && { home: -1, lastActive: victim.lastActive, unproven: !victim.proven };
@@ -127,7 +129,7 @@ export class Capacity {
       void lifecycle.startSuspend(victim, 'evicted');
       return 'evicted';
     }
-    if (best && (await peers.evict(best.home))) return 'evicted';
+    if (best && (await peers.evict(best.home, best.unproven))) return 'evicted';
     // Changed meanwhile (a request came, or a concurrent creation here took the same victim
     // while this one awaited the other homes' candidates): look again. Only "no candidate
     // anywhere" means every context is busy; a victim taken by another eviction did not.
@@ -149,10 +151,10 @@ export class Capacity {
     return firstIdle(directory.unproven.all(), now) ?? chooseVictim(directory.live.values(), now).victim;
   }
 
-  /** A peer asks this home to give up its idle context of choice (see oldestIdle); true when one went. */
-  evictOldestIdle(): boolean {
+  /** A peer asks this home to give up its idle context of choice (see oldestIdle), only an unproven one if `unproven`; true when one went. */
+  evictOldestIdle(unproven = false): boolean {
     const victim = this.#localVictim();
-    if (!victim) return false;
+    if (!victim || (unproven && victim.proven)) return false;
     void this.#rooms.lifecycle.startSuspend(victim, 'evicted');
     return true;
   }

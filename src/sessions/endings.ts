@@ -125,7 +125,8 @@ export class Endings {
     admission.dropAdopted(entry.id);
     lifecycle.unhome(entry);
     counters.dropped++;
-    counters.suspended.dropped++;
+    // Counted by the reason its hook was given, as a saved one would be.
+    counters.suspended[reason]++;
     log.debug({ event: 'dropped', session: hashId(entry.id), reason }, 'unproven session left memory without a record');
     void ownership.release(entry.id).catch(() => {});
   }

@@ -232,9 +232,9 @@ export class Sessions {
     return this.#rooms.capacity.oldestIdle();
   }
 
-  /** Suspends the idle context of oldestIdle() ('evicted'), for another home over the cap. */
-  evictOldestIdle(): boolean {
-    return this.#rooms.capacity.evictOldestIdle();
+  /** Suspends the idle context of oldestIdle() ('evicted'), for another home over the cap; `unproven`: only such a one. */
+  evictOldestIdle(unproven = false): boolean {
+    return this.#rooms.capacity.evictOldestIdle(unproven);
   }
 
   /**

@@ -15,7 +15,7 @@ import { setGate } from './gate.ts';
 import { mustBeOurs } from './ownership.ts';
 import { logHookError, type Rooms } from './rooms.ts';
 
-/** Reasons that take a context out of memory and keep its memento ('dropped': an unproven one, never kept). */
+/** Reasons that take a context out of memory and keep its memento ('dropped': an unproven one pushed out, kept only if a hook asked). */
 export type SuspendingReason = 'idle' | 'evicted' | 'admin' | 'shutdown' | 'dropped';
 
 /** What a worker answered when asked for a context's memento. */
@@ -89,9 +89,12 @@ export class Lifecycle {
   /** Never rejects: the outcome is the entry's new state (and true when the memento was saved). */
   async #suspend(entry: SessionEntry, reason: SuspendingReason): Promise<boolean> {
     const { store, policy, directory, counters, log, endings } = this.#rooms;
+    // Whether it is unproven is judged as it starts to leave: its hook is told so (a 'dropped'
+    // hook releases what it held), and a cookie presented meanwhile finds a session already
+    // ending, never one brought back from a memento written after that hook.
+    const unproven = !entry.proven;
     const answer = await this.askMemento(entry, reason);
-    if (this.#drops(entry, reason, answer)) {
-      // Judged after the hook: a request that presented the cookie meanwhile proved it.
+    if (this.#drops(entry, unproven, answer)) {
       await this.discard(entry);
       endings.drop(entry, reason);
       return false;
@@ -127,13 +130,14 @@ export class Lifecycle {
   }
 
   /**
-   * Whether a context leaving memory ends without a record: unproven and not kept
-   * (ctx.keep()), or pushed out. Its client never presented the cookie back, so a cookieless
-   * flood costs no record; a failed hook or a dead thread loses nothing anyone comes back for.
+   * Whether a context leaving memory ends without a record: unproven when it began to leave,
+   * and not kept (ctx.keep(), in either hook, whatever the reason, a push-out included). Its
+   * client never presented the cookie back, so a cookieless flood costs no record; a failed
+   * hook or a dead thread loses nothing anyone comes back for.
    */
-  #drops(entry: SessionEntry, reason: SuspendingReason, answer: MementoAnswer): boolean {
-    if (entry.proven || entry.state !== 'suspending' || this.#rooms.config.suspendEveryRequest) return false;
-    return reason === 'dropped' || !(entry.kept || (answer.kind === 'memento' && answer.kept));
+  #drops(entry: SessionEntry, unproven: boolean, answer: MementoAnswer): boolean {
+    if (!unproven || entry.state !== 'suspending' || this.#rooms.config.suspendEveryRequest) return false;
+    return !(entry.kept || (answer.kind === 'memento' && answer.kept));
   }
 
   /** Runs inside the entry's gate: no request proceeds until the outcome is settled. */

@@ -19,8 +19,12 @@ export interface Peers {
   isLocal(id: string): boolean;
   /** Each other home's idle context of choice (its oldest unproven, else its least recently active), where it has one. */
   idleCandidates(): Promise<IdleCandidate[]>;
-  /** Asks `home` to evict its idle context of choice; false when it had none. */
-  evict(home: number): Promise<boolean>;
+  /**
+   * Asks `home` to evict its idle context of choice; false when it had none. `unproven`: the
+   * candidate it reported was unproven, and only an unproven one may go in its place (the one
+   * reported may have been taken meanwhile; a proven user must not pay for that).
+   */
+  evict(home: number, unproven: boolean): Promise<boolean>;
   /** The sessions of `userId` the other homes know. */
   sessionsOfUser(userId: string): Promise<SessionInfo[]>;
   /**

@@ -57,7 +57,7 @@ export async function shutDown(rooms: Rooms, deadlineMs: number, stopHost: () =>
     // Not saved by the deadline: contexts still busy, and suspends under way (a slow hook).
     const stuck = [...rooms.directory.live.values()];
     const { suspended } = counters;
-    // Dropped ones (unproven) went as they should: nothing to save.
+    // Dropped ones (unproven, counted under their reason) went as they should: nothing to save.
     const saved = () => suspended.idle + suspended.evicted + suspended.admin + suspended.shutdown + suspended.dropped;
     const savedBefore = saved();
     await stopHost();

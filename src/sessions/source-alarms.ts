@@ -77,22 +77,35 @@ export class SourceAlarms {
   }
 }
 
+/** How long an edge thread gathers further events of a source before it reports them. */
+const REPORT_EVERY_MS = 1_000;
+
 /**
- * `report`, called at most once per source, budget and window: how an edge thread tells the
- * main thread's SourceAlarms without a message per refused request.
+ * How an edge thread tells the main thread's SourceAlarms without a message per refused
+ * request: the first event of a source, budget and window is reported at once (its log line
+ * is not delayed), the ones after it are added up and reported together once a second.
  */
-export function oncePerWindow(windowMs: number, report: (source: string, budget: Budget) => void, now: () => number = Date.now): (source: string, budget: Budget) => void {
-  let window = -1;
-  let told = new Set<string>();
+export function batchedReports(report: (source: string, budget: Budget, count: number) => void, everyMs = REPORT_EVERY_MS): (source: string, budget: Budget) => void {
+  /** Keys reported in the current batch period, with the events gathered since. */
+  let gathered = new Map<string, { source: string; budget: Budget; count: number }>();
+  let timer: NodeJS.Timeout | undefined;
+  const flush = (): void => {
+    const batch = gathered;
+    gathered = new Map();
+    timer = undefined;
+    for (const { source, budget, count } of batch.values()) if (count > 0) report(source, budget, count);
+  };
   return (source, budget) => {
-    const current = Math.floor(now() / Math.max(1, windowMs));
-    if (current !== window) {
-      window = current;
-      told = new Set();
-    }
     const key = `${budget} ${source}`;
-    if (told.has(key)) return;
-    told.add(key);
-    report(source, budget);
+    const known = gathered.get(key);
+    if (known) {
+      known.count++;
+    } else {
+      // The first in this period goes at once; the main thread logs its first per window.
+      gathered.set(key, { source, budget, count: 0 });
+      report(source, budget, 1);
+    }
+    // Not kept alive by it: a thread that is stopping loses at most one period's counts.
+    timer ??= setTimeout(flush, everyMs).unref();
   };
 }

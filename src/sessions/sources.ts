@@ -34,9 +34,9 @@ export class SourceBudget {
    */
   makeRoom(source: string): ResidentError | undefined {
     const { directory, counters, lifecycle, overBudget } = this.#rooms;
-    if (directory.unproven.countOf(source) < this.#share) return undefined;
-    overBudget(source, 'unproven');
     while (directory.unproven.countOf(source) >= this.#share) {
+      // Each push-out or refusal is one event of the source over its budget.
+      overBudget(source, 'unproven');
       const victim = firstIdle(directory.unproven.ofSource(source), Infinity);
       if (!victim) {
         counters.refusedNew++;

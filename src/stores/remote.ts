@@ -96,6 +96,8 @@ export interface OverBudgetCall {
   op: 'overBudget';
   source: string;
   budget: Budget;
+  /** Events since the last report (see batchedReports). */
+  count: number;
 }
 
 export class RemoteLookups implements UnknownIds {
