@@ -215,3 +215,34 @@ test('log flooding: a cookie presented from other addresses writes one ip-mismat
   const lines = t.logs.filter((line) => line.event === 'ip-mismatch').length;
   assert.ok(lines <= 2, `${requests} replays wrote ${lines} warn lines`);
 });
+
+for (const threads of [1, 2]) {
+  test(`${threads} thread(s): with the cap full of proven users, a source whose new session is still busy gets 429 for more, and no further user leaves memory (README: "instead of pushing a real user out")`, { timeout: 30_000 }, async () => {
+    const t = await start(threads, { sessions: { maxContexts: 4 } });
+    const users: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const first = await newSession(t, '/inc', '127.0.0.3');
+      // Proven: its cookie came back.
+      const again = await fresh(`${t.url}/inc`, { headers: as(first.id), localAddress: '127.0.0.3' });
+      assert.equal(again.json<{ proven: boolean }>().proven, true);
+      users.push(first.id);
+    }
+    // A first visit from 127.0.0.2 holds no unproven session yet: it takes the least recently
+    // active user's place (4D's rule), and keeps its request in flight.
+    const slow = fresh(`${t.url}/slow?ms=1500`, { localAddress: '127.0.0.2' });
+    await waitFor(() => t.server.sessions.stats.suspending === 0 && t.server.sessions.stats.created === 5, 5000, 'the first visit in');
+    const more = await pool(10, 5, () => fresh(`${t.url}/inc`, { localAddress: '127.0.0.2' }));
+    assert.deepEqual(
+      more.map((reply) => `${reply.status} ${reply.headers['retry-after'] ?? '-'}`),
+      Array.from({ length: 10 }, () => '429 1'),
+      'each further new session of that source waits instead of evicting a user',
+    );
+    assert.equal((await slow).status, 200);
+    // Users 1..3 never left memory; user 0 (the least recently active) made room for the first visit.
+    for (const [i, id] of users.entries()) {
+      const back = await fresh(`${t.url}/inc`, { headers: as(id), localAddress: '127.0.0.3' });
+      assert.equal(back.status, 200, back.text);
+      assert.equal(back.json<{ resumed: boolean }>().resumed, i === 0, `user ${i} resumed`);
+    }
+  });
+}

@@ -11,7 +11,7 @@ import type { Homes } from '../contexts/shared-state.ts';
 import type { WireBody, WireRequest, WorkerReply, WorkerTask } from '../contexts/protocol.ts';
 import { RpcClosedError, RpcPort, withTransfer } from '../contexts/rpc.ts';
 import type { CookieAction, Outcome, SessionInfo } from '../sessions/index.ts';
-import type { IdleCandidate, Peers } from '../sessions/peers.ts';
+import type { HomeCandidate, IdleCandidate, IdleCandidates, Peers } from '../sessions/peers.ts';
 import type { StreamHost } from '../http/stream-response.ts';
 import type { Log } from '../log.ts';
 import { hashId } from '../id-hash.ts';
@@ -26,9 +26,10 @@ export type PeerCall =
   | { op: 'serve'; presented: string[]; clientIp: string; request: WireRequest }
   | { op: 'claimable'; presented: string[]; clientIp: string }
   | { op: 'stream'; task: WorkerTask }
-  | { op: 'oldestIdle' }
-  /** `unproven`: only an unproven one (what the home reported), so a proven one never goes in its place. */
-  | { op: 'evictOldestIdle'; unproven: boolean }
+  /** `source`: the new session's, whose unproven ones are chosen first. */
+  | { op: 'oldestIdle'; source?: string }
+  /** `unproven`, `ofSource`: only one of the class the home reported (see Peers.evict). */
+  | { op: 'evictOldestIdle'; unproven: boolean; ofSource: boolean; source?: string }
   | { op: 'userHere'; userId: string }
   /** `requester`: the ID of the session whose "sign out everywhere else" asks (see Users.closeUser). */
   | { op: 'closeUserHere'; userId: string; by: string; requester?: string }
@@ -191,18 +192,26 @@ export class Mesh implements Peers, StreamHost {
     return this.homeOf(id) === this.#slot;
   }
 
-  async idleCandidates(): Promise<IdleCandidate[]> {
-    const asked = [...this.#peers].map(async ([home, peer]) => {
-      const idle = await withTimeout(peer.rpc.call<Omit<IdleCandidate, 'home'> | null>({ op: 'oldestIdle' } satisfies PeerCall), CANDIDATE_WAIT_MS);
-      return idle && typeof idle.lastActive === 'number' ? [{ home, lastActive: idle.lastActive, unproven: idle.unproven === true }] : [];
-    });
-    return (await Promise.all(asked.map((one) => one.catch(() => [])))).flat();
+  async idleCandidates(source?: string): Promise<IdleCandidates> {
+    const answers = await Promise.all(
+      [...this.#peers].map(async ([home, peer]) => {
+        const answer = await withTimeout(peer.rpc.call<HomeCandidate>({ op: 'oldestIdle', source } satisfies PeerCall), CANDIDATE_WAIT_MS).catch(() => null);
+        const idle = answer?.idle;
+        const candidate = idle && typeof idle.lastActive === 'number' ? { home, lastActive: idle.lastActive, unproven: idle.unproven === true, ofSource: idle.ofSource === true } : undefined;
+        return { candidate, sourceHolds: answer?.sourceHolds === true };
+      }),
+    );
+    return {
+      candidates: answers.flatMap(({ candidate }) => (candidate ? [candidate] : [])),
+      sourceHoldsUnproven: answers.some(({ sourceHolds }) => sourceHolds),
+    };
   }
 
-  async evict(home: number, unproven: boolean): Promise<boolean> {
+  async evict(home: number, candidate: IdleCandidate, source?: string): Promise<boolean> {
     const peer = this.#peers.get(home);
     if (!peer) return false;
-    return peer.rpc.call<boolean>({ op: 'evictOldestIdle', unproven } satisfies PeerCall).catch(() => false);
+    const call = { op: 'evictOldestIdle', unproven: candidate.unproven, ofSource: candidate.ofSource, source } satisfies PeerCall;
+    return peer.rpc.call<boolean>(call).catch(() => false);
   }
 
   /**

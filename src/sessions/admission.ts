@@ -64,10 +64,8 @@ export class Admission {
     if (entry) return this.#rooms.directory.markProven(entry);
     if (foreign) {
       counters.ipMismatches++;
-      log[this.#warned.level(`ip-mismatch ${foreign.id}`)](
-        { event: 'ip-mismatch', session: hashId(foreign.id), boundIp: foreign.clientIp, clientIp },
-        'session cookie presented from another IP: refused, session untouched',
-      );
+      const fields = { event: 'ip-mismatch', session: hashId(foreign.id), boundIp: foreign.clientIp, clientIp };
+      log[this.#warned.level(`ip-mismatch ${foreign.id}`)](fields, 'session cookie presented from another IP: refused, session untouched');
       // The cookie is expired for this sender only (B1): a reload starts a new session here,
       // while the bound session stays untouched for its owner.
       return errorOutcome(new ResidentError('RESIDENT_ERR_IP_MISMATCH'), { expire: true });

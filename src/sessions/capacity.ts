@@ -7,7 +7,7 @@
  */
 import { ResidentError } from '../errors.ts';
 import type { SessionEntry } from './directory.ts';
-import type { IdleCandidate } from './peers.ts';
+import type { HomeCandidate, IdleCandidate } from './peers.ts';
 import type { Rooms } from './rooms.ts';
 import { firstIdle } from './unproven.ts';
 
@@ -109,27 +109,33 @@ export class Capacity {
    * exceeded until the store takes writes again (E4), or the error when every one is busy.
    */
   async #evictOne(retried: boolean, source?: string): Promise<'evicted' | 'again' | 'retried' | 'over' | ResidentError> {
-    const { directory, clock, config, lifecycle, log, peers } = this.#rooms;
-    const elsewhere = await peers.idleCandidates();
+    const { directory, clock, config, counters, lifecycle, log, peers } = this.#rooms;
+    const { candidates: elsewhere, sourceHoldsUnproven } = await peers.idleCandidates(source);
     // Other creations may have made the room while the other homes answered: an eviction now
     // would be one nobody needs (an idle context suspended for nothing).
     if (this.#rooms.cap.total <= config.maxContexts) return 'again';
     // This home's choice is made after that await, with none before the victim is marked: two
     // creations here never pick the same one, so none of them loses its turn to the other.
     const now = clock.now();
-    // The new session's own source's unproven contexts go first, then any unproven one.
-    const own = source === undefined ? undefined : firstIdle(directory.unproven.ofSource(source), now);
-    const { victim: oldestHere, refusedLately } = chooseVictim(directory.live.values(), now);
-    const victim = own ?? firstIdle(directory.unproven.all(), now) ?? oldestHere;
+    const victim = this.#localVictim(source);
+    const { refusedLately } = chooseVictim(directory.live.values(), now);
     let best: IdleCandidate | undefined;
     for (const candidate of elsewhere) if (!best || before(candidate, best)) best = candidate;
-    const here = victim && { home: -1, lastActive: victim.lastActive, unproven: !victim.proven };
+    const here = victim && candidateOf(victim, source);
+    const chosen = here && (!best || !before(best, here)) ? here : best;
+    if (chosen && !chosen.unproven && source !== undefined && (sourceHoldsUnproven || directory.unproven.countOf(source) > 0)) {
+      // Only proven contexts are idle, and this source already has new sessions of its own
+      // under way: a flood whose every session is busy. It waits (429) rather than pushing a
+      // real user out; a first visit from a source that holds none still takes its place.
+      counters.refusedNew++;
+      return new ResidentError('RESIDENT_ERR_TOO_MANY_NEW');
+    }
     // Each victim is marked suspending at once, so it counts no more and is not picked twice.
-    if (victim && victim.state === 'live' && !victim.gate && victim.inFlight === 0 && (own || !best || !before(best, here!))) {
+    if (victim && here && chosen === here) {
       void lifecycle.startSuspend(victim, 'evicted');
       return 'evicted';
     }
-    if (best && (await peers.evict(best.home, best.unproven))) return 'evicted';
+    if (best && (await peers.evict(best.home, best, source))) return 'evicted';
     // Changed meanwhile (a request came, or a concurrent creation here took the same victim
     // while this one awaited the other homes' candidates): look again. Only "no candidate
     // anywhere" means every context is busy; a victim taken by another eviction did not.
@@ -144,30 +150,49 @@ export class Capacity {
     return new ResidentError('RESIDENT_ERR_CAPACITY');
   }
 
-  /** This home's choice of victim: its oldest idle unproven context, else its least recently active idle one. */
-  #localVictim(): SessionEntry | undefined {
+  /**
+   * This home's choice of victim for a new session of `source`: its oldest idle unproven one of
+   * that source (a flood evicts itself), else its oldest idle unproven one, else its least
+   * recently active idle one.
+   */
+  #localVictim(source?: string): SessionEntry | undefined {
     const { directory, clock } = this.#rooms;
     const now = clock.now();
-    return firstIdle(directory.unproven.all(), now) ?? chooseVictim(directory.live.values(), now).victim;
+    const own = source === undefined ? undefined : firstIdle(directory.unproven.ofSource(source), now);
+    return own ?? firstIdle(directory.unproven.all(), now) ?? chooseVictim(directory.live.values(), now).victim;
   }
 
-  /** A peer asks this home to give up its idle context of choice (see oldestIdle), only an unproven one if `unproven`; true when one went. */
-  evictOldestIdle(unproven = false): boolean {
-    const victim = this.#localVictim();
-    if (!victim || (unproven && victim.proven)) return false;
+  /**
+   * A peer asks this home to give up its idle context of choice for `source` (see oldestIdle);
+   * only one of the class it was told of (`reported`) may go: true when one went.
+   */
+  evictOldestIdle(reported: Pick<IdleCandidate, 'unproven' | 'ofSource'>, source?: string): boolean {
+    const victim = this.#localVictim(source);
+    const found = victim && candidateOf(victim, source);
+    if (!victim || !found || (reported.unproven && !found.unproven) || (reported.ofSource && !found.ofSource)) return false;
     void this.#rooms.lifecycle.startSuspend(victim, 'evicted');
     return true;
   }
 
-  /** This home's idle context of choice, for a peer choosing a victim: unproven first, then least recently active. */
-  oldestIdle(): Omit<IdleCandidate, 'home'> | undefined {
-    const victim = this.#localVictim();
-    return victim && { lastActive: victim.lastActive, unproven: !victim.proven };
+  /** This home's idle context of choice for a new session of `source`, for a peer choosing a victim. */
+  oldestIdle(source?: string): HomeCandidate {
+    const victim = this.#localVictim(source);
+    const sourceHolds = source !== undefined && this.#rooms.directory.unproven.countOf(source) > 0;
+    return { idle: victim ? candidateOf(victim, source) : null, sourceHolds };
   }
 }
 
-/** Whether candidate `a` leaves before `b`: unproven before proven, then the least recently active. */
+/** `entry` as a candidate for a new session of `source` (the home is the caller's to add). */
+function candidateOf(entry: SessionEntry, source?: string): Omit<IdleCandidate, 'home'> {
+  return { lastActive: entry.lastActive, unproven: !entry.proven, ofSource: !entry.proven && source !== undefined && entry.source === source };
+}
+
+/**
+ * Whether candidate `a` leaves before `b`: an unproven one of the new session's source first,
+ * then any unproven one, then the least recently active.
+ */
 function before(a: Omit<IdleCandidate, 'home'>, b: Omit<IdleCandidate, 'home'>): boolean {
+  if (a.ofSource !== b.ofSource) return a.ofSource;
   if (a.unproven !== b.unproven) return a.unproven;
   return a.lastActive < b.lastActive;
 }

@@ -21,7 +21,7 @@ import { entryInfo, type SessionInfo } from './info.ts';
 import { Lifecycle } from './lifecycle.ts';
 import { errorOutcome, type Outcome } from './outcome.ts';
 import { LocalOwnership } from './ownership.ts';
-import { localCap, noPeers } from './peers.ts';
+import { localCap, noPeers, type HomeCandidate, type IdleCandidate } from './peers.ts';
 import { SessionPolicy } from './policy.ts';
 import { Requests } from './requests.ts';
 import type { Rooms, SessionsDeps } from './rooms.ts';
@@ -228,13 +228,13 @@ export class Sessions {
   }
 
   /** The idle context this home would evict for the global cap (unproven first), for another home choosing. */
-  oldestIdle(): { lastActive: number; unproven: boolean } | undefined {
-    return this.#rooms.capacity.oldestIdle();
+  oldestIdle(source?: string): HomeCandidate {
+    return this.#rooms.capacity.oldestIdle(source);
   }
 
-  /** Suspends the idle context of oldestIdle() ('evicted'), for another home over the cap; `unproven`: only such a one. */
-  evictOldestIdle(unproven = false): boolean {
-    return this.#rooms.capacity.evictOldestIdle(unproven);
+  /** Suspends the idle context of oldestIdle(source) ('evicted'), for another home over the cap, if it is of the class `reported`. */
+  evictOldestIdle(reported: Pick<IdleCandidate, 'unproven' | 'ofSource'>, source?: string): boolean {
+    return this.#rooms.capacity.evictOldestIdle(reported, source);
   }
 
   /**

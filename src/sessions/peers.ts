@@ -12,19 +12,38 @@ export interface IdleCandidate {
   lastActive: number;
   /** That context is unproven (it leaves before any proven one). */
   unproven: boolean;
+  /** It is an unproven one of the asking creation's source (those leave before any other). */
+  ofSource: boolean;
+}
+
+/** What the other homes answered a creation looking for a victim. */
+export interface IdleCandidates {
+  candidates: IdleCandidate[];
+  /** Some other home holds an unproven session of the asking source (idle or busy). */
+  sourceHoldsUnproven: boolean;
+}
+
+/** One home's answer: its idle context of choice (null: none), and whether it holds the source's unproven ones. */
+export interface HomeCandidate {
+  idle: Omit<IdleCandidate, 'home'> | null;
+  sourceHolds: boolean;
 }
 
 export interface Peers {
   /** True when `id` is homed here. */
   isLocal(id: string): boolean;
-  /** Each other home's idle context of choice (its oldest unproven, else its least recently active), where it has one. */
-  idleCandidates(): Promise<IdleCandidate[]>;
   /**
-   * Asks `home` to evict its idle context of choice; false when it had none. `unproven`: the
-   * candidate it reported was unproven, and only an unproven one may go in its place (the one
-   * reported may have been taken meanwhile; a proven user must not pay for that).
+   * Each other home's idle context of choice for a new session of `source` (its oldest
+   * unproven one of that source, else its oldest unproven, else its least recently active),
+   * where it has one.
    */
-  evict(home: number, unproven: boolean): Promise<boolean>;
+  idleCandidates(source?: string): Promise<IdleCandidates>;
+  /**
+   * Asks `home` to evict its idle context of choice for `source`; false when it had none of
+   * the class `candidate` reported (the one reported may have been taken meanwhile: a proven
+   * user, or another source's new one, must not pay for that).
+   */
+  evict(home: number, candidate: IdleCandidate, source?: string): Promise<boolean>;
   /** The sessions of `userId` the other homes know. */
   sessionsOfUser(userId: string): Promise<SessionInfo[]>;
   /**
@@ -47,7 +66,7 @@ export interface Peers {
 /** No other home: one edge thread, or sessions kept apart from any pool. */
 export const noPeers: Peers = {
   isLocal: () => true,
-  idleCandidates: async () => [],
+  idleCandidates: async () => ({ candidates: [], sourceHoldsUnproven: false }),
   evict: async () => false,
   sessionsOfUser: async () => [],
   closeUserElsewhere: async () => [],
