@@ -16,7 +16,9 @@ export interface FloodResult {
 }
 
 export async function cookielessFlood(url: string, options: { connections: number; seconds: number; path?: string; from?: string }): Promise<FloodResult> {
-  const agent = new Agent({ connections: options.connections, pipelining: 1, connect: { localAddress: options.from ?? '127.0.0.2' } });
+  // undici 7 takes the source address as the Agent's own `localAddress`: inside `connect` it is
+  // overridden by that (unset) option and the requests leave from 127.0.0.1 (test/edge.test.ts).
+  const agent = new Agent({ connections: options.connections, pipelining: 1, localAddress: options.from ?? '127.0.0.2' });
   const result: FloodResult = { requests: 0, ok: 0, refused: 0, failed: 0 };
   const until = performance.now() + options.seconds * 1000;
   const connection = async () => {
