@@ -10,7 +10,11 @@
  *   npm run bench -- --workloads a,b,g     a subset
  *   npm run bench -- --baseline REF        also run Resident as of commit REF (before/after)
  *   npm run bench -- --sessions N          sessions shared by the connections in (h) (100)
- *   npm run bench -- --threads 1,2,4       Resident's thread counts in (a), (b) and (h) (1,2)
+ *   npm run bench -- --threads 1,2,4       Resident's thread counts in (a), (b), (h) and (i) (1,2)
+ *   npm run bench -- --cap N               Resident's sessions.maxContexts in (i) (default: the default, 100)
+ *
+ * (i) is the hit counter under a cookieless flood from another address (issue 12), Resident
+ * against express-session and @fastify/session with SQLite stores: bench/workloads/flood.ts.
  *
  * Every contender runs on this process's Node (process.execPath), checked per process.
  */
@@ -26,12 +30,13 @@ import { baseline } from './lib/baseline.ts';
 import { Contender, PEERS, resident, type ContenderSpec } from './lib/contender.ts';
 import { createSessions, drive, median, percentile, timeRequests, type LoadResult } from './lib/load.ts';
 import { driveSessions, openSessions, readCounters } from './lib/proxy-load.ts';
+import { floodTable, floodWorkload } from './workloads/flood.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const { values: args } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
-    workloads: { type: 'string', default: 'a,b,c,d,e,f,g,h' },
+    workloads: { type: 'string', default: 'a,b,c,d,e,f,g,h,i' },
     rounds: { type: 'string' },
     seconds: { type: 'string' },
     warmup: { type: 'string' },
@@ -40,6 +45,7 @@ const { values: args } = parseArgs({
     contexts: { type: 'string' },
     sessions: { type: 'string', default: '100' },
     threads: { type: 'string', default: '1,2' },
+    cap: { type: 'string' },
     baseline: { type: 'string' },
     out: { type: 'string', default: join(ROOT, 'bench/results') },
   },
@@ -378,6 +384,7 @@ function report(): string {
     }
     lines.push('');
   }
+  lines.push(...floodTable(rows));
   for (const row of rows.filter((r) => r.workload === 'g')) {
     lines.push('## (g) startup', '', `\`npm start\` to the first answered request: ${fmt(row.startupMs)} ms (${row.note}).`, '');
   }
@@ -392,6 +399,11 @@ if (workloads.has('d')) await scale();
 if (workloads.has('e')) await memory();
 if (workloads.has('f')) await shutdown();
 if (workloads.has('g')) await startup();
+if (workloads.has('i')) {
+  const threads = args.threads!.split(',').map(Number);
+  const cap = args.cap === undefined ? undefined : Number(args.cap);
+  rows.push(...(await floodWorkload({ settings, threads, cap, withContenders, interleaved, log })));
+}
 
 const markdown = report();
 process.stdout.write(`${markdown}\n`);
@@ -400,4 +412,4 @@ const stamp = new Date().toISOString().replace(/[:.]/g, '-');
 writeFileSync(join(args.out!, `${stamp}${quick ? '-quick' : ''}.json`), JSON.stringify({ settings, rows }, null, 2));
 writeFileSync(join(args.out!, `${stamp}${quick ? '-quick' : ''}.md`), markdown);
 // latest.md is the last complete run; a subset or a quick run does not replace it.
-if (!quick && workloads.size === 8) writeFileSync(join(args.out!, 'latest.md'), markdown);
+if (!quick && workloads.size === 9) writeFileSync(join(args.out!, 'latest.md'), markdown);

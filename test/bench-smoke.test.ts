@@ -2,7 +2,8 @@
  * Keeps `npm run bench` from rotting: one quick round of the hit counter (a) and of the
  * proxy-like workload (h) against every contender. It asserts that the run completes and
  * reports every contender on this Node, and that no server that serializes a session's
- * requests lost an update under (h); never a speed.
+ * requests lost an update under (h); never a speed. And one quick round of (i), the hit
+ * counter under a cookieless flood: the flood's records in every store, none in Resident's.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -56,6 +57,48 @@ test('a quick bench run drives every contender through (a) and (h) and writes it
     // the acknowledged updates and those plus the unanswered ones.
     if (row.contender.startsWith('bare') || row.contender.startsWith('Resident')) {
       assert.ok(row.lost! <= 0 && row.lost! + row.unanswered! >= 0, `${row.contender} lost no update: ${JSON.stringify(row)}`);
+    }
+  }
+});
+
+interface FloodRow extends Row {
+  rps?: number;
+  floodRequests?: number;
+  floodRecords?: number;
+  floodRecordsPerRequest?: number;
+  recordsAfterShutdown?: number;
+  floodRecordsAfterShutdown?: number;
+  rssBytes?: number;
+}
+
+test('a quick bench run of (i) reports the flood\'s store growth for every contender', { timeout: 120_000 }, async () => {
+  const out = mkdtempSync(join(tmpdir(), 'resident-bench-'));
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    ['--import', 'tsx', 'bench/run.ts', '--quick', '--workloads', 'i', '--seconds', '1', '--warmup', '0.5', '--out', out],
+    { cwd: ROOT, maxBuffer: 10 * 1024 * 1024 },
+  );
+  const table = stdout.split('\n## (i)')[1] ?? '';
+  assert.ok(table.includes('| flood records stored |'), 'the output has an (i) table with the store-growth column');
+
+  const json = readdirSync(out).find((file) => file.endsWith('.json'));
+  assert.ok(json, 'results written');
+  const { rows } = JSON.parse(readFileSync(join(out, json), 'utf8')) as { rows: FloodRow[] };
+  const flood = rows.filter((row) => row.workload === 'i');
+  assert.deepEqual(flood.map((row) => row.contender), CONTENDERS.filter((name) => !name.startsWith('bare')));
+  for (const row of flood) {
+    assert.equal(row.node, process.version, `${row.contender} ran on the bench's Node`);
+    assert.ok(row.rps! > 0 && row.floodRequests! > 0 && row.rssBytes! > 0, `${row.contender} served the real clients and the flood: ${JSON.stringify(row)}`);
+    assert.ok(Number.isInteger(row.floodRecords), `${row.contender}: the flood's records were counted`);
+    assert.ok(table.split('\n').some((line) => line.startsWith(`| ${row.contender} |`)), `the (i) table has a row for ${row.contender}`);
+    if (row.contender.startsWith('Resident')) {
+      // Unproven sessions are dropped without a write, at the cap and at shutdown alike (README, "Hostile traffic").
+      assert.equal(row.floodRecords, 0, `${row.contender} stored no flood session`);
+      assert.equal(row.floodRecordsAfterShutdown, 0, `${row.contender} stored no flood session at shutdown`);
+      assert.ok(row.recordsAfterShutdown! > 0, `${row.contender} wrote its real clients' sessions at shutdown`);
+    } else {
+      // The hit counter changes the session, so saveUninitialized: false still saves each one.
+      assert.ok(row.floodRecords! > 0 && row.floodRecords! <= row.floodRequests!, `${row.contender}: the flood reached its store (${row.floodRecords} of ${row.floodRequests})`);
     }
   }
 });

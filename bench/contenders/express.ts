@@ -1,8 +1,12 @@
-/** express 5 + express-session with its MemoryStore: the classic Node peer. */
+/**
+ * express 5 + express-session: the classic Node peer. Its MemoryStore unless STORE_PATH names
+ * a SQLite file (workload i); SAVE_UNINITIALIZED=0 sets `saveUninitialized: false`.
+ */
 import express from 'express';
 import session from 'express-session';
 import type { AddressInfo } from 'node:net';
 import { memory, serveControl } from './control.ts';
+import { SqliteSessionStore } from './sqlite-session-store.ts';
 
 declare module 'express-session' {
   interface SessionData {
@@ -12,7 +16,8 @@ declare module 'express-session' {
 }
 
 const app = express();
-app.use(session({ secret: 'bench-secret-bench-secret-bench!', resave: false, saveUninitialized: true, name: 'sid' }));
+const store = process.env.STORE_PATH ? new SqliteSessionStore(process.env.STORE_PATH) : undefined;
+app.use(session({ secret: 'bench-secret-bench-secret-bench!', resave: false, saveUninitialized: process.env.SAVE_UNINITIALIZED !== '0', name: 'sid', store }));
 app.get('/select', (req, res) => {
   req.session.rows ??= Array.from({ length: 100 }, (_, i) => i);
   res.type('text/plain').send(String(req.session.rows.length));

@@ -1,8 +1,12 @@
-/** fastify 5 + @fastify/session (in-memory store): the fast Node peer. */
+/**
+ * fastify 5 + @fastify/session: the fast Node peer. Its in-memory store unless STORE_PATH names
+ * a SQLite file (workload i); SAVE_UNINITIALIZED=0 sets `saveUninitialized: false`.
+ */
 import fastifyCookie from '@fastify/cookie';
 import fastifySession from '@fastify/session';
 import Fastify from 'fastify';
 import { memory, serveControl } from './control.ts';
+import { SqliteSessionStore } from './sqlite-session-store.ts';
 
 declare module 'fastify' {
   interface Session {
@@ -17,7 +21,8 @@ await app.register(fastifySession, {
   secret: 'bench-secret-bench-secret-bench-secret!!',
   cookieName: 'sid',
   cookie: { secure: false, httpOnly: true, sameSite: 'lax' },
-  saveUninitialized: true,
+  saveUninitialized: process.env.SAVE_UNINITIALIZED !== '0',
+  ...(process.env.STORE_PATH ? { store: new SqliteSessionStore(process.env.STORE_PATH) } : {}),
 });
 app.get('/select', async (req, reply) => {
   req.session.rows ??= Array.from({ length: 100 }, (_, i) => i);

@@ -1,7 +1,9 @@
 /**
  * Resident with the bench hooks. Environment: THREADS (default 2), STORE (memory | sqlite),
  * STORE_PATH, PROCESS_TIMEOUT (default 480m), MAX_CONTEXTS (default 2,000,000), METRICS (0: off;
- * on by default, as in production).
+ * on by default, as in production). USER_DEFAULTS=1 (workload i): every sessions.* setting at
+ * the default users get (maxContexts, maxUnprovenPerIp, maxQueuedRequests, timeouts), but
+ * maxContexts when MAX_CONTEXTS is set.
  */
 import { join, resolve } from 'node:path';
 import { resolveConfig } from '../../src/config.ts';
@@ -10,18 +12,20 @@ import { memory, serveControl } from './control.ts';
 
 const root = resolve(import.meta.dirname, '../..');
 const env = process.env;
+const benchSessions = {
+  maxContexts: Number(env.MAX_CONTEXTS ?? 2_000_000),
+  maxQueuedRequests: 1000,
+  processTimeout: env.PROCESS_TIMEOUT ?? '480m',
+  cookieTimeout: '480m',
+  suspendEveryRequest: env.SUSPEND_EVERY === '1',
+};
+const userSessions = env.MAX_CONTEXTS ? { maxContexts: Number(env.MAX_CONTEXTS) } : {};
 const config = resolveConfig(
   {
     host: '127.0.0.1',
     port: 0,
     publicDir: join(root, 'bench/no-public-dir'),
-    sessions: {
-      maxContexts: Number(env.MAX_CONTEXTS ?? 2_000_000),
-      maxQueuedRequests: 1000,
-      processTimeout: env.PROCESS_TIMEOUT ?? '480m',
-      cookieTimeout: '480m',
-      suspendEveryRequest: env.SUSPEND_EVERY === '1',
-    },
+    sessions: env.USER_DEFAULTS === '1' ? userSessions : benchSessions,
     workers: { threads: Number(env.THREADS ?? 2) },
     hooks: { onConnection: join(root, 'bench/hooks/onConnection.ts'), onSessionSuspend: join(root, 'bench/hooks/onSessionSuspend.ts') },
     store: { kind: (env.STORE ?? 'memory') as 'memory' | 'sqlite', path: env.STORE_PATH },

@@ -92,6 +92,13 @@ export class Contender {
     return (Number(fields[11]) + Number(fields[12])) * TICK_MS;
   }
 
+  /** Resident set size of the whole process now and at its peak (VmRSS, VmHWM), in bytes. */
+  rss(): { now: number; peak: number } {
+    const status = readFileSync(`/proc/${this.pid}/status`, 'utf8');
+    const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1]) * 1024;
+    return { now: kb('VmRSS'), peak: kb('VmHWM') };
+  }
+
   async stop(): Promise<void> {
     const child = this.#child;
     if (!child || child.exitCode !== null) return;

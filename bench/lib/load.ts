@@ -19,8 +19,19 @@ function cookieFrom(headers: unknown[]): string | undefined {
   return undefined;
 }
 
-export async function drive(url: string, options: { connections: number; seconds: number; path?: string; keepCookies?: boolean }): Promise<LoadResult> {
+/**
+ * autocannon for `seconds`, every connection a client keeping the cookie it is given. With
+ * `cookies` (one per connection), connection i starts with cookies[i] rather than none, and a
+ * cookie the server sets replaces it there too: the same clients across runs (workload i).
+ * `onCookie` sees every cookie a response sets.
+ */
+export async function drive(
+  url: string,
+  options: { connections: number; seconds: number; path?: string; keepCookies?: boolean; cookies?: string[]; onCookie?: (cookie: string) => void },
+): Promise<LoadResult> {
   const keepCookies = options.keepCookies ?? true;
+  const { cookies, onCookie } = options;
+  let clients = 0;
   const result = await autocannon({
     url: url + (options.path ?? '/'),
     connections: options.connections,
@@ -30,12 +41,16 @@ export async function drive(url: string, options: { connections: number; seconds
     // cookie lives on the client: captured from the response headers, sent from then on.
     setupClient: keepCookies
       ? (client: any) => {
-          let current: string | undefined;
+          const index = clients++;
+          let current = cookies?.[index];
+          if (current) client.setHeaders({ cookie: current });
           client.on('headers', (response: { headers: unknown[] }) => {
             const cookie = cookieFrom(response.headers);
+            if (cookie) onCookie?.(cookie);
             if (cookie && cookie !== current) {
               current = cookie;
               client.setHeaders({ cookie });
+              if (cookies) cookies[index] = cookie;
             }
           });
         }
