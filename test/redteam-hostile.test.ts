@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { newSessionId } from '../src/contexts/ids.ts';
 import { ROOT, send, waitFor, type TestServer } from './helpers.ts';
-import { cookieOf, edgeServers, fresh } from './edge-helpers.ts';
+import { cookieOf, edgeServers, fresh, metric, pool } from './edge-helpers.ts';
 
 const start = edgeServers({
   onConnection: join(ROOT, 'test/fixtures/redteam-hostile/onConnection.ts'),
@@ -17,34 +17,6 @@ const start = edgeServers({
 });
 
 const as = (id: string) => ({ cookie: `RSID=${id}` });
-
-/** The sum of the samples of `name` whose labels contain `labels`, from the server's /metrics. */
-async function metric(t: TestServer, name: string, labels = ''): Promise<number> {
-  const reply = await send(t.server.metricsUrl!);
-  assert.equal(reply.status, 200);
-  let sum = 0;
-  for (const line of reply.text.split('\n')) {
-    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
-    if (labels && !line.includes(labels)) continue;
-    sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return sum;
-}
-
-/** Runs `jobs` with at most `width` at a time. */
-async function pool<T>(count: number, width: number, job: (i: number) => Promise<T>): Promise<T[]> {
-  const results: T[] = new Array(count);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: width }, async () => {
-      while (next < count) {
-        const i = next++;
-        results[i] = await job(i);
-      }
-    }),
-  );
-  return results;
-}
 
 test('log flooding: random unknown IDs from one source write one warn line per window, not one per request', { timeout: 60_000 }, async () => {
   // A cap well above the flood, so that only the guesses are judged here.
