@@ -2,9 +2,10 @@
  * A lean HTTP/1.1 client for floods of 100,000 requests: keep-alive sockets bound to source
  * addresses, a few requests pipelined on each, and only the status line and the framing read.
  * On this two-core machine undici in the test process cost more CPU per request than the
- * server's edge threads did, so the client, not the server, set the pace; with this one the
- * server does. The server still answers the requests of one socket one at a time, so the
- * requests in flight on the server are at most the sockets.
+ * server's edge threads did. Node's server hands pipelined requests to the application as it
+ * parses them, so up to `sockets × depth` requests are in flight on the server: a test that
+ * counts on fewer in flight than `maxContexts` keeps that product below it (`depth: 1` sends
+ * the next request only once the last one is answered).
  */
 import { connect, type Socket } from 'node:net';
 
