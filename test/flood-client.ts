@@ -17,6 +17,8 @@ export interface FloodOptions {
   /** Requests written ahead on one socket before its answers are read. */
   depth: number;
   total: number;
+  /** Asked before each batch: true sends no more (a flood that runs as long as something else does). */
+  stop?(): boolean;
   /** The raw request number `i` (see wire.ts `get`). */
   request(i: number): string;
   /** Each answer: its status, and its body when the status is 400 or more. */
@@ -28,7 +30,7 @@ export async function flood(options: FloodOptions): Promise<{ resent: number }> 
   let next = 0;
   let resent = 0;
   const retry: number[] = [];
-  const take = () => (retry.length > 0 ? retry.pop()! : next < options.total ? next++ : undefined);
+  const take = () => (options.stop?.() ? undefined : retry.length > 0 ? retry.pop()! : next < options.total ? next++ : undefined);
   const runSocket = async (localAddress: string) => {
     let socket: Socket | undefined;
     let silent = 0;
