@@ -193,6 +193,8 @@ export async function assertFloodContained(t: TestContext, server: TestServer, d
   assert.ok(live <= MAX_CONTEXTS && overview.sessions.live <= MAX_CONTEXTS, `live contexts at the end: ${live}`);
   // Unproven sessions leave memory without a record: the flood's budget in the store is zero.
   assert.equal(floodRows, 0, `records the flood left in the store: ${JSON.stringify(figures.storedRows)}`);
+  // Nor written and deleted since: the proven user stayed live, so nothing had a reason to write.
+  assert.equal(figures.storeWrites, 0, 'store writes');
   assert.equal(overview.sessions.suspendedKnown, 0, 'no session was suspended with a record');
   assert.deepEqual(user.wrong, [], 'the proven user kept its live context and every hit');
   assert.equal(resumed, 0, 'nothing was resumed');
