@@ -26,9 +26,10 @@ export type PeerCall =
   | { op: 'serve'; presented: string[]; clientIp: string; request: WireRequest }
   | { op: 'claimable'; presented: string[]; clientIp: string }
   | { op: 'stream'; task: WorkerTask }
-  | { op: 'oldestIdle' }
+  /** `source`: the new session's; its unproven ones are the home's choice before any other. */
+  | { op: 'oldestIdle'; source?: string }
   /** `unproven`: only an unproven one (what the home reported), so a proven one never goes in its place. */
-  | { op: 'evictOldestIdle'; unproven: boolean }
+  | { op: 'evictOldestIdle'; unproven: boolean; source?: string }
   | { op: 'userHere'; userId: string }
   /** `requester`: the ID of the session whose "sign out everywhere else" asks (see Users.closeUser). */
   | { op: 'closeUserHere'; userId: string; by: string; requester?: string }
@@ -191,18 +192,18 @@ export class Mesh implements Peers, StreamHost {
     return this.homeOf(id) === this.#slot;
   }
 
-  async idleCandidates(): Promise<IdleCandidate[]> {
+  async idleCandidates(source?: string): Promise<IdleCandidate[]> {
     const asked = [...this.#peers].map(async ([home, peer]) => {
-      const idle = await withTimeout(peer.rpc.call<Omit<IdleCandidate, 'home'> | null>({ op: 'oldestIdle' } satisfies PeerCall), CANDIDATE_WAIT_MS);
-      return idle && typeof idle.lastActive === 'number' ? [{ home, lastActive: idle.lastActive, unproven: idle.unproven === true }] : [];
+      const idle = await withTimeout(peer.rpc.call<Omit<IdleCandidate, 'home'> | null>({ op: 'oldestIdle', source } satisfies PeerCall), CANDIDATE_WAIT_MS);
+      return idle && typeof idle.lastActive === 'number' ? [{ home, lastActive: idle.lastActive, unproven: idle.unproven === true, ownSource: idle.ownSource === true }] : [];
     });
     return (await Promise.all(asked.map((one) => one.catch(() => [])))).flat();
   }
 
-  async evict(home: number, unproven: boolean): Promise<boolean> {
+  async evict(home: number, unproven: boolean, source?: string): Promise<boolean> {
     const peer = this.#peers.get(home);
     if (!peer) return false;
-    return peer.rpc.call<boolean>({ op: 'evictOldestIdle', unproven } satisfies PeerCall).catch(() => false);
+    return peer.rpc.call<boolean>({ op: 'evictOldestIdle', unproven, source } satisfies PeerCall).catch(() => false);
   }
 
   /**

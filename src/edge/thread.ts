@@ -139,9 +139,9 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
       case 'stream':
         return host.run(call.task).then((reply) => (reply.type === 'chunk' && reply.bytes ? withTransfer(reply, [reply.bytes]) : reply));
       case 'oldestIdle':
-        return local.oldestIdle() ?? null;
+        return local.oldestIdle(call.source) ?? null;
       case 'evictOldestIdle':
-        return local.evictOldestIdle(call.unproven === true);
+        return local.evictOldestIdle(call.unproven === true, call.source);
       case 'userHere':
         return local.userHere(call.userId);
       case 'closeUserHere':

@@ -110,7 +110,7 @@ export class Capacity {
    */
   async #evictOne(retried: boolean, source?: string): Promise<'evicted' | 'again' | 'retried' | 'over' | ResidentError> {
     const { directory, clock, config, lifecycle, log, peers } = this.#rooms;
-    const elsewhere = await peers.idleCandidates();
+    const elsewhere = await peers.idleCandidates(source);
     // Other creations may have made the room while the other homes answered: an eviction now
     // would be one nobody needs (an idle context suspended for nothing).
     if (this.#rooms.cap.total <= config.maxContexts) return 'again';
@@ -123,13 +123,13 @@ export class Capacity {
     const victim = own ?? firstIdle(directory.unproven.all(), now) ?? oldestHere;
     let best: IdleCandidate | undefined;
     for (const candidate of elsewhere) if (!best || before(candidate, best)) best = candidate;
-    const here = victim && { home: -1, lastActive: victim.lastActive, unproven: !victim.proven };
+    const here = victim && { home: -1, lastActive: victim.lastActive, unproven: !victim.proven, ownSource: own !== undefined };
     // Each victim is marked suspending at once, so it counts no more and is not picked twice.
     if (victim && victim.state === 'live' && !victim.gate && victim.inFlight === 0 && (own || !best || !before(best, here!))) {
       void lifecycle.startSuspend(victim, 'evicted');
       return 'evicted';
     }
-    if (best && (await peers.evict(best.home, best.unproven))) return 'evicted';
+    if (best && (await peers.evict(best.home, best.unproven, source))) return 'evicted';
     // Changed meanwhile (a request came, or a concurrent creation here took the same victim
     // while this one awaited the other homes' candidates): look again. Only "no candidate
     // anywhere" means every context is busy; a victim taken by another eviction did not.
@@ -144,30 +144,38 @@ export class Capacity {
     return new ResidentError('RESIDENT_ERR_CAPACITY');
   }
 
-  /** This home's choice of victim: its oldest idle unproven context, else its least recently active idle one. */
-  #localVictim(): SessionEntry | undefined {
+  /**
+   * This home's choice of victim for a new session of `source` on another home: its oldest idle
+   * unproven context of that source (the cap's rule is the same on every home: a flood evicts
+   * itself, wherever its sessions are homed, before another client's new session), else its
+   * oldest idle unproven one, else its least recently active idle one.
+   */
+  #localVictim(source?: string): { victim?: SessionEntry; ownSource: boolean } {
     const { directory, clock } = this.#rooms;
     const now = clock.now();
-    return firstIdle(directory.unproven.all(), now) ?? chooseVictim(directory.live.values(), now).victim;
+    const own = source === undefined ? undefined : firstIdle(directory.unproven.ofSource(source), now);
+    if (own) return { victim: own, ownSource: true };
+    return { victim: firstIdle(directory.unproven.all(), now) ?? chooseVictim(directory.live.values(), now).victim, ownSource: false };
   }
 
   /** A peer asks this home to give up its idle context of choice (see oldestIdle), only an unproven one if `unproven`; true when one went. */
-  evictOldestIdle(unproven = false): boolean {
-    const victim = this.#localVictim();
+  evictOldestIdle(unproven = false, source?: string): boolean {
+    const { victim } = this.#localVictim(source);
     if (!victim || (unproven && victim.proven)) return false;
     void this.#rooms.lifecycle.startSuspend(victim, 'evicted');
     return true;
   }
 
-  /** This home's idle context of choice, for a peer choosing a victim: unproven first, then least recently active. */
-  oldestIdle(): Omit<IdleCandidate, 'home'> | undefined {
-    const victim = this.#localVictim();
-    return victim && { lastActive: victim.lastActive, unproven: !victim.proven };
+  /** This home's idle context of choice for a new session of `source`, for a peer choosing a victim (see #localVictim). */
+  oldestIdle(source?: string): Omit<IdleCandidate, 'home'> | undefined {
+    const { victim, ownSource } = this.#localVictim(source);
+    return victim && { lastActive: victim.lastActive, unproven: !victim.proven, ownSource };
   }
 }
 
-/** Whether candidate `a` leaves before `b`: unproven before proven, then the least recently active. */
+/** Whether candidate `a` leaves before `b`: the new session's source's unproven ones, then unproven before proven, then the least recently active. */
 function before(a: Omit<IdleCandidate, 'home'>, b: Omit<IdleCandidate, 'home'>): boolean {
+  if ((a.ownSource === true) !== (b.ownSource === true)) return a.ownSource === true;
   if (a.unproven !== b.unproven) return a.unproven;
   return a.lastActive < b.lastActive;
 }

@@ -227,14 +227,14 @@ export class Sessions {
     return closedIds;
   }
 
-  /** The idle context this home would evict for the global cap (unproven first), for another home choosing. */
-  oldestIdle(): { lastActive: number; unproven: boolean } | undefined {
-    return this.#rooms.capacity.oldestIdle();
+  /** The idle context this home would evict for the global cap (unproven ones of `source` first, then any unproven), for another home choosing. */
+  oldestIdle(source?: string): { lastActive: number; unproven: boolean; ownSource?: boolean } | undefined {
+    return this.#rooms.capacity.oldestIdle(source);
   }
 
-  /** Suspends the idle context of oldestIdle() ('evicted'), for another home over the cap; `unproven`: only such a one. */
-  evictOldestIdle(unproven = false): boolean {
-    return this.#rooms.capacity.evictOldestIdle(unproven);
+  /** Suspends the idle context of oldestIdle(source) ('evicted'), for another home over the cap; `unproven`: only such a one. */
+  evictOldestIdle(unproven = false, source?: string): boolean {
+    return this.#rooms.capacity.evictOldestIdle(unproven, source);
   }
 
   /**

@@ -12,19 +12,25 @@ export interface IdleCandidate {
   lastActive: number;
   /** That context is unproven (it leaves before any proven one). */
   unproven: boolean;
+  /** It is an unproven one of the source the new session comes from (it leaves before any other). */
+  ownSource?: boolean;
 }
 
 export interface Peers {
   /** True when `id` is homed here. */
   isLocal(id: string): boolean;
-  /** Each other home's idle context of choice (its oldest unproven, else its least recently active), where it has one. */
-  idleCandidates(): Promise<IdleCandidate[]>;
+  /**
+   * Each other home's idle context of choice, where it has one: its oldest unproven one of
+   * `source` (the new session's), else its oldest unproven one, else its least recently active.
+   */
+  idleCandidates(source?: string): Promise<IdleCandidate[]>;
   /**
    * Asks `home` to evict its idle context of choice; false when it had none. `unproven`: the
    * candidate it reported was unproven, and only an unproven one may go in its place (the one
-   * reported may have been taken meanwhile; a proven user must not pay for that).
+   * reported may have been taken meanwhile; a proven user must not pay for that). `source` as
+   * in idleCandidates: its unproven ones go first there too.
    */
-  evict(home: number, unproven: boolean): Promise<boolean>;
+  evict(home: number, unproven: boolean, source?: string): Promise<boolean>;
   /** The sessions of `userId` the other homes know. */
   sessionsOfUser(userId: string): Promise<SessionInfo[]>;
   /**
