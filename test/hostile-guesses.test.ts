@@ -44,6 +44,7 @@ test('D2: 100,000 random unknown IDs from one source cost at most maxUnknownIdsP
     ms: result.ms,
     windows,
     statuses: Object.fromEntries(result.statuses),
+    resent: result.resent,
     lookedUp,
     unread,
     storeReads: reads,
@@ -56,6 +57,7 @@ test('D2: 100,000 random unknown IDs from one source cost at most maxUnknownIdsP
 
   const unexpected = [...result.statuses].filter(([status]) => status !== '200' && status !== '429 RESIDENT_ERR_TOO_MANY_NEW');
   assert.deepEqual(unexpected, [], 'every guess got 200 (a new session, as without a cookie) or the documented 429');
+  assert.equal(result.resent, 0, 'requests whose connection closed unanswered');
   // Every guess was an ID not held in memory, counted once either way.
   assert.equal(lookedUp + unread, FLOOD, 'every unknown ID is counted as looked up or not');
   assert.ok(lookedUp >= BUDGET && lookedUp <= BUDGET * windows, `${lookedUp} IDs looked up; the budget is ${BUDGET} per window (${windows} window(s))`);

@@ -78,6 +78,8 @@ export interface FloodResult {
   /** The most live contexts seen while it ran (every 10 ms, from the threads' shared counts). */
   maxLive: number;
   ms: number;
+  /** Requests sent again because their socket closed before they were answered (see flood-client.ts). */
+  resent: number;
 }
 
 /**
@@ -92,8 +94,9 @@ export async function floodOf(
   let maxLive = 0;
   const sampler = setInterval(() => (maxLive = Math.max(maxLive, t.server.sessions.stats.live)), 10);
   const began = Date.now();
+  let resent = 0;
   try {
-    await flood({
+    ({ resent } = await flood({
       port: Number(new URL(t.url).port),
       sources: options.sources,
       sockets: options.sockets,
@@ -104,12 +107,12 @@ export async function floodOf(
         const key = errorBody === undefined ? String(status) : `${status} ${codeOf(errorBody)}`;
         statuses.set(key, (statuses.get(key) ?? 0) + 1);
       },
-    });
+    }));
   } finally {
     clearInterval(sampler);
   }
   maxLive = Math.max(maxLive, t.server.sessions.stats.live);
-  return { statuses, maxLive, ms: Date.now() - began };
+  return { statuses, maxLive, ms: Date.now() - began, resent };
 }
 
 /** The error code whose public message is `body` (error answers are text: src/errors.ts). */
@@ -170,6 +173,7 @@ export async function assertFloodContained(t: TestContext, server: TestServer, d
     requests: FLOOD,
     ms: result.ms,
     statuses: Object.fromEntries(result.statuses),
+    resent: result.resent,
     maxLiveSampled: result.maxLive,
     liveAtEnd: live,
     overview: overview.sessions,
@@ -189,6 +193,8 @@ export async function assertFloodContained(t: TestContext, server: TestServer, d
   const unexpected = [...result.statuses].filter(([status]) => status !== '200' && status !== '429 RESIDENT_ERR_TOO_MANY_NEW');
   assert.deepEqual(unexpected, [], 'every flood request got 200 or the documented 429');
   assert.equal([...result.statuses.values()].reduce((a, b) => a + b, 0), FLOOD);
+  // The server closed no connection under the flood.
+  assert.equal(result.resent, 0, 'requests whose connection closed unanswered');
   assert.ok(result.maxLive <= MAX_CONTEXTS, `live contexts reached ${result.maxLive} during the flood (cap ${MAX_CONTEXTS})`);
   assert.ok(live <= MAX_CONTEXTS && overview.sessions.live <= MAX_CONTEXTS, `live contexts at the end: ${live}`);
   // Unproven sessions leave memory without a record: the flood's budget in the store is zero.
