@@ -4,6 +4,7 @@
  */
 import { after } from 'node:test';
 import { Agent } from 'undici';
+import assert from 'node:assert/strict';
 import { send, startTestServer, type Reply, type TestServer } from './helpers.ts';
 
 /** `start(threads, overrides)`: a server with `hooks`, `processTimeout` 1 h, warnings only; closed after the file. */
@@ -39,4 +40,32 @@ export async function fresh(url: string, init: { method?: string; headers?: Reco
 export function cookieOf(reply: Reply): string | undefined {
   const line = reply.setCookies.find((candidate) => candidate.startsWith('RSID='));
   return line?.slice(5, line.indexOf(';'));
+}
+
+/** The sum of the samples of `name` whose labels contain `labels`, from the server's /metrics. */
+export async function metric(t: TestServer, name: string, labels = ''): Promise<number> {
+  const reply = await send(t.server.metricsUrl!);
+  assert.equal(reply.status, 200);
+  let sum = 0;
+  for (const line of reply.text.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    if (labels && !line.includes(labels)) continue;
+    sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return sum;
+}
+
+/** Runs `jobs` with at most `width` at a time. */
+export async function pool<T>(count: number, width: number, job: (i: number) => Promise<T>): Promise<T[]> {
+  const results: T[] = new Array(count);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: width }, async () => {
+      while (next < count) {
+        const i = next++;
+        results[i] = await job(i);
+      }
+    }),
+  );
+  return results;
 }

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { newSessionId } from '../src/contexts/ids.ts';
 import { ROOT, send, waitFor, type TestServer } from './helpers.ts';
-import { cookieOf, edgeServers, fresh } from './edge-helpers.ts';
+import { cookieOf, edgeServers, fresh, metric, pool } from './edge-helpers.ts';
 
 const start = edgeServers({
   onConnection: join(ROOT, 'test/fixtures/redteam-hostile/onConnection.ts'),
@@ -17,34 +17,6 @@ const start = edgeServers({
 });
 
 const as = (id: string) => ({ cookie: `RSID=${id}` });
-
-/** The sum of the samples of `name` whose labels contain `labels`, from the server's /metrics. */
-async function metric(t: TestServer, name: string, labels = ''): Promise<number> {
-  const reply = await send(t.server.metricsUrl!);
-  assert.equal(reply.status, 200);
-  let sum = 0;
-  for (const line of reply.text.split('\n')) {
-    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
-    if (labels && !line.includes(labels)) continue;
-    sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return sum;
-}
-
-/** Runs `jobs` with at most `width` at a time. */
-async function pool<T>(count: number, width: number, job: (i: number) => Promise<T>): Promise<T[]> {
-  const results: T[] = new Array(count);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: width }, async () => {
-      while (next < count) {
-        const i = next++;
-        results[i] = await job(i);
-      }
-    }),
-  );
-  return results;
-}
 
 test('log flooding: random unknown IDs from one source write one warn line per window, not one per request', { timeout: 60_000 }, async () => {
   // A cap well above the flood, so that only the guesses are judged here.
@@ -246,3 +218,23 @@ for (const threads of [1, 2]) {
     }
   });
 }
+
+test('the cap across threads: a flood whose own sessions are all busy on its home takes its own idle one on the other home, not an older new visitor\'s there (README: "the new client\'s own source\'s, then any other\'s")', { timeout: 30_000 }, async () => {
+  // The per-source budget off, so that only the cap chooses; forged IDs naming a slot home each
+  // new session there (see the "homed on one thread" case above).
+  const t = await start(2, { sessions: { maxContexts: 8, maxUnprovenPerIp: 0 } });
+  // A new visitor homed on slot 0 (from 127.0.0.2): unproven until its cookie comes back.
+  const visitor = await fresh(`${t.url}/inc`, { headers: as(newSessionId(0)), localAddress: '127.0.0.2' });
+  const id = cookieOf(visitor)!;
+  // The flood (127.0.0.3): three idle sessions on slot 0, newer than the visitor's...
+  for (let i = 0; i < 3; i++) assert.equal((await fresh(`${t.url}/inc`, { headers: as(newSessionId(0)), localAddress: '127.0.0.3' })).status, 200);
+  // ...and four on slot 1, each busy with a slow request. Eight live: the cap.
+  const busy = pool(4, 4, () => fresh(`${t.url}/slow?ms=1500`, { headers: as(newSessionId(1)), localAddress: '127.0.0.3' }));
+  await waitFor(() => t.server.sessions.stats.live === 8 && t.server.sessions.stats.inFlight === 4, 5000, 'the cap filled, four busy on slot 1');
+  // One more first visit of the flood homed on slot 1: none idle there, so the place comes from slot 0.
+  assert.equal((await fresh(`${t.url}/inc`, { headers: as(newSessionId(1)), localAddress: '127.0.0.3' })).status, 200);
+  await busy;
+  const back = await fresh(`${t.url}/inc`, { headers: as(id), localAddress: '127.0.0.2' });
+  assert.equal(back.status, 200, back.text);
+  assert.deepEqual({ session: cookieOf(back) ?? id, n: back.json<{ n: number }>().n }, { session: id, n: 2 }, 'the visitor keeps the session of its first page');
+});
