@@ -238,3 +238,23 @@ test('the cap across threads: a flood whose own sessions are all busy on its hom
   assert.equal(back.status, 200, back.text);
   assert.deepEqual({ session: cookieOf(back) ?? id, n: back.json<{ n: number }>().n }, { session: id, n: 2 }, 'the visitor keeps the session of its first page');
 });
+
+test('one source with more requests in flight than maxContexts: its excess gets 429 (never 503), and a proven user stays live throughout (RELIABILITY D1)', { timeout: 60_000 }, async () => {
+  const t = await start(2, { sessions: { maxContexts: 8 } });
+  const user = await newSession(t, '/inc', '127.0.0.3');
+  assert.equal((await fresh(`${t.url}/inc`, { headers: as(user.id), localAddress: '127.0.0.3' })).json<{ proven: boolean }>().proven, true);
+  const statuses = new Map<number, number>();
+  let n = 2;
+  for (let round = 0; round < 5; round++) {
+    // 20 slow first visits at once from one address: more than the cap holds.
+    const flood = pool(20, 20, async () => {
+      const reply = await fresh(`${t.url}/slow?ms=200`, { localAddress: '127.0.0.2' });
+      statuses.set(reply.status, (statuses.get(reply.status) ?? 0) + 1);
+    });
+    const back = await fresh(`${t.url}/inc`, { headers: as(user.id), localAddress: '127.0.0.3' });
+    await flood;
+    assert.deepEqual({ n: back.json<{ n: number }>().n, resumed: back.json<{ resumed: boolean }>().resumed }, { n: ++n, resumed: false }, `round ${round}`);
+  }
+  assert.deepEqual([...statuses.keys()].filter((status) => status !== 200 && status !== 429), [], `flood statuses ${JSON.stringify([...statuses])}`);
+  assert.ok((statuses.get(429) ?? 0) > 0, 'the excess was refused');
+});
