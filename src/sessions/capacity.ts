@@ -123,10 +123,10 @@ export class Capacity {
     for (const candidate of elsewhere) if (!best || before(candidate, best)) best = candidate;
     const here = victim && candidateOf(victim, source);
     const chosen = here && (!best || !before(best, here)) ? here : best;
-    if (chosen && !chosen.unproven && source !== undefined && (sourceHoldsUnproven || directory.unproven.countOf(source) > 0)) {
-      // Only proven contexts are idle, and this source already has new sessions of its own
-      // under way: a flood whose every session is busy. It waits (429) rather than pushing a
-      // real user out; a first visit from a source that holds none still takes its place.
+    if (chosen && !chosen.ofSource && source !== undefined && (sourceHoldsUnproven || directory.unproven.countOf(source) > 0)) {
+      // This source already has new sessions of its own, none idle: a flood at full speed. It
+      // waits (429) rather than take the place of a real user, or of another source's first
+      // page; a first visit from a source that holds none still makes room as the cap says.
       counters.refusedNew++;
       return new ResidentError('RESIDENT_ERR_TOO_MANY_NEW');
     }
