@@ -6,14 +6,13 @@
  */
 import { ResidentError } from '../errors.ts';
 import { hashId } from '../id-hash.ts';
-import { newSessionId } from '../contexts/ids.ts';
 import type { SessionRecord } from '../stores/store.ts';
 import { bounded } from './bounded.ts';
 import { newEntry, type SessionEntry } from './directory.ts';
-import { contextInit } from './context-init.ts';
 import { mustBeOurs } from './ownership.ts';
 import { errorOutcome, type Outcome } from './outcome.ts';
 import { FirstPerWindow } from './first-per-window.ts';
+import { createSession } from './creation.ts';
 import type { Rooms } from './rooms.ts';
 
 export interface Found {
@@ -124,39 +123,9 @@ export class Admission {
     return { foreign };
   }
 
-  /**
-   * A new session for `clientIp`, live and unproven, its context born with its first request;
-   * an error when its source's budget or the cap leaves no room. Claimed before it takes its
-   * room, so the room taken and the context counted happen in one step. The source's budget
-   * is judged before the cap (a refused source evicts nobody) and again with no await left.
-   */
-  async create(clientIp: string): Promise<SessionEntry | ResidentError> {
-    const { directory, capacity, clock, counters, log, ownership, policy, sources } = this.#rooms;
-    const source = policy.sourceOf(clientIp);
-    const tooMany = sources.makeRoom(source);
-    if (tooMany) return tooMany;
-    const id = newSessionId();
-    mustBeOurs(await ownership.claim(id));
-    const refused = await capacity.makeRoom(source);
-    if (refused) {
-      void ownership.release(id);
-      return refused;
-    }
-    const tooManyNow = sources.makeRoom(source);
-    if (tooManyNow) {
-      capacity.unplace();
-      void ownership.release(id);
-      return tooManyNow;
-    }
-    const now = clock.now();
-    const entry = newEntry({ id, clientIp, source, proven: false, createdAt: Date.now(), startedAt: now, userId: null, lastActive: now });
-    entry.init = contextInit(entry, false);
-    directory.addLive(entry);
-    capacity.placed();
-    counters.created++;
-    // At debug: a cookieless flood makes one per request.
-    log.debug({ event: 'created', session: hashId(entry.id), clientIp }, 'session created');
-    return entry;
+  /** A new session for `clientIp`, live and unproven, or the error that refuses it (./creation.ts). */
+  create(clientIp: string): Promise<SessionEntry | ResidentError> {
+    return createSession(this.#rooms, clientIp);
   }
 
   /** The record read when the session was adopted, handed once to the resume that follows. */

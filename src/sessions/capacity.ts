@@ -53,7 +53,7 @@ export class Capacity {
    * the place is held until `placed()` or `unplace()`: the caller adds its context with no
    * await in between, so two creations, on one home or on two, cannot both take the last place.
    */
-  async makeRoom(source?: string): Promise<ResidentError | undefined> {
+  async makeRoom(source?: string, sourceUnderWay = false): Promise<ResidentError | undefined> {
     const { cap, config } = this.#rooms;
     let total = cap.reserve();
     try {
@@ -75,7 +75,7 @@ export class Capacity {
           this.#rooms.log.warn({ event: 'capacity', maxContexts: config.maxContexts }, 'no idle context could be evicted in time: refusing a new one');
           return new ResidentError('RESIDENT_ERR_CAPACITY');
         }
-        const evicted = await this.#evictOne(retried, source);
+        const evicted = await this.#evictOne(retried, source, sourceUnderWay);
         if (evicted === 'evicted') evictedOwn = true;
         else if (evicted === 'retried') retried = true;
         else if (evicted === 'over') return undefined;
@@ -108,7 +108,7 @@ export class Capacity {
    * 'retried' when a context refused lately was tried again, 'over' when the cap stays
    * exceeded until the store takes writes again (E4), or the error when every one is busy.
    */
-  async #evictOne(retried: boolean, source?: string): Promise<'evicted' | 'again' | 'retried' | 'over' | ResidentError> {
+  async #evictOne(retried: boolean, source?: string, sourceUnderWay = false): Promise<'evicted' | 'again' | 'retried' | 'over' | ResidentError> {
     const { directory, clock, config, counters, lifecycle, log, peers } = this.#rooms;
     const { candidates: elsewhere, sourceHoldsUnproven } = await peers.idleCandidates(source);
     // Other creations may have made the room while the other homes answered: an eviction now
@@ -123,7 +123,7 @@ export class Capacity {
     for (const candidate of elsewhere) if (!best || before(candidate, best)) best = candidate;
     const here = victim && candidateOf(victim, source);
     const chosen = here && (!best || !before(best, here)) ? here : best;
-    if (chosen && !chosen.ofSource && source !== undefined && (sourceHoldsUnproven || directory.unproven.countOf(source) > 0)) {
+    if (chosen && !chosen.ofSource && source !== undefined && (sourceUnderWay || sourceHoldsUnproven || directory.unproven.countOf(source) > 0)) {
       // This source already has new sessions of its own, none idle: a flood at full speed. It
       // waits (429) rather than take the place of a real user, or of another source's first
       // page; a first visit from a source that holds none still makes room as the cap says.

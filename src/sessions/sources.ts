@@ -22,6 +22,30 @@ export class SourceBudget {
     this.#share = maxUnprovenPerIp === 0 || suspendEveryRequest ? Infinity : Math.ceil(maxUnprovenPerIp / Math.max(1, rooms.homes));
   }
 
+  /**
+   * Creations of a source under way on this home, from their start to their arrival in the
+   * directory, where the unproven index cannot see them yet.
+   */
+  readonly #creating = new Map<string, number>();
+
+  /**
+   * A creation of `source` starts: true when another of that source started before it and is
+   * still under way. Creations started together (a flood's connections) would each find the
+   * source holding no new session; this way only the first may take another client's place
+   * (see Capacity.makeRoom). Paired with end().
+   */
+  begin(source: string): boolean {
+    const ahead = this.#creating.get(source) ?? 0;
+    this.#creating.set(source, ahead + 1);
+    return ahead > 0;
+  }
+
+  end(source: string): void {
+    const left = (this.#creating.get(source) ?? 1) - 1;
+    if (left > 0) this.#creating.set(source, left);
+    else this.#creating.delete(source);
+  }
+
   /** The share of a source on this home (Infinity: none). */
   get share(): number {
     return this.#share;

@@ -1,0 +1,52 @@
+/**
+ * The creation of a new session: live and unproven, its context born with its first request,
+ * or the error that refuses it when its source's budget or the cap leaves no room. Claimed
+ * before it takes its room, so the room taken and the context counted happen in one step. The
+ * source's budget is judged before the cap (a refused source evicts nobody) and again with no
+ * await left.
+ */
+import { newSessionId } from '../contexts/ids.ts';
+import type { ResidentError } from '../errors.ts';
+import { hashId } from '../id-hash.ts';
+import { contextInit } from './context-init.ts';
+import { newEntry, type SessionEntry } from './directory.ts';
+import { mustBeOurs } from './ownership.ts';
+import type { Rooms } from './rooms.ts';
+
+export async function createSession(rooms: Rooms, clientIp: string): Promise<SessionEntry | ResidentError> {
+  const source = rooms.policy.sourceOf(clientIp);
+  const others = rooms.sources.begin(source);
+  try {
+    return await create(rooms, clientIp, source, others);
+  } finally {
+    rooms.sources.end(source);
+  }
+}
+
+async function create(rooms: Rooms, clientIp: string, source: string, sourceUnderWay: boolean): Promise<SessionEntry | ResidentError> {
+  const { directory, capacity, clock, counters, log, ownership, sources } = rooms;
+  const tooMany = sources.makeRoom(source);
+  if (tooMany) return tooMany;
+  const id = newSessionId();
+  mustBeOurs(await ownership.claim(id));
+  const refused = await capacity.makeRoom(source, sourceUnderWay);
+  if (refused) {
+    void ownership.release(id);
+    return refused;
+  }
+  const tooManyNow = sources.makeRoom(source);
+  if (tooManyNow) {
+    capacity.unplace();
+    void ownership.release(id);
+    return tooManyNow;
+  }
+  const now = clock.now();
+  const entry = newEntry({ id, clientIp, source, proven: false, createdAt: Date.now(), startedAt: now, userId: null, lastActive: now });
+  entry.init = contextInit(entry, false);
+  directory.addLive(entry);
+  capacity.placed();
+  counters.created++;
+  // At debug: a cookieless flood makes one per request.
+  log.debug({ event: 'created', session: hashId(entry.id), clientIp }, 'session created');
+  return entry;
+}
