@@ -123,10 +123,11 @@ export class Capacity {
     for (const candidate of elsewhere) if (!best || before(candidate, best)) best = candidate;
     const here = victim && candidateOf(victim, source);
     const chosen = here && (!best || !before(best, here)) ? here : best;
-    if (chosen && !chosen.ofSource && source !== undefined && (sourceUnderWay || sourceHoldsUnproven || directory.unproven.countOf(source) > 0)) {
-      // This source already has new sessions of its own, none idle: a flood at full speed. It
-      // waits (429) rather than take the place of a real user, or of another source's first
-      // page; a first visit from a source that holds none still makes room as the cap says.
+    if (chosen && !chosen.ofSource && source !== undefined && (sourceUnderWay || sourceHoldsUnproven || this.#rooms.sources.hasNew(source))) {
+      // This source already has new sessions of its own, none idle (or lately dropped ones): a
+      // flood. It waits (429) rather than take the place of a real user, or of another
+      // source's first page; a first visit from a source that has none makes room as the cap
+      // says.
       counters.refusedNew++;
       return new ResidentError('RESIDENT_ERR_TOO_MANY_NEW');
     }
@@ -177,7 +178,7 @@ export class Capacity {
   /** This home's idle context of choice for a new session of `source`, for a peer choosing a victim. */
   oldestIdle(source?: string): HomeCandidate {
     const victim = this.#localVictim(source);
-    const sourceHolds = source !== undefined && this.#rooms.directory.unproven.countOf(source) > 0;
+    const sourceHolds = source !== undefined && this.#rooms.sources.hasNew(source, true);
     return { idle: victim ? candidateOf(victim, source) : null, sourceHolds };
   }
 }

@@ -26,3 +26,38 @@ export class FirstPerWindow {
     return 'warn';
   }
 }
+
+/**
+ * Keys met in the current window or the one before (so a key met just before a window's end
+ * is not forgotten at once). Holds two windows' keys.
+ */
+export class RecentKeys {
+  readonly #windowMs: number;
+  readonly #now: () => number;
+  #window = -1;
+  #current = new Set<string>();
+  #previous = new Set<string>();
+
+  constructor(windowMs: number, now: () => number = Date.now) {
+    this.#windowMs = Math.max(1, windowMs);
+    this.#now = now;
+  }
+
+  #turn(): void {
+    const window = Math.floor(this.#now() / this.#windowMs);
+    if (window === this.#window) return;
+    this.#previous = window === this.#window + 1 ? this.#current : new Set();
+    this.#current = new Set();
+    this.#window = window;
+  }
+
+  add(key: string): void {
+    this.#turn();
+    this.#current.add(key);
+  }
+
+  has(key: string): boolean {
+    this.#turn();
+    return this.#current.has(key) || this.#previous.has(key);
+  }
+}

@@ -9,6 +9,7 @@
 import { ResidentError } from '../errors.ts';
 import type { Rooms } from './rooms.ts';
 import { firstIdle } from './unproven.ts';
+import { RecentKeys } from './first-per-window.ts';
 
 export class SourceBudget {
   readonly #rooms: Rooms;
@@ -20,6 +21,23 @@ export class SourceBudget {
     const { maxUnprovenPerIp, suspendEveryRequest } = rooms.config;
     // The round-trip test mode keeps every session: nothing to push out.
     this.#share = maxUnprovenPerIp === 0 || suspendEveryRequest ? Infinity : Math.ceil(maxUnprovenPerIp / Math.max(1, rooms.homes));
+    this.#dropping = new RecentKeys(rooms.config.budgetWindow);
+  }
+
+  /** An unproven session of `source` left memory without its cookie having come back. */
+  noteDropped(source: string): void {
+    this.#dropping.add(source);
+  }
+
+  /**
+   * Whether `source` already has new sessions on this home: held live, or dropped unproven in
+   * this budgetWindow or the one before; with `creating`, also one being created. Such a source
+   * makes room under the cap only from its own (Capacity.makeRoom): otherwise a flood whose one
+   * session a returning user displaced would come back as a "first visit" each time and push
+   * another user out.
+   */
+  hasNew(source: string, creating = false): boolean {
+    return this.#rooms.directory.unproven.countOf(source) > 0 || this.#dropping.has(source) || (creating && this.#creating.has(source));
   }
 
   /**
@@ -27,6 +45,8 @@ export class SourceBudget {
    * directory, where the unproven index cannot see them yet.
    */
   readonly #creating = new Map<string, number>();
+  /** Sources whose unproven sessions left memory unproven lately: they do not send cookies back. */
+  readonly #dropping: RecentKeys;
 
   /**
    * A creation of `source` starts: true when another of that source started before it and is
