@@ -260,3 +260,36 @@ test('one source with more requests in flight than maxContexts: its excess gets 
   assert.deepEqual([...statuses.keys()].filter((status) => status !== 200 && status !== 429), [], `flood statuses ${JSON.stringify([...statuses])}`);
   assert.ok((statuses.get(429) ?? 0) > 0, 'the excess was refused');
 });
+
+for (const threads of [1, 2]) {
+  test(`${threads} thread(s): a cap no larger than its active users, and a flood: the flood keeps no place by coming back as a "first visit" each time a returning user displaced its session`, { timeout: 60_000 }, async () => {
+    const t = await start(threads, { sessions: { maxContexts: 8 } });
+    const users: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      const first = await newSession(t, '/inc', '127.0.0.3');
+      await fresh(`${t.url}/inc`, { headers: as(first.id), localAddress: '127.0.0.3' });
+      users.push(first.id);
+    }
+    let going = true;
+    const flood = new Map<number, number>();
+    const real = Promise.all(
+      users.map(async (id) => {
+        while (going) assert.equal((await fresh(`${t.url}/inc`, { headers: as(id), localAddress: '127.0.0.3' })).status, 200);
+      }),
+    );
+    const flooding = pool(4, 4, async () => {
+      while (going) {
+        const { status } = await fresh(`${t.url}/inc`, { localAddress: '127.0.0.2' });
+        flood.set(status, (flood.get(status) ?? 0) + 1);
+      }
+    });
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    going = false;
+    await Promise.all([real, flooding]);
+    // Without the rule, each displaced flood session came back as a first visit and pushed
+    // another user out: ~2,000 flood sessions admitted in 3 s, ~3,500 user resumes.
+    const admitted = flood.get(200) ?? 0;
+    assert.ok(admitted <= 50, `flood statuses ${JSON.stringify([...flood])}`);
+    assert.deepEqual([...flood.keys()].filter((status) => status !== 200 && status !== 429), [], `flood statuses ${JSON.stringify([...flood])}`);
+  });
+}
