@@ -133,7 +133,7 @@ export class Capacity {
     }
     // Each victim is marked suspending at once, so it counts no more and is not picked twice.
     if (victim && here && chosen === here) {
-      void lifecycle.startSuspend(victim, 'evicted');
+      this.#evict(victim, source);
       return 'evicted';
     }
     if (best && (await peers.evict(best.home, best, source))) return 'evicted';
@@ -171,8 +171,19 @@ export class Capacity {
     const victim = this.#localVictim(source);
     const found = victim && candidateOf(victim, source);
     if (!victim || !found || (reported.unproven && !found.unproven) || (reported.ofSource && !found.ofSource)) return false;
-    void this.#rooms.lifecycle.startSuspend(victim, 'evicted');
+    this.#evict(victim, source);
     return true;
+  }
+
+  /**
+   * Suspends `victim` for a new session of `source` (undefined: a returning session's resume).
+   * An unproven one that leaves for its own source's next session, or for a returning user,
+   * marks its source as one that does not send cookies back (SourceBudget.hasNew); one that
+   * leaves for another source's first visit does not: its client is no flood for that.
+   */
+  #evict(victim: SessionEntry, source: string | undefined): void {
+    if (!victim.proven && (source === undefined || source === victim.source)) this.#rooms.sources.noteDropped(victim.source);
+    void this.#rooms.lifecycle.startSuspend(victim, 'evicted');
   }
 
   /** This home's idle context of choice for a new session of `source`, for a peer choosing a victim. */

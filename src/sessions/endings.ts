@@ -120,10 +120,9 @@ export class Endings {
    * from now on, adopts nothing. Logged at debug: a flood makes one per request.
    */
   drop(entry: SessionEntry, reason: SuspendReason): void {
-    const { admission, directory, lifecycle, counters, log, ownership, sources } = this.#rooms;
+    const { admission, directory, lifecycle, counters, log, ownership } = this.#rooms;
     directory.remove(entry);
     admission.dropAdopted(entry.id);
-    sources.noteDropped(entry.source);
     lifecycle.unhome(entry);
     counters.dropped++;
     // Counted by the reason its hook was given, as a saved one would be.

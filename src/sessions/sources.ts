@@ -24,14 +24,14 @@ export class SourceBudget {
     this.#dropping = new RecentKeys(rooms.config.budgetWindow);
   }
 
-  /** An unproven session of `source` left memory without its cookie having come back. */
+  /** An unproven session of `source` was pushed out by its own source, or by a returning user: its cookie never came back. */
   noteDropped(source: string): void {
     this.#dropping.add(source);
   }
 
   /**
-   * Whether `source` already has new sessions on this home: held live, or dropped unproven in
-   * this budgetWindow or the one before; with `creating`, also one being created. Such a source
+   * Whether `source` already has new sessions on this home: held live, or pushed out unproven
+   * (by its own next one, or by a returning user) in this budgetWindow or the one before; with `creating`, also one being created. Such a source
    * makes room under the cap only from its own (Capacity.makeRoom): otherwise a flood whose one
    * session a returning user displaced would come back as a "first visit" each time and push
    * another user out.
@@ -45,7 +45,7 @@ export class SourceBudget {
    * directory, where the unproven index cannot see them yet.
    */
   readonly #creating = new Map<string, number>();
-  /** Sources whose unproven sessions left memory unproven lately: they do not send cookies back. */
+  /** Sources whose unproven sessions were pushed out lately by their own or a returning user (noteDropped). */
   readonly #dropping: RecentKeys;
 
   /**
@@ -88,6 +88,7 @@ export class SourceBudget {
       }
       counters.pushedOut++;
       // Marked suspending at once: it leaves the source's count before this returns.
+      this.noteDropped(source);
       void lifecycle.startSuspend(victim, 'dropped');
     }
     return undefined;
