@@ -1,0 +1,118 @@
+/**
+ * A real Resident on the Redis store: a session suspended at shutdown resumes after a restart,
+ * with its memento, its IP binding and its user; /readyz names the store; startup against a
+ * port where no Redis listens stops with RESIDENT_ERR_STORE_OPEN, never showing the password.
+ */
+import assert from 'node:assert/strict';
+import { createServer } from 'node:net';
+import { after, test } from 'node:test';
+import { redactUrl } from '../../src/config.ts';
+import { REDIS_EXPIRY_GRACE_MS } from '../../src/stores/redis.ts';
+import { runMain, send, skipOrFailOnCi, startTestServer, writeTempConfig } from '../helpers.ts';
+import { STORE_HOOKS, cleanup, cliConfig, cliExit, clientWith, savedOf, state } from './server-helpers.ts';
+import { REDIS_URL, rawClient, redisUnavailable, removePrefixes, uniquePrefix } from './redis-helpers.ts';
+
+after(cleanup);
+
+const TEST = { timeout: 30_000 };
+const unavailable = await redisUnavailable();
+const prefixes: string[] = [];
+after(() => (unavailable === undefined ? removePrefixes(prefixes) : undefined));
+
+const startOnRedis = (prefix: string) =>
+  startTestServer({ workers: { threads: 2 }, hooks: STORE_HOOKS, store: { kind: 'redis', url: REDIS_URL, prefix } });
+
+/** A local port where nothing listens (it was free a moment ago). */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+test('a session suspended into Redis at shutdown resumes on the next server, with its memento, user and IP binding', TEST, async (t) => {
+  if (unavailable !== undefined) return skipOrFailOnCi(t, unavailable);
+  const prefix = uniquePrefix();
+  prefixes.push(prefix);
+  let server = await startOnRedis(prefix);
+  const client = clientWith(server.url, undefined);
+  await state(client, '/inc');
+  await state(client, '/put?key=name&value=ada');
+  await state(client, '/user?id=user-ada');
+  const id = client.cookie!;
+  assert.ok(id, 'a session cookie');
+
+  const ready = await send(`${server.url}/readyz`);
+  assert.equal(ready.status, 200, ready.text);
+  assert.deepEqual(ready.json().store, { kind: 'redis', status: 'ok' });
+
+  assert.deepEqual(await server.server.shutdown(), { suspended: 1, lost: 0 });
+  // The record as Redis holds it: a hash under the prefix, indexed, dropped by Redis itself
+  // only a grace period after it expires.
+  const redis = await rawClient();
+  try {
+    const key = `${prefix}s:${id}`;
+    const hash = await redis.hGetAll(key);
+    assert.equal(hash.clientIp, '127.0.0.1');
+    assert.equal(hash.userId, 'user-ada');
+    assert.ok(hash.memento, 'a memento');
+    const expiresAt = Number(hash.expiresAt);
+    assert.ok(expiresAt > Date.now(), 'expires in the future');
+    assert.equal(await redis.pExpireTime(key), Math.ceil(expiresAt + REDIS_EXPIRY_GRACE_MS));
+    assert.equal(await redis.zScore(`${prefix}exp`, id), expiresAt);
+    assert.equal(await redis.zScore(`${prefix}ids`, id), 0);
+    assert.equal(await redis.zScore(`${prefix}u:user-ada`, id), 0);
+  } finally {
+    redis.destroy();
+  }
+
+  server = await startOnRedis(prefix);
+  try {
+    const thief = clientWith(server.url, id, { localAddress: '127.0.0.2' });
+    assert.equal((await thief.get('/state')).status, 400, 'another address is refused (B1)');
+    await thief.close();
+
+    const back = clientWith(server.url, id);
+    const s = await state(back);
+    assert.equal(s.id, id, 'same ID');
+    assert.equal(s.resumed, true);
+    assert.equal(s.userId, 'user-ada');
+    assert.deepEqual(savedOf(s), { data: { n: 1, name: 'ada' }, mode: null });
+    assert.equal((await state(back, '/inc')).data.n, 2, 'the counter continues');
+    await back.close();
+  } finally {
+    await server.close();
+  }
+  await client.close();
+});
+
+test('startup against a port where no Redis listens: RESIDENT_ERR_STORE_OPEN within about callTimeout, naming the store, without the password', TEST, async () => {
+  const password = 'pw-that-must-not-leak-4815';
+  const url = `redis://resident:${password}@127.0.0.1:${await closedPort()}/0`;
+  const started = Date.now();
+  await assert.rejects(
+    startTestServer({ store: { kind: 'redis', url, callTimeout: '500ms' } }),
+    (error: Error & { code?: string }) => {
+      assert.equal(error.code, 'RESIDENT_ERR_STORE_OPEN');
+      assert.ok(error.message.includes(`Redis store at ${redactUrl(url)}`), error.message);
+      assert.match(error.message, /refused/);
+      assert.ok(!error.message.includes(password), error.message);
+      return true;
+    },
+  );
+  assert.ok(Date.now() - started < 3000, `refused after ${Date.now() - started} ms`);
+});
+
+test('the CLI with RESIDENT_STORE_URL naming a port where no Redis listens: exit 2, the redacted URL on stderr, never the password', TEST, async () => {
+  const password = 'pw-that-must-not-leak-1623';
+  const url = `redis://resident:${password}@127.0.0.1:${await closedPort()}`;
+  const child = runMain(['--config', writeTempConfig(cliConfig(null, { store: { kind: 'redis', callTimeout: '500ms' } }))], { RESIDENT_STORE_URL: url });
+  try {
+    assert.equal(await cliExit(child, 20_000), 2, child.stderr());
+  } finally {
+    if (child.process.exitCode === null) child.process.kill('SIGKILL');
+  }
+  assert.match(child.stderr(), /Cannot reach the Redis store at redis:\/\/resident:\*\*\*@127\.0\.0\.1:\d+/);
+  assert.ok(!child.stderr().includes(password) && !child.stdout().includes(password), 'the password appears nowhere');
+});
