@@ -4,11 +4,10 @@
  * port where no Redis listens stops with RESIDENT_ERR_STORE_OPEN, never showing the password.
  */
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { after, test } from 'node:test';
 import { redactUrl } from '../../src/config.ts';
 import { REDIS_EXPIRY_GRACE_MS } from '../../src/stores/redis.ts';
-import { runMain, send, skipOrFailOnCi, startTestServer, writeTempConfig } from '../helpers.ts';
+import { freePort, runMain, send, serverFactory, skipOrFailOnCi, startTestServer, writeTempConfig } from '../helpers.ts';
 import { STORE_HOOKS, cleanup, cliConfig, cliExit, clientWith, savedOf, state } from './server-helpers.ts';
 import { REDIS_URL, rawClient, redisUnavailable, removePrefixes, uniquePrefix } from './redis-helpers.ts';
 
@@ -19,17 +18,8 @@ const unavailable = await redisUnavailable();
 const prefixes: string[] = [];
 after(() => (unavailable === undefined ? removePrefixes(prefixes) : undefined));
 
-const startOnRedis = (prefix: string) =>
-  startTestServer({ workers: { threads: 2 }, hooks: STORE_HOOKS, store: { kind: 'redis', url: REDIS_URL, prefix } });
-
-/** A local port where nothing listens (it was free a moment ago). */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
+const startServer = serverFactory({ workers: { threads: 2 }, hooks: STORE_HOOKS });
+const startOnRedis = (prefix: string) => startServer({ store: { kind: 'redis', url: REDIS_URL, prefix } });
 
 test('a session suspended into Redis at shutdown resumes on the next server, with its memento, user and IP binding', TEST, async (t) => {
   if (unavailable !== undefined) return skipOrFailOnCi(t, unavailable);
@@ -68,28 +58,24 @@ test('a session suspended into Redis at shutdown resumes on the next server, wit
   }
 
   server = await startOnRedis(prefix);
-  try {
-    const thief = clientWith(server.url, id, { localAddress: '127.0.0.2' });
-    assert.equal((await thief.get('/state')).status, 400, 'another address is refused (B1)');
-    await thief.close();
+  const thief = clientWith(server.url, id, { localAddress: '127.0.0.2' });
+  assert.equal((await thief.get('/state')).status, 400, 'another address is refused (B1)');
+  await thief.close();
 
-    const back = clientWith(server.url, id);
-    const s = await state(back);
-    assert.equal(s.id, id, 'same ID');
-    assert.equal(s.resumed, true);
-    assert.equal(s.userId, 'user-ada');
-    assert.deepEqual(savedOf(s), { data: { n: 1, name: 'ada' }, mode: null });
-    assert.equal((await state(back, '/inc')).data.n, 2, 'the counter continues');
-    await back.close();
-  } finally {
-    await server.close();
-  }
+  const back = clientWith(server.url, id);
+  const s = await state(back);
+  assert.equal(s.id, id, 'same ID');
+  assert.equal(s.resumed, true);
+  assert.equal(s.userId, 'user-ada');
+  assert.deepEqual(savedOf(s), { data: { n: 1, name: 'ada' }, mode: null });
+  assert.equal((await state(back, '/inc')).data.n, 2, 'the counter continues');
+  await back.close();
   await client.close();
 });
 
 test('startup against a port where no Redis listens: RESIDENT_ERR_STORE_OPEN within about callTimeout, naming the store, without the password', TEST, async () => {
   const password = 'pw-that-must-not-leak-4815';
-  const url = `redis://resident:${password}@127.0.0.1:${await closedPort()}/0`;
+  const url = `redis://resident:${password}@127.0.0.1:${await freePort()}/0`;
   const started = Date.now();
   await assert.rejects(
     startTestServer({ store: { kind: 'redis', url, callTimeout: '500ms' } }),
@@ -106,7 +92,7 @@ test('startup against a port where no Redis listens: RESIDENT_ERR_STORE_OPEN wit
 
 test('the CLI with RESIDENT_STORE_URL naming a port where no Redis listens: exit 2, the redacted URL on stderr, never the password', TEST, async () => {
   const password = 'pw-that-must-not-leak-1623';
-  const url = `redis://resident:${password}@127.0.0.1:${await closedPort()}`;
+  const url = `redis://resident:${password}@127.0.0.1:${await freePort()}`;
   const child = runMain(['--config', writeTempConfig(cliConfig(null, { store: { kind: 'redis', callTimeout: '500ms' } }))], { RESIDENT_STORE_URL: url });
   try {
     assert.equal(await cliExit(child, 20_000), 2, child.stderr());
