@@ -62,6 +62,12 @@ export class RedisStore implements ContextStore {
   readonly #client: Client;
   readonly #prefix: string;
   readonly #onCorrupt: CorruptRecordListener;
+  /** EVALSHA calls sent and not answered yet. */
+  #scriptsOut = 0;
+  /** After a NOSCRIPT: the calls that met it, to send again in call order (see #run). */
+  #failedScripts: Array<() => void> | null = null;
+  /** Calls made meanwhile, sent after those. */
+  #waiting: Array<() => void> = [];
 
   private constructor(client: Client, options: RedisStoreOptions) {
     this.#client = client;
@@ -122,15 +128,48 @@ export class RedisStore implements ContextStore {
     }
   }
 
-  /** EVALSHA, and EVAL when Redis has lost the script (a restart, SCRIPT FLUSH). */
+  /**
+   * EVALSHA, and EVAL when Redis has lost the script (a restart, SCRIPT FLUSH). Sent again
+   * without care, a write that met NOSCRIPT could land after a later write of the same ID that
+   * was sent once the script was back. So from the first NOSCRIPT on, nothing new is sent until
+   * every EVALSHA already out has answered; then the ones that failed go again, in call order
+   * (Redis answers in order), then those that waited, all by EVAL (which loads the script).
+   */
   async #run<T>(what: string, { source, sha }: Script, keys: string[], args: string[]): Promise<T> {
     const tail = [String(keys.length), ...keys, ...args];
+    const byEval = () => this.#call<T>(what, ['EVAL', source, ...tail]);
+    if (this.#failedScripts) return this.#later(this.#waiting, byEval);
+    this.#scriptsOut++;
+    let error: unknown;
     try {
-      return await this.#client.sendCommand<T>(['EVALSHA', sha, ...tail]);
-    } catch (error) {
-      if (!String((error as Error)?.message).startsWith('NOSCRIPT')) throw failed(what, error);
+      const reply = await this.#client.sendCommand<T>(['EVALSHA', sha, ...tail]);
+      this.#scriptAnswered();
+      return reply;
+    } catch (caught) {
+      error = caught;
     }
-    return this.#call<T>(what, ['EVAL', source, ...tail]);
+    if (!String((error as Error)?.message).startsWith('NOSCRIPT')) {
+      this.#scriptAnswered();
+      throw failed(what, error);
+    }
+    const again = this.#later((this.#failedScripts ??= []), byEval);
+    this.#scriptAnswered();
+    return again;
+  }
+
+  /** A promise for what `send` will answer once it is sent, queued on `line`. */
+  #later<T>(line: Array<() => void>, send: () => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => line.push(() => void send().then(resolve, reject)));
+  }
+
+  /** One EVALSHA fewer out; the last one out after a NOSCRIPT sends the queued calls, in order. */
+  #scriptAnswered(): void {
+    this.#scriptsOut--;
+    if (this.#scriptsOut > 0 || !this.#failedScripts) return;
+    const queued = [...this.#failedScripts, ...this.#waiting];
+    this.#failedScripts = null;
+    this.#waiting = [];
+    for (const send of queued) send();
   }
 
   #write(op: string, id: string, args: string[]): Promise<number> {
