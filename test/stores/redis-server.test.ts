@@ -1,15 +1,18 @@
 /**
  * A real Resident on the Redis store: a session suspended at shutdown resumes after a restart,
- * with its memento, its IP binding and its user; /readyz names the store; startup against a
- * port where no Redis listens stops with RESIDENT_ERR_STORE_OPEN, never showing the password.
+ * with its memento, its IP binding and its user; /readyz names the store; a Redis that stops
+ * answering mid-run (a TCP proxy that holds the bytes) turns /readyz 503 and a resume into a
+ * prompt 503, and all is well again once it answers; startup against a port where no Redis
+ * listens stops with RESIDENT_ERR_STORE_OPEN, never showing the password.
  */
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { redactUrl } from '../../src/config.ts';
 import { REDIS_EXPIRY_GRACE_MS } from '../../src/stores/redis.ts';
-import { freePort, runMain, send, serverFactory, skipOrFailOnCi, startTestServer, writeTempConfig } from '../helpers.ts';
+import { freePort, runMain, send, serverFactory, skipOrFailOnCi, startTestServer, waitFor, writeTempConfig } from '../helpers.ts';
 import { STORE_HOOKS, cleanup, cliConfig, cliExit, clientWith, savedOf, state } from './server-helpers.ts';
 import { REDIS_URL, rawClient, redisUnavailable, removePrefixes, uniquePrefix } from './redis-helpers.ts';
+import { TcpProxy } from './tcp-proxy.ts';
 
 after(cleanup);
 
@@ -70,6 +73,36 @@ test('a session suspended into Redis at shutdown resumes on the next server, wit
   assert.deepEqual(savedOf(s), { data: { n: 1, name: 'ada' }, mode: null });
   assert.equal((await state(back, '/inc')).data.n, 2, 'the counter continues');
   await back.close();
+  await client.close();
+});
+
+test('E7/E12: Redis stops answering mid-run: /readyz 503, a resume gets 503 within 2 s; it answers again: /readyz 200 and the session resumes', TEST, async (t) => {
+  if (unavailable !== undefined) return skipOrFailOnCi(t, unavailable);
+  const prefix = uniquePrefix();
+  prefixes.push(prefix);
+  const redis = new URL(REDIS_URL);
+  const proxy = await TcpProxy.start({ host: redis.hostname, port: Number(redis.port || 6379) });
+  t.after(() => proxy.close());
+  redis.host = `127.0.0.1:${proxy.port}`;
+  const server = await startServer({ sessions: { processTimeout: '1s' }, store: { kind: 'redis', url: redis.toString(), prefix, callTimeout: '500ms' } });
+  const client = clientWith(server.url, undefined);
+  await state(client, '/inc');
+  const id = (await state(client, '/inc')).id;
+  await waitFor(async () => (await server.server.sessions.info(id))?.state === 'suspended', 5000, 'the idle suspend');
+  const readyz = async () => (await send(`${server.url}/readyz`)).status;
+
+  proxy.stall();
+  await waitFor(async () => (await readyz()) === 503, 4000, '/readyz 503');
+  const started = Date.now();
+  const during = await client.get('/state');
+  assert.equal(during.status, 503, during.text);
+  assert.ok(Date.now() - started < 2000, `answered after ${Date.now() - started} ms`);
+  assert.equal((await server.server.sessions.info(id))?.state, 'suspended', 'still suspended, not forgotten');
+
+  proxy.flow();
+  await waitFor(async () => (await readyz()) === 200, 5000, '/readyz 200 again');
+  const back = await state(client);
+  assert.deepEqual({ id: back.id, resumed: back.resumed, n: back.data.n }, { id, resumed: true, n: 2 });
   await client.close();
 });
 
