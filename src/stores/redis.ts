@@ -61,6 +61,7 @@ export class RedisStore implements ContextStore {
   readonly kind = 'redis';
   readonly #client: Client;
   readonly #prefix: string;
+  readonly #callTimeout: number;
   readonly #onCorrupt: CorruptRecordListener;
   /** EVALSHA calls sent and not answered yet. */
   #scriptsOut = 0;
@@ -72,6 +73,7 @@ export class RedisStore implements ContextStore {
   private constructor(client: Client, options: RedisStoreOptions) {
     this.#client = client;
     this.#prefix = options.prefix;
+    this.#callTimeout = options.callTimeout;
     this.#onCorrupt = options.onCorrupt ?? (() => {});
   }
 
@@ -247,12 +249,17 @@ export class RedisStore implements ContextStore {
     await this.#write('quarantine', id, [reason, String(Date.now())]);
   }
 
+  /** Waits for the calls under way (each bounded by callTimeout), then disconnects. */
   async close(): Promise<void> {
     if (!this.#client.isOpen) return;
+    let timer: NodeJS.Timeout | undefined;
     try {
-      await this.#client.close();
+      await Promise.race([this.#client.close(), new Promise((resolve) => (timer = setTimeout(resolve, this.#callTimeout)))]);
     } catch {
-      this.#client.destroy();
+      // Closing failed: the socket is dropped below all the same.
+    } finally {
+      clearTimeout(timer);
+      if (this.#client.isOpen) this.#client.destroy();
     }
   }
 }

@@ -75,6 +75,22 @@ describe('redis store: faults', { skip: unavailable }, () => {
     }
   });
 
+  test('close while Redis does not answer, with a call under way: resolves within about callTimeout (shutdown never hangs on the store)', async () => {
+    const proxy = await TcpProxy.start(target());
+    const { store } = await openStore(through(proxy));
+    try {
+      proxy.stall();
+      const pending = store.set(record());
+      const started = performance.now();
+      await store.close();
+      const took = performance.now() - started;
+      assert.ok(took < CALL_TIMEOUT + 600, `closed after ${Math.round(took)} ms`);
+      await assert.rejects(pending, storeFailed, 'the write under way fails, it is not claimed done');
+    } finally {
+      await proxy.close();
+    }
+  });
+
   test('E7: Redis gone: calls fail at once, never queued; it comes back: the store reconnects by itself and its scripts run', async () => {
     const proxy = await TcpProxy.start(target());
     const { store } = await openStore(through(proxy));
