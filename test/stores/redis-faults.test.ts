@@ -80,12 +80,12 @@ describe('redis store: faults', { skip: unavailable }, () => {
     const { store } = await openStore(through(proxy));
     try {
       proxy.stall();
-      const pending = store.set(record());
+      const pending = assert.rejects(store.set(record()), storeFailed, 'the write under way fails, it is not claimed done');
       const started = performance.now();
       await store.close();
       const took = performance.now() - started;
       assert.ok(took < CALL_TIMEOUT + 600, `closed after ${Math.round(took)} ms`);
-      await assert.rejects(pending, storeFailed, 'the write under way fails, it is not claimed done');
+      await pending;
     } finally {
       await proxy.close();
     }

@@ -19,9 +19,9 @@ after(cleanup);
 const TEST = { timeout: 30_000 };
 const unavailable = await redisUnavailable();
 const prefixes: string[] = [];
-after(() => (unavailable === undefined ? removePrefixes(prefixes) : undefined));
-
 const startServer = serverFactory({ workers: { threads: 2 }, hooks: STORE_HOOKS });
+// After the factory's own hook, which shuts the servers down (a shutdown writes what is live).
+after(() => (unavailable === undefined ? removePrefixes(prefixes) : undefined));
 const startOnRedis = (prefix: string) => startServer({ store: { kind: 'redis', url: REDIS_URL, prefix } });
 
 test('a session suspended into Redis at shutdown resumes on the next server, with its memento, user and IP binding', TEST, async (t) => {
@@ -74,6 +74,7 @@ test('a session suspended into Redis at shutdown resumes on the next server, wit
   assert.equal((await state(back, '/inc')).data.n, 2, 'the counter continues');
   await back.close();
   await client.close();
+  await server.close();
 });
 
 test('E7/E12: Redis stops answering mid-run: /readyz 503, a resume gets 503 within 2 s; it answers again: /readyz 200 and the session resumes', TEST, async (t) => {
@@ -104,6 +105,7 @@ test('E7/E12: Redis stops answering mid-run: /readyz 503, a resume gets 503 with
   const back = await state(client);
   assert.deepEqual({ id: back.id, resumed: back.resumed, n: back.data.n }, { id, resumed: true, n: 2 });
   await client.close();
+  await server.close();
 });
 
 test('startup against a port where no Redis listens: RESIDENT_ERR_STORE_OPEN within about callTimeout, naming the store, without the password', TEST, async () => {
