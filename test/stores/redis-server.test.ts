@@ -2,7 +2,8 @@
  * A real Resident on the Redis store: a session suspended at shutdown resumes after a restart,
  * with its memento, its IP binding and its user; /readyz names the store; a Redis that stops
  * answering mid-run (a TCP proxy that holds the bytes) turns /readyz 503 and a resume into a
- * prompt 503, and all is well again once it answers; startup against a port where no Redis
+ * prompt 503, and all is well again once it answers; keys lost while a session is suspended
+ * give a fresh context and a warning; startup against a port where no Redis
  * listens stops with RESIDENT_ERR_STORE_OPEN, never showing the password.
  */
 import assert from 'node:assert/strict';
@@ -104,6 +105,35 @@ test('E7/E12: Redis stops answering mid-run: /readyz 503, a resume gets 503 with
   await waitFor(async () => (await readyz()) === 200, 5000, '/readyz 200 again');
   const back = await state(client);
   assert.deepEqual({ id: back.id, resumed: back.resumed, n: back.data.n }, { id, resumed: true, n: 2 });
+  await client.close();
+  await server.close();
+});
+
+test('E8: Redis loses the keys (a restart without persistence) while a session is suspended: a fresh context and a warning, no crash', TEST, async (t) => {
+  if (unavailable !== undefined) return skipOrFailOnCi(t, unavailable);
+  const prefix = uniquePrefix();
+  prefixes.push(prefix);
+  const server = await startServer({ sessions: { processTimeout: '1s' }, store: { kind: 'redis', url: REDIS_URL, prefix } });
+  const client = clientWith(server.url, undefined);
+  await state(client, '/inc');
+  const id = (await state(client, '/inc')).id;
+  await waitFor(async () => (await server.server.sessions.info(id))?.state === 'suspended', 5000, 'the idle suspend');
+  // What a Redis restart without persistence leaves: none of the keys, none of the scripts.
+  await removePrefixes([prefix]);
+  const redis = await rawClient();
+  await redis.scriptFlush().finally(() => redis.destroy());
+  const mark = server.logs.length;
+
+  const after = await state(client, '/state');
+  assert.equal(after.resumed, false, 'nothing to resume from');
+  assert.equal(after.data.n, undefined, 'a fresh context');
+  await server.settle();
+  const since = server.logs.slice(mark);
+  assert.ok(
+    since.some((line) => line.level === 40 && line.event === 'memento-missing'),
+    `a memento-missing warning: ${JSON.stringify(since)}`,
+  );
+  assert.equal((await state(client, '/inc')).data.n, 1, 'the fresh context counts from nothing');
   await client.close();
   await server.close();
 });
