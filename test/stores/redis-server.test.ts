@@ -78,19 +78,25 @@ test('a session suspended into Redis at shutdown resumes on the next server, wit
   await server.close();
 });
 
-test('E7/E12: Redis stops answering mid-run: /readyz 503, a resume gets 503 within 2 s; it answers again: /readyz 200 and the session resumes', TEST, async (t) => {
-  if (unavailable !== undefined) return skipOrFailOnCi(t, unavailable);
+/** A server on Redis at `url` under a new prefix, with one session (n = 2) suspended for idleness. */
+async function idleSuspended(url: string, store: { callTimeout?: string } = {}) {
   const prefix = uniquePrefix();
   prefixes.push(prefix);
-  const redis = new URL(REDIS_URL);
-  const proxy = await TcpProxy.start({ host: redis.hostname, port: Number(redis.port || 6379) });
-  t.after(() => proxy.close());
-  redis.host = `127.0.0.1:${proxy.port}`;
-  const server = await startServer({ sessions: { processTimeout: '1s' }, store: { kind: 'redis', url: redis.toString(), prefix, callTimeout: '500ms' } });
+  const server = await startServer({ sessions: { processTimeout: '1s' }, store: { kind: 'redis', url, prefix, ...store } });
   const client = clientWith(server.url, undefined);
   await state(client, '/inc');
   const id = (await state(client, '/inc')).id;
   await waitFor(async () => (await server.server.sessions.info(id))?.state === 'suspended', 5000, 'the idle suspend');
+  return { prefix, server, client, id };
+}
+
+test('E7/E12: Redis stops answering mid-run: /readyz 503, a resume gets 503 within 2 s; it answers again: /readyz 200 and the session resumes', TEST, async (t) => {
+  if (unavailable !== undefined) return skipOrFailOnCi(t, unavailable);
+  const redis = new URL(REDIS_URL);
+  const proxy = await TcpProxy.start({ host: redis.hostname, port: Number(redis.port || 6379) });
+  t.after(() => proxy.close());
+  redis.host = `127.0.0.1:${proxy.port}`;
+  const { server, client, id } = await idleSuspended(redis.toString(), { callTimeout: '500ms' });
   const readyz = async () => (await send(`${server.url}/readyz`)).status;
 
   proxy.stall();
@@ -111,13 +117,7 @@ test('E7/E12: Redis stops answering mid-run: /readyz 503, a resume gets 503 with
 
 test('E8: Redis loses the keys (a restart without persistence) while a session is suspended: a fresh context and a warning, no crash', TEST, async (t) => {
   if (unavailable !== undefined) return skipOrFailOnCi(t, unavailable);
-  const prefix = uniquePrefix();
-  prefixes.push(prefix);
-  const server = await startServer({ sessions: { processTimeout: '1s' }, store: { kind: 'redis', url: REDIS_URL, prefix } });
-  const client = clientWith(server.url, undefined);
-  await state(client, '/inc');
-  const id = (await state(client, '/inc')).id;
-  await waitFor(async () => (await server.server.sessions.info(id))?.state === 'suspended', 5000, 'the idle suspend');
+  const { prefix, server, client } = await idleSuspended(REDIS_URL);
   // What a Redis restart without persistence leaves: none of the keys, none of the scripts.
   await removePrefixes([prefix]);
   const redis = await rawClient();
