@@ -42,7 +42,8 @@ if (unavailable !== undefined) {
   });
 }
 
-describe('redis store: Redis loses its scripts', { skip: unavailable }, () => {
+// Without Redis, the contract's placeholder above says why (and fails on CI).
+if (unavailable === undefined) describe('redis store: Redis loses its scripts', () => {
   test('after SCRIPT FLUSH, writes issued at once still land in call order, with the right answers', async () => {
     const store = await open(uniquePrefix());
     const redis = await rawClient();
