@@ -98,10 +98,13 @@ export class RedisStore implements ContextStore {
     // After a reconnection the server may be a new one (a restart, a failover) without our
     // scripts: load them again before they are needed (a NOSCRIPT is still handled per call).
     client.on('ready', () => void loadScripts(client).catch(() => {}));
+    const connecting = client.connect().then(() => loadScripts(client));
+    // The race below reports a failure; one that comes after the timeout must not go unhandled.
+    connecting.catch(() => {});
     let timer: NodeJS.Timeout | undefined;
     try {
       await Promise.race([
-        client.connect().then(() => loadScripts(client)),
+        connecting,
         new Promise((_, reject) => {
           timer = setTimeout(() => reject(lastError ?? new Error(`no answer within ${options.callTimeout} ms`)), options.callTimeout);
         }),
