@@ -101,6 +101,12 @@ export async function ensureSchema(pool: Pool, t: TableNames): Promise<void> {
   const client = await pool.connect();
   let failed: unknown;
   try {
+    // Writes are acknowledged as durable: refuse a connection where commits are not flushed (only
+    // `options` in the URL itself can override the synchronous_commit=on the pool asks for).
+    const commit = await client.query<{ synchronous_commit: string }>('SHOW synchronous_commit');
+    if (commit.rows[0]?.synchronous_commit === 'off') {
+      throw new Error('synchronous_commit is off for this connection (the URL\'s options?): acknowledged writes would not be durable');
+    }
     await client.query('BEGIN');
     await client.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`resident schema ${t.configured}`]);
     await client.query(`CREATE TABLE IF NOT EXISTS ${t.meta} (version INTEGER NOT NULL, only_row BOOLEAN PRIMARY KEY DEFAULT true CHECK (only_row))`);

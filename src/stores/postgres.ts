@@ -269,14 +269,9 @@ function createPool(options: PostgresStoreOptions): pg.Pool {
     keepAlive: true,
     idleTimeoutMillis: 30_000,
     application_name: 'resident',
-  });
-  // A write resolves once it is durable: never with synchronous_commit off, whatever the server's
-  // or the role's default (a stronger setting such as remote_apply is kept). Queued on the new
-  // connection ahead of any statement of ours.
-  pool.on('connect', (client) => {
-    client
-      .query(`SELECT set_config('synchronous_commit', 'on', false) WHERE current_setting('synchronous_commit') = 'off'`)
-      .catch(() => client.end().catch(() => {})); // a connection we cannot make durable is not used
+    // A write resolves once it is durable: synchronous_commit on for every connection, whatever
+    // the server's or the role's default (ensureSchema refuses a URL whose own options turn it off).
+    options: '-c synchronous_commit=on',
   });
   // An idle connection the server drops (a restart, pg_terminate_backend) reports here; without a
   // listener it would crash the process. The pool discards it; the next call opens another.
