@@ -59,7 +59,8 @@ export function tableNames(configured: string): TableNames {
 }
 
 /**
- * The tables as they are now. Times are wall-clock milliseconds (BIGINT). IDs and user IDs sort
+ * The tables as they are now. Times are wall-clock milliseconds as JavaScript has them, fractions
+ * included (DOUBLE PRECISION: the same 64-bit float, returned exactly). IDs and user IDs sort
  * by byte (COLLATE "C"), the order the contract lists in, whatever the database's locale, so
  * paging by ID reads the primary key and the (user_id, id) index in order.
  */
@@ -71,10 +72,10 @@ function schema(t: TableNames): string {
       client_ip        TEXT    NOT NULL,
       memento          TEXT,
       memento_version  INTEGER NOT NULL,
-      created_at       BIGINT  NOT NULL,
-      updated_at       BIGINT  NOT NULL,
-      last_activity_at BIGINT  NOT NULL,
-      expires_at       BIGINT,
+      created_at       DOUBLE PRECISION NOT NULL,
+      updated_at       DOUBLE PRECISION NOT NULL,
+      last_activity_at DOUBLE PRECISION NOT NULL,
+      expires_at       DOUBLE PRECISION,
       owner            TEXT,
       fence            BIGINT  NOT NULL DEFAULT 0
     );
@@ -84,7 +85,7 @@ function schema(t: TableNames): string {
       id             TEXT   NOT NULL,
       reason         TEXT   NOT NULL,
       row            JSONB,
-      quarantined_at BIGINT NOT NULL
+      quarantined_at DOUBLE PRECISION NOT NULL
     );
   `;
 }

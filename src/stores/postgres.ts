@@ -38,17 +38,17 @@ export interface PostgresStoreOptions {
   maxConnections?: number;
 }
 
-/** A row as `pg` returns it: BIGINT columns arrive as strings (they may exceed 2^53). */
+/** A row as `pg` returns it: times (DOUBLE PRECISION) as numbers, the fence (BIGINT) as a string. */
 interface Row {
   id: string;
   user_id: string | null;
   client_ip: string;
   memento: string | null;
   memento_version: number;
-  created_at: string;
-  updated_at: string;
-  last_activity_at: string;
-  expires_at: string | null;
+  created_at: number;
+  updated_at: number;
+  last_activity_at: number;
+  expires_at: number | null;
   owner: string | null;
   fence: string;
 }
@@ -279,7 +279,7 @@ function createPool(options: PostgresStoreOptions): pg.Pool {
   return pool;
 }
 
-/** A row as a SessionRecord; BIGINT strings become numbers (a value past 2^53 fails isSessionRecord). */
+/** A row as a SessionRecord; the fence's BIGINT text becomes a number (one past 2^53 fails isSessionRecord). */
 export function fromRow(row: Row): SessionRecord {
   return {
     id: row.id,
@@ -287,10 +287,10 @@ export function fromRow(row: Row): SessionRecord {
     memento: row.memento,
     mementoVersion: row.memento_version,
     clientIp: row.client_ip,
-    createdAt: Number(row.created_at),
-    updatedAt: Number(row.updated_at),
-    lastActivityAt: Number(row.last_activity_at),
-    expiresAt: row.expires_at === null ? null : Number(row.expires_at),
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    lastActivityAt: row.last_activity_at,
+    expiresAt: row.expires_at,
     owner: row.owner,
     fence: Number(row.fence),
   };

@@ -41,6 +41,18 @@ if (unavailable) {
       }),
   });
 
+  test('times with fractions of a millisecond (the server’s clock gives them) round-trip exactly, and expire by them', TEST, async () => {
+    const store = await openOn(tempTable());
+    const now = Date.now() + 0.123456789;
+    const saved = record({ createdAt: now - 1000.5, updatedAt: now, lastActivityAt: now - 0.25, expiresAt: now + 0.5 });
+    await store.set(saved);
+    assert.deepEqual(await store.get(saved.id), saved);
+    assert.deepEqual((await store.list({ limit: 10 }))[0]?.expiresAt, saved.expiresAt);
+    assert.deepEqual(await store.expiredIds(now + 0.25, 10), [], 'not expired a quarter millisecond before');
+    assert.deepEqual(await store.expiredIds(now + 0.5, 10), [saved.id]);
+    await store.close();
+  });
+
   test('nodes on one table: 4 stores each send 50 claims of one record at once, and exactly one lands', TEST, async () => {
     const table = tempTable();
     const stores = await Promise.all(Array.from({ length: 4 }, () => openOn(table)));
