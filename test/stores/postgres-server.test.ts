@@ -71,6 +71,24 @@ if (unavailable) {
     }
   });
 
+  test('postgres store: a ctx.userId with U+0000 (which PostgreSQL text cannot hold) is refused by the setter, so the session is still saved', TEST, async () => {
+    const table = tempTable();
+    const t = await startOnTable(table);
+    const client = new Client(t.url);
+    try {
+      await state(client, '/put?key=name&value=nul-user');
+      const refused = await client.get('/user?id=a%00b');
+      assert.equal(refused.status, 500, 'the hook threw the setter’s TypeError');
+      assert.deepEqual(await t.server.shutdown(), { suspended: 1, lost: 0 }, 'the suspend is not lost to a user ID the store cannot keep');
+    } finally {
+      await t.close();
+    }
+    const stored = await row(table, client.cookie!);
+    assert.ok(stored);
+    assert.equal(stored.user_id, null);
+    assert.deepEqual(decodeMemento(stored.memento), { data: { name: 'nul-user' }, mode: null });
+  });
+
   test('postgres store: /readyz names the store, answers 503 while its table is gone and 200 once it is back', TEST, async () => {
     const table = tempTable();
     const t = await startOnTable(table);
