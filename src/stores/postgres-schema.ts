@@ -110,18 +110,23 @@ export async function ensureSchema(pool: Pool, t: TableNames): Promise<void> {
     }
     await client.query('BEGIN');
     await client.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`resident schema ${t.configured}`]);
-    await client.query(`CREATE TABLE IF NOT EXISTS ${t.meta} (version INTEGER NOT NULL, only_row BOOLEAN PRIMARY KEY DEFAULT true CHECK (only_row))`);
-    const found = await client.query<{ version: number }>(`SELECT version FROM ${t.meta}`);
-    const version = found.rows[0]?.version ?? 0;
+    const found = await client.query<{ meta: boolean; complete: boolean }>(
+      'SELECT to_regclass($1) IS NOT NULL AS meta, to_regclass($2) IS NOT NULL AND to_regclass($3) IS NOT NULL AS complete',
+      [t.meta, t.sessions, t.quarantine],
+    );
+    const { meta, complete } = found.rows[0]!;
+    const version = meta ? ((await client.query<{ version: number }>(`SELECT version FROM ${t.meta}`)).rows[0]?.version ?? 0) : 0;
     if (version > SCHEMA_VERSION) {
       throw new Error(`the table ${t.configured} has schema version ${version}, newer than this Resident's ${SCHEMA_VERSION}`);
     }
-    if (version > 0) for (let from = version; from < SCHEMA_VERSION; from++) await client.query(MIGRATIONS[from]!(t));
-    await client.query(schema(t));
-    await client.query(
-      `INSERT INTO ${t.meta} (version) VALUES ($1) ON CONFLICT (only_row) DO UPDATE SET version = excluded.version`,
-      [SCHEMA_VERSION],
-    );
+    // Tables already as they should be: no DDL at all, so a restart needs no CREATE privilege and
+    // takes no lock that would wait behind the other nodes' traffic.
+    if (version < SCHEMA_VERSION || !complete) {
+      if (!meta) await client.query(`CREATE TABLE ${t.meta} (version INTEGER NOT NULL, only_row BOOLEAN PRIMARY KEY DEFAULT true CHECK (only_row))`);
+      if (version > 0) for (let from = version; from < SCHEMA_VERSION; from++) await client.query(MIGRATIONS[from]!(t));
+      await client.query(schema(t));
+      await client.query(`INSERT INTO ${t.meta} (version) VALUES ($1) ON CONFLICT (only_row) DO UPDATE SET version = excluded.version`, [SCHEMA_VERSION]);
+    }
     await client.query('COMMIT');
   } catch (error) {
     failed = error;

@@ -197,6 +197,9 @@ export class PostgresStore implements ContextStore {
   }
 
   async list(query: ListQuery): Promise<SessionSummary[]> {
+    // ctx.userId never holds U+0000 (PostgreSQL text cannot), so no record is that user's; asking
+    // PostgreSQL would fail the call instead (an admin lookup by a URL with %00).
+    if (query.userId?.includes('\u0000')) return [];
     const after = query.after ?? '';
     const { rows } =
       query.userId === undefined

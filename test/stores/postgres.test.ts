@@ -87,6 +87,36 @@ if (unavailable) {
     await Promise.all(stores.map((store) => store.close()));
   });
 
+  test('a restart needs no DDL: a role with only SELECT, INSERT, UPDATE and DELETE on the tables opens them; on a new table it is refused', TEST, async () => {
+    const table = tempTable();
+    const role = `resident_test_role_${process.pid}`;
+    const t = tableNames(table);
+    await (await openOn(table)).close();
+    await withClient(async (client) => {
+      await client.query(`DROP ROLE IF EXISTS ${role}`);
+      await client.query(`CREATE ROLE ${role} LOGIN`);
+      await client.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON ${t.sessions}, ${t.quarantine}, ${t.meta} TO ${role}`);
+    });
+    try {
+      const url = new URL(POSTGRES_URL);
+      url.username = role;
+      const store = await PostgresStore.open({ url: url.toString(), table, callTimeout: CALL_TIMEOUT });
+      const saved = record();
+      assert.equal(await store.setIf({ ...saved, owner: 'node-a/1', fence: 1 }, null), true);
+      assert.deepEqual(await store.get(saved.id), { ...saved, owner: 'node-a/1', fence: 1 });
+      await store.close();
+      await assert.rejects(
+        PostgresStore.open({ url: url.toString(), table: tempTable(), callTimeout: CALL_TIMEOUT }),
+        (error: ResidentError) => error.code === 'RESIDENT_ERR_STORE_OPEN' && /permission denied/.test(error.message),
+      );
+    } finally {
+      await withClient(async (client) => {
+        await client.query(`REVOKE ALL ON ${t.sessions}, ${t.quarantine}, ${t.meta} FROM ${role}`);
+        await client.query(`DROP ROLE ${role}`);
+      });
+    }
+  });
+
   test('a table of a newer schema version is refused at open, naming both versions, and left as it was', TEST, async () => {
     const table = tempTable();
     const first = await openOn(table);
@@ -199,6 +229,7 @@ if (unavailable) {
     assert.deepEqual(await store.get(id), saved);
     assert.deepEqual((await store.list({ userId, limit: 10 })).map((s) => s.id), [id]);
     assert.deepEqual(await store.list({ userId: "' OR ''='", limit: 10 }), []);
+    assert.deepEqual(await store.list({ userId: 'a\u0000b', limit: 10 }), [], 'a user ID no record can have');
     assert.deepEqual([...(await store.existing([`${id}' OR '1'='1`, id]))], [id]);
     await store.delete(id);
     assert.equal(await store.get(id), undefined);
