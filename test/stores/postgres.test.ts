@@ -78,7 +78,12 @@ if (unavailable) {
 
   test('nodes starting together on a new table: every one opens it, and the tables are made once', TEST, async () => {
     const table = tempTable();
-    const stores = await Promise.all(Array.from({ length: 6 }, () => openOn(table)));
+    // allSettled: a failed open must not leave the others running past the file's cleanup.
+    const opened = await Promise.allSettled(Array.from({ length: 6 }, () => openOn(table)));
+    const stores = opened.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
+    const failures = opened.flatMap((result) => (result.status === 'rejected' ? [String(result.reason)] : []));
+    if (failures.length > 0) await Promise.all(stores.map((store) => store.close()));
+    assert.deepEqual(failures, [], 'every node opened the table');
     const saved = record();
     await stores[0]!.set(saved);
     assert.deepEqual(await stores[5]!.get(saved.id), saved);
@@ -197,6 +202,35 @@ if (unavailable) {
     const after = { ...stuck, memento: '["after"]' };
     await store.set(after);
     assert.deepEqual(await store.get(stuck.id), after);
+    await store.close();
+  });
+
+  test('connections killed by pg_terminate_backend: the process survives, a call fails at most once, and the store serves again without a restart', TEST, async () => {
+    const table = tempTable();
+    const store = await openOn(table);
+    const saved = record();
+    await Promise.all([store.set(saved), store.set(record()), store.set(record())]);
+    const killed = await withClient(async (client) => {
+      const { rows } = await client.query<{ killed: boolean }>(
+        `SELECT pg_terminate_backend(pid) AS killed FROM pg_stat_activity WHERE application_name = 'resident' AND query LIKE $1 AND pid <> pg_backend_pid()`,
+        [`%${table}%`],
+      );
+      return rows.filter((row) => row.killed).length;
+    });
+    assert.ok(killed >= 1, 'the store’s connections were terminated');
+    const outcomes: string[] = [];
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        assert.deepEqual(await store.get(saved.id), saved);
+        outcomes.push('ok');
+      } catch (error) {
+        assert.equal((error as ResidentError).code, 'RESIDENT_ERR_STORE_FAILED');
+        outcomes.push('failed');
+      }
+    }
+    assert.ok(outcomes.indexOf('failed') === -1 || outcomes.lastIndexOf('failed') === 0, `outcomes ${outcomes.join(', ')}`);
+    assert.equal(outcomes.at(-1), 'ok');
+    await store.ping();
     await store.close();
   });
 
