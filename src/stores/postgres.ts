@@ -163,31 +163,30 @@ export class PostgresStore implements ContextStore {
 
   async set(record: SessionRecord): Promise<void> {
     const params = values(record);
-    await this.#inOrder(record.id, () => this.#query('set', this.#sql.upsert, params));
+    await this.#write(record.id, 'set', this.#sql.upsert, params);
   }
 
   async delete(id: string): Promise<void> {
-    await this.#inOrder(id, () => this.#query('delete', this.#sql.delete, [id]));
+    await this.#write(id, 'delete', this.#sql.delete, [id]);
   }
 
   async setIf(record: SessionRecord, expected: OwnerFence | null): Promise<boolean> {
     checkFenceStep(record, expected);
     const params = values(record);
-    const result = await this.#inOrder(record.id, () =>
+    const result =
       expected === null
-        ? this.#query('setIf', this.#sql.insertNew, params)
-        : this.#query('setIf', this.#sql.updateIf, [...params, expected.owner, expected.fence]),
-    );
+        ? await this.#write(record.id, 'setIf', this.#sql.insertNew, params)
+        : await this.#write(record.id, 'setIf', this.#sql.updateIf, [...params, expected.owner, expected.fence]);
     return result.rowCount === 1;
   }
 
   async deleteIf(id: string, expected: OwnerFence | null): Promise<boolean> {
     checkExpected(expected);
     if (expected === null) {
-      const { rows } = await this.#inOrder(id, () => this.#query<{ absent: boolean }>('deleteIf', this.#sql.absent, [id]));
+      const { rows } = await this.#write<{ absent: boolean }>(id, 'deleteIf', this.#sql.absent, [id]);
       return rows[0]!.absent;
     }
-    const result = await this.#inOrder(id, () => this.#query('deleteIf', this.#sql.deleteIf, [id, expected.owner, expected.fence]));
+    const result = await this.#write(id, 'deleteIf', this.#sql.deleteIf, [id, expected.owner, expected.fence]);
     return result.rowCount === 1;
   }
 
@@ -217,7 +216,7 @@ export class PostgresStore implements ContextStore {
   }
 
   async quarantine(id: string, reason: string): Promise<void> {
-    await this.#inOrder(id, () => this.#query('quarantine', this.#sql.quarantine, [id, reason, Date.now()]));
+    await this.#write(id, 'quarantine', this.#sql.quarantine, [id, reason, Date.now()]);
   }
 
   /** Waits for the writes under way, then closes every connection. */
@@ -229,13 +228,16 @@ export class PostgresStore implements ContextStore {
   }
 
   /**
-   * Runs `write` after the previous write of `id` settled. The chain waits for the statement
-   * itself, not for a caller's deadline: a write that timed out for its caller may still be on
-   * the server, and the next write of the ID must not overtake it.
+   * A write of `id`, sent after the previous write of that ID settled. The chain waits for the
+   * statement itself, not for its caller's deadline: a write that timed out for its caller may
+   * still be on the server, and the next write of the ID must not overtake it. The caller's
+   * deadline counts from the call, so waiting behind a slow write is bounded too.
    */
-  #inOrder<T>(id: string, write: () => Promise<T>): Promise<T> {
+  #write<R extends pg.QueryResultRow = pg.QueryResultRow>(id: string, what: string, text: string, params: unknown[]): Promise<pg.QueryResult<R>> {
+    if (this.#closed) return this.#refuseClosed(what);
+    const statement = () => this.#statement<R>(what, text, params);
     const previous = this.#tails.get(id);
-    const run = previous ? previous.then(write, write) : write();
+    const run = previous ? previous.then(statement, statement) : statement();
     const tail = run.then(
       () => {},
       () => {},
@@ -244,16 +246,32 @@ export class PostgresStore implements ContextStore {
     void tail.then(() => {
       if (this.#tails.get(id) === tail) this.#tails.delete(id);
     });
-    return run;
+    return this.#bounded(run, what);
   }
 
-  /** One statement, bounded by callTimeout, its failure a RESIDENT_ERR_STORE_FAILED. */
-  async #query<R extends pg.QueryResultRow = pg.QueryResultRow>(what: string, text: string, params: unknown[]): Promise<pg.QueryResult<R>> {
-    if (this.#closed) throw new ResidentError('RESIDENT_ERR_STORE_FAILED', `PostgreSQL ${what}: the store is closed`);
+  /** A read: one statement, bounded by callTimeout. */
+  #query<R extends pg.QueryResultRow = pg.QueryResultRow>(what: string, text: string, params: unknown[]): Promise<pg.QueryResult<R>> {
+    if (this.#closed) return this.#refuseClosed(what);
+    return this.#bounded(this.#statement<R>(what, text, params), what);
+  }
+
+  /** Calls made after close() fail at once; those made before it still run (close waits for them). */
+  #refuseClosed(what: string): Promise<never> {
+    return Promise.reject(new ResidentError('RESIDENT_ERR_STORE_FAILED', `PostgreSQL ${what}: the store is closed`));
+  }
+
+  #bounded<T>(work: Promise<T>, what: string): Promise<T> {
+    return withDeadline(work, this.#callTimeout, 'RESIDENT_ERR_STORE_FAILED', `PostgreSQL ${what}`);
+  }
+
+  /**
+   * One statement, its failure a RESIDENT_ERR_STORE_FAILED. Settles on its own within about twice
+   * callTimeout: the pool's connection timeout, then statement_timeout / query_timeout.
+   */
+  async #statement<R extends pg.QueryResultRow>(what: string, text: string, params: unknown[]): Promise<pg.QueryResult<R>> {
     try {
-      return await withDeadline(this.#pool.query<R>(text, params), this.#callTimeout, 'RESIDENT_ERR_STORE_FAILED', `PostgreSQL ${what}`);
+      return await this.#pool.query<R>(text, params);
     } catch (error) {
-      if (error instanceof ResidentError) throw error;
       throw new ResidentError('RESIDENT_ERR_STORE_FAILED', `PostgreSQL ${what} failed: ${describe(error)}`, { cause: error });
     }
   }

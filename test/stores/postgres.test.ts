@@ -270,9 +270,19 @@ if (unavailable) {
     await store.close();
   });
 
-  test('calls after close reject with RESIDENT_ERR_STORE_FAILED', TEST, async () => {
-    const store = await openOn(tempTable());
+  test('close waits for the writes called before it, also those queued behind another write of their ID; calls after it reject', TEST, async () => {
+    const table = tempTable();
+    const store = await openOn(table);
+    const saved = record();
+    const writes = Array.from({ length: 5 }, (_, i) => store.set({ ...saved, memento: `[${i}]` }));
+    const other = record();
+    const alsoWritten = store.set(other);
     await store.close();
+    await Promise.all([...writes, alsoWritten]);
+    const again = await openOn(table);
+    assert.equal((await again.get(saved.id))?.memento, '[4]');
+    assert.deepEqual(await again.get(other.id), other);
+    await again.close();
     await assert.rejects(store.get(newSessionId()), (error: ResidentError) => error.code === 'RESIDENT_ERR_STORE_FAILED');
     await assert.rejects(store.ping(), (error: ResidentError) => error.code === 'RESIDENT_ERR_STORE_FAILED');
   });
