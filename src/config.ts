@@ -316,6 +316,10 @@ export function resolveConfig(input: unknown, baseDir: string): ResidentConfig {
       'Invalid configuration: limits.headersTimeout must be a duration no longer than limits.requestTimeout (or set limits.requestTimeout to 0)',
     );
   }
+  if ((value.store.kind === 'redis' || value.store.kind === 'postgres') && value.store.callTimeout < 1) {
+    // A shared store's calls are always bounded: no call may wait forever on a server.
+    throw new ResidentError('RESIDENT_ERR_INVALID_CONFIG', `Invalid configuration: store.callTimeout must be a duration of at least 1 ms for store.kind "${value.store.kind}"`);
+  }
   const { maxHeapMb } = value.workers;
   if (maxHeapMb > 0 && maxHeapMb < MIN_HEAP_MB) {
     // Below this a thread cannot even load its hooks, and would be replaced in a loop.
