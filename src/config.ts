@@ -122,10 +122,24 @@ const metricsSchema = z.strictObject({
   host: z.string().min(1).optional().transform((v) => v ?? '127.0.0.1'),
 });
 
+/** A table name PostgreSQL takes unquoted, optionally schema-qualified: never text a client chose. */
+const SQL_TABLE = /^[a-z_][a-z0-9_]{0,62}(\.[a-z_][a-z0-9_]{0,62})?$/;
+
 const storeSchema = z.strictObject({
-  kind: z.enum(['sqlite', 'file', 'memory']).optional().transform((v) => v ?? 'sqlite'),
+  kind: z.enum(['sqlite', 'file', 'memory', 'redis', 'postgres']).optional().transform((v) => v ?? 'sqlite'),
   /** Default: data/contexts.db (sqlite) or data/contexts/ (file), next to the config file. */
   path: z.string().min(1).optional(),
+  /**
+   * The shared store's server (redis, postgres). Default: the local one. The
+   * RESIDENT_STORE_URL environment variable replaces it, to keep a password out of the file.
+   */
+  url: z.url({ protocol: /^(redis|rediss|postgres|postgresql)$/ }).optional(),
+  /** Redis: the prefix of every key Resident writes. */
+  prefix: z.string().min(1).max(128).optional().transform((v) => v ?? 'resident:'),
+  /** PostgreSQL: the table of session records, created at startup when missing. */
+  table: z.string().regex(SQL_TABLE).optional().transform((v) => v ?? 'resident_sessions'),
+  /** The longest a call to a shared store may take before it fails (no queue that hangs requests). */
+  callTimeout: duration('2s'),
   synchronous: z.enum(['normal', 'full']).optional().transform((v) => v ?? 'normal'),
   maxEntries: int(1, 100_000_000, 1_000_000),
   sweepInterval: duration('1m'),
@@ -195,12 +209,30 @@ export type ResidentConfig = Readonly<
     admin: Readonly<Parsed['admin']>;
     metrics: Readonly<Parsed['metrics']>;
     health: Readonly<Parsed['health']>;
-    store: Readonly<Omit<Parsed['store'], 'path'> & { path: string }>;
+    /** `url`: the shared store's server ('' for the stores on this machine). */
+    store: Readonly<Omit<Parsed['store'], 'path' | 'url'> & { path: string; url: string }>;
   }
 >;
 
 /** What config.json may contain: every key optional. */
 export type ResidentConfigInput = z.input<typeof schema>;
+
+/** Where a shared store is looked for when neither store.url nor RESIDENT_STORE_URL says. */
+const DEFAULT_STORE_URLS: Partial<Record<Parsed['store']['kind'], string>> = {
+  redis: 'redis://127.0.0.1:6379',
+  postgres: 'postgres://127.0.0.1:5432/postgres',
+};
+
+/** `url` without its password, for logs and the banner. */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return '(an invalid URL)';
+  }
+}
 
 /** The smallest workers.maxHeapMb a thread can start with (it loads tsx and the hooks). */
 const MIN_HEAP_MB = 32;
@@ -225,6 +257,13 @@ function describeIssue(issue: z.core.$ZodIssue): string {
   // Never echo the value: it is a secret.
   if (issue.code === 'invalid_format' && path === 'admin.token') {
     return `${where} must be printable ASCII without spaces (letters, digits and punctuation): an Authorization header cannot carry anything else`;
+  }
+  if (issue.code === 'invalid_format' && path === 'store.table') {
+    return `${where} must be a lower-case SQL name (letters, digits, "_"; at most 63), optionally "schema.table"`;
+  }
+  if (issue.code === 'invalid_format' && path === 'store.url') {
+    // Never echo the value: it may hold a password.
+    return `${where} must be a redis://, rediss://, postgres:// or postgresql:// URL`;
   }
   if (issue.code === 'invalid_format' && path.endsWith('cookieName')) {
     return `${where} must be a cookie name of 1 to 64 letters, digits or !#$%&'*+-.^_\`|~ (no spaces, ";", "=" or control characters)`;
@@ -277,6 +316,10 @@ export function resolveConfig(input: unknown, baseDir: string): ResidentConfig {
       'Invalid configuration: limits.headersTimeout must be a duration no longer than limits.requestTimeout (or set limits.requestTimeout to 0)',
     );
   }
+  if ((value.store.kind === 'redis' || value.store.kind === 'postgres') && value.store.callTimeout < 1) {
+    // A shared store's calls are always bounded: no call may wait forever on a server.
+    throw new ResidentError('RESIDENT_ERR_INVALID_CONFIG', `Invalid configuration: store.callTimeout must be a duration of at least 1 ms for store.kind "${value.store.kind}"`);
+  }
   const { maxHeapMb } = value.workers;
   if (maxHeapMb > 0 && maxHeapMb < MIN_HEAP_MB) {
     // Below this a thread cannot even load its hooks, and would be replaced in a loop.
@@ -294,6 +337,7 @@ export function resolveConfig(input: unknown, baseDir: string): ResidentConfig {
     store: Object.freeze({
       ...value.store,
       path: resolve(baseDir, value.store.path ?? (value.store.kind === 'file' ? 'data/contexts' : 'data/contexts.db')),
+      url: value.store.url ?? DEFAULT_STORE_URLS[value.store.kind] ?? '',
     }),
     sessions: Object.freeze(value.sessions),
     workers: Object.freeze(value.workers),

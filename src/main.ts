@@ -10,7 +10,7 @@ import './refuse-old-node.ts';
 import { relative } from 'node:path';
 import { parseArgs } from 'node:util';
 import ms from 'ms';
-import { loadConfigFile, type ResidentConfig } from './config.ts';
+import { loadConfigFile, redactUrl, type ResidentConfig } from './config.ts';
 import { isResidentError } from './errors.ts';
 import { startServer, type ResidentServer } from './server.ts';
 
@@ -25,11 +25,12 @@ async function main(): Promise<number | undefined> {
   }
   let config;
   try {
-    const { PORT: port, RESIDENT_ADMIN_TOKEN: token } = process.env;
+    const { PORT: port, RESIDENT_ADMIN_TOKEN: token, RESIDENT_STORE_URL: storeUrl } = process.env;
     // A PORT that is not a whole number is handed on as text, so validation names it.
     config = loadConfigFile(configPath, {
       ...(port !== undefined && { port: /^\d+$/.test(port) ? Number(port) : port }),
       ...(token !== undefined && { 'admin.token': token }),
+      ...(storeUrl !== undefined && { 'store.url': storeUrl }),
     });
   } catch (error) {
     console.error(`resident: ${(error as Error).message}`);
@@ -70,7 +71,8 @@ async function main(): Promise<number | undefined> {
       url: server.url,
       threads: config.workers.threads,
       store: config.store.kind,
-      storePath: config.store.kind === 'memory' ? null : config.store.path,
+      storePath: config.store.url || config.store.kind === 'memory' ? null : config.store.path,
+      storeUrl: config.store.url ? redactUrl(config.store.url) : null,
       processTimeout: config.sessions.processTimeout,
       cookieTimeout: config.sessions.cookieTimeout,
       admin: server.adminUrl,
@@ -85,7 +87,8 @@ async function main(): Promise<number | undefined> {
 /** The startup line a person reads: where to go, where sessions are kept, and how long they live. */
 function banner(server: ResidentServer, config: ResidentConfig): string {
   const duration = (millis: number, none: string) => (millis === 0 ? none : ms(millis, { long: true }));
-  const store = config.store.kind === 'memory' ? 'memory (volatile)' : `${config.store.kind} at ${relative(process.cwd(), config.store.path) || '.'}`;
+  const { kind, url, path } = config.store;
+  const store = kind === 'memory' ? 'memory (volatile)' : `${kind} at ${url ? redactUrl(url) : relative(process.cwd(), path) || '.'}`;
   const lines = [
     `Resident listening on ${server.url}`,
     `store ${store}, ${config.workers.threads} worker thread${config.workers.threads === 1 ? '' : 's'}`,

@@ -269,6 +269,20 @@ describe('invalid values name the key', () => {
     invalid({ limits: { maxBodySize: -1 } }, 'limits.maxBodySize');
   });
 
+  test('the shared stores: kind, url, table, callTimeout', () => {
+    const redis = resolveConfig({ store: { kind: 'redis' } }, BASE).store;
+    assert.deepEqual({ url: redis.url, prefix: redis.prefix, callTimeout: redis.callTimeout }, { url: 'redis://127.0.0.1:6379', prefix: 'resident:', callTimeout: 2000 });
+    const postgres = resolveConfig({ store: { kind: 'postgres', table: 'app.sessions' } }, BASE).store;
+    assert.deepEqual({ url: postgres.url, table: postgres.table }, { url: 'postgres://127.0.0.1:5432/postgres', table: 'app.sessions' });
+    invalid({ store: { kind: 'redis', callTimeout: 0 } }, 'store.callTimeout');
+    invalid({ store: { kind: 'postgres', table: 'sessions; DROP TABLE x' } }, 'store.table');
+    invalid({ store: { kind: 'postgres', table: 'Sessions' } }, 'store.table');
+    invalid({ store: { kind: 'redis', url: 'http://127.0.0.1:6379' } }, 'store.url');
+    invalid({ store: { kind: 'mongo' } }, 'store.kind');
+    // A URL with a password that is not valid never has its text echoed back.
+    assert.throws(() => resolveConfig({ store: { kind: 'redis', url: 'ftp://user:s3cret-pass@host' } }, BASE), (error: Error) => !error.message.includes('s3cret-pass'));
+  });
+
   test('empty strings where a value is needed', () => {
     invalid({ host: '' }, 'host');
     invalid({ hooks: { onConnection: '' } }, 'hooks.onConnection');

@@ -4,6 +4,7 @@
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, type TestContext } from 'node:test';
@@ -226,6 +227,15 @@ export class ManualClock implements Clock {
   advance(ms: number): void {
     this.#cell[0] = this.#cell[0]! + ms;
   }
+}
+
+/** A local port nothing listens on (bound, read and released a moment ago). */
+export async function freePort(): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const { port } = probe.address() as { port: number };
+  await new Promise((resolve) => probe.close(resolve));
+  return port;
 }
 
 /** Polls `check` until it returns a truthy value, or fails after `timeoutMs`. */

@@ -16,6 +16,13 @@ export function setIdSalt(hex: string): void {
   idSalt = Buffer.from(hex, 'hex');
 }
 
+/**
+ * What no store keeps as text: PostgreSQL refuses U+0000 (the suspend would fail and its memento
+ * be lost), and UTF-8 stores turn a lone surrogate into U+FFFD (the user's sessions would no
+ * longer be found by their userId).
+ */
+const UNSTORABLE = /[\u0000\p{Cs}]/u;
+
 export class LiveContext {
   /** Changed only by the worker, when the main thread confirms ctx.regenerate(). */
   id: string;
@@ -74,8 +81,8 @@ export class LiveContext {
 
   /** Sets userId; true when it changed. Only a HookContext of an unanswered request calls it. */
   changeUser(value: string | null): boolean {
-    if (value !== null && (typeof value !== 'string' || value.length === 0 || value.length > 256)) {
-      throw new TypeError('ctx.userId must be a non-empty string of at most 256 characters, or null');
+    if (value !== null && (typeof value !== 'string' || value.length === 0 || value.length > 256 || UNSTORABLE.test(value))) {
+      throw new TypeError('ctx.userId must be a non-empty string of at most 256 characters without U+0000 or lone surrogates, or null');
     }
     const changed = value !== this.#userId;
     this.#userId = value;

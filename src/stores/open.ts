@@ -2,6 +2,8 @@ import type { ResidentConfig } from '../config.ts';
 import { hashId, type Logger } from '../log.ts';
 import { FileStore } from './file.ts';
 import { MemoryStore } from './memory.ts';
+import { PostgresStore } from './postgres.ts';
+import { RedisStore } from './redis.ts';
 import { SqliteStore } from './sqlite.ts';
 import type { ContextStore, CorruptRecordListener } from './store.ts';
 
@@ -16,5 +18,9 @@ export async function openStore(config: ResidentConfig['store'], log: Logger): P
       return FileStore.open({ dir: config.path, onCorrupt });
     case 'sqlite':
       return new SqliteStore({ path: config.path, synchronous: config.synchronous, onCorrupt });
+    case 'redis':
+      return RedisStore.open({ url: config.url, prefix: config.prefix, callTimeout: config.callTimeout, onCorrupt });
+    case 'postgres':
+      return PostgresStore.open({ url: config.url, table: config.table, callTimeout: config.callTimeout, onCorrupt });
   }
 }

@@ -17,7 +17,7 @@ export interface StoreFactory {
    * The record of `id` exactly as it sits in storage, read behind the store's back (undefined:
    * none), so a refused write can be shown to change nothing; omit where `get` is all there is.
    */
-  raw?(store: ContextStore, id: string): string | undefined;
+  raw?(store: ContextStore, id: string): string | undefined | Promise<string | undefined>;
 }
 
 export function record(overrides: Partial<SessionRecord> = {}): SessionRecord {

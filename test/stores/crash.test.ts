@@ -20,7 +20,7 @@ import { newSessionId } from '../../src/contexts/ids.ts';
 import { FileStore } from '../../src/stores/file.ts';
 import { SqliteStore } from '../../src/stores/sqlite.ts';
 import type { SessionRecord } from '../../src/stores/store.ts';
-import { crashRecord, checkCrashRecord } from '../fixtures/crash/records.ts';
+import { checkReadBack, crashRecord } from '../fixtures/crash/records.ts';
 import { Client, FIXTURE_HOOKS, ROOT, childLogs, describeChild, waitForStart, fixtureState, runMain, waitFor, writeTempConfig, type Child } from '../helpers.ts';
 
 const WRITER = join(ROOT, 'test/fixtures/crash/writer.ts');
@@ -209,20 +209,9 @@ async function killLane(kind: Kind, kills: number, stats: KillStats): Promise<vo
     }
     const { records, tempsLeft } = await readBack(kind, path, ids);
     for (const id of ids) {
-      const record = records.get(id);
       const low = floor.get(id);
-      if (!record) {
-        assert.equal(low, undefined, `${where}: ${id} lost its record; seq ${low} was acknowledged`);
-        continue;
-      }
-      let seq: number;
-      try {
-        seq = checkCrashRecord(record, id);
-      } catch (error) {
-        assert.fail(`${where}: torn or corrupt record: ${(error as Error).message}`);
-      }
-      assert.ok(low === undefined || seq >= low, `${where}: ${id} holds seq ${seq}, older than ${low} (acknowledged or already read back)`);
-      assert.ok(seq <= (ceiling.get(id) ?? -1), `${where}: ${id} holds seq ${seq}, never written (newest attempted ${ceiling.get(id)})`);
+      const seq = checkReadBack(records.get(id), id, low, ceiling.get(id), where);
+      if (seq === undefined) continue;
       if (low === undefined || seq > low) stats.landedUnacked++;
       // What was read back after a crash is durable from now on: it must never go back in time.
       floor.set(id, seq);

@@ -1,0 +1,336 @@
+/**
+ * The PostgreSQL store (`store.kind: "postgres"`): one table of session records that every node
+ * of a cluster shares. Each write is one statement, so it is atomic on its own; the conditional
+ * writes carry their condition in the statement (`UPDATE … WHERE owner IS NOT DISTINCT FROM …
+ * AND fence = … RETURNING`), so a late write from a node that lost the session is refused by
+ * the database itself, whichever node sends it. A write resolves once PostgreSQL committed it
+ * with synchronous_commit on: flushed to the server's WAL (and to its synchronous standbys, if
+ * it names any).
+ *
+ * Every call is bounded by `store.callTimeout`: the wait for a connection, the statement on the
+ * server (statement_timeout) and on the client (query_timeout), and the call as a whole.
+ */
+import pg from 'pg';
+import { redactUrl } from '../config.ts';
+import { withDeadline } from '../contexts/deadline.ts';
+import { ResidentError } from '../errors.ts';
+import { ensureSchema, tableNames, type TableNames } from './postgres-schema.ts';
+import {
+  checkExpected,
+  checkFenceStep,
+  isSessionRecord,
+  type ContextStore,
+  type CorruptRecordListener,
+  type ListQuery,
+  type OwnerFence,
+  type SessionRecord,
+  type SessionSummary,
+} from './store.ts';
+
+export interface PostgresStoreOptions {
+  url: string;
+  /** Validated by config.ts: a lower-case SQL name, optionally "schema.table". */
+  table: string;
+  /** Milliseconds any one call may take, connection included. */
+  callTimeout: number;
+  onCorrupt?: CorruptRecordListener;
+  /** Connections kept at most (default 10). */
+  maxConnections?: number;
+}
+
+/** A row as `pg` returns it: times (DOUBLE PRECISION) as numbers, the fence (BIGINT) as a string. */
+interface Row {
+  id: string;
+  user_id: string | null;
+  client_ip: string;
+  memento: string | null;
+  memento_version: number;
+  created_at: number;
+  updated_at: number;
+  last_activity_at: number;
+  expires_at: number | null;
+  owner: string | null;
+  fence: string;
+}
+
+type SummaryRow = Omit<Row, 'memento'> & { memento_bytes: number };
+
+const COLUMNS = 'id, user_id, client_ip, memento, memento_version, created_at, updated_at, last_activity_at, expires_at, owner, fence';
+/** octet_length counts the UTF-8 bytes (the database encoding Resident requires). */
+const SUMMARY_COLUMNS =
+  'id, user_id, client_ip, memento_version, created_at, updated_at, last_activity_at, expires_at, owner, fence, coalesce(octet_length(memento), 0) AS memento_bytes';
+/** $1…$11 in COLUMNS order (see `values`). */
+const VALUES = '$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11';
+const SET_ALL = `user_id = $2, client_ip = $3, memento = $4, memento_version = $5, created_at = $6, updated_at = $7,
+  last_activity_at = $8, expires_at = $9, owner = $10, fence = $11`;
+
+/** The upsert's replacement: every column as the new record has it (set replaces the record). */
+const SET_EXCLUDED = `user_id = excluded.user_id, client_ip = excluded.client_ip, memento = excluded.memento,
+  memento_version = excluded.memento_version, created_at = excluded.created_at, updated_at = excluded.updated_at,
+  last_activity_at = excluded.last_activity_at, expires_at = excluded.expires_at, owner = excluded.owner, fence = excluded.fence`;
+
+function values(r: SessionRecord): unknown[] {
+  return [r.id, r.userId, r.clientIp, r.memento, r.mementoVersion, r.createdAt, r.updatedAt, r.lastActivityAt, r.expiresAt, r.owner, r.fence];
+}
+
+/** Every statement, written once for the configured table. */
+function statements(t: TableNames) {
+  return {
+    get: `SELECT ${COLUMNS} FROM ${t.sessions} WHERE id = $1`,
+    existing: `SELECT id FROM ${t.sessions} WHERE id = ANY($1::text[])`,
+    upsert: `INSERT INTO ${t.sessions} (${COLUMNS}) VALUES (${VALUES})
+      ON CONFLICT (id) DO UPDATE SET ${SET_EXCLUDED}`,
+    delete: `DELETE FROM ${t.sessions} WHERE id = $1`,
+    // The conditional writes: check and write are one statement, atomic in the database. A row
+    // that is there never matches `null`, a missing row never matches an owner/fence pair.
+    insertNew: `INSERT INTO ${t.sessions} (${COLUMNS}) VALUES (${VALUES}) ON CONFLICT (id) DO NOTHING RETURNING 1`,
+    updateIf: `UPDATE ${t.sessions} SET ${SET_ALL}
+      WHERE id = $1 AND owner IS NOT DISTINCT FROM $12::text AND fence = $13 RETURNING 1`,
+    deleteIf: `DELETE FROM ${t.sessions} WHERE id = $1 AND owner IS NOT DISTINCT FROM $2::text AND fence = $3 RETURNING 1`,
+    absent: `SELECT NOT EXISTS (SELECT 1 FROM ${t.sessions} WHERE id = $1) AS absent`,
+    // The partial index on expires_at, oldest first: the sweep never scans every record.
+    expired: `SELECT id FROM ${t.sessions} WHERE expires_at IS NOT NULL AND expires_at <= $1 ORDER BY expires_at LIMIT $2`,
+    // The primary key, or the (user_id, id) index for one user: both in ID order.
+    list: `SELECT ${SUMMARY_COLUMNS} FROM ${t.sessions} WHERE id > $1 ORDER BY id LIMIT $2`,
+    listUser: `SELECT ${SUMMARY_COLUMNS} FROM ${t.sessions} WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3`,
+    // Moves the row aside and deletes it in one statement; a missing row leaves a note all the same.
+    quarantine: `WITH moved AS (DELETE FROM ${t.sessions} WHERE id = $1 RETURNING *)
+      INSERT INTO ${t.quarantine} (id, reason, row, quarantined_at)
+      VALUES ($1, $2, (SELECT to_jsonb(moved) FROM moved), $3)`,
+    // Readiness: the server answers, takes writes (not a standby, not read-only) and the table is there.
+    ping: `SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on' AS read_only,
+      (SELECT true FROM ${t.sessions} LIMIT 0) AS table_there`,
+  };
+}
+
+export class PostgresStore implements ContextStore {
+  readonly kind = 'postgres';
+  readonly #pool: pg.Pool;
+  readonly #sql: ReturnType<typeof statements>;
+  readonly #callTimeout: number;
+  readonly #onCorrupt: CorruptRecordListener;
+  /**
+   * The last write of each ID still under way: the next write of that ID starts after it settles,
+   * so writes and deletes of one ID take effect in call order although the pool runs them on
+   * different connections. Writes of different IDs run side by side.
+   */
+  readonly #tails = new Map<string, Promise<unknown>>();
+  #closed = false;
+
+  private constructor(pool: pg.Pool, names: TableNames, options: PostgresStoreOptions) {
+    this.#pool = pool;
+    this.#sql = statements(names);
+    this.#callTimeout = options.callTimeout;
+    this.#onCorrupt = options.onCorrupt ?? (() => {});
+  }
+
+  /**
+   * Connects, creates or upgrades the tables, and returns the store; rejects with
+   * RESIDENT_ERR_STORE_OPEN (naming the server without its password) within about callTimeout
+   * when the server cannot be reached or the tables cannot be used.
+   */
+  static async open(options: PostgresStoreOptions): Promise<PostgresStore> {
+    const pool = createPool(options);
+    const names = tableNames(options.table);
+    try {
+      await withDeadline(ensureSchema(pool, names), options.callTimeout, 'RESIDENT_ERR_STORE_OPEN', 'creating the tables');
+    } catch (error) {
+      await pool.end().catch(() => {});
+      const where = `${redactUrl(options.url)} (table ${options.table})`;
+      throw new ResidentError('RESIDENT_ERR_STORE_OPEN', `Cannot open the PostgreSQL store at ${where}: ${describe(error, options.url)}`, { cause: error });
+    }
+    return new PostgresStore(pool, names, options);
+  }
+
+  async get(id: string): Promise<SessionRecord | undefined> {
+    const { rows } = await this.#query<Row>('get', this.#sql.get, [id]);
+    const row = rows[0];
+    if (!row) return undefined;
+    const record = fromRow(row);
+    if (!isSessionRecord(record)) {
+      await this.quarantine(id, 'the row does not have the shape of a session record');
+      this.#onCorrupt(id, 'malformed row');
+      return undefined;
+    }
+    return record;
+  }
+
+  async existing(ids: readonly string[]): Promise<Set<string>> {
+    if (ids.length === 0) return new Set();
+    const { rows } = await this.#query<{ id: string }>('existing', this.#sql.existing, [ids]);
+    return new Set(rows.map((row) => row.id));
+  }
+
+  async set(record: SessionRecord): Promise<void> {
+    const params = values(record);
+    await this.#write(record.id, 'set', this.#sql.upsert, params);
+  }
+
+  async delete(id: string): Promise<void> {
+    await this.#write(id, 'delete', this.#sql.delete, [id]);
+  }
+
+  async setIf(record: SessionRecord, expected: OwnerFence | null): Promise<boolean> {
+    checkFenceStep(record, expected);
+    const params = values(record);
+    const result =
+      expected === null
+        ? await this.#write(record.id, 'setIf', this.#sql.insertNew, params)
+        : await this.#write(record.id, 'setIf', this.#sql.updateIf, [...params, expected.owner, expected.fence]);
+    return result.rowCount === 1;
+  }
+
+  async deleteIf(id: string, expected: OwnerFence | null): Promise<boolean> {
+    checkExpected(expected);
+    if (expected === null) {
+      const { rows } = await this.#write<{ absent: boolean }>(id, 'deleteIf', this.#sql.absent, [id]);
+      return rows[0]!.absent;
+    }
+    const result = await this.#write(id, 'deleteIf', this.#sql.deleteIf, [id, expected.owner, expected.fence]);
+    return result.rowCount === 1;
+  }
+
+  async expiredIds(now: number, limit: number): Promise<string[]> {
+    const { rows } = await this.#query<{ id: string }>('expiredIds', this.#sql.expired, [now, limit]);
+    return rows.map((row) => row.id);
+  }
+
+  async list(query: ListQuery): Promise<SessionSummary[]> {
+    // ctx.userId never holds U+0000 (PostgreSQL text cannot), so no record is that user's; asking
+    // PostgreSQL would fail the call instead (an admin lookup by a URL with %00).
+    if (query.userId?.includes('\u0000')) return [];
+    const after = query.after ?? '';
+    const { rows } =
+      query.userId === undefined
+        ? await this.#query<SummaryRow>('list', this.#sql.list, [after, query.limit])
+        : await this.#query<SummaryRow>('list', this.#sql.listUser, [query.userId, after, query.limit]);
+    return rows.map(({ memento_bytes, ...row }) => {
+      const { memento: _, ...summary } = fromRow({ ...row, memento: null });
+      return { ...summary, mementoBytes: memento_bytes };
+    });
+  }
+
+  async ping(): Promise<void> {
+    const { rows } = await this.#query<{ read_only: boolean }>('ping', this.#sql.ping, []);
+    if (rows[0]!.read_only) throw new ResidentError('RESIDENT_ERR_STORE_FAILED', 'the PostgreSQL server is read-only (a standby?): it takes no writes');
+  }
+
+  async quarantine(id: string, reason: string): Promise<void> {
+    await this.#write(id, 'quarantine', this.#sql.quarantine, [id, reason, Date.now()]);
+  }
+
+  /** Waits for the writes under way, then closes every connection. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await Promise.allSettled([...this.#tails.values()]);
+    await this.#pool.end();
+  }
+
+  /**
+   * A write of `id`, sent after the previous write of that ID settled. The chain waits for the
+   * statement itself, not for its caller's deadline: a write that timed out for its caller may
+   * still be on the server, and the next write of the ID must not overtake it. The caller's
+   * deadline counts from the call, so waiting behind a slow write is bounded too.
+   */
+  #write<R extends pg.QueryResultRow = pg.QueryResultRow>(id: string, what: string, text: string, params: unknown[]): Promise<pg.QueryResult<R>> {
+    if (this.#closed) return this.#refuseClosed(what);
+    const statement = () => this.#statement<R>(what, text, params);
+    const previous = this.#tails.get(id);
+    const run = previous ? previous.then(statement, statement) : statement();
+    const tail = run.then(
+      () => {},
+      () => {},
+    );
+    this.#tails.set(id, tail);
+    void tail.then(() => {
+      if (this.#tails.get(id) === tail) this.#tails.delete(id);
+    });
+    return this.#bounded(run, what);
+  }
+
+  /** A read: one statement, bounded by callTimeout. */
+  #query<R extends pg.QueryResultRow = pg.QueryResultRow>(what: string, text: string, params: unknown[]): Promise<pg.QueryResult<R>> {
+    if (this.#closed) return this.#refuseClosed(what);
+    return this.#bounded(this.#statement<R>(what, text, params), what);
+  }
+
+  /** Calls made after close() fail at once; those made before it still run (close waits for them). */
+  #refuseClosed(what: string): Promise<never> {
+    return Promise.reject(new ResidentError('RESIDENT_ERR_STORE_FAILED', `PostgreSQL ${what}: the store is closed`));
+  }
+
+  #bounded<T>(work: Promise<T>, what: string): Promise<T> {
+    return withDeadline(work, this.#callTimeout, 'RESIDENT_ERR_STORE_FAILED', `PostgreSQL ${what}`);
+  }
+
+  /**
+   * One statement, its failure a RESIDENT_ERR_STORE_FAILED. Settles on its own within about twice
+   * callTimeout: the pool's connection timeout, then statement_timeout / query_timeout.
+   */
+  async #statement<R extends pg.QueryResultRow>(what: string, text: string, params: unknown[]): Promise<pg.QueryResult<R>> {
+    try {
+      return await this.#pool.query<R>(text, params);
+    } catch (error) {
+      throw new ResidentError('RESIDENT_ERR_STORE_FAILED', `PostgreSQL ${what} failed: ${describe(error)}`, { cause: error });
+    }
+  }
+}
+
+function createPool(options: PostgresStoreOptions): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: options.url,
+    max: options.maxConnections ?? 10,
+    // Waiting for a connection (a new one, or a free one of the pool) is bounded too.
+    connectionTimeoutMillis: options.callTimeout,
+    // The server cancels a statement that runs longer (a lock wait included); the client stops
+    // waiting for one that never answers (a partition) and drops that connection.
+    statement_timeout: options.callTimeout,
+    query_timeout: options.callTimeout,
+    keepAlive: true,
+    idleTimeoutMillis: 30_000,
+    application_name: 'resident',
+    // A write resolves once it is durable: synchronous_commit on for every connection, whatever
+    // the server's or the role's default (ensureSchema refuses a URL whose own options turn it off).
+    options: '-c synchronous_commit=on',
+  });
+  // An idle connection the server drops (a restart, pg_terminate_backend) reports here; without a
+  // listener it would crash the process. The pool discards it; the next call opens another.
+  pool.on('error', () => {});
+  return pool;
+}
+
+/** A row as a SessionRecord; the fence's BIGINT text becomes a number (one past 2^53 fails isSessionRecord). */
+export function fromRow(row: Row): SessionRecord {
+  return {
+    id: row.id,
+    userId: row.user_id,
+    memento: row.memento,
+    mementoVersion: row.memento_version,
+    clientIp: row.client_ip,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    lastActivityAt: row.last_activity_at,
+    expiresAt: row.expires_at,
+    owner: row.owner,
+    fence: Number(row.fence),
+  };
+}
+
+/** The reason of a failure, never with the URL's password in it. */
+function describe(error: unknown, url?: string): string {
+  const e = error as { message?: string; code?: string; errors?: Array<{ message?: string }> };
+  // Node's connect to "localhost" tries ::1 and 127.0.0.1 and fails with an AggregateError without a message.
+  let reason = e.message || e.errors?.map((inner) => inner.message).join('; ') || e.code || String(error);
+  const password = url ? passwordOf(url) : '';
+  if (password) reason = reason.replaceAll(password, '***');
+  return reason;
+}
+
+function passwordOf(url: string): string {
+  try {
+    return decodeURIComponent(new URL(url).password);
+  } catch {
+    return '';
+  }
+}
