@@ -92,6 +92,16 @@ export class Capacity {
     }
   }
 
+  /**
+   * Whether the contexts still leaving memory on this home (their onSessionSuspend running)
+   * fill this home's share of the cap: a new session then waits (503) rather than push
+   * another one out, so live and leaving contexts together stay within twice maxContexts.
+   */
+  leavingFull(): boolean {
+    const { directory, config, homes } = this.#rooms;
+    return directory.suspendingCount >= Math.ceil(config.maxContexts / Math.max(1, homes));
+  }
+
   /** The context that took the place was added to the directory (which counted it). */
   placed(): void {
     this.#rooms.cap.unreserve();

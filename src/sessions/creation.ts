@@ -6,7 +6,7 @@
  * await left.
  */
 import { newSessionId } from '../contexts/ids.ts';
-import type { ResidentError } from '../errors.ts';
+import { ResidentError } from '../errors.ts';
 import { hashId } from '../id-hash.ts';
 import { contextInit } from './context-init.ts';
 import { newEntry, type SessionEntry } from './directory.ts';
@@ -25,6 +25,9 @@ export async function createSession(rooms: Rooms, clientIp: string): Promise<Ses
 
 async function create(rooms: Rooms, clientIp: string, source: string, sourceUnderWay: boolean): Promise<SessionEntry | ResidentError> {
   const { directory, capacity, clock, counters, log, ownership, sources } = rooms;
+  // Contexts still leaving (onSessionSuspend running) no longer count against the cap but are
+  // still in memory: a flood whose hook is slow would otherwise hold any number of them.
+  if (capacity.leavingFull()) return new ResidentError('RESIDENT_ERR_CAPACITY');
   const tooMany = sources.makeRoom(source);
   if (tooMany) return tooMany;
   const id = newSessionId();
