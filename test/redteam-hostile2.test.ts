@@ -18,6 +18,25 @@ const start = edgeServers({
 const as = (id: string) => ({ cookie: `RSID=${id}` });
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** The largest value `read` gives, sampled every millisecond until the returned stop() is called. */
+function sampleMax(read: () => number): { stop(): Promise<number> } {
+  let going = true;
+  let most = 0;
+  const sampling = (async () => {
+    while (going) {
+      most = Math.max(most, read());
+      await sleep(1);
+    }
+  })();
+  return {
+    async stop() {
+      going = false;
+      await sampling;
+      return most;
+    },
+  };
+}
+
 /** `count` proven users from `localAddress`: each made its session and sent the cookie back. */
 async function provenUsers(t: TestServer, count: number, localAddress: string): Promise<string[]> {
   const users: string[] = [];
@@ -91,14 +110,7 @@ for (const threads of [1, 2]) {
   test(`${threads} thread(s), maxContexts 1: a proven user racing a stream of first visits from another address never gets 429 (it never goes through creation; 503 only while the one context is busy) and keeps every increment; the visits get 200, 429, or 503; live contexts never exceed the cap`, { timeout: 60_000 }, async () => {
     const t = await start(threads, { sessions: { maxContexts: 1 } });
     const user = (await provenUsers(t, 1, '127.0.0.3'))[0]!;
-    let going = true;
-    let maxLive = 0;
-    const sampling = (async () => {
-      while (going) {
-        maxLive = Math.max(maxLive, t.server.sessions.stats.live);
-        await sleep(1);
-      }
-    })();
+    const live = sampleMax(() => t.server.sessions.stats.live);
     const others = new Map<number, number>();
     const visits = pool(300, 2, async () => {
       const { status } = await fresh(`${t.url}/inc`, { localAddress: '127.0.0.4' });
@@ -112,8 +124,7 @@ for (const threads of [1, 2]) {
       if (reply.status === 200) counts.push(reply.json<{ n: number }>().n);
     }
     await visits;
-    going = false;
-    await sampling;
+    const maxLive = await live.stop();
     assert.deepEqual(
       { userRefused: [...userStatuses.keys()].filter((s) => s !== 200 && s !== 503), lostIncrements: counts.filter((n, i) => n !== i + 3).length, otherStatuses: [...others.keys()].filter((s) => s !== 200 && s !== 429 && s !== 503), maxLive },
       { userRefused: [], lostIncrements: 0, otherStatuses: [], maxLive: 1 },
@@ -125,14 +136,7 @@ for (const threads of [1, 2]) {
 test('2 threads: live contexts never exceed maxContexts while a flood rotating over 50 addresses races 16 creations at a time, and a proven user from among them keeps its increments', { timeout: 60_000 }, async () => {
   const t = await start(2, { sessions: { maxContexts: 8 } });
   const user = (await provenUsers(t, 1, '127.0.3.1'))[0]!;
-  let going = true;
-  let maxLive = 0;
-  const sampling = (async () => {
-    while (going) {
-      maxLive = Math.max(maxLive, t.server.sessions.stats.live);
-      await sleep(1);
-    }
-  })();
+  const live = sampleMax(() => t.server.sessions.stats.live);
   let next = 0;
   const flood = new Map<number, number>();
   const flooding = pool(600, 16, async () => {
@@ -148,23 +152,14 @@ test('2 threads: live contexts never exceed maxContexts while a flood rotating o
     if (reply.status === 200) assert.equal(reply.json<{ n: number }>().n, ++n, 'no increment lost');
   }
   await flooding;
-  going = false;
-  await sampling;
+  const maxLive = await live.stop();
   assert.deepEqual({ maxLive, user429 }, { maxLive: 8, user429: [] }, `flood statuses ${JSON.stringify([...flood])}`);
 });
 
 for (const rotating of [false, true]) {
   test(`D1 "memory stays bounded": contexts in memory (live and still leaving) stay near maxContexts when each flood session's onSessionSuspend is slow, flood from ${rotating ? '200 addresses' : 'one address'}`, { timeout: 60_000 }, async () => {
   const t = await start(1, { sessions: { maxContexts: 8 } });
-  let going = true;
-  let most = 0;
-  const sampling = (async () => {
-    while (going) {
-      const { live, suspending } = t.server.sessions.stats;
-      most = Math.max(most, live + suspending);
-      await sleep(1);
-    }
-  })();
+  const inMemory = sampleMax(() => t.server.sessions.stats.live + t.server.sessions.stats.suspending);
   let next = 0;
   const flood = new Map<number, number>();
   // The flood picks a page after which its session's onSessionSuspend takes 2 s (an
@@ -173,8 +168,7 @@ for (const rotating of [false, true]) {
     const { status } = await fresh(`${t.url}/slow-suspend?ms=2000`, { localAddress: rotating ? `127.0.4.${(next++ % 200) + 1}` : '127.0.0.2' });
     flood.set(status, (flood.get(status) ?? 0) + 1);
   });
-  going = false;
-  await sampling;
+  const most = await inMemory.stop();
   assert.ok(most <= 2 * 8, `${most} contexts in memory at once (cap 8); flood statuses ${JSON.stringify([...flood])}`);
 });
 }
