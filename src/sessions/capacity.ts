@@ -94,12 +94,13 @@ export class Capacity {
 
   /**
    * Whether the contexts still leaving memory on this home (their onSessionSuspend running)
-   * fill this home's share of the cap: a new session then waits (503) rather than push
-   * another one out, so live and leaving contexts together stay within twice maxContexts.
+   * number maxContexts: a new session then waits (503) rather than push another one out, so
+   * a slow hook cannot make a flood's contexts pile up. Not a share of the cap per home: a
+   * burst of legitimate creations makes as many suspends at once, all on one home at times.
    */
   leavingFull(): boolean {
-    const { directory, config, homes } = this.#rooms;
-    return directory.suspendingCount >= Math.ceil(config.maxContexts / Math.max(1, homes));
+    const { directory, config } = this.#rooms;
+    return directory.suspendingCount >= config.maxContexts;
   }
 
   /** The context that took the place was added to the directory (which counted it). */
@@ -187,12 +188,13 @@ export class Capacity {
 
   /**
    * Suspends `victim` for a new session of `source` (undefined: a returning session's resume).
-   * An unproven one that leaves for its own source's next session, or for a returning user,
-   * marks its source as one that does not send cookies back (SourceBudget.hasNew); one that
-   * leaves for another source's first visit does not: its client is no flood for that.
+   * An unproven one that leaves for a returning user marks its source (SourceBudget.hasNew):
+   * otherwise that source's next first visit would push a user out, whose return displaces it
+   * again, and so on. One that leaves for a new session (its own source's or another's) does
+   * not: a second visitor behind one address is no flood for that.
    */
   #evict(victim: SessionEntry, source: string | undefined): void {
-    if (!victim.proven && (source === undefined || source === victim.source)) this.#rooms.sources.noteDropped(victim.source);
+    if (!victim.proven && source === undefined) this.#rooms.sources.noteDropped(victim.source);
     void this.#rooms.lifecycle.startSuspend(victim, 'evicted');
   }
 

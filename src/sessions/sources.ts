@@ -24,14 +24,14 @@ export class SourceBudget {
     this.#dropping = new RecentKeys(rooms.config.budgetWindow);
   }
 
-  /** An unproven session of `source` was pushed out by its own source, or by a returning user: its cookie never came back. */
+  /** An unproven session of `source` was pushed out by its own source's budget, or for a returning user: its cookie never came back. */
   noteDropped(source: string): void {
     this.#dropping.add(source);
   }
 
   /**
    * Whether `source` already has new sessions on this home: held live, or pushed out unproven
-   * (by its own next one, or by a returning user) in this budgetWindow or the one before; with `creating`, also one being created. Such a source
+   * (by its budget, or for a returning user) in this budgetWindow or the one before; with `creating`, also one being created. Such a source
    * makes room under the cap only from its own (Capacity.makeRoom): otherwise a flood whose one
    * session a returning user displaced would come back as a "first visit" each time and push
    * another user out.
