@@ -290,6 +290,9 @@ test('the cap with 4 threads under concurrent bursts: never over, no 503 while i
   const t = await start(4, { sessions: { maxContexts: cap } });
   const counts = new Map<string, number>();
   for (let i = 0; i < cap; i++) counts.set(await sessionOn(t, i % 4), 1);
+  // Each new client from an address of its own, and each session's requests from its client's
+  // (one address would be one source: README, Hostile traffic).
+  const addressOf = new Map<string, string>();
   let maxSeen = 0;
   let refused = 0;
   for (let round = 0; round < 40; round++) {
@@ -297,11 +300,14 @@ test('the cap with 4 threads under concurrent bursts: never over, no 503 while i
     const known = [...counts.keys()].filter((_, i) => (i + round) % 5 === 0).slice(0, 3);
     const sampler = setInterval(() => (maxSeen = Math.max(maxSeen, t.server.sessions.stats.live)), 1);
     const replies = await Promise.all([
-      ...Array.from({ length: 3 }, () => fresh(`${t.url}/inc`).then((reply) => ({ reply, id: undefined as string | undefined }))),
-      ...known.map((id) => fresh(`${t.url}/inc`, { headers: as(id) }).then((reply) => ({ reply, id }))),
+      ...Array.from({ length: 3 }, (_, k) => {
+        const localAddress = `127.0.1.${round * 3 + k + 1}`;
+        return fresh(`${t.url}/inc`, { localAddress }).then((reply) => ({ reply, id: undefined as string | undefined, localAddress }));
+      }),
+      ...known.map((id) => fresh(`${t.url}/inc`, { headers: as(id), localAddress: addressOf.get(id) }).then((reply) => ({ reply, id, localAddress: addressOf.get(id) }))),
     ]);
     clearInterval(sampler);
-    for (const { reply, id } of replies) {
+    for (const { reply, id, localAddress } of replies) {
       if (reply.status === 503) {
         refused++;
         continue;
@@ -313,6 +319,7 @@ test('the cap with 4 threads under concurrent bursts: never over, no 503 while i
         assert.equal(state.n, counts.get(id)! + 1, `round ${round}: the count of ${id.slice(-2)} went on from where it was acknowledged`);
       } else assert.equal(state.n, 1);
       counts.set(state.id, state.n);
+      if (localAddress) addressOf.set(state.id, localAddress);
     }
     await quiet(t);
     assert.ok(t.server.sessions.stats.live <= cap, `round ${round}: ${t.server.sessions.stats.live} live over the cap of ${cap}`);
