@@ -1,9 +1,10 @@
 /**
  * What the hostile-traffic suites (test/hostile*.test.ts, issue 12) share: a server of their
- * shape (two edge threads, the SQLite store in a temp file, a small cap, the hit counter of
+ * shape (two edge threads, a store of their choice: SQLite in a temp file, Redis under a prefix
+ * of its own or PostgreSQL in a table of its own; a small cap; the hit counter of
  * test/fixtures/redteam-hostile, which keeps nothing), a flood of 100,000 requests with its
  * statuses and the live contexts sampled while it runs, a proven user hitting its counter
- * meanwhile, and what the store holds.
+ * meanwhile, and what the store holds, read behind the server's back.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -13,9 +14,12 @@ import { DatabaseSync } from 'node:sqlite';
 import { after, type TestContext } from 'node:test';
 import type { ResidentConfigInput } from '../src/config.ts';
 import { ErrorCodes } from '../src/errors.ts';
+import { tableNames } from '../src/stores/postgres-schema.ts';
 import { Client, fixtureHooks, send, type TestServer } from './helpers.ts';
 import { edgeServers, metric } from './edge-helpers.ts';
 import { flood } from './flood-client.ts';
+import { dropTables, POSTGRES_URL, postgresUnavailable, uniqueTable, withClient } from './stores/postgres-helpers.ts';
+import { rawClient, REDIS_URL, redisUnavailable, removePrefixes, uniquePrefix } from './stores/redis-helpers.ts';
 import { get } from './wire.ts';
 
 export const THREADS = 2;
@@ -25,43 +29,125 @@ export const FLOOD = 100_000;
 const ADMIN_TOKEN = 'hostile-test-token-0123456789abcdef';
 export const ADMIN = { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } };
 
+/** The stores the floods run against (issue 12: SQLite, Redis, PostgreSQL). */
+export type HostileStore = 'sqlite' | 'redis' | 'postgres';
+
+/** Why `store` cannot be used on this machine, or undefined when it can. */
+export async function storeUnavailable(store: HostileStore): Promise<string | undefined> {
+  if (store === 'redis') return redisUnavailable();
+  if (store === 'postgres') return (await postgresUnavailable()) ?? undefined;
+  return undefined;
+}
+
 export interface HostileServer {
   t: TestServer;
-  /** The SQLite file of its store. */
-  dbPath: string;
+  store: HostileStore;
+  /** The session records its store holds, by the client IP they were bound to. */
+  storedRows(): Promise<Map<string, number>>;
+}
+
+/** One store of a kind: its config, and its records counted behind the server's back. */
+interface StoreUnderTest {
+  config: NonNullable<ResidentConfigInput['store']>;
+  storedRows(): Promise<Map<string, number>>;
 }
 
 /**
- * `start(sessions)`: a server of the suites' shape on a SQLite file of its own, with metrics
- * and the admin view; closed, and the files removed, after the calling test file.
+ * `start(sessions)`: a server of the suites' shape on a store of its own of kind `store`, with
+ * metrics and the admin view; closed, and its file, keys or tables removed, after the calling
+ * test file.
  */
-export function hostileServers(): (sessions?: NonNullable<ResidentConfigInput['sessions']>) => Promise<HostileServer> {
+export function hostileServers(store: HostileStore = 'sqlite'): (sessions?: NonNullable<ResidentConfigInput['sessions']>) => Promise<HostileServer> {
   const start = edgeServers(fixtureHooks('redteam-hostile'));
-  const storeDir = mkdtempSync(join(tmpdir(), 'resident-hostile-'));
-  // after() hooks run in the order they were registered: the servers close before their files go.
-  after(() => rmSync(storeDir, { recursive: true, force: true }));
-  let stores = 0;
+  // after() hooks run in the order they were registered: the servers close (and write what
+  // they hold) before their stores go.
+  const newStore = storesOf(store);
   return async (sessions = {}) => {
-    const dbPath = join(storeDir, `contexts-${++stores}.db`);
+    const { config, storedRows } = newStore();
     const t = await start(THREADS, {
-      store: { kind: 'sqlite', path: dbPath },
+      store: config,
       metrics: { port: 0 },
       admin: { token: ADMIN_TOKEN },
       sessions: { maxContexts: MAX_CONTEXTS, ...sessions },
     });
-    return { t, dbPath };
+    return { t, store, storedRows };
   };
 }
 
-/** The session records in the store file, by the client IP they were bound to. */
-export function storedRows(dbPath: string): Map<string, number> {
-  const db = new DatabaseSync(dbPath, { readOnly: true });
+/** A maker of fresh stores of kind `store`, whose remains are removed after the test file. */
+function storesOf(store: HostileStore): () => StoreUnderTest {
+  switch (store) {
+    case 'sqlite': {
+      const storeDir = mkdtempSync(join(tmpdir(), 'resident-hostile-'));
+      after(() => rmSync(storeDir, { recursive: true, force: true }));
+      let stores = 0;
+      return () => {
+        const path = join(storeDir, `contexts-${++stores}.db`);
+        return { config: { kind: 'sqlite', path }, storedRows: async () => sqliteRows(path) };
+      };
+    }
+    case 'redis': {
+      const prefixes: string[] = [];
+      after(() => (prefixes.length > 0 ? removePrefixes(prefixes) : undefined));
+      return () => {
+        const prefix = uniquePrefix();
+        prefixes.push(prefix);
+        return { config: { kind: 'redis', url: REDIS_URL, prefix }, storedRows: () => redisRows(prefix) };
+      };
+    }
+    case 'postgres': {
+      const tables: string[] = [];
+      after(() => dropTables(tables));
+      return () => {
+        const table = uniqueTable();
+        tables.push(table);
+        return { config: { kind: 'postgres', url: POSTGRES_URL, table }, storedRows: () => postgresRows(table) };
+      };
+    }
+  }
+}
+
+function sqliteRows(path: string): Map<string, number> {
+  const db = new DatabaseSync(path, { readOnly: true });
   try {
     const rows = db.prepare('SELECT client_ip AS ip, count(*) AS n FROM sessions GROUP BY client_ip').all() as Array<{ ip: string; n: number }>;
     return new Map(rows.map(({ ip, n }) => [ip, Number(n)]));
   } finally {
     db.close();
   }
+}
+
+/** Key of the count of IDs in the Redis index that have no record (the index and the records disagree). */
+export const INDEXED_WITHOUT_RECORD = 'indexed without a record';
+
+/**
+ * The record hashes under `prefix` (keys `<prefix>s:<id>`, src/stores/redis-scripts.ts) by
+ * their clientIp, and any surplus of the ID index (`<prefix>ids`) over them, so that an ID
+ * indexed without its record counts too.
+ */
+async function redisRows(prefix: string): Promise<Map<string, number>> {
+  const client = await rawClient();
+  try {
+    const rows = new Map<string, number>();
+    let records = 0;
+    for await (const keys of client.scanIterator({ MATCH: `${prefix}s:*`, COUNT: 1000 })) {
+      const ips = await Promise.all(keys.map((key) => client.hGet(key, 'clientIp')));
+      for (const ip of ips) rows.set(String(ip), (rows.get(String(ip)) ?? 0) + 1);
+      records += keys.length;
+    }
+    const indexed = await client.zCard(`${prefix}ids`);
+    if (indexed !== records) rows.set(INDEXED_WITHOUT_RECORD, indexed - records);
+    return rows;
+  } finally {
+    client.destroy();
+  }
+}
+
+async function postgresRows(table: string): Promise<Map<string, number>> {
+  const { rows } = await withClient((client) =>
+    client.query<{ ip: string; n: string }>(`SELECT client_ip AS ip, count(*) AS n FROM ${tableNames(table).sessions} GROUP BY client_ip`),
+  );
+  return new Map(rows.map(({ ip, n }) => [ip, Number(n)]));
 }
 
 /** Store calls that write, summed over outcomes (README metrics table). */
@@ -162,14 +248,16 @@ export async function provenUser(t: TestServer, localAddress: string) {
 }
 
 /** What a flood of cookieless requests must leave behind (D1), asserted and printed. */
-export async function assertFloodContained(t: TestContext, server: TestServer, dbPath: string, result: FloodResult, user: { visits: number; wrong: string[] }, floodSources: string[]) {
+export async function assertFloodContained(t: TestContext, hostile: HostileServer, result: FloodResult, user: { visits: number; wrong: string[] }, floodSources: string[]) {
+  const server = hostile.t;
   await server.settle();
   const live = server.server.sessions.stats.live;
-  const rows = storedRows(dbPath);
+  const rows = await hostile.storedRows();
   const floodRows = floodSources.reduce((sum, source) => sum + (rows.get(source) ?? 0), 0);
   const overview = (await send(`${server.server.adminUrl}api/overview`, ADMIN)).json<{ sessions: { live: number; unproven: number; proven: number; suspendedKnown: number } }>();
   const { created, dropped, pushedOut, refusedNew, resumed } = server.server.sessions.stats;
   const figures = {
+    store: hostile.store,
     requests: FLOOD,
     ms: result.ms,
     statuses: Object.fromEntries(result.statuses),

@@ -25,21 +25,27 @@ export async function postgresUnavailable(): Promise<string | null> {
 }
 
 const created: string[] = [];
-after(async () => {
-  if (created.length === 0) return;
+after(() => dropTables(created));
+
+/** A table name no other run uses, not dropped by itself (see tempTable). */
+export const uniqueTable = (): string => `resident_test_${process.pid}_${randomBytes(4).toString('hex')}`;
+
+/** A table name no other run uses; its tables are dropped after the file's tests. */
+export function tempTable(): string {
+  const table = uniqueTable();
+  created.push(table);
+  return table;
+}
+
+/** Drops the store's tables for each of `tables` (test tables only). */
+export async function dropTables(tables: readonly string[]): Promise<void> {
+  if (tables.length === 0) return;
   await withClient(async (client) => {
-    for (const table of created) {
+    for (const table of tables) {
       const t = tableNames(table);
       await client.query(`DROP TABLE IF EXISTS ${t.sessions}, ${t.quarantine}, ${t.meta}`);
     }
   });
-});
-
-/** A table name no other run uses; its tables are dropped after the file's tests. */
-export function tempTable(): string {
-  const table = `resident_test_${process.pid}_${randomBytes(4).toString('hex')}`;
-  created.push(table);
-  return table;
 }
 
 /** Runs `work` on a connection of its own, behind any store's back. */
