@@ -242,13 +242,16 @@ export async function provenUser(t: TestServer, localAddress: string) {
       // One visit after the flood: the context is still the live one.
       await visit();
       await client.close();
-      return { visits: expected, wrong };
+      return { address: localAddress, visits: expected, wrong };
     },
   };
 }
 
-/** What a flood of cookieless requests must leave behind (D1), asserted and printed. */
-export async function assertFloodContained(t: TestContext, hostile: HostileServer, result: FloodResult, user: { visits: number; wrong: string[] }, floodSources: string[]) {
+/**
+ * What a flood of cookieless requests must leave behind (D1), asserted and printed; then the
+ * server shuts down, and the store must hold the proven user's record and nothing else.
+ */
+export async function assertFloodContained(t: TestContext, hostile: HostileServer, result: FloodResult, user: { address: string; visits: number; wrong: string[] }, floodSources: string[]) {
   const server = hostile.t;
   await server.settle();
   const live = server.server.sessions.stats.live;
@@ -293,4 +296,12 @@ export async function assertFloodContained(t: TestContext, hostile: HostileServe
   assert.deepEqual(user.wrong, [], 'the proven user kept its live context and every hit');
   assert.equal(resumed, 0, 'nothing was resumed');
   assert.ok(overview.sessions.proven >= 1, 'the proven user is live');
+  // The control: at shutdown the proven user's session is written (the fixture's hook returns a
+  // memento) and the unproven ones are not, and the count above sees that record where it
+  // went, so its zero was read from the store the server writes to.
+  const shutdown = await server.server.shutdown();
+  const held = Object.fromEntries(await hostile.storedRows());
+  t.diagnostic(`after shutdown: ${JSON.stringify({ shutdown, storedRows: held })}`);
+  assert.equal(shutdown.lost, 0, 'nothing lost at shutdown');
+  assert.deepEqual(held, { [user.address]: 1 }, 'the store holds the proven user and nothing of the flood');
 }
