@@ -26,6 +26,7 @@ import {
   type SessionRecord,
   type SessionSummary,
 } from './store.ts';
+import { fromRow, type Row, type SummaryRow } from './sql-row.ts';
 
 export interface PostgresStoreOptions {
   url: string;
@@ -39,22 +40,6 @@ export interface PostgresStoreOptions {
 }
 
 /** A row as `pg` returns it: times (DOUBLE PRECISION) as numbers, the fence (BIGINT) as a string. */
-interface Row {
-  id: string;
-  user_id: string | null;
-  client_ip: string;
-  memento: string | null;
-  memento_version: number;
-  created_at: number;
-  updated_at: number;
-  last_activity_at: number;
-  expires_at: number | null;
-  owner: string | null;
-  fence: string;
-}
-
-type SummaryRow = Omit<Row, 'memento'> & { memento_bytes: number };
-
 const COLUMNS = 'id, user_id, client_ip, memento, memento_version, created_at, updated_at, last_activity_at, expires_at, owner, fence';
 /** octet_length counts the UTF-8 bytes (the database encoding Resident requires). */
 const SUMMARY_COLUMNS =
@@ -298,23 +283,6 @@ function createPool(options: PostgresStoreOptions): pg.Pool {
   // listener it would crash the process. The pool discards it; the next call opens another.
   pool.on('error', () => {});
   return pool;
-}
-
-/** A row as a SessionRecord; the fence's BIGINT text becomes a number (one past 2^53 fails isSessionRecord). */
-export function fromRow(row: Row): SessionRecord {
-  return {
-    id: row.id,
-    userId: row.user_id,
-    memento: row.memento,
-    mementoVersion: row.memento_version,
-    clientIp: row.client_ip,
-    createdAt: row.created_at,
-    updatedAt: row.updated_at,
-    lastActivityAt: row.last_activity_at,
-    expiresAt: row.expires_at,
-    owner: row.owner,
-    fence: Number(row.fence),
-  };
 }
 
 /** The reason of a failure, never with the URL's password in it. */

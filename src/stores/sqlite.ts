@@ -19,6 +19,7 @@ import {
   type SessionRecord,
   type SessionSummary,
 } from './store.ts';
+import { fromRow, type Row, type SummaryRow } from './sql-row.ts';
 
 const SCHEMA_VERSION = 2;
 /** How long a write waits for another process's lock. */
@@ -60,22 +61,6 @@ const MIGRATIONS: Record<number, string> = {
   1: `ALTER TABLE sessions ADD COLUMN owner TEXT;
       ALTER TABLE sessions ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;`,
 };
-
-export interface Row {
-  id: string;
-  user_id: string | null;
-  client_ip: string;
-  memento: string | null;
-  memento_version: number;
-  created_at: number;
-  updated_at: number;
-  last_activity_at: number;
-  expires_at: number | null;
-  owner: string | null;
-  fence: number;
-}
-
-type SummaryRow = Omit<Row, 'memento'> & { memento_bytes: number };
 
 const SUMMARY_COLUMNS =
   'id, user_id, client_ip, memento_version, created_at, updated_at, last_activity_at, expires_at, owner, fence, coalesce(length(CAST(memento AS BLOB)), 0) AS memento_bytes';
@@ -316,23 +301,6 @@ export class SqliteStore implements ContextStore {
     if (this.#batch.length > 0) this.#flush();
     if (this.#db.open) this.#db.close();
   }
-}
-
-/** A row as a SessionRecord (exported for tests that inspect the database directly). */
-export function fromRow(row: Row): SessionRecord {
-  return {
-    id: row.id,
-    userId: row.user_id,
-    memento: row.memento,
-    mementoVersion: row.memento_version,
-    clientIp: row.client_ip,
-    createdAt: row.created_at,
-    updatedAt: row.updated_at,
-    lastActivityAt: row.last_activity_at,
-    expiresAt: row.expires_at,
-    owner: row.owner,
-    fence: row.fence,
-  };
 }
 
 function describe(error: unknown): string {
