@@ -727,7 +727,7 @@ describe('sessions of a user', { timeout: 60_000 }, () => {
     // The kernel spreads connections over the threads' listeners by a hash (reusePort), so three
     // clients can all land on one thread: log in until one lands on another (at most 16 tries).
     const others: Client[] = [];
-    const otherStates = [];
+    const otherStates: UsersState[] = [];
     while (others.length < 3 || (!otherStates.some((s) => s.threadId !== mine.threadId) && others.length < 16)) {
       const other = new Client(t.url);
       others.push(other);
