@@ -24,6 +24,7 @@ import { Metrics } from './ops/metrics.ts';
 import { answerRelayed } from './ops/relay.ts';
 import { send, type OpsRoute } from './ops/respond.ts';
 import { openStore } from './stores/open.ts';
+import { scheduleSweeps } from './stores/sweep-schedule.ts';
 import { parseTarget } from './http/target.ts';
 import { runLookupCall, runStoreCall, type LookupCall, type OverBudgetCall, type StoreCall } from './stores/remote.ts';
 import type { ContextStore } from './stores/store.ts';
@@ -214,9 +215,8 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
   metrics?.watch(sessions, pool, store.kind, shared);
   // Records left expired by an earlier run go now, not one sweep interval from now.
   await sessions.sweepStore();
-  const sweepTimer = config.store.sweepInterval > 0 ? setInterval(() => void sessions.sweepStore(), config.store.sweepInterval) : null;
-  sweepTimer?.unref();
-  undo.push(() => sweepTimer && clearInterval(sweepTimer));
+  const sweeps = config.store.sweepInterval > 0 ? scheduleSweeps(config.store.sweepInterval, () => sessions.sweepStore()) : null;
+  undo.push(() => sweeps?.stop());
 
   // The listeners are on the worker threads, which piscina unrefs: this keeps the process
   // alive while it serves, as a listener on this thread did.
@@ -248,7 +248,7 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
   const shutdown = () =>
     (stopping ??= (async () => {
       sessions.markClosing();
-      if (sweepTimer) clearInterval(sweepTimer);
+      sweeps?.stop();
       const result = await stopEdges(pool, config.limits.shutdownTimeout, shared, log);
       if (metricsServer) await closeListener(metricsServer);
       if (fallback) await closeListener(fallback);
