@@ -2,7 +2,9 @@
  * Strict session IDs against every store (RELIABILITY.md A3, A4, A7), through a real server: a
  * never-issued ID is not adopted and nothing is written for it; a closed session's record is
  * deleted and never resurrected, also across a restart; injection-shaped IDs never reach the
- * store, even when the store holds a record under exactly that text.
+ * store, even when the store holds a record under exactly that text (a Redis key that is a
+ * glob, a PostgreSQL row whose ID is SQL). Redis and PostgreSQL are the machine's, with a key
+ * prefix or table of this run's own.
  */
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -12,10 +14,14 @@ import { encodeMemento } from '../../src/contexts/memento.ts';
 import { newSessionId } from '../../src/contexts/ids.ts';
 import type { ResidentConfigInput } from '../../src/config.ts';
 import { MemoryStore } from '../../src/stores/memory.ts';
+import { PostgresStore } from '../../src/stores/postgres.ts';
+import { RedisStore } from '../../src/stores/redis.ts';
 import { SqliteStore } from '../../src/stores/sqlite.ts';
-import type { SessionRecord } from '../../src/stores/store.ts';
+import type { ContextStore, SessionRecord } from '../../src/stores/store.ts';
 import { hashId } from '../../src/log.ts';
-import { Client, startTestServer, waitFor, type TestServer } from '../helpers.ts';
+import { Client, skipOrFailOnCi, startTestServer, waitFor, type TestServer } from '../helpers.ts';
+import { POSTGRES_URL, postgresUnavailable, tempTable } from './postgres-helpers.ts';
+import { REDIS_URL, redisUnavailable, removePrefixes, uniquePrefix } from './redis-helpers.ts';
 import {
   STORE_HOOKS,
   clientWith,
@@ -70,9 +76,49 @@ interface Subject {
   get(id: string): Promise<SessionRecord | undefined>;
   durable: TempStore | null;
   memory: ObservedMemoryStore | null;
+  /** Redis or PostgreSQL: the shipped store on this run's prefix or table, open beside the server's. */
+  shared: ContextStore | null;
 }
 
-function subject(kind: StoreKind): Subject {
+type SubjectKind = StoreKind | 'redis' | 'postgres';
+const prefixes: string[] = [];
+const sharedStores: ContextStore[] = [];
+after(async () => {
+  for (const store of sharedStores) await store.close();
+  await removePrefixes(prefixes);
+});
+
+/** A Redis or PostgreSQL subject: the server and the test's own store on one prefix or table. */
+async function sharedSubject(kind: 'redis' | 'postgres'): Promise<Subject> {
+  let store: ContextStore;
+  let config: ResidentConfigInput['store'];
+  if (kind === 'redis') {
+    const prefix = uniquePrefix();
+    prefixes.push(prefix);
+    store = await RedisStore.open({ url: REDIS_URL, prefix, callTimeout: 5_000 });
+    config = { kind, url: REDIS_URL, prefix };
+  } else {
+    const table = tempTable();
+    store = await PostgresStore.open({ url: POSTGRES_URL, table, callTimeout: 5_000 });
+    config = { kind, url: POSTGRES_URL, table };
+  }
+  sharedStores.push(store);
+  return {
+    start: (overrides = {}) => startTestServer({ workers: { threads: 1 }, ...overrides, hooks: STORE_HOOKS, store: config }),
+    get: (id) => store.get(id),
+    durable: null,
+    memory: null,
+    shared: store,
+  };
+}
+
+/** Every record the shared store holds (a listing, which reads what a scan or SELECT finds). */
+async function sharedRecords(store: ContextStore): Promise<Array<{ id: string; userId: string | null }>> {
+  return (await store.list({ limit: 10_000 })).map(({ id, userId }) => ({ id, userId }));
+}
+
+async function subject(kind: SubjectKind): Promise<Subject> {
+  if (kind === 'redis' || kind === 'postgres') return sharedSubject(kind);
   if (kind === 'memory') {
     const memory = new ObservedMemoryStore();
     return {
@@ -85,10 +131,11 @@ function subject(kind: StoreKind): Subject {
       },
       durable: null,
       memory,
+      shared: null,
     };
   }
   const store = tempStore(kind);
-  return { start: (overrides) => startOn(store, overrides), get: async (id) => peek(store, id), durable: store, memory: null };
+  return { start: (overrides) => startOn(store, overrides), get: async (id) => peek(store, id), durable: store, memory: null, shared: null };
 }
 
 /** A record under an arbitrary ID, as if someone had planted it in the store. */
@@ -145,11 +192,18 @@ const HOSTILE = [
   'A'.repeat(23),
 ];
 
+const sharedUnavailable = { redis: await redisUnavailable(), postgres: (await postgresUnavailable()) ?? undefined };
+
 describe('strict IDs against every store, side by side', { concurrency: true }, () => {
-  for (const kind of ['memory', 'sqlite', 'file'] as StoreKind[]) {
+  for (const kind of ['memory', 'sqlite', 'file', 'redis', 'postgres'] as SubjectKind[]) {
+    const unavailable = kind === 'redis' || kind === 'postgres' ? sharedUnavailable[kind] : undefined;
+    if (unavailable) {
+      test(`${kind} store: strict IDs`, (t) => skipOrFailOnCi(t, unavailable));
+      continue;
+    }
     describe(`${kind} store: strict IDs`, () => {
       test('A3: a never-issued, well-formed ID gets a new ID, and nothing is written to the store for it', TEST, async () => {
-        const s = subject(kind);
+        const s = await subject(kind);
         const forged = newSessionId();
         const t = await s.start({ sessions: { processTimeout: '200ms' } });
         try {
@@ -178,10 +232,14 @@ describe('strict IDs against every store, side by side', { concurrency: true }, 
           assert.equal(peek(s.durable, forged), undefined, 'nothing for it after the shutdown either');
           if (kind === 'sqlite') assert.equal(sessionRowCount(s.durable.path), 2, 'only the two issued sessions');
         }
+        if (s.shared) {
+          assert.equal(await s.get(forged), undefined, 'nothing for it after the shutdown either');
+          assert.equal((await sharedRecords(s.shared)).length, 2, 'only the two issued sessions');
+        }
       });
 
       test('A4: a closed session is deleted from the store and never resurrected, also after a restart', TEST, async () => {
-        const s = subject(kind);
+        const s = await subject(kind);
         let t = await s.start({ sessions: { processTimeout: '200ms' } });
         const client = new Client(t.url);
         let id: string;
@@ -201,8 +259,8 @@ describe('strict IDs against every store, side by side', { concurrency: true }, 
         } finally {
           await t.close();
         }
-        if (!s.durable) return;
-        assert.equal(peek(s.durable, id), undefined);
+        if (!s.durable && !s.shared) return;
+        assert.equal(await s.get(id), undefined);
         t = await s.start();
         try {
           const afterRestart = await state(clientWith(t.url, id));
@@ -211,16 +269,19 @@ describe('strict IDs against every store, side by side', { concurrency: true }, 
         } finally {
           await t.close();
         }
-        assert.equal(peek(s.durable, id), undefined);
+        assert.equal(await s.get(id), undefined);
       });
 
       test('A7: injection-shaped IDs never reach the store, even when it holds a record under that very text', TEST, async () => {
-        const s = subject(kind);
+        const s = await subject(kind);
+        const plantedShared = new Map(HOSTILE.map((value) => [value, planted(value)]));
         const planted22 = HOSTILE.filter((value) => value.length === 22 && !/^[A-Za-z0-9_-]{22}$/.test(value));
         let dir: string | undefined;
         if (s.memory) {
           for (const value of HOSTILE) await s.memory.set(planted(value));
           s.memory.writes.length = 0;
+        } else if (s.shared) {
+          for (const value of HOSTILE) await s.shared.set(plantedShared.get(value)!);
         } else if (s.durable?.kind === 'sqlite') {
           const seed = new SqliteStore({ path: s.durable.path });
           for (const value of HOSTILE) await seed.set(planted(value));
@@ -239,6 +300,7 @@ describe('strict IDs against every store, side by side', { concurrency: true }, 
         const t = await s.start({ sessions: { processTimeout: '1h' } });
         const tree = dir ? listTree(dir) : undefined;
         const rows = s.durable?.kind === 'sqlite' ? sessionRowCount(s.durable.path) : 0;
+        const sharedBefore = s.shared ? await sharedRecords(s.shared) : [];
         try {
           const created = t.server.sessions.stats.created;
           for (const value of HOSTILE) {
@@ -266,6 +328,13 @@ describe('strict IDs against every store, side by side', { concurrency: true }, 
             assert.deepEqual(userIds, [{ user_id: 'victim' }], 'no row rewritten');
           }
           if (dir) assert.deepEqual(listTree(dir), tree, 'no file created, moved or changed in or around the store folder');
+          if (s.shared) {
+            // The records planted under glob- and SQL-shaped keys are all there and untouched, and
+            // no other record appeared (nothing written while the sessions stay live).
+            assert.equal(sharedBefore.length, HOSTILE.length);
+            assert.deepEqual(await sharedRecords(s.shared), sharedBefore);
+            for (const value of HOSTILE) assert.deepEqual(await s.get(value), plantedShared.get(value), `${value.slice(0, 30)}: the planted record changed`);
+          }
         } finally {
           await t.close();
         }
