@@ -14,14 +14,11 @@ import { encodeMemento } from '../../src/contexts/memento.ts';
 import { newSessionId } from '../../src/contexts/ids.ts';
 import type { ResidentConfigInput } from '../../src/config.ts';
 import { MemoryStore } from '../../src/stores/memory.ts';
-import { PostgresStore } from '../../src/stores/postgres.ts';
-import { RedisStore } from '../../src/stores/redis.ts';
 import { SqliteStore } from '../../src/stores/sqlite.ts';
 import type { ContextStore, SessionRecord } from '../../src/stores/store.ts';
 import { hashId } from '../../src/log.ts';
 import { Client, skipOrFailOnCi, startTestServer, waitFor, type TestServer } from '../helpers.ts';
-import { POSTGRES_URL, postgresUnavailable, tempTable } from './postgres-helpers.ts';
-import { REDIS_URL, redisUnavailable, removePrefixes, uniquePrefix } from './redis-helpers.ts';
+import { sharedStore, sharedUnavailable, type SharedKind } from './shared-subjects.ts';
 import {
   STORE_HOOKS,
   clientWith,
@@ -80,29 +77,11 @@ interface Subject {
   shared: ContextStore | null;
 }
 
-type SubjectKind = StoreKind | 'redis' | 'postgres';
-const prefixes: string[] = [];
-const sharedStores: ContextStore[] = [];
-after(async () => {
-  for (const store of sharedStores) await store.close();
-  await removePrefixes(prefixes);
-});
+type SubjectKind = StoreKind | SharedKind;
 
 /** A Redis or PostgreSQL subject: the server and the test's own store on one prefix or table. */
-async function sharedSubject(kind: 'redis' | 'postgres'): Promise<Subject> {
-  let store: ContextStore;
-  let config: ResidentConfigInput['store'];
-  if (kind === 'redis') {
-    const prefix = uniquePrefix();
-    prefixes.push(prefix);
-    store = await RedisStore.open({ url: REDIS_URL, prefix, callTimeout: 5_000 });
-    config = { kind, url: REDIS_URL, prefix };
-  } else {
-    const table = tempTable();
-    store = await PostgresStore.open({ url: POSTGRES_URL, table, callTimeout: 5_000 });
-    config = { kind, url: POSTGRES_URL, table };
-  }
-  sharedStores.push(store);
+async function sharedSubject(kind: SharedKind): Promise<Subject> {
+  const { store, config } = await sharedStore(kind);
   return {
     start: (overrides = {}) => startTestServer({ workers: { threads: 1 }, ...overrides, hooks: STORE_HOOKS, store: config }),
     get: (id) => store.get(id),
@@ -192,11 +171,11 @@ const HOSTILE = [
   'A'.repeat(23),
 ];
 
-const sharedUnavailable = { redis: await redisUnavailable(), postgres: (await postgresUnavailable()) ?? undefined };
+const unavailableShared = await sharedUnavailable();
 
 describe('strict IDs against every store, side by side', { concurrency: true }, () => {
   for (const kind of ['memory', 'sqlite', 'file', 'redis', 'postgres'] as SubjectKind[]) {
-    const unavailable = kind === 'redis' || kind === 'postgres' ? sharedUnavailable[kind] : undefined;
+    const unavailable = kind === 'redis' || kind === 'postgres' ? unavailableShared[kind] : undefined;
     if (unavailable) {
       test(`${kind} store: strict IDs`, (t) => skipOrFailOnCi(t, unavailable));
       continue;
