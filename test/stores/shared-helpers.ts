@@ -5,11 +5,11 @@
  * timed requests.
  */
 import assert from 'node:assert/strict';
-import { after } from 'node:test';
+import { after, describe, test, type TestContext } from 'node:test';
 import { decodeMemento } from '../../src/contexts/memento.ts';
 import { tableNames } from '../../src/stores/postgres-schema.ts';
 import { hashId } from '../../src/log.ts';
-import { Client, startTestServer, type LogLine, type Reply, type TestServer } from '../helpers.ts';
+import { Client, skipOrFailOnCi, startTestServer, type LogLine, type Reply, type TestServer } from '../helpers.ts';
 import { POSTGRES_URL, postgresUnavailable, tempTable, withClient } from './postgres-helpers.ts';
 import { REDIS_URL, rawClient, redisUnavailable, removePrefixes, uniquePrefix } from './redis-helpers.ts';
 import { STORE_HOOKS, type StoreState } from './server-helpers.ts';
@@ -24,6 +24,22 @@ after(() => (prefixes.length > 0 ? removePrefixes(prefixes) : undefined));
 /** Why `kind` cannot be tested here, or undefined when its service answers. */
 export async function unavailableReason(kind: SharedKind): Promise<string | undefined> {
   return kind === 'redis' ? await redisUnavailable() : ((await postgresUnavailable()) ?? undefined);
+}
+
+/**
+ * One test per shared store, run at the same time (so a file of long faults takes the time of
+ * one); skipped (failed on CI) when the store's service does not answer.
+ */
+export function forEachShared(title: string, name: (kind: SharedKind) => string, timeout: number, body: (t: TestContext, kind: SharedKind) => Promise<void>): void {
+  describe(title, { concurrency: true }, () => {
+    for (const kind of SHARED) {
+      test(`${kind}: ${name(kind)}`, { timeout }, async (t) => {
+        const why = await unavailableReason(kind);
+        if (why !== undefined) return skipOrFailOnCi(t, why);
+        await body(t, kind);
+      });
+    }
+  });
 }
 
 /** Where the store of one test lives: a Redis prefix or a PostgreSQL table of its own. */

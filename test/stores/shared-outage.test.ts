@@ -11,15 +11,15 @@
  */
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { after, describe, test, type TestContext } from 'node:test';
+import type { TestContext } from 'node:test';
 import { newSessionId } from '../../src/contexts/ids.ts';
-import { Client, skipOrFailOnCi, waitFor } from '../helpers.ts';
-import { cleanup, savedOf } from './server-helpers.ts';
+import { Client, waitFor } from '../helpers.ts';
+import { savedOf } from './server-helpers.ts';
 import {
-  SHARED,
   Timed,
   assertStoreUnavailable,
   dump,
+  forEachShared,
   proxyFor,
   sharedStore,
   since,
@@ -28,11 +28,8 @@ import {
   storeRefused,
   storedMemento,
   suspendedLine,
-  unavailableReason,
   type SharedKind,
 } from './shared-helpers.ts';
-
-after(cleanup);
 
 const OUTAGE_MS = 30_000;
 /** Every request during and after the outage is answered within this (E6: 503 within 2 s). */
@@ -122,12 +119,4 @@ async function throughOutage(t: TestContext, kind: SharedKind): Promise<void> {
 }
 
 // Both outages at once (concurrency): the file takes about 40 s, not 80.
-describe('E7: a shared store gone for 30 s mid-run, then back', { concurrency: true }, () => {
-  for (const kind of SHARED) {
-    test(`${kind}: no hung request, /readyz follows, refused suspends retried and landed, every session resumes`, { timeout: 90_000 }, async (t) => {
-      const why = await unavailableReason(kind);
-      if (why !== undefined) return skipOrFailOnCi(t, why);
-      await throughOutage(t, kind);
-    });
-  }
-});
+forEachShared('E7: a shared store gone for 30 s mid-run, then back', () => 'no hung request, /readyz follows, refused suspends retried and landed, every session resumes', 90_000, throughOutage);
