@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, describe, test, type TestContext } from 'node:test';
+import { createClient } from 'redis';
 import { decodeMemento } from '../../src/contexts/memento.ts';
 import { tableNames } from '../../src/stores/postgres-schema.ts';
 import { hashId } from '../../src/log.ts';
@@ -49,6 +50,8 @@ export interface SharedStore {
   url: string;
   /** store.prefix (redis) or store.table (postgres). */
   name: string;
+  /** The service itself, to read behind the server's back (default: the shared one of `kind`). */
+  direct?: string;
 }
 
 /** A fresh prefix or table on the service at `url` (default: the real one, no proxy). */
@@ -71,12 +74,12 @@ export async function proxyFor(kind: SharedKind): Promise<{ proxy: TcpProxy; url
 }
 
 /** An in-process server on `store` with the store fixture hooks and one worker thread. */
-export function startShared(store: SharedStore, options: { processTimeout?: string; callTimeout?: string } = {}): Promise<TestServer> {
+export function startShared(store: SharedStore, options: { processTimeout?: string; callTimeout?: string; checkpointInterval?: string } = {}): Promise<TestServer> {
   return startTestServer({
     workers: { threads: 1 },
     hooks: STORE_HOOKS,
     log: { level: 'info' },
-    sessions: { processTimeout: options.processTimeout ?? '1s' },
+    sessions: { processTimeout: options.processTimeout ?? '1s', checkpointInterval: options.checkpointInterval ?? '0' },
     store: {
       kind: store.kind,
       url: store.url,
@@ -90,8 +93,9 @@ export function startShared(store: SharedStore, options: { processTimeout?: stri
 export async function storedMemento(store: SharedStore, id: string): Promise<any> {
   let text: string | undefined;
   if (store.kind === 'redis') {
-    const redis = await rawClient();
+    const redis = store.direct ? createClient({ url: store.direct, socket: { reconnectStrategy: false } }) : await rawClient();
     try {
+      if (!redis.isOpen) await redis.on('error', () => {}).connect();
       text = (await redis.hGet(`${store.name}s:${id}`, 'memento')) ?? undefined;
     } finally {
       redis.destroy();
