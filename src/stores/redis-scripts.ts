@@ -42,24 +42,27 @@ local function holds(at)
   return stored[2] == fence
 end
 
--- Takes the record out of every index; leaves the key itself to the caller.
-local function unindex()
+-- Takes the record out of every index (but the ID index when keepId); leaves the key itself to the caller.
+local function unindex(keepId)
   if redis.call('TYPE', record).ok == 'hash' then
     local userId = redis.call('HGET', record, 'userId')
     if userId then redis.call('ZREM', userPrefix .. userId, id) end
   end
-  redis.call('ZREM', ids, id)
+  if not keepId then redis.call('ZREM', ids, id) end
   redis.call('ZREM', exp, id)
 end
 
 local function put(at)
-  unindex()
+  -- The first write is one Redis refuses when out of memory (maxmemory with noeviction): it
+  -- checks only before a script's first write and lets the rest run, so a put that began with
+  -- ZREM or DEL would write past maxmemory and report success (RELIABILITY.md E4).
+  redis.call('ZADD', ids, 0, id)
+  unindex(true)
   redis.call('DEL', record)
   local hasUser, userId, expiresAt, deadline = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
   local fields = {}
   for i = at + 4, #ARGV do fields[#fields + 1] = ARGV[i] end
   redis.call('HSET', record, unpack(fields))
-  redis.call('ZADD', ids, 0, id)
   if hasUser == '1' then redis.call('ZADD', userPrefix .. userId, 0, id) end
   if expiresAt ~= '' then
     redis.call('ZADD', exp, expiresAt, id)
