@@ -13,25 +13,25 @@ import { tableNames } from '../../src/stores/postgres-schema.ts';
 import { Client, skipOrFailOnCi, startTestServer, waitFor, type LogLine, type TestServer } from '../helpers.ts';
 import { withClient } from './postgres-helpers.ts';
 import { STORE_HOOKS, clientWith, logsWith, savedOf, state } from './server-helpers.ts';
-import { sharedStore, sharedUnavailable, withRedis, type SharedKind, type SharedStore } from './shared-subjects.ts';
+import { openShared, sharedUnavailable, withRedis, type OpenShared, type SharedKind } from './shared-subjects.ts';
 
 const TEST = { timeout: 60_000 };
 
-function start(shared: SharedStore): Promise<TestServer> {
+function start(shared: OpenShared): Promise<TestServer> {
   return startTestServer({ workers: { threads: 1 }, hooks: STORE_HOOKS, sessions: { processTimeout: '200ms' }, store: shared.config });
 }
 
 /** The stored memento of `id`, decoded; undefined when there is no record. */
-async function storedData(shared: SharedStore, id: string): Promise<{ n?: number; label?: string } | undefined> {
+async function storedData(shared: OpenShared, id: string): Promise<{ n?: number; label?: string } | undefined> {
   const record = await shared.store.get(id);
   if (!record?.memento) return undefined;
   return (decodeMemento(record.memento) as { data: { n?: number; label?: string } }).data;
 }
 
 /** Changes one field of the stored record of `id` behind the server's back. */
-async function damage(shared: SharedStore, id: string, how: 'delete' | 'truncate' | 'flip-digit' | 'wrong-type' | 'bad-number'): Promise<void> {
+async function damage(shared: OpenShared, id: string, how: 'delete' | 'truncate' | 'flip-digit' | 'wrong-type' | 'bad-number'): Promise<void> {
   if (shared.kind === 'redis') {
-    const key = `${shared.prefix}s:${id}`;
+    const key = `${shared.name}s:${id}`;
     await withRedis(async (redis) => {
       const memento = (await redis.hGet(key, 'memento')) ?? '';
       if (how === 'delete') await redis.del(key);
@@ -47,7 +47,7 @@ async function damage(shared: SharedStore, id: string, how: 'delete' | 'truncate
     });
     return;
   }
-  const sessions = tableNames(shared.table).sessions;
+  const sessions = tableNames(shared.name).sessions;
   const change = {
     delete: `DELETE FROM ${sessions} WHERE id = $1`,
     truncate: `UPDATE ${sessions} SET memento = left(memento, length(memento) / 2) WHERE id = $1`,
@@ -73,7 +73,7 @@ describe('lost and corrupt records in Redis and PostgreSQL, side by side', { con
     }
     describe(`${kind} store: lost and corrupt records`, () => {
       test('E8: a suspended session\'s record is lost: a fresh context (resumed false), one warn line, no crash; another session keeps its state', TEST, async () => {
-        const shared = await sharedStore(kind);
+        const shared = await openShared(kind);
         const t = await start(shared);
         try {
           const [victim, bystander] = [new Client(t.url), new Client(t.url)];
@@ -98,7 +98,7 @@ describe('lost and corrupt records in Redis and PostgreSQL, side by side', { con
       });
 
       test('E11: a truncated memento, a flipped digit in its data, a value of another type and a bad number are each quarantined, logged and never served', TEST, async () => {
-        const shared = await sharedStore(kind);
+        const shared = await openShared(kind);
         const t = await start(shared);
         try {
           const cases = ['truncate', 'flip-digit', 'wrong-type', 'bad-number'] as const;

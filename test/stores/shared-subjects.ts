@@ -1,8 +1,8 @@
 /**
- * A Redis or PostgreSQL store for a test through a real server: the server's config on a key
- * prefix or table of the run's own, the shipped store open on the same one beside it (to plant
- * and read records), and a raw client to damage them behind both backs. Prefixes are deleted
- * and tables dropped after the file's tests.
+ * A Redis or PostgreSQL store opened beside a real server (for tests that plant, read and
+ * damage records): the server's store.* config on a prefix or table of the test's own
+ * (shared-helpers.ts makes the name and removes it after the file), the shipped store open on
+ * the same one, and where a quarantined record goes.
  */
 import { after } from 'node:test';
 import type { ResidentConfigInput } from '../../src/config.ts';
@@ -10,63 +10,44 @@ import { tableNames } from '../../src/stores/postgres-schema.ts';
 import { PostgresStore } from '../../src/stores/postgres.ts';
 import { RedisStore } from '../../src/stores/redis.ts';
 import type { ContextStore } from '../../src/stores/store.ts';
-import { POSTGRES_URL, postgresUnavailable, tempTable, withClient } from './postgres-helpers.ts';
-import { REDIS_URL, rawClient, redisUnavailable, removePrefixes, uniquePrefix } from './redis-helpers.ts';
+import { withClient } from './postgres-helpers.ts';
+import { rawClient } from './redis-helpers.ts';
+import { SHARED, sharedStore, unavailableReason, type SharedKind } from './shared-helpers.ts';
 
-export type SharedKind = 'redis' | 'postgres';
+export type { SharedKind };
 
-export interface SharedStore {
+export interface OpenShared {
   kind: SharedKind;
   /** store.* of the server's config. */
   config: NonNullable<ResidentConfigInput['store']>;
   /** The shipped store on the same prefix or table. */
   store: ContextStore;
-  /** The key (Redis) or table (PostgreSQL) name parts the raw damage needs. */
-  prefix: string;
-  table: string;
+  /** store.prefix (redis) or store.table (postgres). */
+  name: string;
   /** Whether the record of `id` was moved aside (Redis `<prefix>q:<id>`, the quarantine table). */
   isQuarantined(id: string): Promise<boolean>;
 }
 
-const prefixes: string[] = [];
 const opened: ContextStore[] = [];
 after(async () => {
   for (const store of opened) await store.close();
-  await removePrefixes(prefixes);
 });
 
 /** Why each shared store cannot be used here (undefined: it answers). */
 export async function sharedUnavailable(): Promise<Record<SharedKind, string | undefined>> {
-  return { redis: await redisUnavailable(), postgres: (await postgresUnavailable()) ?? undefined };
+  const reasons = await Promise.all(SHARED.map(unavailableReason));
+  return { redis: reasons[0], postgres: reasons[1] };
 }
 
-export async function sharedStore(kind: SharedKind): Promise<SharedStore> {
-  if (kind === 'redis') {
-    const prefix = uniquePrefix();
-    prefixes.push(prefix);
-    const store = await RedisStore.open({ url: REDIS_URL, prefix, callTimeout: 5_000 });
-    opened.push(store);
-    return {
-      kind,
-      config: { kind, url: REDIS_URL, prefix },
-      store,
-      prefix,
-      table: '',
-      isQuarantined: (id) => withRedis(async (redis) => (await redis.exists(`${prefix}q:${id}`)) === 1),
-    };
-  }
-  const table = tempTable();
-  const store = await PostgresStore.open({ url: POSTGRES_URL, table, callTimeout: 5_000 });
+export async function openShared(kind: SharedKind): Promise<OpenShared> {
+  const { url, name } = sharedStore(kind);
+  const store = kind === 'redis' ? await RedisStore.open({ url, prefix: name, callTimeout: 5_000 }) : await PostgresStore.open({ url, table: name, callTimeout: 5_000 });
   opened.push(store);
-  return {
-    kind,
-    config: { kind, url: POSTGRES_URL, table },
-    store,
-    prefix: '',
-    table,
-    isQuarantined: async (id) =>
-      (await withClient((client) => client.query(`SELECT 1 FROM ${tableNames(table).quarantine} WHERE id = $1`, [id]))).rows.length > 0,
-  };
+  const isQuarantined =
+    kind === 'redis'
+      ? (id: string) => withRedis(async (redis) => (await redis.exists(`${name}q:${id}`)) === 1)
+      : async (id: string) => (await withClient((client) => client.query(`SELECT 1 FROM ${tableNames(name).quarantine} WHERE id = $1`, [id]))).rows.length > 0;
+  return { kind, config: kind === 'redis' ? { kind, url, prefix: name } : { kind, url, table: name }, store, name, isQuarantined };
 }
 
 /** Runs `work` on a raw Redis connection of its own. */

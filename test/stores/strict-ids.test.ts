@@ -18,7 +18,7 @@ import { SqliteStore } from '../../src/stores/sqlite.ts';
 import type { ContextStore, SessionRecord } from '../../src/stores/store.ts';
 import { hashId } from '../../src/log.ts';
 import { Client, skipOrFailOnCi, startTestServer, waitFor, type TestServer } from '../helpers.ts';
-import { sharedStore, sharedUnavailable, type SharedKind } from './shared-subjects.ts';
+import { openShared, sharedUnavailable, type SharedKind } from './shared-subjects.ts';
 import {
   STORE_HOOKS,
   clientWith,
@@ -39,7 +39,7 @@ import {
 
 after(cleanup);
 
-const TEST = { timeout: 30_000 };
+const TEST = { timeout: 60_000 };
 /** An issued session ID: 22 random characters, then 2 naming its home slot (src/contexts/ids.ts). */
 const ID_SHAPE = /^[A-Za-z0-9_-]{22}[A-Za-z0-9_-]{2}$/;
 
@@ -81,7 +81,7 @@ type SubjectKind = StoreKind | SharedKind;
 
 /** A Redis or PostgreSQL subject: the server and the test's own store on one prefix or table. */
 async function sharedSubject(kind: SharedKind): Promise<Subject> {
-  const { store, config } = await sharedStore(kind);
+  const { store, config } = await openShared(kind);
   return {
     start: (overrides = {}) => startTestServer({ workers: { threads: 1 }, ...overrides, hooks: STORE_HOOKS, store: config }),
     get: (id) => store.get(id),
