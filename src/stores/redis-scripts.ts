@@ -96,10 +96,14 @@ elseif op == 'quarantine' then
   elseif kind ~= 'none' then
     row = 'a Redis ' .. kind
   end
+  local moved = KEYS[4]
+  local movedKind = redis.call('TYPE', moved).ok
+  if movedKind ~= 'none' and movedKind ~= 'hash' then redis.call('DEL', moved) end
+  -- First a write Redis refuses when out of memory, as in put: never a quarantine past maxmemory.
+  redis.call('HSET', moved, 'id', id, 'reason', ARGV[4], 'quarantinedAt', ARGV[5])
+  if row then redis.call('HSET', moved, 'record', row) else redis.call('HDEL', moved, 'record') end
   unindex()
-  redis.call('DEL', record, KEYS[4])
-  redis.call('HSET', KEYS[4], 'id', id, 'reason', ARGV[4], 'quarantinedAt', ARGV[5])
-  if row then redis.call('HSET', KEYS[4], 'record', row) end
+  redis.call('DEL', record)
   return 1
 end
 return redis.error_reply('unknown op ' .. tostring(op))
