@@ -23,25 +23,23 @@
  * - quarantine: sent again, adding no second note when the row is gone and this call's note
  *   (same ID and time) is there.
  *
- * Why the ID's next write waits. A connection the client saw reset may still have its statement
- * running on the server (PostgreSQL notices a gone client only when it talks to it), waiting for
- * a lock, able to commit after our retry. It repeats our write, harmless on its own; but a later
- * write of the ID must not be overtaken by it. The server cancels it by statement_timeout
- * (= callTimeout), so the ID's next write waits until callTimeout has passed since the loss. A
- * loss the server reported itself (57P01, 57P02: the backend ends its session, its transaction
- * rolled back or already committed) leaves nothing behind, and nothing waits.
+ * Why a reset connection's statement is cancelled first. A connection the client saw reset (a
+ * proxy or the network) may still have its statement running on the server, which notices a
+ * gone client only when it talks to it: waiting for a lock, it could commit after our retry and
+ * after the ID's next write, overwriting it with an older record. So before the retry, the
+ * store sends PostgreSQL's cancel request for that backend (its process ID and secret key, as
+ * psql's Ctrl-C does): the statement is rolled back unless it is already committing, and then
+ * it holds the row's lock, so our retry waits for it and finds its commit. A backend of another
+ * server (after a failover) has another key and is left alone. statement_timeout (=
+ * callTimeout) ends such a statement in any case. A loss the server reported itself (57P01,
+ * 57P02: the backend ends its session, its transaction rolled back or already committed) leaves
+ * no statement behind and needs no cancel.
  */
+import { connect } from 'node:net';
 import type pg from 'pg';
 
 /** A write's work on one connection; `retry` tells the second attempt from the first. */
 export type Attempt<T> = (client: pg.PoolClient, retry: boolean) => Promise<T>;
-
-export interface Retried<T> {
-  /** Settles like the call: the value, or the error of the last attempt. */
-  result: Promise<T>;
-  /** Settles once no attempt can still change the row: what the ID's next write waits for. */
-  done: Promise<void>;
-}
 
 /** The backend ends its session: no statement of it runs on. */
 const SERVER_ENDED = new Set(['57P01', '57P02']);
@@ -67,12 +65,10 @@ export function connectionLoss(error: unknown): 'ended' | 'cut' | null {
 /** A pool that knows when each connection was opened, to give a retry one opened after a loss. */
 export class Connections {
   readonly #pool: pg.Pool;
-  readonly #callTimeout: number;
   readonly #opened = new WeakMap<pg.PoolClient, number>();
 
-  constructor(pool: pg.Pool, callTimeout: number) {
+  constructor(pool: pg.Pool) {
     this.#pool = pool;
-    this.#callTimeout = callTimeout;
     pool.on('connect', (client) => this.#opened.set(client as pg.PoolClient, performance.now()));
   }
 
@@ -86,45 +82,62 @@ export class Connections {
       client.release(true);
       client = await this.#pool.connect();
     }
+    // A socket error is also emitted as an event, which would crash the process without a
+    // listener (pool.query adds one too); the statement under way rejects with it all the same.
+    const ignore = () => {};
+    client.on('error', ignore);
     try {
       const value = await work(client);
+      client.removeListener('error', ignore);
       client.release();
       return value;
     } catch (error) {
-      // As pool.query does: a connection whose statement failed is closed, not reused.
+      // As pool.query does: a connection whose statement failed is closed, not reused (still
+      // listened to: a dying socket may report more than once).
       client.release(error instanceof Error ? error : true);
       throw error;
     }
   }
 
   /** `attempt`, and once more after a connection loss if `deadline` (performance.now()) is still ahead. */
-  write<T>(attempt: Attempt<T>, deadline: number): Retried<T> {
-    let quietAt = 0;
-    const once = async (retry: boolean, openedAfter?: number): Promise<T> => {
-      let sent = false;
-      try {
-        return await this.run((client) => {
-          sent = true;
-          return attempt(client, retry);
-        }, openedAfter);
-      } catch (error) {
-        if (sent && connectionLoss(error) === 'cut') quietAt = performance.now() + this.#callTimeout;
-        throw error;
-      }
-    };
-    const result = once(false).catch((error: unknown) => {
-      if (connectionLoss(error) === null || performance.now() >= deadline) throw error;
-      return once(true, performance.now());
-    });
-    const done = result.then(
-      () => wait(quietAt),
-      () => wait(quietAt),
-    );
-    return { result, done };
+  async write<T>(attempt: Attempt<T>, deadline: number): Promise<T> {
+    let used: pg.PoolClient | undefined;
+    try {
+      return await this.run((client) => {
+        used = client;
+        return attempt(client, false);
+      });
+    } catch (error) {
+      const loss = connectionLoss(error);
+      if (loss === null || performance.now() >= deadline) throw error;
+      const lostAt = performance.now();
+      if (loss === 'cut' && used) await cancelStatement(used, deadline);
+      return this.run((client) => attempt(client, true), lostAt);
+    }
   }
 }
 
-function wait(until: number): Promise<void> {
-  const ms = until - performance.now();
-  return ms > 0 ? new Promise((resolve) => setTimeout(resolve, ms)) : Promise.resolve();
+/**
+ * Sends PostgreSQL's CancelRequest for the backend of `client` (which may still run its statement
+ * after its socket was reset) and resolves once the server closed the request's connection (the
+ * signal is sent by then), or at `deadline`. Failing to reach the server is no error here.
+ */
+function cancelStatement(client: pg.PoolClient, deadline: number): Promise<void> {
+  const { processID, secretKey, host, port } = client as unknown as { processID: number | null; secretKey: number | null; host: string; port: number };
+  if (processID === null || secretKey === null) return Promise.resolve();
+  const request = Buffer.alloc(16);
+  request.writeInt32BE(16, 0);
+  request.writeInt32BE(80877102, 4);
+  request.writeInt32BE(processID, 8);
+  request.writeInt32BE(secretKey, 12);
+  return new Promise((resolve) => {
+    const socket = host.startsWith('/') ? connect({ path: `${host}/.s.PGSQL.${port}` }) : connect({ host, port });
+    const timer = setTimeout(() => socket.destroy(), Math.max(0, deadline - performance.now()));
+    socket.on('connect', () => socket.end(request));
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
 }

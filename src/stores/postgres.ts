@@ -116,7 +116,7 @@ export class PostgresStore implements ContextStore {
 
   private constructor(pool: pg.Pool, names: TableNames, options: PostgresStoreOptions) {
     this.#pool = pool;
-    this.#connections = new Connections(pool, options.callTimeout);
+    this.#connections = new Connections(pool);
     this.#sql = statements(names);
     this.#callTimeout = options.callTimeout;
     this.#onCorrupt = options.onCorrupt ?? (() => {});
@@ -238,17 +238,12 @@ export class PostgresStore implements ContextStore {
   #write<T>(id: string, what: string, attempt: Attempt<T>): Promise<T> {
     if (this.#closed) return this.#refuseClosed(what);
     const deadline = performance.now() + this.#callTimeout;
-    let done: Promise<void> = Promise.resolve();
-    const statement = () => {
-      const write = this.#connections.write(attempt, deadline);
-      done = write.done;
-      return this.#failed(write.result, what);
-    };
+    const statement = () => this.#failed(this.#connections.write(attempt, deadline), what);
     const previous = this.#tails.get(id);
     const run = previous ? previous.then(statement, statement) : statement();
     const tail = run.then(
-      () => done,
-      () => done,
+      () => {},
+      () => {},
     );
     this.#tails.set(id, tail);
     void tail.then(() => {
