@@ -57,8 +57,9 @@ export function connectionLoss(error: unknown): 'ended' | 'cut' | null {
     // 57P03 cannot_connect_now (starting up, a standby being promoted); class 08, connection exceptions.
     if (code === '57P03' || code.startsWith('08') || SOCKET_CODES.has(code)) return 'cut';
   }
-  // pg's own words for a socket that closed under a query, or a client that was already broken.
-  if (typeof message === 'string' && /^Connection terminated|is not queryable/.test(message)) return 'cut';
+  // pg's own words for a socket that closed under a query, or a client that was already broken;
+  // not its connection timeout ("Connection terminated due to connection timeout"): the call's bound.
+  if (typeof message === 'string' && !/timeout/.test(message) && /^Connection terminated|is not queryable/.test(message)) return 'cut';
   return null;
 }
 
