@@ -80,10 +80,11 @@ async function holdWrites(table: string): Promise<{ release: () => Promise<void>
   return { release };
 }
 
-const logged: string[] = [];
+/** What the tests made besides the store's tables (dropped with the file's tables' cleanup). */
+const drops: string[] = [];
 after(async () => {
   await withClient(async (client) => {
-    for (const table of logged) await client.query(`DROP TABLE IF EXISTS ${table}_writes; DROP FUNCTION IF EXISTS ${table}_log() CASCADE`);
+    for (const drop of drops) await client.query(drop);
   });
   await cleanup();
 });
@@ -93,7 +94,7 @@ after(async () => {
  * trigger: a rolled-back attempt leaves no entry). Returns a reader that takes the entries.
  */
 async function logWrites(table: string): Promise<() => Promise<Array<{ pid: number; op: string }>>> {
-  logged.push(table);
+  drops.push(`DROP TABLE IF EXISTS ${table}_writes; DROP FUNCTION IF EXISTS ${table}_log() CASCADE`);
   await withClient((client) =>
     client.query(`CREATE TABLE ${table}_writes (n SERIAL PRIMARY KEY, pid INTEGER NOT NULL, op TEXT NOT NULL);
       CREATE FUNCTION ${table}_log() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -297,6 +298,38 @@ if (unavailable) {
       } finally {
         await hold.release();
       }
+    });
+  });
+
+  test('E9: an error that is not a lost connection (a check the row fails) is not retried: one attempt, RESIDENT_ERR_STORE_FAILED', TEST, async () => {
+    await withStore(async (store, table) => {
+      const saved = record();
+      await store.set(saved);
+      // A trigger counts the attempts in a sequence (which a rollback does not undo), then fails them.
+      drops.push(`DROP SEQUENCE IF EXISTS ${table}_attempts; DROP FUNCTION IF EXISTS ${table}_refuse() CASCADE`);
+      const refuseWith = (sqlstate: string) =>
+        withClient((client) =>
+          client.query(`CREATE OR REPLACE FUNCTION ${table}_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN PERFORM nextval('${table}_attempts'); RAISE EXCEPTION 'refused by the test' USING ERRCODE = '${sqlstate}'; END $$`),
+        );
+      const attempts = () =>
+        withClient(async (client) => {
+          const { rows } = await client.query<{ n: string }>(`SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS n FROM ${table}_attempts`);
+          return Number(rows[0]!.n);
+        });
+      await withClient((client) => client.query(`CREATE SEQUENCE ${table}_attempts`));
+      await refuseWith('23514');
+      await withClient((client) =>
+        client.query(`CREATE TRIGGER ${table}_refuse BEFORE UPDATE ON ${tableNames(table).sessions} FOR EACH ROW EXECUTE FUNCTION ${table}_refuse()`),
+      );
+      const refused = (error: ResidentError) => error.code === 'RESIDENT_ERR_STORE_FAILED' && /refused by the test/.test(error.message);
+      await assert.rejects(store.set({ ...saved, memento: '["x"]' }), refused);
+      assert.equal(await attempts(), 1, 'a check violation (23514) is tried once');
+      // The control: the same failure as a connection exception (class 08) is tried twice.
+      await refuseWith('08006');
+      await assert.rejects(store.set({ ...saved, memento: '["y"]' }), refused);
+      assert.equal(await attempts(), 3, 'a connection exception (08006) is tried again');
+      assert.deepEqual(await raw(table, saved.id), saved);
     });
   });
 
