@@ -121,7 +121,8 @@ export class Connections {
 /**
  * Sends PostgreSQL's CancelRequest for the backend of `client` (which may still run its statement
  * after its socket was reset) and resolves once the server closed the request's connection (the
- * signal is sent by then), or at `deadline`. Failing to reach the server is no error here.
+ * signal is sent by then). Failing to reach the server is no error here; waiting for it takes
+ * at most half the time left, so a server that does not answer leaves the retry its chance.
  */
 function cancelStatement(client: pg.PoolClient, deadline: number): Promise<void> {
   const { processID, secretKey, host, port } = client as unknown as { processID: number | null; secretKey: number | null; host: string; port: number };
@@ -133,7 +134,7 @@ function cancelStatement(client: pg.PoolClient, deadline: number): Promise<void>
   request.writeInt32BE(secretKey, 12);
   return new Promise((resolve) => {
     const socket = host.startsWith('/') ? connect({ path: `${host}/.s.PGSQL.${port}` }) : connect({ host, port });
-    const timer = setTimeout(() => socket.destroy(), Math.max(0, deadline - performance.now()));
+    const timer = setTimeout(() => socket.destroy(), Math.max(0, (deadline - performance.now()) / 2));
     socket.on('connect', () => socket.end(request));
     socket.on('error', () => {});
     socket.on('close', () => {
