@@ -8,12 +8,14 @@
  * it names any).
  *
  * Every call is bounded by `store.callTimeout`: the wait for a connection, the statement on the
- * server (statement_timeout) and on the client (query_timeout), and the call as a whole.
+ * server (statement_timeout) and on the client (query_timeout), and the call as a whole. A write
+ * whose connection dies is tried once more within that bound (E9, postgres-retry.ts).
  */
 import pg from 'pg';
 import { redactUrl } from '../config.ts';
 import { withDeadline } from '../contexts/deadline.ts';
 import { ResidentError } from '../errors.ts';
+import { Connections, type Attempt } from './postgres-retry.ts';
 import { ensureSchema, tableNames, type TableNames } from './postgres-schema.ts';
 import {
   checkExpected,
@@ -73,6 +75,10 @@ function statements(t: TableNames) {
       WHERE id = $1 AND owner IS NOT DISTINCT FROM $12::text AND fence = $13 RETURNING 1`,
     deleteIf: `DELETE FROM ${t.sessions} WHERE id = $1 AND owner IS NOT DISTINCT FROM $2::text AND fence = $3 RETURNING 1`,
     absent: `SELECT NOT EXISTS (SELECT 1 FROM ${t.sessions} WHERE id = $1) AS absent`,
+    // A setIf's retry: the row holds exactly the record written (params as `values`), every column.
+    holds: `SELECT 1 FROM ${t.sessions} WHERE id = $1 AND user_id IS NOT DISTINCT FROM $2 AND client_ip = $3
+      AND memento IS NOT DISTINCT FROM $4 AND memento_version = $5 AND created_at = $6 AND updated_at = $7
+      AND last_activity_at = $8 AND expires_at IS NOT DISTINCT FROM $9 AND owner IS NOT DISTINCT FROM $10 AND fence = $11`,
     // The partial index on expires_at, oldest first: the sweep never scans every record.
     expired: `SELECT id FROM ${t.sessions} WHERE expires_at IS NOT NULL AND expires_at <= $1 ORDER BY expires_at LIMIT $2`,
     // The primary key, or the (user_id, id) index for one user: both in ID order.
@@ -82,6 +88,11 @@ function statements(t: TableNames) {
     quarantine: `WITH moved AS (DELETE FROM ${t.sessions} WHERE id = $1 RETURNING *)
       INSERT INTO ${t.quarantine} (id, reason, row, quarantined_at)
       VALUES ($1, $2, (SELECT to_jsonb(moved) FROM moved), $3)`,
+    // Its retry: no second note when the row is gone and the first attempt's note (same time) is there.
+    quarantineAgain: `WITH moved AS (DELETE FROM ${t.sessions} WHERE id = $1 RETURNING *)
+      INSERT INTO ${t.quarantine} (id, reason, row, quarantined_at)
+      SELECT $1::text, $2::text, (SELECT to_jsonb(moved) FROM moved), $3::float8
+      WHERE EXISTS (SELECT 1 FROM moved) OR NOT EXISTS (SELECT 1 FROM ${t.quarantine} WHERE id = $1 AND quarantined_at = $3::float8)`,
     // Readiness: the server answers, takes writes (not a standby, not read-only) and the table is there.
     ping: `SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on' AS read_only,
       (SELECT true FROM ${t.sessions} LIMIT 0) AS table_there`,
@@ -91,6 +102,7 @@ function statements(t: TableNames) {
 export class PostgresStore implements ContextStore {
   readonly kind = 'postgres';
   readonly #pool: pg.Pool;
+  readonly #connections: Connections;
   readonly #sql: ReturnType<typeof statements>;
   readonly #callTimeout: number;
   readonly #onCorrupt: CorruptRecordListener;
@@ -104,6 +116,7 @@ export class PostgresStore implements ContextStore {
 
   private constructor(pool: pg.Pool, names: TableNames, options: PostgresStoreOptions) {
     this.#pool = pool;
+    this.#connections = new Connections(pool);
     this.#sql = statements(names);
     this.#callTimeout = options.callTimeout;
     this.#onCorrupt = options.onCorrupt ?? (() => {});
@@ -148,31 +161,33 @@ export class PostgresStore implements ContextStore {
 
   async set(record: SessionRecord): Promise<void> {
     const params = values(record);
-    await this.#write(record.id, 'set', this.#sql.upsert, params);
+    await this.#write(record.id, 'set', (client) => client.query(this.#sql.upsert, params));
   }
 
   async delete(id: string): Promise<void> {
-    await this.#write(id, 'delete', this.#sql.delete, [id]);
+    await this.#write(id, 'delete', (client) => client.query(this.#sql.delete, [id]));
   }
 
   async setIf(record: SessionRecord, expected: OwnerFence | null): Promise<boolean> {
     checkFenceStep(record, expected);
     const params = values(record);
-    const result =
-      expected === null
-        ? await this.#write(record.id, 'setIf', this.#sql.insertNew, params)
-        : await this.#write(record.id, 'setIf', this.#sql.updateIf, [...params, expected.owner, expected.fence]);
-    return result.rowCount === 1;
+    const [text, bound] = expected === null ? [this.#sql.insertNew, params] : [this.#sql.updateIf, [...params, expected.owner, expected.fence]];
+    // A retry refused because the first attempt landed finds the row as we wrote it (postgres-retry.ts).
+    return this.#write(record.id, 'setIf', async (client, retry) => {
+      if ((await client.query(text, bound)).rowCount === 1) return true;
+      return retry && (await client.query(this.#sql.holds, params)).rows.length === 1;
+    });
   }
 
   async deleteIf(id: string, expected: OwnerFence | null): Promise<boolean> {
     checkExpected(expected);
-    if (expected === null) {
-      const { rows } = await this.#write<{ absent: boolean }>(id, 'deleteIf', this.#sql.absent, [id]);
-      return rows[0]!.absent;
-    }
-    const result = await this.#write(id, 'deleteIf', this.#sql.deleteIf, [id, expected.owner, expected.fence]);
-    return result.rowCount === 1;
+    const absent = async (client: pg.PoolClient) => (await client.query<{ absent: boolean }>(this.#sql.absent, [id])).rows[0]!.absent;
+    if (expected === null) return this.#write(id, 'deleteIf', absent);
+    // A retry that deletes nothing because the first attempt did finds no record (postgres-retry.ts).
+    return this.#write(id, 'deleteIf', async (client, retry) => {
+      if ((await client.query(this.#sql.deleteIf, [id, expected.owner, expected.fence])).rowCount === 1) return true;
+      return retry && absent(client);
+    });
   }
 
   async expiredIds(now: number, limit: number): Promise<string[]> {
@@ -201,7 +216,8 @@ export class PostgresStore implements ContextStore {
   }
 
   async quarantine(id: string, reason: string): Promise<void> {
-    await this.#write(id, 'quarantine', this.#sql.quarantine, [id, reason, Date.now()]);
+    const params = [id, reason, Date.now()];
+    await this.#write(id, 'quarantine', (client, retry) => client.query(retry ? this.#sql.quarantineAgain : this.#sql.quarantine, params));
   }
 
   /** Waits for the writes under way, then closes every connection. */
@@ -216,11 +232,13 @@ export class PostgresStore implements ContextStore {
    * A write of `id`, sent after the previous write of that ID settled. The chain waits for the
    * statement itself, not for its caller's deadline: a write that timed out for its caller may
    * still be on the server, and the next write of the ID must not overtake it. The caller's
-   * deadline counts from the call, so waiting behind a slow write is bounded too.
+   * deadline counts from the call, so waiting behind a slow write is bounded too, and a retry
+   * after a lost connection (E9) is made only while that deadline is ahead.
    */
-  #write<R extends pg.QueryResultRow = pg.QueryResultRow>(id: string, what: string, text: string, params: unknown[]): Promise<pg.QueryResult<R>> {
+  #write<T>(id: string, what: string, attempt: Attempt<T>): Promise<T> {
     if (this.#closed) return this.#refuseClosed(what);
-    const statement = () => this.#statement<R>(what, text, params);
+    const deadline = performance.now() + this.#callTimeout;
+    const statement = () => this.#failed(this.#connections.write(attempt, deadline), what);
     const previous = this.#tails.get(id);
     const run = previous ? previous.then(statement, statement) : statement();
     const tail = run.then(
@@ -237,7 +255,7 @@ export class PostgresStore implements ContextStore {
   /** A read: one statement, bounded by callTimeout. */
   #query<R extends pg.QueryResultRow = pg.QueryResultRow>(what: string, text: string, params: unknown[]): Promise<pg.QueryResult<R>> {
     if (this.#closed) return this.#refuseClosed(what);
-    return this.#bounded(this.#statement<R>(what, text, params), what);
+    return this.#bounded(this.#failed(this.#connections.run((client) => client.query<R>(text, params)), what), what);
   }
 
   /** Calls made after close() fail at once; those made before it still run (close waits for them). */
@@ -250,12 +268,12 @@ export class PostgresStore implements ContextStore {
   }
 
   /**
-   * One statement, its failure a RESIDENT_ERR_STORE_FAILED. Settles on its own within about twice
-   * callTimeout: the pool's connection timeout, then statement_timeout / query_timeout.
+   * Statements' failure as a RESIDENT_ERR_STORE_FAILED. Each statement settles on its own within
+   * about twice callTimeout: the pool's connection timeout, then statement_timeout / query_timeout.
    */
-  async #statement<R extends pg.QueryResultRow>(what: string, text: string, params: unknown[]): Promise<pg.QueryResult<R>> {
+  async #failed<T>(work: Promise<T>, what: string): Promise<T> {
     try {
-      return await this.#pool.query<R>(text, params);
+      return await work;
     } catch (error) {
       throw new ResidentError('RESIDENT_ERR_STORE_FAILED', `PostgreSQL ${what} failed: ${describe(error)}`, { cause: error });
     }
