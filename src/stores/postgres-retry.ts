@@ -101,7 +101,7 @@ export class Connections {
   }
 
   /** `attempt`, and once more after a connection loss if `deadline` (performance.now()) is still ahead. */
-  async write<T>(attempt: Attempt<T>, deadline: number): Promise<T> {
+  async retried<T>(attempt: Attempt<T>, deadline: number): Promise<T> {
     let used: pg.PoolClient | undefined;
     try {
       return await this.run((client) => {

@@ -238,7 +238,7 @@ export class PostgresStore implements ContextStore {
   #write<T>(id: string, what: string, attempt: Attempt<T>): Promise<T> {
     if (this.#closed) return this.#refuseClosed(what);
     const deadline = performance.now() + this.#callTimeout;
-    const statement = () => this.#failed(this.#connections.write(attempt, deadline), what);
+    const statement = () => this.#failed(this.#connections.retried(attempt, deadline), what);
     const previous = this.#tails.get(id);
     const run = previous ? previous.then(statement, statement) : statement();
     const tail = run.then(
@@ -252,10 +252,15 @@ export class PostgresStore implements ContextStore {
     return this.#bounded(run, what);
   }
 
-  /** A read: one statement, bounded by callTimeout. */
+  /**
+   * A read: one statement, bounded by callTimeout, tried once more on a new connection after a
+   * lost one as writes are (a read is idempotent): after a restart or failover of PostgreSQL
+   * every idle connection of the pool is dead, and without the retry each would fail one call.
+   */
   #query<R extends pg.QueryResultRow = pg.QueryResultRow>(what: string, text: string, params: unknown[]): Promise<pg.QueryResult<R>> {
     if (this.#closed) return this.#refuseClosed(what);
-    return this.#bounded(this.#failed(this.#connections.run((client) => client.query<R>(text, params)), what), what);
+    const deadline = performance.now() + this.#callTimeout;
+    return this.#bounded(this.#failed(this.#connections.retried((client) => client.query<R>(text, params), deadline), what), what);
   }
 
   /** Calls made after close() fail at once; those made before it still run (close waits for them). */
