@@ -20,7 +20,6 @@ import { ensureSchema, tableNames, type TableNames } from './postgres-schema.ts'
 import {
   checkExpected,
   checkFenceStep,
-  isSessionRecord,
   type ContextStore,
   type CorruptRecordListener,
   type ListQuery,
@@ -28,7 +27,7 @@ import {
   type SessionRecord,
   type SessionSummary,
 } from './store.ts';
-import { fromRow, type Row, type SummaryRow } from './sql-row.ts';
+import { fromRow, recordOrQuarantine, type Row, type SummaryRow } from './sql-row.ts';
 
 export interface PostgresStoreOptions {
   url: string;
@@ -142,15 +141,7 @@ export class PostgresStore implements ContextStore {
 
   async get(id: string): Promise<SessionRecord | undefined> {
     const { rows } = await this.#query<Row>('get', this.#sql.get, [id]);
-    const row = rows[0];
-    if (!row) return undefined;
-    const record = fromRow(row);
-    if (!isSessionRecord(record)) {
-      await this.quarantine(id, 'the row does not have the shape of a session record');
-      this.#onCorrupt(id, 'malformed row');
-      return undefined;
-    }
-    return record;
+    return recordOrQuarantine(rows[0], id, this, this.#onCorrupt);
   }
 
   async existing(ids: readonly string[]): Promise<Set<string>> {

@@ -2,7 +2,7 @@
  * A session record as the SQL stores (SQLite, PostgreSQL) hold it: one snake_case column per
  * field. One mapping for both, so a field added to SessionRecord is added once.
  */
-import type { SessionRecord } from './store.ts';
+import { isSessionRecord, type ContextStore, type CorruptRecordListener, type SessionRecord } from './store.ts';
 
 export interface Row {
   id: string;
@@ -37,4 +37,17 @@ export function fromRow(row: Row): SessionRecord {
     owner: row.owner,
     fence: Number(row.fence),
   };
+}
+
+/**
+ * The record `row` holds, or undefined: no row, or one that is not a session record, which is
+ * moved aside (store.quarantine) and reported, so it is never served.
+ */
+export async function recordOrQuarantine(row: Row | undefined, id: string, store: Pick<ContextStore, 'quarantine'>, onCorrupt: CorruptRecordListener): Promise<SessionRecord | undefined> {
+  if (!row) return undefined;
+  const record = fromRow(row);
+  if (isSessionRecord(record)) return record;
+  await store.quarantine(id, 'the row does not have the shape of a session record');
+  onCorrupt(id, 'malformed row');
+  return undefined;
 }

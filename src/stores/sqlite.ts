@@ -11,7 +11,6 @@ import { ResidentError } from '../errors.ts';
 import {
   checkExpected,
   checkFenceStep,
-  isSessionRecord,
   type ContextStore,
   type CorruptRecordListener,
   type ListQuery,
@@ -19,7 +18,7 @@ import {
   type SessionRecord,
   type SessionSummary,
 } from './store.ts';
-import { fromRow, type Row, type SummaryRow } from './sql-row.ts';
+import { fromRow, recordOrQuarantine, type Row, type SummaryRow } from './sql-row.ts';
 
 const SCHEMA_VERSION = 2;
 /** How long a write waits for another process's lock. */
@@ -155,15 +154,7 @@ export class SqliteStore implements ContextStore {
   }
 
   async get(id: string): Promise<SessionRecord | undefined> {
-    const row = this.#statements.get.get(id);
-    if (!row) return undefined;
-    const record = fromRow(row);
-    if (!isSessionRecord(record)) {
-      await this.quarantine(id, 'the row does not have the shape of a session record');
-      this.#onCorrupt(id, 'malformed row');
-      return undefined;
-    }
-    return record;
+    return recordOrQuarantine(this.#statements.get.get(id), id, this, this.#onCorrupt);
   }
 
   async existing(ids: readonly string[]): Promise<Set<string>> {
