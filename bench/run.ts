@@ -5,7 +5,7 @@
  * server CPU per request, each with its ratio to bare node:http + Map from the same run.
  * Writes bench/results/<time>.json and .md (and latest.md).
  *
- *   npm run bench                          the full run (about 23 minutes)
+ *   npm run bench                          the full run (about 35 minutes)
  *   npm run bench -- --quick               seconds, one round: a smoke run
  *   npm run bench -- --workloads a,b,g     a subset
  *   npm run bench -- --baseline REF        also run Resident as of commit REF (before/after)

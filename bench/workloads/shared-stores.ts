@@ -289,6 +289,9 @@ export function shutdownTable(rows: Row[]): string[] {
     '',
     'Each session was created and its cookie sent back once (two requests: a proven session). Found again: answers with the counter at 3, the session as it was before the stop.',
     'A peer has no suspend: its stop is the process exiting, and its requests after the restart each read the session from Redis.',
+    ...set
+      .filter((row) => row.found !== row.requestedAgain)
+      .map((row) => `${row.contender}: ${fmt(row.found)} of ${fmt(row.requestedAgain)} found again; its "again" latencies are mostly of new sessions, not resumes.`),
     ...skippedLines(rows, 'f'),
     '',
   );
