@@ -12,7 +12,8 @@
  *   npm run bench -- --sessions N          sessions shared by the connections in (h) (100)
  *   npm run bench -- --threads 1,2,4       Resident's thread counts in (a), (b), (h) and (i) (1,2)
  *   npm run bench -- --cap N               Resident's sessions.maxContexts in (i) (default: the default, 100)
- *   npm run bench -- --stores sqlite,redis Resident's stores in (c) and (f) (sqlite,redis,postgres)
+ *   npm run bench -- --stores sqlite,redis the stores of (c) and (f) (sqlite,redis,postgres): Resident's,
+ *                                          and the peers' among sqlite and redis; one not answering is skipped
  *
  * (i) is the hit counter under a cookieless flood from another address (issue 12), Resident
  * against express-session and @fastify/session with SQLite stores: bench/workloads/flood.ts.
