@@ -10,7 +10,7 @@
  *   npm run bench -- --workloads a,b,g     a subset
  *   npm run bench -- --baseline REF        also run Resident as of commit REF (before/after)
  *   npm run bench -- --sessions N          sessions shared by the connections in (h) (100)
- *   npm run bench -- --threads 1,2,4       Resident's thread counts in (a), (b), (h) and (i) (1,2)
+ *   npm run bench -- --threads 1,2,4       Resident's thread counts in (a), (b), (c), (h) and (i) (1,2)
  *   npm run bench -- --cap N               Resident's sessions.maxContexts in (i) (default: the default, 100)
  *   npm run bench -- --stores sqlite,redis the stores of (c) and (f) (sqlite,redis,postgres): Resident's,
  *                                          and the peers' among sqlite and redis; one not answering is skipped
