@@ -5,32 +5,39 @@
  * server CPU per request, each with its ratio to bare node:http + Map from the same run.
  * Writes bench/results/<time>.json and .md (and latest.md).
  *
- *   npm run bench                          the full run (about 23 minutes)
+ *   npm run bench                          the full run (about 35 minutes)
  *   npm run bench -- --quick               seconds, one round: a smoke run
  *   npm run bench -- --workloads a,b,g     a subset
  *   npm run bench -- --baseline REF        also run Resident as of commit REF (before/after)
  *   npm run bench -- --sessions N          sessions shared by the connections in (h) (100)
- *   npm run bench -- --threads 1,2,4       Resident's thread counts in (a), (b), (h) and (i) (1,2)
+ *   npm run bench -- --threads 1,2,4       Resident's thread counts in (a), (b), (c), (h) and (i) (1,2)
  *   npm run bench -- --cap N               Resident's sessions.maxContexts in (i) (default: the default, 100)
+ *   npm run bench -- --stores sqlite,redis the stores of (c) and (f) (sqlite,redis,postgres): Resident's,
+ *                                          and the peers' among sqlite and redis; one not answering is skipped
  *
  * (i) is the hit counter under a cookieless flood from another address (issue 12), Resident
  * against express-session and @fastify/session with SQLite stores: bench/workloads/flood.ts.
+ * (c) resume-heavy and (f) shutdown/resume run Resident on SQLite, Redis and PostgreSQL, and
+ * the peers on Redis (connect-redis) and SQLite, in the same run (issue 13):
+ * bench/workloads/shared-stores.ts.
  *
  * Every contender runs on this process's Node (process.execPath), checked per process.
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { cpus, totalmem } from 'node:os';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { request } from 'undici';
 import { announceNode } from './lib/announce-node.ts';
 import { baseline } from './lib/baseline.ts';
 import { Contender, PEERS, resident, type ContenderSpec } from './lib/contender.ts';
-import { createSessions, drive, median, percentile, timeRequests, type LoadResult } from './lib/load.ts';
+import { createSessions, drive, median, type LoadResult } from './lib/load.ts';
 import { driveSessions, openSessions, readCounters } from './lib/proxy-load.ts';
+import type { Row } from './lib/row.ts';
 import { floodTable, floodWorkload } from './workloads/flood.ts';
+import { resumeHeavyTable, resumeHeavyWorkload, shutdownTable, shutdownWorkload } from './workloads/shared-stores.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const { values: args } = parseArgs({
@@ -46,6 +53,7 @@ const { values: args } = parseArgs({
     sessions: { type: 'string', default: '100' },
     threads: { type: 'string', default: '1,2' },
     cap: { type: 'string' },
+    stores: { type: 'string', default: 'sqlite,redis,postgres' },
     baseline: { type: 'string' },
     out: { type: 'string', default: join(ROOT, 'bench/results') },
   },
@@ -62,18 +70,6 @@ const settings = {
 };
 const workloads = new Set(args.workloads!.split(','));
 
-interface Row {
-  workload: string;
-  contender: string;
-  rps?: number;
-  p50?: number;
-  p99?: number;
-  cpuUsPerRequest?: number;
-  note?: string;
-  /** The version of the Node binary the contender process ran (from /proc/<pid>/exe). */
-  node?: string;
-  [extra: string]: unknown;
-}
 const rows: Row[] = [];
 const log = (message: string) => process.stderr.write(`${message}\n`);
 announceNode(ROOT);
@@ -186,32 +182,6 @@ function lostNote(served: number, counted: number, unanswered: number, non2xx: n
   return parts.join(', ');
 }
 
-/** (c): every request resumes from SQLite and suspends again (round-trip mode). */
-async function resumeHeavy(): Promise<void> {
-  log('\nc: resume-heavy (every request resumed from SQLite and suspended again)');
-  const specs = [1, 2].map((threads) =>
-    resident(threads, { STORE: 'sqlite', STORE_PATH: join(mkdtempSync(join(tmpdir(), 'bench-c-')), 'contexts.db'), SUSPEND_EVERY: '1' }),
-  );
-  await withContenders(specs, async (contenders) => {
-    for (const contender of contenders) {
-      await drive(contender.url, { connections: settings.connections, seconds: settings.warmup });
-      const cpuBefore = contender.cpuMs();
-      const result = await drive(contender.url, { connections: settings.connections, seconds: settings.seconds });
-      const cpu = ((contender.cpuMs() - cpuBefore) * 1000) / Math.max(1, result.requests);
-      const stats = await contender.command('stats');
-      rows.push({
-        workload: 'c',
-        contender: contender.spec.name,
-        rps: result.rps,
-        p50: result.p50,
-        p99: result.p99,
-        cpuUsPerRequest: cpu,
-        note: `${stats.counters.resumed} resumes, ${stats.counters.suspended.idle} suspends, ${result.non2xx + result.errors} failures`,
-      });
-    }
-  });
-}
-
 /** (d): the hit counter with N live contexts already in memory. */
 async function scale(): Promise<void> {
   log(`\nd: scale — hit counter with ${settings.scale.join(' / ')} live contexts`);
@@ -257,31 +227,6 @@ async function memory(): Promise<void> {
       workerHeapPerContext: per(workerHeap(before), workerHeap(after)),
       heapPerContext: per(before.heapUsed + workerHeap(before), after.heapUsed + workerHeap(after)),
       rssPerContext: per(before.rss, after.rss),
-    });
-  });
-}
-
-/** (f): suspend N live contexts into SQLite at shutdown; then resume latency after a restart. */
-async function shutdown(): Promise<void> {
-  const count = settings.contexts;
-  log(`\nf: shutdown — suspend ${count} live contexts into SQLite, then resume after a restart`);
-  const env = { STORE: 'sqlite', STORE_PATH: join(mkdtempSync(join(tmpdir(), 'bench-f-')), 'contexts.db') };
-  const sample = Math.min(count, 10_000);
-  const cookies = await withContenders([resident(2, env)], async ([contender]) => {
-    const kept = await createSessions(contender!.url, count, 64, sample);
-    const result = await contender!.command('shutdown');
-    rows.push({ workload: 'f', contender: 'Resident, 2 threads', contexts: count, shutdownMs: result.ms, suspended: result.suspended, lost: result.lost });
-    return kept;
-  });
-  await withContenders([resident(2, env)], async ([contender]) => {
-    const latencies = await timeRequests(contender!.url, cookies, 64);
-    const stats = await contender!.command('stats');
-    rows.push({
-      workload: 'f',
-      contender: 'Resident, 2 threads (after restart)',
-      resumes: stats.counters.resumed,
-      resumeP50: percentile(latencies, 50),
-      resumeP99: percentile(latencies, 99),
     });
   });
 }
@@ -358,12 +303,7 @@ function report(): string {
     }
     lines.push('');
   }
-  const c = rows.filter((row) => row.workload === 'c');
-  if (c.length) {
-    lines.push('## (c) resume-heavy — every request resumed from SQLite, suspended after', '', '| contender | req/s | p50 ms | p99 ms | CPU µs/req | note |', '|---|---:|---:|---:|---:|---|');
-    for (const row of c) lines.push(`| ${row.contender} | ${fmt(row.rps)} | ${fmt(row.p50, 1)} | ${fmt(row.p99, 1)} | ${fmt(row.cpuUsPerRequest, 1)} | ${row.note} |`);
-    lines.push('');
-  }
+  lines.push(...resumeHeavyTable(rows));
   const d = rows.filter((row) => row.workload === 'd');
   if (d.length) {
     const base = d[0]!;
@@ -375,15 +315,7 @@ function report(): string {
     lines.push(`## (e) memory — ${(row.contexts as number).toLocaleString('en')} live idle contexts, empty vars`, '');
     lines.push(`Per context: heap ${fmt(row.heapPerContext)} B (main ${fmt(row.mainHeapPerContext)} B + workers ${fmt(row.workerHeapPerContext)} B), RSS ${fmt(row.rssPerContext)} B.`, '');
   }
-  const f = rows.filter((row) => row.workload === 'f');
-  if (f.length) {
-    lines.push('## (f) shutdown and resume', '');
-    for (const row of f) {
-      if (row.shutdownMs !== undefined) lines.push(`Suspend ${(row.contexts as number).toLocaleString('en')} live contexts into SQLite at shutdown: ${fmt(row.shutdownMs)} ms (${row.suspended} suspended, ${row.lost} lost).`);
-      else lines.push(`After the restart, ${row.resumes} resumes from SQLite at 64 concurrent clients: p50 ${fmt(row.resumeP50, 2)} ms, p99 ${fmt(row.resumeP99, 2)} ms.`);
-    }
-    lines.push('');
-  }
+  lines.push(...shutdownTable(rows));
   lines.push(...floodTable(rows));
   for (const row of rows.filter((r) => r.workload === 'g')) {
     lines.push('## (g) startup', '', `\`npm start\` to the first answered request: ${fmt(row.startupMs)} ms (${row.note}).`, '');
@@ -394,10 +326,11 @@ function report(): string {
 if (workloads.has('a')) await throughput('a', '/');
 if (workloads.has('b')) await throughput('b', '/select');
 if (workloads.has('h')) await proxyLike();
-if (workloads.has('c')) await resumeHeavy();
+const storeOptions = () => ({ settings, threads: args.threads!.split(',').map(Number), stores: args.stores!.split(','), withContenders, interleaved, log });
+if (workloads.has('c')) rows.push(...(await resumeHeavyWorkload(storeOptions())));
 if (workloads.has('d')) await scale();
 if (workloads.has('e')) await memory();
-if (workloads.has('f')) await shutdown();
+if (workloads.has('f')) rows.push(...(await shutdownWorkload(storeOptions())));
 if (workloads.has('g')) await startup();
 if (workloads.has('i')) {
   const threads = args.threads!.split(',').map(Number);

@@ -4,6 +4,8 @@
  * reports every contender on this Node, and that no server that serializes a session's
  * requests lost an update under (h); never a speed. And one quick round of (i), the hit
  * counter under a cookieless flood: the flood's records in every store, none in Resident's.
+ * And one quick round of (c) and (f) on SQLite, Redis and PostgreSQL beside the peers on
+ * connect-redis: every request served, and every session back after (f)'s restart.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -12,7 +14,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
-import { ROOT } from './helpers.ts';
+import { ROOT, skipOrFailOnCi } from './helpers.ts';
+import { POSTGRES_URL, postgresUnavailable } from './stores/postgres-helpers.ts';
+import { REDIS_URL, redisUnavailable } from './stores/redis-helpers.ts';
 
 const CONTENDERS = ['bare node:http + Map', 'express + express-session', 'fastify + @fastify/session', 'Resident, 1 thread', 'Resident, 2 threads'];
 
@@ -100,5 +104,45 @@ test('a quick bench run of (i) reports the flood\'s store growth for every conte
       // The hit counter changes the session, so saveUninitialized: false still saves each one.
       assert.ok(row.floodRecords! > 0 && row.floodRecords! <= row.floodRequests!, `${row.contender}: the flood reached its store (${row.floodRecords} of ${row.floodRequests})`);
     }
+  }
+});
+
+interface StoreRow extends Row {
+  rps?: number;
+  note?: string;
+  peer?: boolean;
+  suspended?: number;
+  lost?: number;
+  requestedAgain?: number;
+  found?: number;
+}
+
+test('a quick bench run of (c) and (f) drives Resident on every store and the peers on Redis, and finds every session again', { timeout: 180_000 }, async (t) => {
+  const unavailable = (await redisUnavailable()) ?? (await postgresUnavailable());
+  if (unavailable) return skipOrFailOnCi(t, unavailable);
+  const out = mkdtempSync(join(tmpdir(), 'resident-bench-'));
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    ['--import', 'tsx', 'bench/run.ts', '--quick', '--workloads', 'c,f', '--seconds', '1', '--warmup', '0.5', '--contexts', '300', '--out', out],
+    { cwd: ROOT, maxBuffer: 10 * 1024 * 1024, env: { ...process.env, BENCH_REDIS_URL: REDIS_URL, BENCH_POSTGRES_URL: POSTGRES_URL } },
+  );
+  assert.ok(stdout.includes('## (c)') && stdout.includes('## (f)'), 'the output has a (c) table and an (f) table');
+  const json = readdirSync(out).find((file) => file.endsWith('.json'));
+  assert.ok(json, 'results written');
+  const { rows } = JSON.parse(readFileSync(join(out, json), 'utf8')) as { rows: StoreRow[] };
+  const names = (workload: string) => rows.filter((row) => row.workload === workload).map((row) => row.contender);
+  const stores = ['SQLite', 'Redis', 'PostgreSQL'];
+  const peersOn = (...on: string[]) => on.flatMap((store) => ['express + express-session', 'fastify + @fastify/session'].map((peer) => `${peer}, ${store}`));
+  assert.deepEqual(names('c'), [...stores.flatMap((store) => [`Resident, 1 thread, ${store}`, `Resident, 2 threads, ${store}`]), ...peersOn('SQLite', 'Redis (connect-redis)')]);
+  assert.deepEqual(names('f'), [...stores.map((store) => `Resident, 2 threads, ${store}`), ...peersOn('Redis (connect-redis)')]);
+  for (const row of rows) assert.equal(row.node, process.version, `${row.contender} (${row.workload}) ran on the bench's Node`);
+  for (const row of rows.filter((r) => r.workload === 'c')) {
+    assert.ok(row.rps! > 0 && /(^|, )0 failures$/.test(row.note!), `${row.contender} served (c) without a failure: ${JSON.stringify(row)}`);
+    if (!row.peer) assert.match(row.note!, /^[1-9][\d,]* resumes/, `${row.contender} resumed from its store in (c)`);
+  }
+  for (const row of rows.filter((r) => r.workload === 'f')) {
+    // Proven sessions: each one is stored (by the shutdown, or by a peer's requests) and comes back.
+    if (!row.peer) assert.deepEqual([row.suspended, row.lost], [300, 0], `${row.contender} suspended every context at shutdown`);
+    assert.deepEqual([row.found, row.requestedAgain], [300, 300], `${row.contender} found every session again after the restart`);
   }
 });

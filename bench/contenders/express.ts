@@ -1,12 +1,13 @@
 /**
  * express 5 + express-session: the classic Node peer. Its MemoryStore unless STORE_PATH names
- * a SQLite file (workload i); SAVE_UNINITIALIZED=0 sets `saveUninitialized: false`.
+ * a SQLite file or STORE=redis asks for connect-redis (./peer-store.ts); SAVE_UNINITIALIZED=0
+ * sets `saveUninitialized: false`.
  */
 import express from 'express';
 import session from 'express-session';
 import type { AddressInfo } from 'node:net';
 import { memory, serveControl } from './control.ts';
-import { SqliteSessionStore } from './sqlite-session-store.ts';
+import { peerStore } from './peer-store.ts';
 
 declare module 'express-session' {
   interface SessionData {
@@ -16,7 +17,7 @@ declare module 'express-session' {
 }
 
 const app = express();
-const store = process.env.STORE_PATH ? new SqliteSessionStore(process.env.STORE_PATH) : undefined;
+const store = await peerStore();
 app.use(session({ secret: 'bench-secret-bench-secret-bench!', resave: false, saveUninitialized: process.env.SAVE_UNINITIALIZED !== '0', name: 'sid', store }));
 app.get('/select', (req, res) => {
   req.session.rows ??= Array.from({ length: 100 }, (_, i) => i);

@@ -1,12 +1,13 @@
 /**
  * fastify 5 + @fastify/session: the fast Node peer. Its in-memory store unless STORE_PATH names
- * a SQLite file (workload i); SAVE_UNINITIALIZED=0 sets `saveUninitialized: false`.
+ * a SQLite file or STORE=redis asks for connect-redis (./peer-store.ts); SAVE_UNINITIALIZED=0
+ * sets `saveUninitialized: false`.
  */
 import fastifyCookie from '@fastify/cookie';
 import fastifySession from '@fastify/session';
 import Fastify from 'fastify';
 import { memory, serveControl } from './control.ts';
-import { SqliteSessionStore } from './sqlite-session-store.ts';
+import { peerStore } from './peer-store.ts';
 
 declare module 'fastify' {
   interface Session {
@@ -17,12 +18,13 @@ declare module 'fastify' {
 
 const app = Fastify({ logger: false, keepAliveTimeout: 60_000 });
 await app.register(fastifyCookie);
+const store = await peerStore();
 await app.register(fastifySession, {
   secret: 'bench-secret-bench-secret-bench-secret!!',
   cookieName: 'sid',
   cookie: { secure: false, httpOnly: true, sameSite: 'lax' },
   saveUninitialized: process.env.SAVE_UNINITIALIZED !== '0',
-  ...(process.env.STORE_PATH ? { store: new SqliteSessionStore(process.env.STORE_PATH) } : {}),
+  ...(store ? { store } : {}),
 });
 app.get('/select', async (req, reply) => {
   req.session.rows ??= Array.from({ length: 100 }, (_, i) => i);

@@ -1,7 +1,8 @@
 /**
- * Resident with the bench hooks. Environment: THREADS (default 2), STORE (memory | sqlite),
- * STORE_PATH, PROCESS_TIMEOUT (default 480m), MAX_CONTEXTS (default 2,000,000), METRICS (0: off;
- * on by default, as in production). USER_DEFAULTS=1 (workload i): every sessions.* setting at
+ * Resident with the bench hooks. Environment: THREADS (default 2), STORE (memory | sqlite |
+ * redis | postgres), STORE_PATH (sqlite), STORE_URL, STORE_PREFIX (redis), STORE_TABLE
+ * (postgres), PROCESS_TIMEOUT (default 480m), MAX_CONTEXTS (default 2,000,000), METRICS (0:
+ * off; on by default, as in production). USER_DEFAULTS=1 (workload i): every sessions.* setting at
  * the default users get (maxContexts, maxUnprovenPerIp, maxQueuedRequests, timeouts), but
  * maxContexts when MAX_CONTEXTS is set.
  */
@@ -28,7 +29,13 @@ const config = resolveConfig(
     sessions: env.USER_DEFAULTS === '1' ? userSessions : benchSessions,
     workers: { threads: Number(env.THREADS ?? 2) },
     hooks: { onConnection: join(root, 'bench/hooks/onConnection.ts'), onSessionSuspend: join(root, 'bench/hooks/onSessionSuspend.ts') },
-    store: { kind: (env.STORE ?? 'memory') as 'memory' | 'sqlite', path: env.STORE_PATH },
+    store: {
+      kind: (env.STORE ?? 'memory') as 'memory' | 'sqlite' | 'redis' | 'postgres',
+      path: env.STORE_PATH,
+      url: env.STORE_URL,
+      prefix: env.STORE_PREFIX,
+      table: env.STORE_TABLE,
+    },
     limits: { shutdownTimeout: '10m' },
     log: { level: 'warn' },
     // Metrics are only collected where they can be scraped: a listener of their own (any port).

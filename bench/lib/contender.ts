@@ -67,8 +67,11 @@ export class Contender {
         if (line.startsWith('READY ')) {
           this.port = Number(line.slice(6));
           resolvePort();
-        } else if (line.startsWith('{')) {
+        } else if (isReply(line)) {
           this.#replies.shift()?.(line);
+        } else if (line.trim()) {
+          // Resident logs JSON lines to stdout too (pino): a log line is never a command's reply.
+          process.stderr.write(`[${this.spec.name}] ${line}\n`);
         }
       });
     });
@@ -107,5 +110,15 @@ export class Contender {
     const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
     await exited;
     clearTimeout(timer);
+  }
+}
+
+/** A line serveControl wrote in answer to a command (./../contenders/control.ts): `{"ok": …}`. */
+function isReply(line: string): boolean {
+  if (!line.startsWith('{"ok":')) return false;
+  try {
+    return typeof (JSON.parse(line) as { ok?: unknown }).ok === 'boolean';
+  } catch {
+    return false;
   }
 }

@@ -66,8 +66,13 @@ export async function drive(
   };
 }
 
-/** Creates `count` sessions (no cookie sent back), `concurrency` at a time; returns their cookies. */
-export async function createSessions(url: string, count: number, concurrency = 64, keep = 0): Promise<string[]> {
+/**
+ * Creates `count` sessions, `concurrency` at a time; returns the cookies of the first `keep`.
+ * With `prove`, each client sends its cookie back once right away (a second request): a
+ * session whose cookie never came back is unproven, and Resident neither keeps more than
+ * `sessions.maxUnprovenPerIp` of those per source nor stores one at shutdown.
+ */
+export async function createSessions(url: string, count: number, concurrency = 64, keep = 0, prove = false): Promise<string[]> {
   const agent = new Agent({ connections: concurrency, pipelining: 1 });
   const cookies: string[] = [];
   let next = 0;
@@ -76,11 +81,11 @@ export async function createSessions(url: string, count: number, concurrency = 6
       next++;
       const response = await request(url + '/', { dispatcher: agent });
       await response.body.dump();
-      if (cookies.length < keep) {
-        const header = response.headers['set-cookie'];
-        const cookie = String(Array.isArray(header) ? header[0] : header).split(';')[0]!;
-        cookies.push(cookie);
-      }
+      if (cookies.length >= keep && !prove) continue;
+      const header = response.headers['set-cookie'];
+      const cookie = String(Array.isArray(header) ? header[0] : header).split(';')[0]!;
+      if (prove) await (await request(url + '/', { dispatcher: agent, headers: { cookie } })).body.dump();
+      if (cookies.length < keep) cookies.push(cookie);
     }
   };
   await Promise.all(Array.from({ length: concurrency }, worker));
@@ -88,23 +93,28 @@ export async function createSessions(url: string, count: number, concurrency = 6
   return cookies;
 }
 
-/** Requests each cookie once (`concurrency` at a time) and returns per-request latencies in ms. */
-export async function timeRequests(url: string, cookies: string[], concurrency = 64): Promise<number[]> {
+/**
+ * Requests each cookie once (`concurrency` at a time): per-request latencies in ms, and how
+ * many answers had each body (the hit counter's count: whether the session came back).
+ */
+export async function timeRequests(url: string, cookies: string[], concurrency = 64): Promise<{ latencies: number[]; bodies: Map<string, number> }> {
   const agent = new Agent({ connections: concurrency, pipelining: 1 });
   const latencies: number[] = [];
+  const bodies = new Map<string, number>();
   let next = 0;
   const worker = async () => {
     while (next < cookies.length) {
       const cookie = cookies[next++]!;
       const started = performance.now();
       const response = await request(url + '/', { dispatcher: agent, headers: { cookie } });
-      await response.body.dump();
+      const body = await response.body.text();
       latencies.push(performance.now() - started);
+      bodies.set(body, (bodies.get(body) ?? 0) + 1);
     }
   };
   await Promise.all(Array.from({ length: concurrency }, worker));
   await agent.close();
-  return latencies;
+  return { latencies, bodies };
 }
 
 export function percentile(values: number[], p: number): number {
