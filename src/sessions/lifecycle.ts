@@ -147,9 +147,10 @@ export class Lifecycle {
     const hook = `onSessionSuspend(ctx, '${reason}')`;
     // Not silently discarded (H1): the context stays live and the idle sweep tries again. So
     // does an eviction the store refused (E4, E7): the cap is exceeded until the store takes
-    // writes again, rather than a memento lost. Only a hook that fails a forced suspend
+    // writes again, rather than a memento lost; and a shutdown suspend the store refused, which
+    // shutdown tries again until its deadline. Only a hook that fails a forced suspend
     // (shutdown, cap) loses the context.
-    if (reason === 'idle' || reason === 'admin' || (reason === 'evicted' && failed === 'store')) {
+    if (reason === 'idle' || reason === 'admin' || (failed === 'store' && (reason === 'evicted' || reason === 'shutdown'))) {
       logHookError(log, entry, hook, error, 'the context stays live; retrying later');
       entry.retryAt = clock.now() + SUSPEND_RETRY_MS;
       directory.markLiveAgain(entry);

@@ -2,31 +2,64 @@
  * Graceful shutdown: requests in flight finish, then every context is suspended with reason
  * 'shutdown' within the deadline, and what could not be saved is counted.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { bounded } from './bounded.ts';
+import type { SessionEntry } from './entry.ts';
 import type { Rooms } from './rooms.ts';
 
 /**
+ * Shutdown suspends in flight at once on one thread. All at once, 100,000 contexts queued
+ * 100,000 store calls behind Redis's one connection or PostgreSQL's pool of 10, and each call's
+ * callTimeout ran out in the queue: every memento lost (bench (f), issue 13). A few dozen keep
+ * the store busy without a queue longer than a call may wait.
+ */
+const PARALLEL_SUSPENDS = 32;
+/** Before another round after a suspend the store refused (down for a moment, E7). */
+const STORE_RETRY_MS = 250;
+
+/**
  * Suspends every live context with reason 'shutdown', until none is left or `until.stopped`.
- * A suspend or resume already under way is waited for first; whatever it leaves live (an idle
- * suspend that failed, a resume that completed) is suspended in the next round. A context
+ * A suspend or resume already under way is waited for first; whatever it leaves live (a
+ * suspend the store refused, a resume that completed) is suspended in the next round. A context
  * with a request in flight is suspended as soon as that request is answered (its hook
  * returned: a body still streaming does not hold it).
  */
 async function suspendAll(rooms: Rooms, until: { stopped: boolean }): Promise<void> {
   while (!until.stopped) {
-    const pending: Promise<unknown>[] = [];
+    const waits: Promise<unknown>[] = [];
+    const idle: SessionEntry[] = [];
     let busy = false;
-    for (const entry of [...rooms.directory.live.values()]) {
-      if (entry.gate) pending.push(entry.gate.catch(() => undefined));
+    for (const entry of rooms.directory.live.values()) {
+      if (entry.gate) waits.push(entry.gate.catch(() => undefined));
       else if (entry.state !== 'live') continue;
       else if (entry.inFlight > 0) busy = true;
-      else pending.push(rooms.lifecycle.startSuspend(entry, 'shutdown'));
+      else idle.push(entry);
     }
-    if (pending.length > 0) await Promise.all(pending);
-    // Nothing to suspend but busy contexts: look again when a request is answered.
-    else if (busy) await rooms.requests.drained(50);
-    else return;
+    if (waits.length === 0 && idle.length === 0) {
+      if (!busy) return;
+      // Nothing to suspend but busy contexts: look again when a request is answered.
+      await rooms.requests.drained(50);
+      continue;
+    }
+    const refusedBefore = rooms.counters.suspended.failed;
+    await Promise.all([...waits, inParallel(idle, PARALLEL_SUSPENDS, until, (entry) => suspendIfIdle(rooms, entry))]);
+    if (rooms.counters.suspended.failed > refusedBefore) await sleep(STORE_RETRY_MS);
   }
+}
+
+/** Suspends `entry` unless a request or another suspend took it since the round began. */
+async function suspendIfIdle(rooms: Rooms, entry: SessionEntry): Promise<void> {
+  if (entry.gate) await entry.gate.catch(() => undefined);
+  else if (entry.state === 'live' && entry.inFlight === 0) await rooms.lifecycle.startSuspend(entry, 'shutdown');
+}
+
+/** `work` on each of `items`, at most `limit` at once, none started once `until.stopped`. */
+async function inParallel<T>(items: readonly T[], limit: number, until: { stopped: boolean }, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const lane = async () => {
+    while (next < items.length && !until.stopped) await work(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
 }
 
 /**
