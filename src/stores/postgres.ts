@@ -11,7 +11,7 @@
  * server (statement_timeout) and on the client (query_timeout), and the call as a whole.
  */
 import pg from 'pg';
-import { redactUrl } from '../config.ts';
+import { redactUrl, secretsOf } from '../url-secrets.ts';
 import { withDeadline } from '../contexts/deadline.ts';
 import { ResidentError } from '../errors.ts';
 import { ensureSchema, tableNames, type TableNames } from './postgres-schema.ts';
@@ -290,15 +290,6 @@ function describe(error: unknown, url?: string): string {
   const e = error as { message?: string; code?: string; errors?: Array<{ message?: string }> };
   // Node's connect to "localhost" tries ::1 and 127.0.0.1 and fails with an AggregateError without a message.
   let reason = e.message || e.errors?.map((inner) => inner.message).join('; ') || e.code || String(error);
-  const password = url ? passwordOf(url) : '';
-  if (password) reason = reason.replaceAll(password, '***');
+  for (const secret of url ? secretsOf(url) : []) reason = reason.replaceAll(secret, '***');
   return reason;
-}
-
-function passwordOf(url: string): string {
-  try {
-    return decodeURIComponent(new URL(url).password);
-  } catch {
-    return '';
-  }
 }
