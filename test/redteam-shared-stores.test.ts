@@ -6,8 +6,9 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { ResidentError } from '../src/errors.ts';
-import { describeChild, runMain, skipOrFailOnCi, startTestServer, writeTempConfig } from './helpers.ts';
+import { Client, describeChild, fixtureHooks, runMain, serverFactory, skipOrFailOnCi, startTestServer, writeTempConfig, type Reply } from './helpers.ts';
 import { POSTGRES_URL, postgresUnavailable, tempTable } from './stores/postgres-helpers.ts';
+import { REDIS_URL, redisUnavailable, removePrefixes, uniquePrefix } from './stores/redis-helpers.ts';
 import { STORE_HOOKS, cleanup, cliConfig, cliExit, cliLogs, cliReady } from './stores/server-helpers.ts';
 
 after(cleanup);
@@ -15,6 +16,46 @@ after(cleanup);
 const TEST = { timeout: 60_000 };
 const SECRET = 'redteam-QueryPass-9f3b';
 const pgUnavailable = await postgresUnavailable();
+const redisDown = await redisUnavailable();
+const prefixes: string[] = [];
+const startServer = serverFactory({ workers: { threads: 1 }, hooks: fixtureHooks('redteam-shared'), log: { level: 'info' } });
+// After the factory's own hook, which shuts the servers down (a shutdown writes what is live).
+after(() => (redisDown === undefined ? removePrefixes(prefixes) : undefined));
+
+type Shared = 'redis' | 'postgres';
+const SHARED: Shared[] = ['redis', 'postgres'];
+const unavailableFor = (kind: Shared) => (kind === 'redis' ? redisDown : (pgUnavailable ?? undefined));
+
+/** A store description two servers can share: a fresh Redis prefix or PostgreSQL table. */
+function sharedStore(kind: Shared) {
+  if (kind === 'postgres') return { kind, url: POSTGRES_URL, table: tempTable() } as const;
+  const prefix = uniquePrefix();
+  prefixes.push(prefix);
+  return { kind, url: REDIS_URL, prefix } as const;
+}
+
+/** What the redteam-shared hook answers. */
+interface Shown {
+  id: string;
+  resumed: boolean;
+  userId: string | null;
+  n: number;
+}
+
+async function shown(client: Client, path: string): Promise<Shown & { reply: Reply }> {
+  const reply = await client.get(path);
+  assert.equal(reply.status, 200, `${path}: ${reply.text}`);
+  return { ...reply.json<Shown>(), reply };
+}
+
+/** Two servers on one store, every request ending in a suspend (so each request goes through the store). */
+async function twoNodes(kind: Shared) {
+  const store = sharedStore(kind);
+  const sessions = { suspendEveryRequest: true };
+  return [await startServer({ store, sessions }), await startServer({ store, sessions })] as const;
+}
+
+const clientOn = (url: string, cookie: string) => Object.assign(new Client(url), { cookie });
 
 /** The same server, with the password where libpq and node-postgres also take it: the query string. */
 const withQueryPassword = (url: string) => {
@@ -51,3 +92,63 @@ test('postgres: a password given as ?password= in RESIDENT_STORE_URL never reach
     child.process.kill('SIGKILL');
   }
 });
+
+for (const kind of SHARED) {
+  test(`${kind}, two servers on one store: "sign out everywhere" asked on B (closeUser) is not undone by the old cookie on A, which held the session suspended`, TEST, async (t) => {
+    const unavailable = unavailableFor(kind);
+    if (unavailable) return skipOrFailOnCi(t, unavailable);
+    const [a, b] = await twoNodes(kind);
+    const user = new Client(a.url);
+    await shown(user, '/inc');
+    await shown(user, '/login?user=alice');
+    const id = user.cookie!;
+    assert.equal((await shown(user, '/inc')).n, 2);
+    assert.equal(await b.server.sessions.closeUser('alice'), 1, 'B finds the session in the store and closes it');
+
+    const replay = clientOn(a.url, id);
+    const back = await shown(replay, '/state');
+    assert.notEqual(back.id, id, `the closed ID came back on A (RELIABILITY A4), userId ${String(back.userId)}, Set-Cookie ${back.reply.setCookies.join(' | ')}`);
+    assert.equal(back.userId, null, 'the signed-out user came back on A');
+    await user.close();
+    await replay.close();
+  });
+
+  test(`${kind}, two servers on one store: a sign-out on B is not undone when the client comes back to A (the user is the stored record's, not A's stale memory)`, TEST, async (t) => {
+    const unavailable = unavailableFor(kind);
+    if (unavailable) return skipOrFailOnCi(t, unavailable);
+    const [a, b] = await twoNodes(kind);
+    const onA = new Client(a.url);
+    await shown(onA, '/inc');
+    await shown(onA, '/login?user=bob');
+    const id = onA.cookie!;
+    const onB = clientOn(b.url, id);
+    assert.deepEqual((({ id: i, userId, n }) => ({ i, userId, n }))(await shown(onB, '/state')), { i: id, userId: 'bob', n: 1 }, 'B resumes the session A suspended');
+    assert.equal((await shown(onB, '/login')).userId, null, 'signed out on B');
+    const again = clientOn(a.url, onB.cookie ?? id);
+    const back = await shown(again, '/state');
+    assert.equal(back.userId, null, `A signed bob back in (session ${back.id === id ? 'same ID' : 'new ID'}, n ${back.n})`);
+    await onA.close();
+    await onB.close();
+    await again.close();
+  });
+
+  test(`${kind}, two servers on one store: the old ID of a regenerate done on B never resumes on A`, TEST, async (t) => {
+    const unavailable = unavailableFor(kind);
+    if (unavailable) return skipOrFailOnCi(t, unavailable);
+    const [a, b] = await twoNodes(kind);
+    const onA = new Client(a.url);
+    await shown(onA, '/inc');
+    await shown(onA, '/login?user=carol');
+    const old = onA.cookie!;
+    const onB = clientOn(b.url, old);
+    await shown(onB, '/regenerate');
+    assert.ok(onB.cookie && onB.cookie !== old, 'B handed out a new ID');
+    const replay = clientOn(a.url, old);
+    const back = await shown(replay, '/state');
+    assert.notEqual(back.id, old, `the old ID resumed on A, userId ${String(back.userId)}`);
+    assert.equal(back.userId, null);
+    await onA.close();
+    await onB.close();
+    await replay.close();
+  });
+}
