@@ -5,10 +5,13 @@
  */
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
+import { decodeMemento } from '../src/contexts/memento.ts';
 import { ResidentError } from '../src/errors.ts';
+import { tableNames } from '../src/stores/postgres-schema.ts';
 import { Client, describeChild, fixtureHooks, runMain, serverFactory, skipOrFailOnCi, startTestServer, writeTempConfig, type Reply } from './helpers.ts';
-import { POSTGRES_URL, postgresUnavailable, tempTable } from './stores/postgres-helpers.ts';
-import { REDIS_URL, redisUnavailable, removePrefixes, uniquePrefix } from './stores/redis-helpers.ts';
+import { POSTGRES_URL, postgresUnavailable, tempTable, withClient } from './stores/postgres-helpers.ts';
+import { REDIS_URL, rawClient, redisUnavailable, removePrefixes, uniquePrefix } from './stores/redis-helpers.ts';
+import { TcpProxy } from './stores/tcp-proxy.ts';
 import { STORE_HOOKS, cleanup, cliConfig, cliExit, cliLogs, cliReady } from './stores/server-helpers.ts';
 
 after(cleanup);
@@ -150,5 +153,53 @@ for (const kind of SHARED) {
     await onA.close();
     await onB.close();
     await replay.close();
+  });
+}
+
+/** The memento stored for `id`, read behind the server's back (undefined: no record). */
+async function storedMemento(store: ReturnType<typeof sharedStore>, id: string): Promise<unknown> {
+  let text: string | undefined;
+  if (store.kind === 'redis') {
+    const redis = await rawClient();
+    try {
+      text = (await redis.hGet(`${store.prefix}s:${id}`, 'memento')) ?? undefined;
+    } finally {
+      redis.destroy();
+    }
+  } else {
+    const { rows } = await withClient((client) => client.query(`SELECT memento FROM ${tableNames(store.table).sessions} WHERE id = $1`, [id]));
+    text = rows[0]?.memento ?? undefined;
+  }
+  return text === undefined ? undefined : decodeMemento(text);
+}
+
+for (const kind of SHARED) {
+  test(`${kind}: a store that stops answering for 1 s as shutdown begins (shutdownTimeout 8 s, callTimeout 300 ms) costs no memento: lost 0, every record the last state`, TEST, async (t) => {
+    const unavailable = unavailableFor(kind);
+    if (unavailable) return skipOrFailOnCi(t, unavailable);
+    const store = sharedStore(kind);
+    const target = new URL(store.url);
+    const proxy = await TcpProxy.start({ host: target.hostname, port: Number(target.port) });
+    t.after(() => proxy.close());
+    const via = new URL(store.url);
+    via.host = `127.0.0.1:${proxy.port}`;
+    const server = await startServer({ workers: { threads: 2 }, store: { ...store, url: via.toString(), callTimeout: '300ms' }, limits: { shutdownTimeout: '8s' } });
+    const want = new Map<string, number>();
+    for (let i = 0; i < 12; i++) {
+      const client = new Client(server.url);
+      for (let k = 0; k <= i % 3; k++) await shown(client, '/inc');
+      want.set(client.cookie!, (i % 3) + 1);
+      await client.close();
+    }
+    proxy.stall();
+    const flowing = new Promise((resolve) => setTimeout(resolve, 1000)).then(() => proxy.flow());
+    const result = await server.server.shutdown();
+    await flowing;
+    const wrong: string[] = [];
+    for (const [id, n] of want) {
+      const memento = (await storedMemento(store, id)) as { n: number } | undefined;
+      if (memento?.n !== n) wrong.push(`${id.slice(0, 6)}: ${memento ? `n ${memento.n}` : 'no record'}, want n ${n}`);
+    }
+    assert.deepEqual({ result, wrong }, { result: { suspended: 12, lost: 0 }, wrong: [] }, 'the store answered again 7 s before the deadline');
   });
 }
