@@ -203,3 +203,21 @@ for (const kind of SHARED) {
     assert.deepEqual({ result, wrong }, { result: { suspended: 12, lost: 0 }, wrong: [] }, 'the store answered again 7 s before the deadline');
   });
 }
+
+test('redis: a cookieTimeout the config accepts but Redis cannot expire at ("300000000y") still suspends, whole: one script lands or nothing does', TEST, async (t) => {
+  if (redisDown) return skipOrFailOnCi(t, redisDown);
+  const store = sharedStore('redis');
+  const server = await startServer({ store, sessions: { cookieTimeout: '300000000y' } });
+  const client = new Client(server.url);
+  await shown(client, '/inc');
+  assert.equal((await shown(client, '/inc')).n, 2);
+  const id = client.cookie!;
+  const result = await server.server.shutdown();
+  const redis = await rawClient();
+  try {
+    const ttl = await redis.pTTL(`${store.prefix}s:${id}`);
+    assert.deepEqual({ result, memento: await storedMemento(store, id), expires: ttl > 0 }, { result: { suspended: 1, lost: 0 }, memento: { n: 2 }, expires: true }, `PTTL ${ttl}`);
+  } finally {
+    redis.destroy();
+  }
+});
