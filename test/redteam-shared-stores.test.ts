@@ -221,3 +221,28 @@ test('redis: a cookieTimeout the config accepts but Redis cannot expire at ("300
     redis.destroy();
   }
 });
+
+for (const kind of SHARED) {
+  test(`${kind}, two servers on one store: "sign out everywhere" asked on B does not come back through A, where the session was live (A's next suspend, then a restart) — NOT FIXED: needs the cluster's owner/fence writes`, TEST, async (t) => {
+    const unavailable = unavailableFor(kind);
+    if (unavailable) return skipOrFailOnCi(t, unavailable);
+    const store = sharedStore(kind);
+    const a = await startServer({ store });
+    const b = await startServer({ store });
+    const user = new Client(a.url);
+    await shown(user, '/inc');
+    await shown(user, '/login?user=dave');
+    const id = user.cookie!;
+    assert.equal(await a.server.sessions.suspendSession(id), 'suspended');
+    assert.equal((await shown(user, '/inc')).n, 2, 'resumed on A: live there again, its record still stored');
+    assert.equal(await b.server.sessions.closeUser('dave'), 1, 'B closes it (it finds the record)');
+    await user.get('/inc');
+    await a.server.shutdown();
+    const restarted = await startServer({ store });
+    const replay = clientOn(restarted.url, id);
+    const back = await shown(replay, '/state');
+    assert.deepEqual({ sameId: back.id === id, userId: back.userId }, { sameId: false, userId: null }, `the session B closed came back with n ${back.n}`);
+    await user.close();
+    await replay.close();
+  });
+}
