@@ -8,7 +8,7 @@ import { after, test } from 'node:test';
 import { decodeMemento } from '../src/contexts/memento.ts';
 import { ResidentError } from '../src/errors.ts';
 import { tableNames } from '../src/stores/postgres-schema.ts';
-import { Client, describeChild, fixtureHooks, runMain, serverFactory, skipOrFailOnCi, startTestServer, writeTempConfig, type Reply } from './helpers.ts';
+import { Client, describeChild, fixtureHooks, runMain, serverFactory, skipOrFailOnCi, startTestServer, waitFor, writeTempConfig, type Reply, type TestServer } from './helpers.ts';
 import { POSTGRES_URL, postgresUnavailable, tempTable, withClient } from './stores/postgres-helpers.ts';
 import { REDIS_URL, rawClient, redisUnavailable, removePrefixes, uniquePrefix } from './stores/redis-helpers.ts';
 import { TcpProxy } from './stores/tcp-proxy.ts';
@@ -60,6 +60,15 @@ async function twoNodes(kind: Shared) {
 
 const clientOn = (url: string, cookie: string) => Object.assign(new Client(url), { cookie });
 
+/**
+ * Until `server`'s suspend after the last request of `id` has landed (suspendEveryRequest runs it
+ * after the response): the other server then acts on the record this one wrote last. Without the
+ * wait, this server's suspend can land after the other's delete: the live-on-two-nodes case of
+ * the last test below, not what these tests look at.
+ */
+const suspendedOn = (server: TestServer, id: string) =>
+  waitFor(async () => (await server.server.sessions.info(id))?.state === 'suspended', 10_000, 'the suspend after the last request');
+
 /** The same server, with the password where libpq and node-postgres also take it: the query string. */
 const withQueryPassword = (url: string) => {
   const parsed = new URL(url);
@@ -106,6 +115,7 @@ for (const kind of SHARED) {
     await shown(user, '/login?user=alice');
     const id = user.cookie!;
     assert.equal((await shown(user, '/inc')).n, 2);
+    await suspendedOn(a, id);
     assert.equal(await b.server.sessions.closeUser('alice'), 1, 'B finds the session in the store and closes it');
 
     const replay = clientOn(a.url, id);
@@ -124,9 +134,11 @@ for (const kind of SHARED) {
     await shown(onA, '/inc');
     await shown(onA, '/login?user=bob');
     const id = onA.cookie!;
+    await suspendedOn(a, id);
     const onB = clientOn(b.url, id);
     assert.deepEqual((({ id: i, userId, n }) => ({ i, userId, n }))(await shown(onB, '/state')), { i: id, userId: 'bob', n: 1 }, 'B resumes the session A suspended');
     assert.equal((await shown(onB, '/login')).userId, null, 'signed out on B');
+    await suspendedOn(b, id);
     const again = clientOn(a.url, onB.cookie ?? id);
     const back = await shown(again, '/state');
     assert.equal(back.userId, null, `A signed bob back in (session ${back.id === id ? 'same ID' : 'new ID'}, n ${back.n})`);
@@ -143,9 +155,11 @@ for (const kind of SHARED) {
     await shown(onA, '/inc');
     await shown(onA, '/login?user=carol');
     const old = onA.cookie!;
+    await suspendedOn(a, old);
     const onB = clientOn(b.url, old);
     await shown(onB, '/regenerate');
     assert.ok(onB.cookie && onB.cookie !== old, 'B handed out a new ID');
+    await suspendedOn(b, onB.cookie);
     const replay = clientOn(a.url, old);
     const back = await shown(replay, '/state');
     assert.notEqual(back.id, old, `the old ID resumed on A, userId ${String(back.userId)}`);
