@@ -1,7 +1,8 @@
 /**
  * Red team of issue 13's shared stores (Redis, PostgreSQL), through real servers on the real
  * services: what a hostile client or a hostile environment can do to the guarantees the README
- * states under "The Redis keys" and "PostgreSQL". Each test asserts the correct behaviour.
+ * states under "The Redis keys" and "PostgreSQL". Each test asserts the correct behaviour; the
+ * two marked NOT FIXED fail on purpose until the lead decides the fix (see their titles).
  */
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
@@ -188,7 +189,7 @@ async function storedMemento(store: ReturnType<typeof sharedStore>, id: string):
 }
 
 for (const kind of SHARED) {
-  test(`${kind}: a store that stops answering for 1 s as shutdown begins (shutdownTimeout 8 s, callTimeout 300 ms) costs no memento: lost 0, every record the last state`, TEST, async (t) => {
+  test(`${kind}: a store that stops answering for 1 s as shutdown begins (shutdownTimeout 8 s, callTimeout 300 ms) costs no memento: lost 0, every record the last state — NOT FIXED: a 'shutdown' suspend the store fails is never retried`, TEST, async (t) => {
     const unavailable = unavailableFor(kind);
     if (unavailable) return skipOrFailOnCi(t, unavailable);
     const store = sharedStore(kind);
