@@ -223,16 +223,8 @@ const DEFAULT_STORE_URLS: Partial<Record<Parsed['store']['kind'], string>> = {
   postgres: 'postgres://127.0.0.1:5432/postgres',
 };
 
-/** `url` without its password, for logs and the banner. */
-export function redactUrl(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password) parsed.password = '***';
-    return parsed.toString();
-  } catch {
-    return '(an invalid URL)';
-  }
-}
+/** `url` without its secrets, for logs and the banner (kept here: it is imported from config). */
+export { redactUrl } from './url-secrets.ts';
 
 /** The smallest workers.maxHeapMb a thread can start with (it loads tsx and the hooks). */
 const MIN_HEAP_MB = 32;

@@ -7,6 +7,7 @@
 import { ResidentError } from '../errors.ts';
 import { hashId } from '../id-hash.ts';
 import type { WireError } from '../contexts/protocol.ts';
+import { isSharedStore } from '../stores/store.ts';
 import type { SuspendReason } from '../types.ts';
 import { bounded } from './bounded.ts';
 import { contextInit } from './context-init.ts';
@@ -53,7 +54,7 @@ export class Lifecycle {
 
   /** Brings a suspended session back: its next request is sent with the memento. Runs in the gate. */
   async resume(entry: SessionEntry): Promise<void> {
-    const { admission, store, log, ownership, capacity, directory, counters } = this.#rooms;
+    const { admission, store, log, ownership, capacity, directory, counters, endings } = this.#rooms;
     let record = admission.takeAdopted(entry.id);
     try {
       record ??= await bounded(store.get(entry.id), 'the store read');
@@ -61,6 +62,18 @@ export class Lifecycle {
       log.error({ event: 'store-error', session: hashId(entry.id), err: error }, 'cannot read the suspended session');
       throw new ResidentError('RESIDENT_ERR_STORE_FAILED', undefined, { cause: error });
     }
+    if (!record && entry.hasMemento && isSharedStore(store)) {
+      // On a store other nodes share, the record it was suspended into is gone: one of them may
+      // have ended the session (closed it, signed its user out everywhere, moved it to a
+      // regenerated ID), or the store lost it (E8). The ID is dead here too (A4): it never comes
+      // back with the user this node remembers. The request starts a new session.
+      log.warn({ event: 'memento-missing', session: hashId(entry.id) }, 'the shared store has no record of this suspended session: it ends, and the request starts a new session');
+      void endings.end(entry, 'closed', 'memento-missing');
+      return;
+    }
+    // The stored user, not this node's memory of it: another node sharing the store may have
+    // signed the session in or out since this one suspended it.
+    if (record) directory.setUser(entry, record.userId);
     mustBeOurs(await ownership.claim(entry.id));
     const refused = await capacity.makeRoom();
     if (refused) throw refused;

@@ -12,7 +12,7 @@
  * whose connection dies is tried once more within that bound (E9, postgres-retry.ts).
  */
 import pg from 'pg';
-import { redactUrl } from '../config.ts';
+import { redactUrl, secretsOf } from '../url-secrets.ts';
 import { withDeadline } from '../contexts/deadline.ts';
 import { ResidentError } from '../errors.ts';
 import { Connections, type Attempt } from './postgres-retry.ts';
@@ -304,15 +304,6 @@ function describe(error: unknown, url?: string): string {
   const e = error as { message?: string; code?: string; errors?: Array<{ message?: string }> };
   // Node's connect to "localhost" tries ::1 and 127.0.0.1 and fails with an AggregateError without a message.
   let reason = e.message || e.errors?.map((inner) => inner.message).join('; ') || e.code || String(error);
-  const password = url ? passwordOf(url) : '';
-  if (password) reason = reason.replaceAll(password, '***');
+  for (const secret of url ? secretsOf(url) : []) reason = reason.replaceAll(secret, '***');
   return reason;
-}
-
-function passwordOf(url: string): string {
-  try {
-    return decodeURIComponent(new URL(url).password);
-  } catch {
-    return '';
-  }
 }

@@ -295,9 +295,18 @@ function putArgs(record: SessionRecord): string[] {
     record.userId === null ? '0' : '1',
     record.userId ?? '',
     record.expiresAt === null ? '' : String(record.expiresAt),
-    record.expiresAt === null ? '' : String(Math.ceil(record.expiresAt + REDIS_EXPIRY_GRACE_MS)),
+    record.expiresAt === null ? '' : String(redisDeadline(record.expiresAt)),
     ...fields.flatMap(([name, value]) => (value === null ? [] : [name, String(value)])),
   ];
+}
+
+/**
+ * When Redis itself drops a record expiring at `expiresAt`: a whole number of ms that PEXPIREAT
+ * takes. An absurd but valid cookie lifetime would otherwise overflow its 64-bit integer (or
+ * print as "4e+21"), and the script would fail after writing the hash: a write half applied.
+ */
+function redisDeadline(expiresAt: number): number {
+  return Math.min(Math.ceil(expiresAt + REDIS_EXPIRY_GRACE_MS), Number.MAX_SAFE_INTEGER);
 }
 
 function toPairs(flat: string[] | Record<string, string>): Array<[string, string]> {

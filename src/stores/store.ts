@@ -146,6 +146,12 @@ export function pageOf<T extends { id: string; userId: string | null }>(
     .map(toSummary);
 }
 
+/**
+ * A store other Resident processes may write too (store.kind "redis" or "postgres"): a record
+ * this process wrote can be gone because another one ended the session.
+ */
+export const isSharedStore = (store: ContextStore): boolean => store.kind === 'redis' || store.kind === 'postgres';
+
 export interface ContextStore {
   /** 'memory', 'file', 'sqlite', … for logs and the startup banner. */
   readonly kind: string;
