@@ -118,13 +118,17 @@ describe('lost and corrupt records in Redis and PostgreSQL, side by side', { con
           );
           for (const [how, client] of clients) await damage(shared, client.cookie!, how);
           for (const [how, client] of clients) {
-            const id = client.cookie!;
+            const damaged = client.cookie!;
             const fresh = await state(client);
+            // A readable record with a damaged memento: a fresh context under the same ID. A record
+            // that cannot be read is gone once quarantined, and on a shared store a session whose
+            // record is gone ends (another node may have closed it): a new ID.
+            const id = client.cookie!;
             assert.equal(fresh.resumed, false, `${how}: resumed`);
             assert.equal(savedOf(fresh), undefined, `${how}: a damaged memento was served`);
             assert.deepEqual(fresh.data, {}, `${how}: fresh state`);
-            assert.ok(corruptionLines(t.logs, id).length > 0, `${how}: logged as record-corrupt or memento-corrupt`);
-            assert.ok(await shared.isQuarantined(id), `${how}: quarantined`);
+            assert.ok(corruptionLines(t.logs, damaged).length > 0, `${how}: logged as record-corrupt or memento-corrupt`);
+            assert.ok(await shared.isQuarantined(damaged), `${how}: quarantined`);
             // Never served again: the next suspend writes the fresh context's memento, and that is what comes back.
             await waitFor(async () => (await storedData(shared, id)) !== undefined && (await storedData(shared, id))?.label === undefined, 5000, `${how}: the fresh memento suspended`);
             const later = await state(clientWith(t.url, id));
