@@ -188,7 +188,9 @@ async function scale(): Promise<void> {
   for (const count of settings.scale) {
     await withContenders([resident(2)], async ([contender]) => {
       const started = performance.now();
-      await createSessions(contender!.url, count, 64);
+      // Proven (each cookie sent back once): unproven sessions of one address are capped by
+      // sessions.maxUnprovenPerIp (issue 12), and these stand for real returning users.
+      await createSessions(contender!.url, count, 64, 0, true);
       log(`  created ${count} contexts in ${((performance.now() - started) / 1000).toFixed(1)} s`);
       await drive(contender!.url, { connections: settings.connections, seconds: settings.warmup });
       const samples = [];
@@ -215,7 +217,7 @@ async function memory(): Promise<void> {
   log(`\ne: memory — ${count} live idle contexts`);
   await withContenders([resident(2, { EMPTY_VARS: '1' })], async ([contender]) => {
     const before = await contender!.command('stats', { gc: true });
-    await createSessions(contender!.url, count, 64);
+    await createSessions(contender!.url, count, 64, 0, true);
     const after = await contender!.command('stats', { gc: true });
     const workerHeap = (stats: any) => stats.workers.reduce((sum: number, w: any) => sum + w.heapUsed, 0);
     const per = (a: number, b: number) => (b - a) / count;
