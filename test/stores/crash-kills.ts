@@ -50,6 +50,8 @@ export interface CrashTarget {
   settle?: () => Promise<boolean>;
   /** Every record of `ids`, read back through the shipped store, with the store's own checks asserted. */
   readBack: (ids: string[]) => Promise<{ records: Map<string, SessionRecord>; tempsLeft?: number }>;
+  /** Checks too costly for every kill, once after the lane's last one (what the kills left, added up). */
+  finish?: (ids: string[]) => Promise<void>;
 }
 
 export interface KillStats {
@@ -115,7 +117,8 @@ async function runWriterUntilKilled(writer: Writer, firstSeq: number, journal: s
   child.stdout!.on('data', onData);
   const closed = once(child, 'close') as Promise<[number | null, NodeJS.Signals | null]>;
   child.stdin!.write(`${firstSeq}\n`);
-  const watchdog = setTimeout(() => child.kill('SIGKILL'), 20_000);
+  // Generous: on a loaded machine a writer told to start may still be loading its code.
+  const watchdog = setTimeout(() => child.kill('SIGKILL'), 60_000);
   const [code, signal] = await closed;
   clearTimeout(watchdog);
   clearTimeout(timer);
@@ -183,6 +186,7 @@ async function killLane(label: string, target: CrashTarget, kills: number, stats
   } finally {
     await stopWriter(next);
   }
+  await target.finish?.(ids);
 }
 
 /** ≥ KILLS_PER_STORE kills over LANES lanes, each lane on a store of its own (`lane()`). */
