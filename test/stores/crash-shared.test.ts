@@ -156,12 +156,12 @@ function redisLane(): CrashTarget {
 // ---------------------------------------------------------------------------------------------
 
 describe('E1/E2: kill -9 of a process writing to a shared store, at a random instant during heavy writes, ≥ 100 times per store', () => {
-  test('postgres: every record whole, none older than its last acknowledged write, no stray row', { timeout: 240_000 }, async (t) => {
+  test('postgres: every record whole, none older than its last acknowledged write, no stray row', { timeout: 480_000 }, async (t) => {
     if (pgMissing) return skipOrFailOnCi(t, pgMissing);
     await killTest(t, 'postgres', postgresLane);
   });
 
-  test('redis: every record whole, none older than its last acknowledged write, indexes exact', { timeout: 240_000 }, async (t) => {
+  test('redis: every record whole, none older than its last acknowledged write, indexes exact', { timeout: 480_000 }, async (t) => {
     if (redisMissing) return skipOrFailOnCi(t, redisMissing);
     await killTest(t, 'redis', redisLane);
   });
