@@ -28,6 +28,23 @@ export const WRITE_SCRIPT = `
 local op, id, userPrefix = ARGV[1], ARGV[2], ARGV[3]
 local record, ids, exp = KEYS[1], KEYS[2], KEYS[3]
 
+-- The index keys a write of this record touches that are not sorted sets (someone else wrote
+-- them), checked before the first write: Redis does not undo a script, so a WRONGTYPE midway
+-- would leave half a write. newUser: the user index a put adds to, or nil.
+local function misfit(newUser)
+  local keys = { ids, exp }
+  if redis.call('TYPE', record).ok == 'hash' then
+    local oldUser = redis.call('HGET', record, 'userId')
+    if oldUser then keys[#keys + 1] = userPrefix .. oldUser end
+  end
+  if newUser then keys[#keys + 1] = userPrefix .. newUser end
+  for _, key in ipairs(keys) do
+    local kind = redis.call('TYPE', key).ok
+    if kind ~= 'none' and kind ~= 'zset' then return key end
+  end
+  return nil
+end
+
 local function holds(at)
   local mode, ownerIsNull, owner, fence = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
   local there = redis.call('EXISTS', record) == 1
@@ -69,6 +86,11 @@ local function put(at)
     redis.call('PEXPIREAT', record, deadline)
   end
 end
+
+local putAt = ({ set = 4, setIf = 8 })[op]
+local newUser = putAt and ARGV[putAt] == '1' and ARGV[putAt + 1] or nil
+local wrong = misfit(newUser)
+if wrong then return redis.error_reply('WRONGTYPE the index key ' .. wrong .. ' is not a sorted set: nothing written') end
 
 if op == 'set' then
   put(4)

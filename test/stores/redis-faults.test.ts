@@ -170,6 +170,38 @@ else describe('redis store: faults', () => {
     }
   });
 
+  test('an index key of another type (written by someone else) refuses the write whole: nothing of it lands, and the store goes on', async () => {
+    const { prefix, store } = await openStore();
+    const redis = await rawClient();
+    try {
+      const kept = record({ userId: 'bob' });
+      await store.set(kept);
+      // A user index that is not a sorted set: a put for that user, and a delete of a record that
+      // names it, would fail midway (Redis does not undo a script) without the check before writing.
+      await redis.set(`${prefix}u:alice`, 'not a sorted set');
+      const refused = record({ userId: 'alice' });
+      await assert.rejects(store.set(refused), (error: Error & { code?: string }) => {
+        assert.equal(error.code, 'RESIDENT_ERR_STORE_FAILED');
+        assert.match(error.message, /is not a sorted set: nothing written/);
+        return true;
+      });
+      assert.equal(await redis.exists(`${prefix}s:${refused.id}`), 0, 'no record written');
+      assert.equal(await redis.zScore(`${prefix}ids`, refused.id), null, 'not in the ID index');
+      await redis.set(`${prefix}u:bob`, 'not a sorted set either');
+      await assert.rejects(store.delete(kept.id), storeFailed);
+      assert.deepEqual(await store.get(kept.id), kept, 'the record is whole, in place');
+      assert.notEqual(await redis.zScore(`${prefix}ids`, kept.id), null, 'and still indexed');
+      await redis.del([`${prefix}u:alice`, `${prefix}u:bob`]);
+      await store.set(refused);
+      await store.delete(kept.id);
+      assert.deepEqual(await store.get(refused.id), refused, 'writes work again once the keys are sound');
+      assert.equal(await store.get(kept.id), undefined);
+    } finally {
+      redis.destroy();
+      await store.close();
+    }
+  });
+
   test('A7: IDs shaped like globs, Lua or key separators are plain keys: each reaches only its own record', async () => {
     const { prefix, store } = await openStore();
     const redis = await rawClient();
