@@ -21,12 +21,14 @@ import { chownSync, rmSync, unlinkSync } from 'node:fs';
 import { after, test, type TestContext } from 'node:test';
 import { createClient } from 'redis';
 import { tableNames } from '../../src/stores/postgres-schema.ts';
+import { RedisStore } from '../../src/stores/redis.ts';
 import { Client, freePort, send, skipOrFailOnCi, waitFor, type TestServer } from '../helpers.ts';
 import { POSTGRES_URL, dropTables, postgresUnavailable, uniqueTable, withClient } from './postgres-helpers.ts';
 import { uniquePrefix } from './redis-helpers.ts';
 import { savedOf } from './server-helpers.ts';
 import { dump, since, startShared, stateOf, storeRefused, storedMemento, suspendedLine, type SharedStore } from './shared-helpers.ts';
 import { fillUp, mountTmpfs } from './tmpfs.ts';
+import { record } from './contract.ts';
 
 /** Cleanups, run last-in first-out after the file's tests, whatever happened. */
 const cleanups: Array<() => void | Promise<void>> = [];
@@ -207,3 +209,30 @@ test('E4: Redis out of memory (noeviction): the suspend fails loudly, the previo
 test('E4: PostgreSQL on a full disk (its tablespace on a filled tmpfs): the suspend fails loudly, the previous memento intact, the context live; recovers once space returns', { timeout: 60_000 }, (t) =>
   suspendWhileFull(t, postgresDiskFull),
 );
+
+test('E4/E11: Redis out of memory: a damaged record is not quarantined past maxmemory (nothing written, never served); once memory is raised it is', { timeout: 60_000 }, async (t) => {
+  const full = await redisOutOfMemory();
+  if (typeof full === 'string') return skipOrFailOnCi(t, full);
+  const { url, name: prefix } = full.store;
+  const store = await RedisStore.open({ url, prefix, callTimeout: 2_000 });
+  const redis = createClient({ url, socket: { reconnectStrategy: false } });
+  redis.on('error', () => {});
+  await redis.connect();
+  try {
+    const damaged = record({ userId: 'u' });
+    await store.set(damaged);
+    await redis.hSet(`${prefix}s:${damaged.id}`, 'fence', 'x1');
+    const before = await redis.hGetAll(`${prefix}s:${damaged.id}`);
+    await full.fill();
+    // The quarantine is refused whole: the read fails (503 for a request), nothing is served.
+    await assert.rejects(store.get(damaged.id), /OOM/);
+    assert.equal(await redis.exists(`${prefix}q:${damaged.id}`), 0, 'no quarantine note written past maxmemory');
+    assert.deepEqual(await redis.hGetAll(`${prefix}s:${damaged.id}`), before, 'the record is as it was');
+    await full.free();
+    assert.equal(await store.get(damaged.id), undefined, 'never served');
+    assert.equal(await redis.exists(`${prefix}q:${damaged.id}`), 1, 'quarantined once there is room');
+  } finally {
+    redis.destroy();
+    await store.close();
+  }
+});
