@@ -7,13 +7,11 @@
  */
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import { decodeMemento } from '../src/contexts/memento.ts';
 import { ResidentError } from '../src/errors.ts';
-import { tableNames } from '../src/stores/postgres-schema.ts';
 import { Client, describeChild, fixtureHooks, runMain, serverFactory, skipOrFailOnCi, startTestServer, waitFor, writeTempConfig, type Reply, type TestServer } from './helpers.ts';
-import { POSTGRES_URL, postgresUnavailable, tempTable, withClient } from './stores/postgres-helpers.ts';
-import { REDIS_URL, rawClient, redisUnavailable, removePrefixes, uniquePrefix } from './stores/redis-helpers.ts';
-import { TcpProxy } from './stores/tcp-proxy.ts';
+import { POSTGRES_URL, postgresUnavailable, tempTable } from './stores/postgres-helpers.ts';
+import { rawClient, redisUnavailable, removePrefixes } from './stores/redis-helpers.ts';
+import { SHARED, proxyFor, sharedStore, storeConfig, storedMemento, type SharedKind, type SharedStore } from './stores/shared-helpers.ts';
 import { STORE_HOOKS, cleanup, cliConfig, cliExit, cliLogs, cliReady } from './stores/server-helpers.ts';
 
 after(cleanup);
@@ -27,16 +25,13 @@ const startServer = serverFactory({ workers: { threads: 1 }, hooks: fixtureHooks
 // After the factory's own hook, which shuts the servers down (a shutdown writes what is live).
 after(() => (redisDown === undefined ? removePrefixes(prefixes) : undefined));
 
-type Shared = 'redis' | 'postgres';
-const SHARED: Shared[] = ['redis', 'postgres'];
-const unavailableFor = (kind: Shared) => (kind === 'redis' ? redisDown : (pgUnavailable ?? undefined));
+const unavailableFor = (kind: SharedKind) => (kind === 'redis' ? redisDown : (pgUnavailable ?? undefined));
 
-/** A store description two servers can share: a fresh Redis prefix or PostgreSQL table. */
-function sharedStore(kind: Shared) {
-  if (kind === 'postgres') return { kind, url: POSTGRES_URL, table: tempTable() } as const;
-  const prefix = uniquePrefix();
-  prefixes.push(prefix);
-  return { kind, url: REDIS_URL, prefix } as const;
+/** A fresh Redis prefix or PostgreSQL table two servers can share; its keys go after the servers. */
+function freshStore(kind: SharedKind): SharedStore {
+  const store = sharedStore(kind);
+  if (kind === 'redis') prefixes.push(store.name);
+  return store;
 }
 
 /** What the redteam-shared hook answers. */
@@ -54,8 +49,8 @@ async function shown(client: Client, path: string): Promise<Shown & { reply: Rep
 }
 
 /** Two servers on one store, every request ending in a suspend (so each request goes through the store). */
-async function twoNodes(kind: Shared) {
-  const store = sharedStore(kind);
+async function twoNodes(kind: SharedKind) {
+  const store = storeConfig(freshStore(kind));
   const sessions = { suspendEveryRequest: true };
   return [await startServer({ store, sessions }), await startServer({ store, sessions })] as const;
 }
@@ -172,34 +167,13 @@ for (const kind of SHARED) {
   });
 }
 
-/** The memento stored for `id`, read behind the server's back (undefined: no record). */
-async function storedMemento(store: ReturnType<typeof sharedStore>, id: string): Promise<unknown> {
-  let text: string | undefined;
-  if (store.kind === 'redis') {
-    const redis = await rawClient();
-    try {
-      text = (await redis.hGet(`${store.prefix}s:${id}`, 'memento')) ?? undefined;
-    } finally {
-      redis.destroy();
-    }
-  } else {
-    const { rows } = await withClient((client) => client.query(`SELECT memento FROM ${tableNames(store.table).sessions} WHERE id = $1`, [id]));
-    text = rows[0]?.memento ?? undefined;
-  }
-  return text === undefined ? undefined : decodeMemento(text);
-}
-
 for (const kind of SHARED) {
   test(`${kind}: a store that stops answering for 1 s as shutdown begins (shutdownTimeout 8 s, callTimeout 300 ms) costs no memento: lost 0, every record the last state`, TEST, async (t) => {
     const unavailable = unavailableFor(kind);
     if (unavailable) return skipOrFailOnCi(t, unavailable);
-    const store = sharedStore(kind);
-    const target = new URL(store.url);
-    const proxy = await TcpProxy.start({ host: target.hostname, port: Number(target.port) });
-    t.after(() => proxy.close());
-    const via = new URL(store.url);
-    via.host = `127.0.0.1:${proxy.port}`;
-    const server = await startServer({ workers: { threads: 2 }, store: { ...store, url: via.toString(), callTimeout: '300ms' }, limits: { shutdownTimeout: '8s' } });
+    const store = freshStore(kind);
+    const { proxy, url } = await proxyFor(kind);
+    const server = await startServer({ workers: { threads: 2 }, store: { ...storeConfig(store), url, callTimeout: '300ms' }, limits: { shutdownTimeout: '8s' } });
     const want = new Map<string, number>();
     for (let i = 0; i < 12; i++) {
       const client = new Client(server.url);
@@ -222,8 +196,8 @@ for (const kind of SHARED) {
 
 test('redis: a cookieTimeout the config accepts but Redis cannot expire at ("300000000y") still suspends, whole: one script lands or nothing does', TEST, async (t) => {
   if (redisDown) return skipOrFailOnCi(t, redisDown);
-  const store = sharedStore('redis');
-  const server = await startServer({ store, sessions: { cookieTimeout: '300000000y' } });
+  const store = freshStore('redis');
+  const server = await startServer({ store: storeConfig(store), sessions: { cookieTimeout: '300000000y' } });
   const client = new Client(server.url);
   await shown(client, '/inc');
   assert.equal((await shown(client, '/inc')).n, 2);
@@ -231,7 +205,7 @@ test('redis: a cookieTimeout the config accepts but Redis cannot expire at ("300
   const result = await server.server.shutdown();
   const redis = await rawClient();
   try {
-    const ttl = await redis.pTTL(`${store.prefix}s:${id}`);
+    const ttl = await redis.pTTL(`${store.name}s:${id}`);
     assert.deepEqual({ result, memento: await storedMemento(store, id), expires: ttl > 0 }, { result: { suspended: 1, lost: 0 }, memento: { n: 2 }, expires: true }, `PTTL ${ttl}`);
   } finally {
     redis.destroy();

@@ -64,6 +64,11 @@ export function sharedStore(kind: SharedKind, url?: string): SharedStore {
   return { kind, url: url ?? POSTGRES_URL, name: tempTable() };
 }
 
+/** store.* of a server's config on `store`. */
+export function storeConfig(store: SharedStore): { kind: SharedKind; url: string; prefix?: string; table?: string } {
+  return { kind: store.kind, url: store.url, ...(store.kind === 'redis' ? { prefix: store.name } : { table: store.name }) };
+}
+
 /** A proxy in front of the real service of `kind`, closed after the file's tests. */
 export async function proxyFor(kind: SharedKind): Promise<{ proxy: TcpProxy; url: string }> {
   const url = new URL(kind === 'redis' ? REDIS_URL : POSTGRES_URL);
@@ -80,12 +85,7 @@ export function startShared(store: SharedStore, options: { processTimeout?: stri
     hooks: STORE_HOOKS,
     log: { level: 'info' },
     sessions: { processTimeout: options.processTimeout ?? '1s', checkpointInterval: options.checkpointInterval ?? '0' },
-    store: {
-      kind: store.kind,
-      url: store.url,
-      callTimeout: options.callTimeout ?? '500ms',
-      ...(store.kind === 'redis' ? { prefix: store.name } : { table: store.name }),
-    },
+    store: { ...storeConfig(store), callTimeout: options.callTimeout ?? '500ms' },
   });
 }
 
