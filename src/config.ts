@@ -9,6 +9,7 @@ import ms from 'ms';
 import proxyaddr from 'proxy-addr';
 import { z } from 'zod';
 import { ResidentError } from './errors.ts';
+import { clusterSchema, describeClusterIssue, resolveCluster, type ClusterConfig } from './cluster/config.ts';
 
 /** A duration: a string read by `ms` ("90s", "30m", "8h"), or the number 0 for "none". */
 const duration = (fallback: string) =>
@@ -193,12 +194,13 @@ const schema = z.strictObject({
   admin: section(adminSchema),
   metrics: section(metricsSchema),
   health: section(z.strictObject({ enabled: bool(true) })),
+  cluster: section(clusterSchema(duration)),
 });
 
 type Parsed = z.output<typeof schema>;
 
 export type ResidentConfig = Readonly<
-  Omit<Parsed, 'sessions' | 'workers' | 'hooks' | 'limits' | 'log' | 'store' | 'admin' | 'metrics' | 'health'> & {
+  Omit<Parsed, 'sessions' | 'workers' | 'hooks' | 'limits' | 'log' | 'store' | 'admin' | 'metrics' | 'health' | 'cluster'> & {
     /** Folder of the config file; relative paths in it were resolved against this. */
     baseDir: string;
     sessions: Readonly<Parsed['sessions']>;
@@ -209,6 +211,7 @@ export type ResidentConfig = Readonly<
     admin: Readonly<Parsed['admin']>;
     metrics: Readonly<Parsed['metrics']>;
     health: Readonly<Parsed['health']>;
+    cluster: Readonly<ClusterConfig>;
     /** `url`: the shared store's server ('' for the stores on this machine). */
     store: Readonly<Omit<Parsed['store'], 'path' | 'url'> & { path: string; url: string }>;
   }
@@ -241,6 +244,8 @@ function describeIssue(issue: z.core.$ZodIssue): string {
     return issue.keys.map((key) => `${path ? `${path}.` : ''}${key} is not a known key`).join('; ');
   }
   const where = path || 'the configuration';
+  const cluster = path.startsWith('cluster.') ? describeClusterIssue(path, issue.code) : undefined;
+  if (cluster) return cluster;
   if (issue.code === 'custom') return `${where} must be ${issue.message}`;
   if (issue.code === 'invalid_format' && path === 'admin.path') {
     return `${where} must be a URL path that starts and ends with "/", such as "/_resident/"`;
@@ -317,6 +322,8 @@ export function resolveConfig(input: unknown, baseDir: string): ResidentConfig {
     // Below this a thread cannot even load its hooks, and would be replaced in a loop.
     throw new ResidentError('RESIDENT_ERR_INVALID_CONFIG', `Invalid configuration: workers.maxHeapMb must be 0 (Node's own limit) or at least ${MIN_HEAP_MB}`);
   }
+  const cluster = resolveCluster(value.cluster, { storeKind: value.store.kind, port: value.port, env: process.env, sessionCookie: cookieName });
+  if (typeof cluster === 'string') throw new ResidentError('RESIDENT_ERR_INVALID_CONFIG', `Invalid configuration: ${cluster}`);
   const config: ResidentConfig = {
     ...value,
     baseDir,
@@ -338,6 +345,7 @@ export function resolveConfig(input: unknown, baseDir: string): ResidentConfig {
     admin: Object.freeze(value.admin),
     metrics: Object.freeze(value.metrics),
     health: Object.freeze(value.health),
+    cluster: Object.freeze(cluster),
   };
   return Object.freeze(config);
 }

@@ -33,6 +33,12 @@ export const ErrorCodes = {
   RESIDENT_ERR_LISTEN: { status: 0, message: 'a listener cannot be opened' },
   RESIDENT_ERR_EFFECT_REFUSED: { status: 0, message: 'a session effect was asked for outside an unanswered request' },
   RESIDENT_ERR_STORE_FAILED: { status: 503, message: 'Session storage is unavailable. Please retry shortly.' },
+  RESIDENT_ERR_FENCED: { status: 503, message: 'This session moved to another server. Please retry.' },
+  RESIDENT_ERR_NO_LEASE: { status: 503, message: 'This server cannot serve sessions right now. Please retry shortly.' },
+  RESIDENT_ERR_FORWARD_LOOP: { status: 508, message: 'Loop Detected: the servers could not agree where this session lives. Please retry.' },
+  RESIDENT_ERR_FORWARD_TIMEOUT: { status: 504, message: 'The server holding this session did not answer in time.' },
+  RESIDENT_ERR_FORWARD_FAILED: { status: 502, message: 'The server holding this session cannot be reached. Please retry.' },
+  RESIDENT_ERR_FORWARD_REFUSED: { status: 403, message: 'Forbidden.' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof ErrorCodes;

@@ -28,6 +28,8 @@ import { scheduleSweeps } from './stores/sweep-schedule.ts';
 import { parseTarget } from './http/target.ts';
 import { runLookupCall, runStoreCall, type LookupCall, type OverBudgetCall, type StoreCall } from './stores/remote.ts';
 import type { ContextStore } from './stores/store.ts';
+import { ClusterNode } from './cluster/node.ts';
+import type { RegistryCall } from './cluster/remote-registry.ts';
 
 /** Platforms where node:net's reusePort lets several threads listen on one port (Node's docs). */
 const REUSE_PORT_PLATFORMS = new Set(['linux', 'freebsd', 'sunos', 'aix']);
@@ -108,6 +110,9 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
   const openedStore = options.store ?? (await openStore(config.store, log));
   const store = metrics ? metrics.instrument(openedStore) : openedStore;
   undo.push(() => store.close());
+  // The cluster's lease is taken before any thread can claim a session under it.
+  const cluster = config.cluster.enabled ? await ClusterNode.start(config.cluster, openedStore, log) : null;
+  undo.push(() => cluster?.stop(true));
   const shared = newSharedState(threads);
   const mainCounters = slotCounters(shared, threads);
   const cap = new SharedCap(shared, threads);
@@ -116,8 +121,9 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
   const alarms = new SourceAlarms(config.sessions.budgetWindow, log);
   const lookups = new GuessBudget(store, config.sessions, mainCounters, alarms);
   const answer = (payload: unknown): unknown => {
-    const call = payload as StoreCall | LogCall | OpsCall | LookupCall | OverBudgetCall;
+    const call = payload as StoreCall | LogCall | OpsCall | LookupCall | OverBudgetCall | RegistryCall;
     if (call.op === 'store') return runStoreCall(store, call);
+    if (call.op === 'registry' && cluster) return cluster.answer(call);
     if (call.op === 'lookup') return runLookupCall(lookups, call);
     if (call.op === 'overBudget') return void alarms.note(call.source, call.budget, call.count);
     if (call.op === 'log') return void log[call.level](call.fields, call.msg);
@@ -145,6 +151,7 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
       idHashSalt: ID_HASH_SALT,
       ops: { health: config.health.enabled, adminBase: token ? adminPath : null },
       metrics: metrics !== null,
+      cluster: cluster?.setup() ?? null,
     },
     {
       onWorkerGone: (slot, threadId) => {
@@ -195,7 +202,8 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
   if (probe) {
     undo.push(() => probe.stop());
     await probe.start();
-    routes.push(healthRoutes({ pool, storeKind: store.kind, probe, stopping: () => stopping !== undefined }));
+    const clusterHealth = cluster && { serving: () => cluster.serving(), nodeId: config.cluster.nodeId, owner: () => cluster.keeper.owner };
+    routes.push(healthRoutes({ pool, storeKind: store.kind, probe, stopping: () => stopping !== undefined, ...(clusterHealth && { cluster: clusterHealth }) }));
   }
   // Metrics go under the admin path (same token) unless they have a listener of their own.
   const metricsOnAdmin = metrics && config.metrics.port === undefined ? metrics : null;
@@ -213,6 +221,7 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
     throw new ResidentError('RESIDENT_ERR_HOOK_LOAD', `Cannot load the hooks: ${reason}`, { cause: error });
   }
   metrics?.watch(sessions, pool, store.kind, shared);
+  cluster?.attach({ broadcast: (call, timeoutMs) => pool.broadcast(call, timeoutMs) });
   // Records left expired by an earlier run go now, not one sweep interval from now.
   await sessions.sweepStore();
   const sweeps = config.store.sweepInterval > 0 ? scheduleSweeps(config.store.sweepInterval, () => sessions.sweepStore()) : null;
@@ -253,6 +262,9 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
       if (metricsServer) await closeListener(metricsServer);
       if (fallback) await closeListener(fallback);
       await pool.close();
+      // Every context is suspended and released by now (or lost with its thread): the lease
+      // goes last, so this node's sessions are claimable at once.
+      await cluster?.stop(true).catch((error: Error) => log.warn({ event: 'lease-release-failed', err: error }, 'cannot delete the cluster lease: it lapses on its own'));
       probe?.stop();
       await store.close();
       metrics?.close();

@@ -28,7 +28,12 @@ export type ClaimAnswer =
    * it was this owner's already. `record` is the record as stored after the claim (its owner is
    * the claimer, its fence raised by one when the owner changed), memento included.
    */
-  | { kind: 'ours'; record: SessionRecord }
+  | {
+      kind: 'ours';
+      record: SessionRecord;
+      /** When this claim took the session over: the owner whose lease was gone. Absent otherwise. */
+      from?: string;
+    }
   /** Another owner whose lease is alive holds it: forward there. */
   | { kind: 'elsewhere'; lease: NodeLease }
   /** No record (never stored, closed, expired and swept): the caller decides, nothing is written. */

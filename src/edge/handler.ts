@@ -17,6 +17,8 @@ import { parseTarget, type RequestTarget } from '../http/target.ts';
 import { isHopByHop } from '../contexts/response-headers.ts';
 import type { WireRequest } from '../contexts/protocol.ts';
 import type { Log } from '../log.ts';
+import type { ClusterEdge } from '../cluster/edge.ts';
+import { FORWARD_HEADER, withoutForwardHeader, type Forwarded } from '../cluster/forward-auth.ts';
 import { lowerCase } from '../primordials.ts';
 
 /** What the edge of one thread needs; built once when the thread starts. */
@@ -44,12 +46,20 @@ export interface Edge {
   observe: ((status: number, seconds: number, code: string | undefined) => void) | null;
   /** host:port of the listener: the host of request.url for an HTTP/1.0 request without Host. */
   listenHost: string;
+  /** The cluster's side of the edge (forwarding, the lease, the routing cookie); null on one node. */
+  cluster: ClusterEdge | null;
 }
 
 const TEXT = 'text/plain; charset=utf-8';
+/** Forwards of one request at most: more means the nodes' views of its owner disagree (G3). */
+const MAX_HOPS = 2;
 
-/** @param expectsContinue the client sent `Expect: 100-continue` and waits for it to send its body */
-export async function handle(edge: Edge, req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): Promise<void> {
+/**
+ * @param expectsContinue the client sent `Expect: 100-continue` and waits for it to send its body
+ * @param forwarded set on the cluster's private listener: another node forwarded this request,
+ *   and vouched (signed) for its client's address and connection
+ */
+export async function handle(edge: Edge, req: IncomingMessage, res: ServerResponse, expectsContinue: boolean, forwarded?: Forwarded): Promise<void> {
   const { config, log } = edge;
   const started = edge.observe ? performance.now() : 0;
   try {
@@ -61,20 +71,41 @@ export async function handle(edge: Edge, req: IncomingMessage, res: ServerRespon
       res.end();
       return;
     }
-    if (edge.ops?.claims(target.path)) return await edge.ops.answer(target, req, res);
-    if (await edge.files.serve(target.path, req, res)) return;
-    const secure = config.sessions.secureCookie || cameOverTls(req, edge.trust);
+    if (!forwarded && edge.ops?.claims(target.path)) return await edge.ops.answer(target, req, res);
+    if (!forwarded && (await edge.files.serve(target.path, req, res))) return;
+    const secure = config.sessions.secureCookie || (forwarded ? forwarded.secure : cameOverTls(req, edge.trust));
     // The scheme is how the request reached us, whatever an absolute-form target said. The
     // worker parses this URL again (`new URL()` in toRequest) and answers 400 if it cannot, a
     // last safety net behind parseTarget.
     const url = `${secure ? 'https' : 'http'}://${target.host}${target.path}${target.search}`;
     const body = await readBody(req, config.limits.maxBodySize, expectsContinue ? () => res.writeContinue() : undefined);
-    const outcome = await edge.serve(
+    // A forwarding header is the cluster's alone: a hook never sees one, whoever sent it (G2).
+    const rawHeaders = req.headers[FORWARD_HEADER] === undefined ? req.rawHeaders : withoutForwardHeader(req.rawHeaders);
+    const wire: WireRequest = { method: req.method ?? 'GET', url, headers: rawHeaders.join('\n'), body };
+    const ip = forwarded ? forwarded.clientIp : clientIp(req, edge.trust);
+    let outcome = await edge.serve(
       presentedSessionIds(req.headers.cookie, edge.cookie.name),
-      clientIp(req, edge.trust),
-      { method: req.method ?? 'GET', url, headers: req.rawHeaders.join('\n'), body },
-      edge.trust !== null && edge.trust(req.socket.remoteAddress ?? '', 0),
+      ip,
+      wire,
+      forwarded ? false : edge.trust !== null && edge.trust(req.socket.remoteAddress ?? '', 0),
     );
+    if (outcome.kind === 'elsewhere') {
+      const hops = (forwarded?.hops ?? 0) + 1;
+      if (!edge.cluster || hops > MAX_HOPS) {
+        // Nodes keep sending it on (their views of the owner disagree for a moment): stop (G3).
+        log.warn({ event: 'forward-loop', owner: outcome.owner, hops: hops - 1 }, 'a forwarded request reached a node that does not hold its session either: 508');
+        outcome = { kind: 'error', error: new ResidentError('RESIDENT_ERR_FORWARD_LOOP'), cookie: null };
+      } else {
+        edge.cluster.forwarded();
+        await edge.cluster.forwarder.forward(outcome.url, wire, { clientIp: ip, secure, hops }, req, res);
+        edge.observe?.(res.statusCode, (performance.now() - started) / 1000, undefined);
+        return;
+      }
+    } else if (edge.cluster && !edge.cluster.serving()) {
+      // The lease ran out while the hook ran: another node may hold the session by now, so this
+      // node's answer is not given (the client retries and finds the owner).
+      outcome = { kind: 'error', error: new ResidentError('RESIDENT_ERR_NO_LEASE'), cookie: null };
+    }
     // What the request logged is written before its client has the answer.
     const logged = edge.logsDelivered();
     if (logged) await logged;
@@ -111,7 +142,12 @@ function write(edge: Edge, req: IncomingMessage, res: ServerResponse, outcome: O
   let status: number;
   let body: Uint8Array | string | null = null;
   let stream: StreamedBody | null = null;
-  if (outcome.kind === 'error') {
+  if (outcome.kind === 'elsewhere') {
+    // Only handle() forwards; an outcome that reaches here unforwarded is a server fault.
+    status = 500;
+    body = ErrorCodes.RESIDENT_ERR_HOOK_FAILED.message;
+    headers.push('content-type', TEXT, 'cache-control', 'no-store');
+  } else if (outcome.kind === 'error') {
     status = outcome.error.status || 500;
     body = outcome.error.publicMessage;
     headers.push('content-type', TEXT, 'cache-control', 'no-store');
@@ -138,7 +174,11 @@ function write(edge: Edge, req: IncomingMessage, res: ServerResponse, outcome: O
   }
   // The worker has dropped the hook's framing headers: the length said here is the body's own.
   if (body !== null) headers.push('content-length', String(typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength));
-  if (outcome.cookie && 'set' in outcome.cookie) headers.push('set-cookie', edge.setCookie(outcome.cookie.set, secure));
+  if (outcome.cookie && 'set' in outcome.cookie) {
+    headers.push('set-cookie', edge.setCookie(outcome.cookie.set, secure));
+    // Which node holds the session, for a balancer to send the client straight there.
+    if (edge.cluster) headers.push('set-cookie', edge.cluster.routingCookie(secure));
+  }
   else if (outcome.cookie) headers.push('set-cookie', expiredSessionCookie(edge.cookie, secure));
   const source = stream && pulledFrom(edge.streams, stream);
   try {

@@ -40,15 +40,17 @@ export type PeerCall =
 /** An Outcome as it crosses between threads: an error by its code. */
 export type WireOutcome =
   | { kind: 'reply'; status: number; headers: string[]; body: WireBody; cookie: CookieAction }
-  | { kind: 'error'; code: ErrorCode; message: string; cookie: CookieAction };
+  | { kind: 'error'; code: ErrorCode; message: string; cookie: CookieAction }
+  | { kind: 'elsewhere'; owner: string; url: string; cookie: null };
 
 export function toWireOutcome(outcome: Outcome): WireOutcome {
   if (outcome.kind === 'reply') return outcome.body instanceof ArrayBuffer ? withTransfer({ ...outcome }, [outcome.body]) : outcome;
+  if (outcome.kind === 'elsewhere') return outcome;
   return { kind: 'error', code: outcome.error.code, message: outcome.error.message, cookie: outcome.cookie };
 }
 
 export function fromWireOutcome(wire: WireOutcome): Outcome {
-  if (wire.kind === 'reply') return wire;
+  if (wire.kind === 'reply' || wire.kind === 'elsewhere') return wire;
   return { kind: 'error', error: new ResidentError(wire.code, wire.message), cookie: wire.cookie };
 }
 

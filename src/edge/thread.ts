@@ -32,6 +32,7 @@ import { LocalHost, type Dispatch } from './local-host.ts';
 import { Mesh, toWireOutcome, type PeerCall } from './mesh.ts';
 import { RequestMetrics } from './request-metrics.ts';
 import { threadLog } from './thread-log.ts';
+import { ClusterThread, type ClusterControl, type ClusterSetup } from '../cluster/thread-side.ts';
 
 /** What the main thread gives an edge thread with its slot. */
 export interface EdgeSetup {
@@ -49,6 +50,8 @@ export interface EdgeSetup {
   /** Paths the main thread answers (health probes, admin view, metrics under it). */
   ops: { health: boolean; adminBase: string | null };
   metrics: boolean;
+  /** The cluster's side of this thread (cluster.enabled), or null. */
+  cluster: ClusterSetup | null;
 }
 
 /** What the main thread asks an edge thread (besides the peer calls it may relay). */
@@ -67,7 +70,8 @@ export type ControlCall =
   | { op: 'stalledHop'; slot: number; call: number }
   | { op: 'retired'; slot: number }
   | { op: 'stopListening' }
-  | { op: 'shutdown'; deadlineMs: number };
+  | { op: 'shutdown'; deadlineMs: number }
+  | ClusterControl;
 
 /** What an edge thread asks the main thread: a store call (../stores/remote.ts), a log line (./thread-log.ts), or this. */
 export interface OpsCall {
@@ -103,10 +107,14 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
   let sessions: Sessions | undefined;
   const homes = new Homes(setup.shared);
   const mesh = new Mesh(slot, homes, threadId, (call) => answerPeer(call), host, log);
+  const store = new RemoteStore(main, setup.storeKind);
+  const counters = slotCounters(setup.shared, slot);
+  const cluster = setup.cluster && new ClusterThread(main, config, setup.cluster, store, counters);
   sessions = new Sessions({
     config: config.sessions,
     host,
-    store: new RemoteStore(main, setup.storeKind),
+    store,
+    ...(cluster && { ownership: cluster.ownership }),
     homes: setup.threads,
     lookups: new RemoteLookups(main),
     overBudget: batchedReports((source, budget, count) => {
@@ -116,7 +124,7 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
     log,
     peers: mesh,
     cap: new SharedCap(setup.shared, slot),
-    counters: slotCounters(setup.shared, slot),
+    counters,
     held: figures,
   });
   const local = sessions;
@@ -218,6 +226,7 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
     logsDelivered: () => log.delivered(),
     observe: metrics ? (status, seconds, code) => metrics.observe(status, seconds, code) : null,
     listenHost: '',
+    cluster: cluster?.edge ?? null,
   };
   // Requests this edge is answering, its hops to other threads included: a shutdown closes the
   // connections only once they are written (or at the deadline).
@@ -266,6 +275,8 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
   // answered 502 (./last-words.ts) rather than cut unanswered. So net.Server's close, which
   // only stops listening: http.Server's would close the idle connections too (Node 19+).
   lastWords.onDying(() => NetServer.prototype.close.call(server));
+  // Requests other nodes forward here for this node's sessions (the cluster's private listener).
+  await cluster?.listen(setup.threads, (req, res, forwarded) => answering(lastWords.track(res, handle(edge, req, res, false, forwarded))));
   const { port } = server.address() as AddressInfo;
   const host0 = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
   edge.listenHost = `${host0.includes(':') ? `[${host0}]` : host0}:${port}`;
@@ -321,8 +332,12 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
         // main thread counts a thread that has not reported a second past it as all lost.
         await allAnswered(call.deadlineMs > 0 ? Math.max(1, call.deadlineMs - (Date.now() - started)) : 0);
         server.closeAllConnections();
+        await cluster?.close();
         return result;
       }
+      case 'incarnation':
+      case 'relinquish':
+        return cluster?.control(call, (deadlineMs) => local.relinquish(deadlineMs)) ?? null;
       default:
         return answerPeer(call);
     }

@@ -115,6 +115,8 @@ export interface HealthSources {
   storeKind: string;
   probe: StoreProbe;
   stopping: () => boolean;
+  /** The cluster: this node holds a lease it may serve under, and its node ID (absent on one node). */
+  cluster?: { serving: () => boolean; nodeId: string; owner: () => string };
 }
 
 export function healthRoutes(sources: HealthSources): OpsRoute {
@@ -127,11 +129,14 @@ export function healthRoutes(sources: HealthSources): OpsRoute {
     const workers = { up: pool.threadIds.length, expected: pool.size, ...(pool.degraded ? { crashLoop: true } : {}) };
     const storeOk = sources.probe.failure() === null;
     const stopping = sources.stopping();
-    const ready = !stopping && workers.up === workers.expected && !pool.degraded && storeOk;
+    const { cluster } = sources;
+    const leased = cluster ? cluster.serving() : true;
+    const ready = !stopping && workers.up === workers.expected && !pool.degraded && storeOk && leased;
     sendJson(res, ready ? 200 : 503, {
       status: ready ? 'ready' : stopping ? 'stopping' : 'not ready',
       workers,
       store: { kind: sources.storeKind, status: storeOk ? 'ok' : 'unreachable' },
+      ...(cluster && { cluster: { node: cluster.nodeId, owner: cluster.owner(), lease: leased ? 'held' : 'lost' } }),
     });
   };
   return { claims, handle };

@@ -9,8 +9,8 @@ import { hashId } from '../id-hash.ts';
 import type { SessionRecord } from '../stores/store.ts';
 import { bounded } from './bounded.ts';
 import { newEntry, type SessionEntry } from './directory.ts';
-import { mustBeOurs } from './ownership.ts';
-import { errorOutcome, type Outcome } from './outcome.ts';
+import { ElsewhereSignal, claimAndRead } from './ownership.ts';
+import { elsewhereOutcome, errorOutcome, type Outcome } from './outcome.ts';
 import { FirstPerWindow } from './first-per-window.ts';
 import { createSession } from './creation.ts';
 import type { Rooms } from './rooms.ts';
@@ -55,6 +55,7 @@ export class Admission {
     try {
       found = await this.find(presented, clientIp);
     } catch (error) {
+      if (error instanceof ElsewhereSignal) return elsewhereOutcome(error.placement);
       log.error({ event: 'store-error', err: error }, 'cannot look up a presented session in the store');
       return errorOutcome(new ResidentError('RESIDENT_ERR_STORE_FAILED', undefined, { cause: error }));
     }
@@ -174,8 +175,10 @@ export class Admission {
   }
 
   async #readForAdoption(id: string): Promise<SessionEntry | undefined> {
-    const { directory, store, ownership, clock, counters, endings } = this.#rooms;
-    const record = await bounded(store.get(id), 'the store read');
+    const { directory, clock, counters, endings } = this.#rooms;
+    // In a cluster the claim comes first: it reads the record, or names the node that holds it
+    // (ElsewhereSignal: the request is forwarded there).
+    const record = await claimAndRead(this.#rooms, id);
     // Closed or regenerated while the read was under way: a dead ID is never adopted (A4).
     if (!record || this.#retired.has(id)) return undefined;
     const known = directory.get(id);
@@ -186,7 +189,6 @@ export class Admission {
       endings.dropExpiredRecord(id);
       return undefined;
     }
-    mustBeOurs(await ownership.claim(id));
     // Known meanwhile (another path adopted or created it while the claim was answered).
     const meanwhile = directory.get(id);
     if (meanwhile || this.#retired.has(id)) return meanwhile;

@@ -29,6 +29,14 @@ export interface SessionCounters {
   unknownIds: number;
   /** Unknown session IDs not looked up: their source's budget was spent. */
   unknownIdsUnread: number;
+  /** Cluster: sessions this node claimed from the store (unowned, or taken over). */
+  claims: number;
+  /** Cluster: of those, taken from a node whose lease had expired. */
+  takeovers: number;
+  /** Cluster: requests sent on to the node that owns their session. */
+  forwards: number;
+  /** Cluster: writes the store refused because another node owns the session now. */
+  fencedWrites: number;
 }
 
 /** The counters and the sessions held in memory, as `sessions.stats` shows them. */
@@ -65,6 +73,10 @@ export function newCounters(): SessionCounters {
     refusedNew: 0,
     unknownIds: 0,
     unknownIdsUnread: 0,
+    claims: 0,
+    takeovers: 0,
+    forwards: 0,
+    fencedWrites: 0,
   };
 }
 

@@ -24,14 +24,23 @@ export async function createSession(rooms: Rooms, clientIp: string): Promise<Ses
 }
 
 async function create(rooms: Rooms, clientIp: string, source: string, sourceUnderWay: boolean): Promise<SessionEntry | ResidentError> {
-  const { directory, capacity, clock, counters, log, ownership, sources } = rooms;
+  const { directory, capacity, clock, counters, log, ownership, sources, policy } = rooms;
   // Contexts still leaving (onSessionSuspend running) no longer count against the cap but are
   // still in memory: a flood whose hook is slow would otherwise hold any number of them.
   if (capacity.leavingFull()) return new ResidentError('RESIDENT_ERR_CAPACITY');
   const tooMany = sources.makeRoom(source);
   if (tooMany) return tooMany;
   const id = newSessionId();
-  mustBeOurs(await ownership.claim(id));
+  const now = clock.now();
+  const entry = newEntry({ id, clientIp, source, proven: false, createdAt: Date.now(), startedAt: now, userId: null, lastActive: now });
+  try {
+    // In a cluster its first record names this node as its owner, so that a request that
+    // reaches another node finds it (one store write; nothing on one node).
+    mustBeOurs(await ownership.claim(id, () => policy.record(entry, null)));
+  } catch (error) {
+    log.error({ event: 'store-error', err: error }, 'cannot record a new session in the store');
+    return new ResidentError('RESIDENT_ERR_STORE_FAILED', undefined, { cause: error });
+  }
   const refused = await capacity.makeRoom(source, sourceUnderWay);
   if (refused) {
     void ownership.release(id);
@@ -43,8 +52,6 @@ async function create(rooms: Rooms, clientIp: string, source: string, sourceUnde
     void ownership.release(id);
     return tooManyNow;
   }
-  const now = clock.now();
-  const entry = newEntry({ id, clientIp, source, proven: false, createdAt: Date.now(), startedAt: now, userId: null, lastActive: now });
   entry.init = contextInit(entry, false);
   directory.addLive(entry);
   capacity.placed();

@@ -64,10 +64,10 @@ export class Endings {
    * A failure is logged; end() tries again.
    */
   async #deleteBeforeHook(entry: SessionEntry): Promise<void> {
-    const { lifecycle, store, log } = this.#rooms;
+    const { lifecycle, ownership, log } = this.#rooms;
     try {
       await lifecycle.checkpointOf(entry);
-      await bounded(store.delete(entry.id), 'the store delete');
+      await bounded(ownership.remove(entry.id), 'the store delete');
     } catch (error) {
       log.error({ event: 'store-error', session: hashId(entry.id), err: error }, 'cannot delete the record of an ending session before its hook; trying again after it');
     }
@@ -80,7 +80,7 @@ export class Endings {
    * (the store sweep removes the record once it expires).
    */
   end(entry: SessionEntry, why: 'closed' | 'expired', by?: string): Promise<void> {
-    const { admission, directory, lifecycle, counters, log, store, ownership } = this.#rooms;
+    const { admission, directory, lifecycle, counters, log, ownership } = this.#rooms;
     const { id } = entry;
     admission.retire(id);
     directory.remove(entry);
@@ -92,7 +92,7 @@ export class Endings {
     const deleting = (async () => {
       try {
         await checkpoint;
-        await store.delete(id);
+        await ownership.remove(id);
       } catch (error) {
         log.error({ event: 'store-error', session: hashId(id), err: error }, 'cannot delete the session record; its ID stays refused');
         return;
@@ -149,7 +149,7 @@ export class Endings {
     // A failure leaves the ID retired: the close was asked for, and may have half happened.
     const existed = (await store.existing([id])).has(id);
     if (existed) {
-      await store.delete(id);
+      await ownership.remove(id);
       await ownership.release(id);
     }
     if (!retiredBefore) await admission.releaseRetired(id);
@@ -162,7 +162,7 @@ export class Endings {
   /** Deletes the record of a retired ID; the ID stays retired if the store refuses. */
   async deleteRetired(id: string, entry: SessionEntry): Promise<void> {
     try {
-      await bounded(this.#rooms.store.delete(id), 'the store delete');
+      await bounded(this.#rooms.ownership.remove(id), 'the store delete');
       await this.#rooms.admission.releaseRetired(id);
     } catch (error) {
       this.#rooms.log.error({ event: 'store-error', session: hashId(entry.id), err: error }, 'cannot delete the record of a retired session ID; it is refused until it expires');
@@ -185,7 +185,7 @@ export class Endings {
 
   /** A record found expired by the wall clock when it was to be adopted. */
   dropExpiredRecord(id: string): void {
-    void this.#rooms.store.delete(id).catch(() => {});
+    void this.#rooms.ownership.remove(id).catch(() => {});
   }
 
   /**
@@ -195,9 +195,10 @@ export class Endings {
    * how many went.
    */
   async dropExpired(ids: readonly string[]): Promise<number> {
-    const { store, directory, admission } = this.#rooms;
+    const { ownership, directory, admission } = this.#rooms;
     const stale = ids.filter((id) => !directory.get(id));
-    await Promise.all(stale.map((id) => store.delete(id)));
+    // In a cluster a record another node holds is refused (RESIDENT_ERR_FENCED): that node ends it.
+    await Promise.all(stale.map((id) => ownership.remove(id).catch(() => undefined)));
     // A retired ID whose record could not be deleted at the time is gone for good now.
     for (const id of stale) admission.forgetRetired(id);
     return stale.length;

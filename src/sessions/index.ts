@@ -25,7 +25,7 @@ import { localCap, noPeers, type HomeCandidate, type IdleCandidate } from './pee
 import { SessionPolicy } from './policy.ts';
 import { Requests } from './requests.ts';
 import type { Rooms, SessionsDeps } from './rooms.ts';
-import { shutDown } from './shutdown.ts';
+import { relinquishAll, shutDown } from './shutdown.ts';
 import { Sweeper } from './sweeper.ts';
 import { Users } from './users.ts';
 import { GuessBudget } from './guesses.ts';
@@ -40,7 +40,6 @@ export type { SessionsDeps } from './rooms.ts';
 export { GuessBudget } from './guesses.ts';
 export { SourceAlarms, type OverBudget } from './source-alarms.ts';
 
-/** Which sessions a listing wants: those in memory (live or suspending) or the suspended ones this process knows. */
 /** What a Sessions makes for itself when not given it. */
 type Defaulted = 'ownership' | 'peers' | 'cap' | 'homes' | 'lookups' | 'overBudget';
 
@@ -61,7 +60,7 @@ export class Sessions {
     const alarms = deps.overBudget && deps.lookups ? undefined : new SourceAlarms(deps.config.budgetWindow, deps.log);
     const rooms = {
       ...deps,
-      ownership: deps.ownership ?? new LocalOwnership(),
+      ownership: deps.ownership ?? new LocalOwnership(deps.store),
       peers: deps.peers ?? noPeers,
       cap: deps.cap ?? localCap(),
       homes: deps.homes ?? 1,
@@ -84,13 +83,8 @@ export class Sessions {
       deps.held?.setHeld('suspendedKnown', counts.suspended);
       deps.held?.setHeld('unproven', counts.unproven);
     });
-    rooms.admission = new Admission(rooms);
-    rooms.requests = new Requests(rooms);
-    rooms.lifecycle = new Lifecycle(rooms);
-    rooms.endings = new Endings(rooms);
-    rooms.capacity = new Capacity(rooms);
-    rooms.users = new Users(rooms);
-    rooms.sources = new SourceBudget(rooms);
+    [rooms.admission, rooms.requests, rooms.lifecycle, rooms.endings] = [new Admission(rooms), new Requests(rooms), new Lifecycle(rooms), new Endings(rooms)];
+    [rooms.capacity, rooms.users, rooms.sources] = [new Capacity(rooms), new Users(rooms), new SourceBudget(rooms)];
     this.#rooms = rooms;
     const { directory, requests } = rooms;
     this.stats = statsView(rooms.counters, {
@@ -116,6 +110,7 @@ export class Sessions {
   async serve(presented: string[], clientIp: string, request: WireRequest): Promise<Outcome> {
     const { closing, config, requests, admission } = this.#rooms;
     if (closing) return errorOutcome(new ResidentError('RESIDENT_ERR_SHUTTING_DOWN'));
+    if (!this.#rooms.ownership.serving()) return errorOutcome(new ResidentError('RESIDENT_ERR_NO_LEASE'));
     if (!config.enabled) return requests.runEphemeral(clientIp, request, newSessionId());
     const admitted = await admission.admit(presented, clientIp);
     if ('kind' in admitted) return admitted;
@@ -235,6 +230,11 @@ export class Sessions {
   /** Suspends the idle context of oldestIdle(source) ('evicted'), for another home over the cap, if it is of the class `reported`. */
   evictOldestIdle(reported: Pick<IdleCandidate, 'unproven' | 'ofSource'>, source?: string): boolean {
     return this.#rooms.capacity.evictOldestIdle(reported, source);
+  }
+
+  /** The cluster lost this node's lease: every context leaves memory (./shutdown.ts). */
+  relinquish(deadlineMs: number): Promise<void> {
+    return relinquishAll(this.#rooms, deadlineMs);
   }
 
   /**

@@ -4,16 +4,16 @@
  * one that writes the store. Every step runs in the session's gate (./gate.ts), so no request
  * overtakes it and a context never has two live copies.
  */
-import { ResidentError } from '../errors.ts';
+import { ResidentError, isResidentError } from '../errors.ts';
 import { hashId } from '../id-hash.ts';
 import type { WireError } from '../contexts/protocol.ts';
 import { isSharedStore } from '../stores/store.ts';
 import type { SuspendReason } from '../types.ts';
-import { bounded } from './bounded.ts';
 import { contextInit } from './context-init.ts';
 import type { SessionEntry } from './directory.ts';
+import { Checkpoints } from './checkpoints.ts';
 import { setGate } from './gate.ts';
-import { mustBeOurs } from './ownership.ts';
+import { ElsewhereSignal, claimAndRead } from './ownership.ts';
 import { logHookError, type Rooms } from './rooms.ts';
 
 /** Reasons that take a context out of memory and keep its memento ('dropped': an unproven one pushed out, kept only if a hook asked). */
@@ -32,11 +32,11 @@ const SUSPEND_RETRY_MS = 5_000;
 
 export class Lifecycle {
   readonly #rooms: Rooms;
-  /** Checkpoint writes under way, so a record is not moved or deleted while one may still land on it. */
-  readonly #checkpointing = new Map<SessionEntry, Promise<void>>();
+  readonly #checkpoints: Checkpoints;
 
   constructor(rooms: Rooms) {
     this.#rooms = rooms;
+    this.#checkpoints = new Checkpoints(rooms, this);
   }
 
   /** Calls onSessionSuspend(ctx, reason) on the context's worker. Never rejects. */
@@ -54,11 +54,19 @@ export class Lifecycle {
 
   /** Brings a suspended session back: its next request is sent with the memento. Runs in the gate. */
   async resume(entry: SessionEntry): Promise<void> {
-    const { admission, store, log, ownership, capacity, directory, counters, endings } = this.#rooms;
+    const { admission, store, log, capacity, directory, counters, endings } = this.#rooms;
+    // Adopted: claimed and read already. Otherwise claimed here (on one node always ours; in a
+    // cluster one store call that also reads the record, or names the node that holds it).
     let record = admission.takeAdopted(entry.id);
     try {
-      record ??= await bounded(store.get(entry.id), 'the store read');
+      record ??= await claimAndRead(this.#rooms, entry.id);
     } catch (error) {
+      if (error instanceof ElsewhereSignal) {
+        // Not this node's: it forgets the session, and the request (with those waiting behind
+        // it, which see the same rejection) goes to the owner.
+        directory.remove(entry);
+        throw error;
+      }
       log.error({ event: 'store-error', session: hashId(entry.id), err: error }, 'cannot read the suspended session');
       throw new ResidentError('RESIDENT_ERR_STORE_FAILED', undefined, { cause: error });
     }
@@ -74,7 +82,6 @@ export class Lifecycle {
     // The stored user, not this node's memory of it: another node sharing the store may have
     // signed the session in or out since this one suspended it.
     if (record) directory.setUser(entry, record.userId);
-    mustBeOurs(await ownership.claim(entry.id));
     const refused = await capacity.makeRoom();
     if (refused) throw refused;
     let resumed = true;
@@ -101,7 +108,7 @@ export class Lifecycle {
 
   /** Never rejects: the outcome is the entry's new state (and true when the memento was saved). */
   async #suspend(entry: SessionEntry, reason: SuspendingReason): Promise<boolean> {
-    const { store, policy, directory, counters, log, endings } = this.#rooms;
+    const { ownership, policy, directory, counters, log, endings } = this.#rooms;
     // Whether it is unproven is judged as it starts to leave: its hook is told so (a 'dropped'
     // hook releases what it held), and a cookie presented meanwhile finds a session already
     // ending, never one brought back from a memento written after that hook.
@@ -128,13 +135,19 @@ export class Lifecycle {
       return false;
     }
     try {
-      await store.set(policy.record(entry, answer.memento));
+      await ownership.save(policy.record(entry, answer.memento), true);
     } catch (error) {
+      if (isResidentError(error, 'RESIDENT_ERR_FENCED')) {
+        // Another node took the session (this one lost its lease meanwhile): its memento is not
+        // ours to write, and the context here is a stale copy.
+        await this.fencedOut(entry);
+        return false;
+      }
       // The context is still on its worker: refused writes keep it live (E4), loudly.
       await this.#suspendFailed(entry, reason, { code: 'RESIDENT_ERR_STORE_FAILED', message: (error as Error).message }, 'store');
       return false;
     }
-    this.#saved(entry, answer.memento);
+    this.saved(entry, answer.memento);
     await this.discard(entry);
     directory.markSuspended(entry);
     counters.suspended[reason]++;
@@ -178,47 +191,20 @@ export class Lifecycle {
     directory.markSuspended(entry);
   }
 
-  #saved(entry: SessionEntry, memento: string): void {
+  /** A memento of `entry` is in the store now. */
+  saved(entry: SessionEntry, memento: string): void {
     entry.hasMemento = true;
     entry.mementoBytes = Buffer.byteLength(memento);
   }
 
-  /**
-   * Saves a memento of a live context that handled a request since its last checkpoint, while
-   * it stays live, so a crash loses at most one interval (`sessions.checkpointInterval`).
-   */
+  /** Saves a memento of a live context while it stays live (./checkpoints.ts). */
   checkpoint(entry: SessionEntry): void {
-    // An unproven session is written only if a hook kept it (ctx.keep()).
-    if (!(entry.proven || entry.kept) || !entry.dirty || entry.state !== 'live' || entry.gate || this.#checkpointing.has(entry)) return;
-    entry.dirty = false;
-    const saving = this.#checkpointOne(entry).finally(() => this.#checkpointing.delete(entry));
-    this.#checkpointing.set(entry, saving);
+    this.#checkpoints.checkpoint(entry);
   }
 
   /** The checkpoint write of `entry` under way, if any: a move or delete of its record waits for it. */
   checkpointOf(entry: SessionEntry): Promise<void> | undefined {
-    return this.#checkpointing.get(entry);
-  }
-
-  async #checkpointOne(entry: SessionEntry): Promise<void> {
-    const { store, policy, counters, log } = this.#rooms;
-    const answer = await this.askMemento(entry, 'checkpoint');
-    if (answer.kind === 'failed') {
-      entry.dirty = true;
-      logHookError(log, entry, "onSessionSuspend(ctx, 'checkpoint')", answer.error, 'no checkpoint this time');
-      return;
-    }
-    // The thread died (worker loss handles the session), or the context was closed or
-    // suspended meanwhile and has had its last word: its record is not revived.
-    if (answer.kind === 'gone' || entry.state !== 'live' || entry.ending) return;
-    try {
-      await store.set(policy.record(entry, answer.memento));
-      this.#saved(entry, answer.memento);
-      counters.checkpoints++;
-    } catch (error) {
-      entry.dirty = true;
-      log.error({ event: 'store-error', session: hashId(entry.id), err: error }, 'checkpoint not saved; will try again');
-    }
+    return this.#checkpoints.of(entry);
   }
 
   /** Drops the context from its worker without a hook, and forgets its home. */
@@ -229,6 +215,20 @@ export class Lifecycle {
       // The thread died: the context went with it.
     }
     this.unhome(entry);
+  }
+
+  /**
+   * Another node took the session (a write of this node's was fenced out): the context here is
+   * a stale copy and goes without a hook; the session's next request finds its owner through
+   * the resume's claim and is forwarded there.
+   */
+  async fencedOut(entry: SessionEntry): Promise<void> {
+    this.#rooms.log.warn({ event: 'fenced', session: hashId(entry.id) }, 'another node owns this session now: its context here is dropped');
+    await this.discard(entry);
+    if (entry.state === 'live' || entry.state === 'suspending') {
+      entry.hasMemento = true;
+      this.#rooms.directory.markSuspended(entry);
+    }
   }
 
   /** The context vanished with its worker: the session falls back to its last memento. */

@@ -7,8 +7,15 @@ export type CookieAction = { set: string } | { expire: true } | null;
 
 export type Outcome =
   | { kind: 'reply'; status: number; headers: string[]; body: WireBody; cookie: CookieAction }
-  | { kind: 'error'; error: ResidentError; cookie: CookieAction };
+  | { kind: 'error'; error: ResidentError; cookie: CookieAction }
+  /** The session lives on another node of the cluster: the edge forwards the request to `url`. */
+  | { kind: 'elsewhere'; owner: string; url: string; cookie: null };
 
 export function errorOutcome(error: ResidentError, cookie: CookieAction = null): Outcome {
   return { kind: 'error', error, cookie };
+}
+
+/** The outcome that sends a request to the node holding its session. */
+export function elsewhereOutcome(placement: { owner: string; url: string }): Outcome {
+  return { kind: 'elsewhere', owner: placement.owner, url: placement.url, cookie: null };
 }

@@ -13,7 +13,7 @@ import type { Rooms } from './rooms.ts';
  * the deadline, and the context stays live whatever happens.
  */
 export function rewriteRecord(rooms: Rooms, entry: SessionEntry, storedAs: string, whenMoved: () => void): Promise<void> {
-  const { store, log, endings, lifecycle } = rooms;
+  const { store, ownership, log, endings, lifecycle } = rooms;
   const moving = storedAs !== entry.id;
   return afterGate(entry, async () => {
     // A checkpoint that started under the old ID may still be writing it.
@@ -23,7 +23,7 @@ export function rewriteRecord(rooms: Rooms, entry: SessionEntry, storedAs: strin
         const record = await bounded(store.get(storedAs), 'the store read');
         // A suspend that ran meanwhile may have saved a newer memento under the new ID.
         const newer = moving && record ? await bounded(store.get(entry.id), 'the store read') : undefined;
-        if (record && !newer) await bounded(store.set({ ...record, id: entry.id, userId: entry.userId }), 'the store write');
+        if (record && !newer) await bounded(ownership.save({ ...record, id: entry.id, userId: entry.userId }, false), 'the store write');
       }
     } catch (error) {
       log.error({ event: 'store-error', session: hashId(entry.id), err: error }, 'cannot update the stored session record');

@@ -9,7 +9,8 @@ import { hashId } from '../id-hash.ts';
 import type { WireRequest, WorkerReply } from '../contexts/protocol.ts';
 import type { SessionEntry } from './directory.ts';
 import { setGate } from './gate.ts';
-import { errorOutcome, type CookieAction, type Outcome } from './outcome.ts';
+import { elsewhereOutcome, errorOutcome, type CookieAction, type Outcome } from './outcome.ts';
+import { ElsewhereSignal } from './ownership.ts';
 import { logHookError, type Rooms } from './rooms.ts';
 import { rewriteRecord } from './records.ts';
 import { bounded } from './bounded.ts';
@@ -78,6 +79,8 @@ export class Requests {
       );
       return await this.#afterReply(entry, reply, admitted);
     } catch (error) {
+      // The resume found the session on another node: this request goes there.
+      if (error instanceof ElsewhereSignal) return elsewhereOutcome(error.placement);
       return errorOutcome(this.#asRequestError(entry, error));
     } finally {
       entry.inFlight--;

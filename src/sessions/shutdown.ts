@@ -3,6 +3,7 @@
  * 'shutdown' within the deadline, and what could not be saved is counted.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { hashId } from '../id-hash.ts';
 import { bounded } from './bounded.ts';
 import type { SessionEntry } from './entry.ts';
 import type { Rooms } from './rooms.ts';
@@ -24,7 +25,7 @@ const STORE_RETRY_MS = 250;
  * with a request in flight is suspended as soon as that request is answered (its hook
  * returned: a body still streaming does not hold it).
  */
-async function suspendAll(rooms: Rooms, until: { stopped: boolean }): Promise<void> {
+async function suspendAll(rooms: Rooms, until: { stopped: boolean }, reason: 'shutdown' | 'evicted' = 'shutdown'): Promise<void> {
   while (!until.stopped) {
     const waits: Promise<unknown>[] = [];
     const idle: SessionEntry[] = [];
@@ -42,15 +43,35 @@ async function suspendAll(rooms: Rooms, until: { stopped: boolean }): Promise<vo
       continue;
     }
     const refusedBefore = rooms.counters.suspended.failed;
-    await Promise.all([...waits, inParallel(idle, PARALLEL_SUSPENDS, until, (entry) => suspendIfIdle(rooms, entry))]);
+    await Promise.all([...waits, inParallel(idle, PARALLEL_SUSPENDS, until, (entry) => suspendIfIdle(rooms, entry, reason))]);
     if (rooms.counters.suspended.failed > refusedBefore) await sleep(STORE_RETRY_MS);
   }
 }
 
 /** Suspends `entry` unless a request or another suspend took it since the round began. */
-async function suspendIfIdle(rooms: Rooms, entry: SessionEntry): Promise<void> {
+async function suspendIfIdle(rooms: Rooms, entry: SessionEntry, reason: 'shutdown' | 'evicted'): Promise<void> {
   if (entry.gate) await entry.gate.catch(() => undefined);
-  else if (entry.state === 'live' && entry.inFlight === 0) await rooms.lifecycle.startSuspend(entry, 'shutdown');
+  else if (entry.state === 'live' && entry.inFlight === 0) await rooms.lifecycle.startSuspend(entry, reason);
+}
+
+/**
+ * The cluster: this node's lease is gone, so another node may claim any of its sessions now.
+ * Every context leaves memory ('evicted'), its memento written only where the store still
+ * names this node's old incarnation (a fenced write; refused where another node took over).
+ * What cannot be saved within `deadlineMs` (the store unreachable) is dropped: the session
+ * resumes from its last checkpoint wherever its next request goes.
+ */
+export async function relinquishAll(rooms: Rooms, deadlineMs: number): Promise<void> {
+  const until = { stopped: false };
+  const timer = setTimeout(() => (until.stopped = true), deadlineMs);
+  await suspendAll(rooms, until, 'evicted');
+  clearTimeout(timer);
+  for (const entry of [...rooms.directory.live.values()]) {
+    if (entry.state !== 'live' || entry.gate) continue;
+    rooms.log.warn({ event: 'relinquished', session: hashId(entry.id) }, 'the lease was lost before this context could be saved: it resumes from its last checkpoint');
+    await rooms.lifecycle.discard(entry);
+    if (entry.state === 'live') rooms.directory.markSuspended(entry);
+  }
 }
 
 /** `work` on each of `items`, at most `limit` at once, none started once `until.stopped`. */

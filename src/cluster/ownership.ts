@@ -1,0 +1,132 @@
+/**
+ * Ownership in a cluster (../sessions/ownership.ts has the contract): the store decides. A claim
+ * is one store call that makes this node the owner (the record unowned, or its owner's lease
+ * gone) or names the owner; every write of a record is conditional on the owner and fence this
+ * node last saw, so once another node has taken a session, nothing this node still holds of it
+ * (a checkpoint of a paused process, a late suspend) can overwrite it (Kleppmann's fencing
+ * token, checked by the store itself).
+ *
+ * Runs on each edge thread, for the sessions homed there: `#held` is what the store holds for
+ * each session this thread claimed or wrote, the condition of its next write.
+ */
+import { ResidentError } from '../errors.ts';
+import type { SessionCounters } from '../sessions/counters.ts';
+import type { Ownership, Placement } from '../sessions/ownership.ts';
+import type { ContextStore, OwnerFence, SessionRecord } from '../stores/store.ts';
+import type { LeaseView } from './lease-view.ts';
+import type { ThreadRegistry } from './remote-registry.ts';
+
+/** The counters a claim and a refused write add to. */
+type ClusterCounters = Pick<SessionCounters, 'claims' | 'takeovers' | 'fencedWrites'>;
+
+export class ClusterOwnership implements Ownership {
+  readonly #registry: ThreadRegistry;
+  readonly #store: ContextStore;
+  readonly #lease: LeaseView;
+  readonly #counters: ClusterCounters;
+  readonly #held = new Map<string, OwnerFence>();
+  /** This node's incarnation (`<nodeId>#<incarnation>`): what its claims write as owner. */
+  #owner: string;
+
+  constructor(deps: { registry: ThreadRegistry; store: ContextStore; lease: LeaseView; owner: string; counters: ClusterCounters }) {
+    this.#registry = deps.registry;
+    this.#store = deps.store;
+    this.#lease = deps.lease;
+    this.#owner = deps.owner;
+    this.#counters = deps.counters;
+  }
+
+  get owner(): string {
+    return this.#owner;
+  }
+
+  /**
+   * A new incarnation (the old lease was lost): new claims are written under it. What was held
+   * under the old one keeps its condition, so a write lands only where nobody took over.
+   */
+  set owner(owner: string) {
+    this.#owner = owner;
+  }
+
+  serving(): boolean {
+    return this.#lease.serving();
+  }
+
+  async claim(id: string, fresh?: () => SessionRecord): Promise<Placement> {
+    // A node whose lease may have run out claims nothing: another may own everything by now.
+    if (!this.serving()) throw new ResidentError('RESIDENT_ERR_NO_LEASE');
+    const owner = this.#owner;
+    if (fresh) {
+      // A new ID (122 random bits): nobody can hold it, so this write from nothing lands.
+      if (!(await this.#store.setIf({ ...fresh(), owner, fence: 1 }, null))) {
+        throw new ResidentError('RESIDENT_ERR_STORE_FAILED', 'a new session ID was already stored');
+      }
+      this.#held.set(id, { owner, fence: 1 });
+      return { kind: 'ours', fence: 1 };
+    }
+    const answer = await this.#registry.claim(id, owner);
+    if (answer.kind === 'missing') {
+      this.#held.delete(id);
+      return answer;
+    }
+    if (answer.kind === 'elsewhere') {
+      this.#held.delete(id);
+      return { kind: 'elsewhere', owner: answer.lease.owner, url: answer.lease.url };
+    }
+    const { record } = answer;
+    const before = this.#held.get(id);
+    if (!before || before.owner !== owner || before.fence !== record.fence) {
+      this.#counters.claims++;
+      // Taken from an owner whose lease is gone (not from nobody, and not this incarnation's own).
+      if (answer.from) this.#counters.takeovers++;
+    }
+    this.#held.set(id, { owner, fence: record.fence });
+    return { kind: 'ours', fence: record.fence, record };
+  }
+
+  async save(record: SessionRecord, leaving: boolean): Promise<void> {
+    const held = this.#held.get(record.id);
+    if (!held) {
+      // A record under an ID this node never stored (a regenerate's move): claimed from nothing.
+      const fresh = { ...record, owner: leaving ? null : this.#owner, fence: 1 };
+      if (!(await this.#store.setIf(fresh, null))) this.#refused(record.id);
+      this.#held.set(record.id, { owner: fresh.owner, fence: 1 });
+      return;
+    }
+    // Leaving lets the session go in the same write: any node may claim it next.
+    const next: OwnerFence = leaving && held.owner !== null ? { owner: null, fence: held.fence + 1 } : held;
+    if (!(await this.#store.setIf({ ...record, owner: next.owner, fence: next.fence }, held))) this.#refused(record.id);
+    this.#held.set(record.id, next);
+  }
+
+  async remove(id: string): Promise<void> {
+    let held = this.#held.get(id);
+    if (!held) {
+      // A record this node holds nothing of (an admin close, an expired record): claimed first,
+      // so that a session live on another node is never deleted under it.
+      const placement = await this.claim(id);
+      if (placement.kind === 'missing') return;
+      if (placement.kind === 'elsewhere') this.#refused(id);
+      held = this.#held.get(id)!;
+    }
+    this.#held.delete(id);
+    if (await this.#store.deleteIf(id, held)) return;
+    // Refused: gone already (fine), or another node holds it now.
+    if ((await this.#store.existing([id])).has(id)) this.#refused(id);
+  }
+
+  async release(id: string): Promise<void> {
+    const held = this.#held.get(id);
+    if (!held) return;
+    this.#held.delete(id);
+    // A session that ends without its record deleted yet (an unproven one dropped): the record
+    // its claim wrote goes, unless another node holds it now.
+    await this.#store.deleteIf(id, held).catch(() => undefined);
+  }
+
+  #refused(id: string): never {
+    this.#held.delete(id);
+    this.#counters.fencedWrites++;
+    throw new ResidentError('RESIDENT_ERR_FENCED', `session ${id.slice(0, 4)}… is owned by another node now`);
+  }
+}
