@@ -113,6 +113,7 @@ function runDispatch(batch: number): Promise<number> {
     suspendTimeout: 30_000,
     maxMementoSize: 1 << 20,
     idHashSalt: '00',
+    nodeId: 'bench',
   };
   const worker = new Worker(new URL(import.meta.url), { workerData: { ...settings, batch }, argv: process.argv.slice(2) });
   return new Promise((done, failed) => {

@@ -139,6 +139,7 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
       suspendTimeout: config.hooks.suspendTimeout,
       maxMementoSize: config.sessions.maxMementoSize,
       idHashSalt: ID_HASH_SALT,
+      nodeId: config.cluster.nodeId,
     },
     {
       config,
@@ -262,8 +263,7 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
       if (metricsServer) await closeListener(metricsServer);
       if (fallback) await closeListener(fallback);
       await pool.close();
-      // Every context is suspended and released by now (or lost with its thread): the lease
-      // goes last, so this node's sessions are claimable at once.
+      // Every context is suspended and released (or lost): the lease goes last, so its sessions are claimable at once.
       await cluster?.stop(true).catch((error: Error) => log.warn({ event: 'lease-release-failed', err: error }, 'cannot delete the cluster lease: it lapses on its own'));
       probe?.stop();
       await store.close();

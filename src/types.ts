@@ -54,6 +54,8 @@ export interface Context {
   readonly expiresAt: Date | null;
   /** The worker thread hosting this context. */
   readonly threadId: number;
+  /** The node hosting this context: cluster.nodeId (by default the host name and port). */
+  readonly nodeId: string;
   /**
    * False until the client presents this session's cookie back: during the first request of a
    * new session, and for a session no request has come back to. An unproven session that

@@ -11,6 +11,13 @@ import { hashId } from '../id-hash.ts';
 
 let idSalt = new Uint8Array(16);
 
+let nodeId = '';
+
+/** cluster.nodeId (its default on one node): what ctx.nodeId says. */
+export function setNodeId(id: string): void {
+  nodeId = id;
+}
+
 /** The main thread's salt, so ctx.idHash matches the `session` field of its log lines. */
 export function setIdSalt(hex: string): void {
   idSalt = Buffer.from(hex, 'hex');
@@ -65,6 +72,10 @@ export class LiveContext {
 
   get threadId(): number {
     return threadId;
+  }
+
+  get nodeId(): string {
+    return nodeId;
   }
 
   get createdAt(): Date {

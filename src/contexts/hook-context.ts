@@ -125,6 +125,10 @@ export class HookContext implements Context {
     return this.#live.threadId;
   }
 
+  get nodeId(): string {
+    return this.#live.nodeId;
+  }
+
   get closed(): boolean {
     return this.#live.closed;
   }

@@ -11,7 +11,7 @@ import { parentPort, threadId, workerData } from 'node:worker_threads';
 import { pathToFileURL } from 'node:url';
 import { ErrorCodes, ResidentError } from '../errors.ts';
 import type { OnConnection, OnSessionSuspend, SuspendReason } from '../types.ts';
-import { LiveContext, setIdSalt } from './context.ts';
+import { LiveContext, setIdSalt, setNodeId } from './context.ts';
 import { HookContext, onRefusedEffect } from './hook-context.ts';
 import { DeadlineSweep } from './deadline.ts';
 import { cancelBody, pullBody } from './body-streams.ts';
@@ -37,10 +37,13 @@ export interface WorkerSettings {
   maxMementoSize: number;
   /** The main thread's log salt (hex), for ctx.idHash. */
   idHashSalt: string;
+  /** cluster.nodeId, for ctx.nodeId. */
+  nodeId: string;
 }
 
 const settings = workerData as WorkerSettings;
 setIdSalt(settings.idHashSalt);
+setNodeId(settings.nodeId);
 
 async function loadHook<T>(path: string, name: string): Promise<T> {
   let module;
