@@ -1,0 +1,249 @@
+/**
+ * The cluster registry on the machine's real Redis and PostgreSQL (registry-contract.ts), each
+ * on a prefix or table of its own; then what only one store has: a damaged Redis record, a Redis
+ * out of memory, a PostgreSQL claim whose connection dies mid-call (RELIABILITY E9).
+ */
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { after, test, type TestContext } from 'node:test';
+import pg from 'pg';
+import { createClient, WatchError } from 'redis';
+import { PostgresRegistry } from '../../src/cluster/postgres-registry.ts';
+import { RedisRegistry } from '../../src/cluster/redis-registry.ts';
+import type { NodeLease } from '../../src/cluster/registry.ts';
+import { PostgresStore } from '../../src/stores/postgres.ts';
+import { tableNames } from '../../src/stores/postgres-schema.ts';
+import { RedisStore } from '../../src/stores/redis.ts';
+import type { ContextStore } from '../../src/stores/store.ts';
+import { freePort, skipOrFailOnCi, waitFor } from '../helpers.ts';
+import { record } from './contract.ts';
+import { POSTGRES_URL, withClient } from './postgres-helpers.ts';
+import { registryContract, type RegistrySubject } from './registry-contract.ts';
+import { withRedis } from './shared-subjects.ts';
+import { sharedStore, unavailableReason } from './shared-helpers.ts';
+import { TcpProxy } from './tcp-proxy.ts';
+
+const opened: ContextStore[] = [];
+after(async () => {
+  for (const store of opened) await store.close();
+});
+
+async function openRedis(): Promise<RegistrySubject & { store: RedisStore; prefix: string }> {
+  const { url, name } = sharedStore('redis');
+  const store = await RedisStore.open({ url, prefix: name, callTimeout: 5_000 });
+  opened.push(store);
+  // WATCH: EXEC is refused (a WatchError) when anything wrote the key meanwhile.
+  const wrote = (id: string, during: () => Promise<unknown>) =>
+    withRedis(async (redis) => {
+      await redis.watch(`${name}s:${id}`);
+      await during();
+      return redis
+        .multi()
+        .ping()
+        .exec()
+        .then(
+          () => false,
+          (error: Error) => (error instanceof WatchError ? true : Promise.reject(error)),
+        );
+    });
+  return { store, registry: new RedisRegistry(store), wrote, prefix: name };
+}
+
+async function openPostgres(url?: string): Promise<RegistrySubject & { store: PostgresStore; table: string }> {
+  const { url: direct, name } = sharedStore('postgres');
+  const store = await PostgresStore.open({ url: url ?? direct, table: name, callTimeout: 8_000 });
+  opened.push(store);
+  // xmin: the transaction that wrote the row's current version.
+  const version = async (id: string) =>
+    (await withClient((client) => client.query<{ xmin: string }>(`SELECT xmin::text FROM ${tableNames(name).sessions} WHERE id = $1`, [id]))).rows[0]?.xmin;
+  const wrote = async (id: string, during: () => Promise<unknown>) => {
+    const before = await version(id);
+    await during();
+    return (await version(id)) !== before;
+  };
+  return { store, registry: new PostgresRegistry(store), wrote, table: name };
+}
+
+registryContract({ kind: 'redis', unavailable: () => unavailableReason('redis'), open: openRedis });
+registryContract({ kind: 'postgres', unavailable: () => unavailableReason('postgres'), open: () => openPostgres() });
+
+const lease = (node: string): NodeLease => ({ owner: `${node}#${process.pid}-${Math.random().toString(36).slice(2)}`, nodeId: node, url: `http://${node}:7000/` });
+
+test('redis: a damaged record (another Redis type, a hash that is not a record) is quarantined by a claim and reads as missing', async (t) => {
+  const why = await unavailableReason('redis');
+  if (why) return skipOrFailOnCi(t, why);
+  const corrupt: string[] = [];
+  const { url, name } = sharedStore('redis');
+  const store = await RedisStore.open({ url, prefix: name, callTimeout: 5_000, onCorrupt: (id) => corrupt.push(id) });
+  opened.push(store);
+  const registry = new RedisRegistry(store);
+  const a = lease('a');
+  await registry.acquire(a, 60_000);
+  const [list, hash, fence] = [record(), record(), record()];
+  await withRedis(async (redis) => {
+    await redis.rPush(`${name}s:${list.id}`, 'junk');
+    await redis.hSet(`${name}s:${hash.id}`, { clientIp: 'x', fence: '1' });
+    await redis.hSet(`${name}s:${fence.id}`, { clientIp: 'x', fence: '-1' });
+  });
+  for (const damaged of [list, hash, fence]) {
+    assert.deepEqual(await registry.claim(damaged.id, a.owner), { kind: 'missing' });
+    assert.equal(await registry.locate(damaged.id), undefined);
+  }
+  assert.deepEqual(corrupt, [list.id, hash.id, fence.id]);
+  await withRedis(async (redis) => {
+    for (const damaged of [list, hash, fence]) {
+      assert.equal(await redis.exists(`${name}s:${damaged.id}`), 0, 'moved aside');
+      assert.equal(await redis.exists(`${name}q:${damaged.id}`), 1);
+    }
+  });
+  const good = record();
+  await store.set(good);
+  assert.equal((await registry.claim(good.id, a.owner)).kind, 'ours', 'the store goes on');
+  // A lease key of another type is no lease: its owner's records are claimable, and nodes() skips it.
+  const b = lease('b');
+  await withRedis((redis) => redis.hSet(`${name}lease:${b.owner}`, { owner: b.owner }));
+  await store.set({ ...good, id: record().id, owner: b.owner, fence: 1 });
+  assert.deepEqual((await registry.nodes()).map((n) => n.owner), [a.owner]);
+  assert.equal(await registry.lease(b.owner), undefined);
+  assert.equal(await registry.renew(b.owner, 1000), false);
+});
+
+test('redis: past maxmemory a takeover claim and an acquire write nothing; renew, locate and a claim of one’s own still answer', { timeout: 30_000 }, async (t) => {
+  if (spawnSync('redis-server', ['--version']).status !== 0) return skipOrFailOnCi(t, 'redis-server is not installed');
+  // A Redis of the test's own: maxmemory is a server-wide setting, and the shared one has other tenants.
+  const port = await freePort();
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--maxmemory-policy', 'noeviction'], { stdio: 'ignore' });
+  t.after(() => void child.kill('SIGKILL'));
+  const url = `redis://127.0.0.1:${port}`;
+  const admin = createClient({ url, socket: { reconnectStrategy: false, connectTimeout: 500 } });
+  admin.on('error', () => {});
+  await waitFor(() => admin.connect().then(() => true, () => false), 10_000, 'redis-server to answer');
+  t.after(() => admin.destroy());
+  const prefix = 'oom:';
+  const store = await RedisStore.open({ url, prefix, callTimeout: 2_000 });
+  t.after(() => store.close());
+  const registry = new RedisRegistry(store);
+  const [a, b] = [lease('a'), lease('b')];
+  await registry.acquire(a, 60_000);
+  const free = record({ owner: 'gone#1', fence: 2 });
+  const mine = record();
+  await store.set(free);
+  await store.set(mine);
+  assert.equal((await registry.claim(mine.id, a.owner)).kind, 'ours');
+  const before = await admin.hGetAll(`${prefix}s:${free.id}`);
+  await admin.configSet('maxmemory', '1');
+  try {
+    await assert.rejects(registry.claim(free.id, a.owner), /OOM/);
+    assert.deepEqual(await admin.hGetAll(`${prefix}s:${free.id}`), before, 'nothing written');
+    await assert.rejects(registry.acquire(b, 60_000), /OOM/);
+    assert.equal(await admin.exists(`${prefix}lease:${b.owner}`), 0);
+    assert.equal(await registry.renew(a.owner, 60_000), true, 'a renewal needs no memory: a full Redis does not end every node');
+    assert.equal((await registry.claim(mine.id, a.owner)).kind, 'ours');
+    assert.deepEqual(await registry.locate(mine.id), a);
+    assert.deepEqual(await registry.nodes(), [a]);
+  } finally {
+    await admin.configSet('maxmemory', '0');
+  }
+  assert.deepEqual(await registry.claim(free.id, a.owner), { kind: 'ours', record: { ...free, owner: a.owner, fence: 3 } });
+});
+
+/**
+ * A PostgreSQL claim held by a lock on the sessions table (LOCK TABLE … IN SHARE MODE in an
+ * open transaction), so its backend can be found waiting and killed, or its reply lost.
+ */
+async function holdWrites(table: string): Promise<{ release: () => Promise<void> }> {
+  const client = new pg.Client({ connectionString: POSTGRES_URL });
+  await client.connect();
+  await client.query('BEGIN');
+  await client.query(`LOCK TABLE ${tableNames(table).sessions} IN SHARE MODE`);
+  let released = false;
+  return {
+    release: async () => {
+      if (released) return;
+      released = true;
+      await client.query('ROLLBACK');
+      await client.end();
+    },
+  };
+}
+
+/** The store's backends waiting for a lock with a statement on `table`. */
+async function waiting(table: string): Promise<number[]> {
+  const { rows } = await withClient((client) =>
+    client.query<{ pid: number }>(
+      `SELECT pid FROM pg_stat_activity WHERE application_name = 'resident' AND wait_event_type = 'Lock' AND query LIKE $1 AND pid <> pg_backend_pid() ORDER BY query_start`,
+      [`%${table}%`],
+    ),
+  );
+  return rows.map((row) => row.pid);
+}
+
+const waitingOne = async (table: string, what: string, not?: number): Promise<number> =>
+  (await waitFor(async () => {
+    const pids = await waiting(table);
+    return pids.length === 1 && pids[0] !== not ? pids[0] : undefined;
+  }, 15_000, what))!;
+
+async function postgresOrSkip(t: TestContext): Promise<boolean> {
+  const why = await unavailableReason('postgres');
+  if (why) skipOrFailOnCi(t, why);
+  return why === undefined;
+}
+
+test('postgres: a claim whose backend is killed mid-statement is retried on a new connection and claims once (fence + 1, not + 2)', { timeout: 60_000 }, async (t) => {
+  if (!(await postgresOrSkip(t))) return;
+  const s = await openPostgres();
+  const [a, b] = [lease('a'), lease('b')];
+  await s.registry.acquire(a, 60_000);
+  await s.registry.acquire(b, 60_000);
+  const saved = record({ owner: 'gone#1', fence: 4 });
+  await s.store.set(saved);
+  const hold = await holdWrites(s.table);
+  try {
+    const claim = s.registry.claim(saved.id, a.owner);
+    const first = await waitingOne(s.table, 'the claim waiting for the lock');
+    await withClient((client) => client.query('SELECT pg_terminate_backend($1)', [first]));
+    await waitingOne(s.table, 'the retry waiting, on another backend', first);
+    // A rival claim waits behind the retry, and must lose to it.
+    const rival = s.registry.claim(saved.id, b.owner);
+    await hold.release();
+    assert.deepEqual(await claim, { kind: 'ours', record: { ...saved, owner: a.owner, fence: 5 } });
+    assert.deepEqual(await rival, { kind: 'elsewhere', lease: a });
+  } finally {
+    await hold.release();
+  }
+  assert.deepEqual(await s.store.get(saved.id), { ...saved, owner: a.owner, fence: 5 });
+});
+
+test('postgres: a claim that committed but whose reply was lost answers ours with the record on its retry, not elsewhere', { timeout: 60_000 }, async (t) => {
+  if (!(await postgresOrSkip(t))) return;
+  const direct = new URL(POSTGRES_URL);
+  const proxy = await TcpProxy.start({ host: direct.hostname, port: Number(direct.port || 5432) });
+  t.after(() => proxy.close());
+  const url = new URL(POSTGRES_URL);
+  url.host = `127.0.0.1:${proxy.port}`;
+  const s = await openPostgres(url.toString());
+  const a = lease('a');
+  await s.registry.acquire(a, 60_000);
+  const saved = record({ memento: '["resume me"]' });
+  await s.store.set(saved);
+  const owner = async () =>
+    (await withClient((client) => client.query<{ owner: string | null }>(`SELECT owner FROM ${tableNames(s.table).sessions} WHERE id = $1`, [saved.id]))).rows[0]?.owner;
+  const hold = await holdWrites(s.table);
+  try {
+    const claim = s.registry.claim(saved.id, a.owner);
+    await waitingOne(s.table, 'the claim waiting for the lock');
+    proxy.stall();
+    await hold.release();
+    await waitFor(async () => (await owner()) === a.owner, 15_000, 'the first attempt committed');
+    proxy.cut();
+    proxy.restore();
+    proxy.flow();
+    assert.deepEqual(await claim, { kind: 'ours', record: { ...saved, owner: a.owner, fence: 1 } });
+  } finally {
+    proxy.restore();
+    proxy.flow();
+    await hold.release();
+  }
+  assert.deepEqual(await s.store.get(saved.id), { ...saved, owner: a.owner, fence: 1 }, 'claimed once');
+});
