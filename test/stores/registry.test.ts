@@ -247,3 +247,25 @@ test('postgres: a claim that committed but whose reply was lost answers ours wit
   }
   assert.deepEqual(await s.store.get(saved.id), { ...saved, owner: a.owner, fence: 1 }, 'claimed once');
 });
+
+test('postgres: a claimer that waited for the row behind the winner sees the winner’s lease, even one newer than its own statement (READ COMMITTED)', { timeout: 60_000 }, async (t) => {
+  if (!(await postgresOrSkip(t))) return;
+  const s = await openPostgres();
+  const [a, b] = [lease('a'), lease('b')];
+  await s.registry.acquire(b, 60_000);
+  const saved = record();
+  await s.store.set(saved);
+  // The winner's claim, as an open transaction that holds the row: B's claim starts and waits for it.
+  const winner = new pg.Client({ connectionString: POSTGRES_URL });
+  await winner.connect();
+  t.after(() => winner.end());
+  await winner.query('BEGIN');
+  await winner.query(`UPDATE ${tableNames(s.table).sessions} SET owner = $2, fence = fence + 1 WHERE id = $1`, [saved.id, a.owner]);
+  const claim = s.registry.claim(saved.id, b.owner);
+  await waitingOne(s.table, 'B’s claim waiting for the row');
+  // A's lease commits after B's statement took its snapshot, then A's claim commits.
+  assert.equal(await s.registry.acquire(a, 60_000), true);
+  await winner.query('COMMIT');
+  assert.deepEqual(await claim, { kind: 'elsewhere', lease: a }, 'B forwards to A: one owner, not two');
+  assert.deepEqual(await s.store.get(saved.id), { ...saved, owner: a.owner, fence: 1 });
+});
