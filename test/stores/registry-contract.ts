@@ -16,6 +16,8 @@ export interface RegistrySubject {
   registry: OwnerRegistry;
   /** Whether `during` wrote the record of `id` (read behind the store's back). */
   wrote(id: string, during: () => Promise<unknown>): Promise<boolean>;
+  /** Another node: a store (its own connections) and registry on the same prefix or table. */
+  peer(): Promise<RegistrySubject>;
 }
 
 export interface RegistryFactory {
@@ -211,6 +213,8 @@ export function registryContract(factory: RegistryFactory): void {
       if (!s) return;
       const claimers = [newLease('w'), newLease('x'), newLease('y'), newLease('z')];
       for (const lease of claimers) await s.registry.acquire(lease, LONG);
+      // One node per claimer, each with connections of its own: a store orders its own calls of one ID.
+      const peers = await Promise.all(claimers.map(() => s.peer()));
       const lost = newLease('lost');
       const fences = new Map<string, number>();
       for (let round = 0; round < 200; round++) {
@@ -223,7 +227,7 @@ export function registryContract(factory: RegistryFactory): void {
           claimers[round % 4] = newLease(`again-${round}`);
           assert.equal(await s.registry.acquire(claimers[round % 4]!, LONG), true);
         }
-        const answers: ClaimAnswer[] = await Promise.all(claimers.map((lease) => s.registry.claim(base.id, lease.owner)));
+        const answers: ClaimAnswer[] = await Promise.all(claimers.map((lease, at) => peers[at]!.registry.claim(base.id, lease.owner)));
         const ours = answers.flatMap((answer, at) => (answer.kind === 'ours' ? [{ answer, lease: claimers[at]! }] : []));
         assert.equal(ours.length, 1, `round ${round}: one winner, not ${JSON.stringify(answers)}`);
         const winner = ours[0]!;

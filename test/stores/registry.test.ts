@@ -17,7 +17,8 @@ import { RedisStore } from '../../src/stores/redis.ts';
 import type { ContextStore } from '../../src/stores/store.ts';
 import { freePort, skipOrFailOnCi, waitFor } from '../helpers.ts';
 import { record } from './contract.ts';
-import { POSTGRES_URL, withClient } from './postgres-helpers.ts';
+import { POSTGRES_URL, tempTable, withClient } from './postgres-helpers.ts';
+import { REDIS_URL } from './redis-helpers.ts';
 import { registryContract, type RegistrySubject } from './registry-contract.ts';
 import { withRedis } from './shared-subjects.ts';
 import { sharedStore, unavailableReason } from './shared-helpers.ts';
@@ -28,8 +29,8 @@ after(async () => {
   for (const store of opened) await store.close();
 });
 
-async function openRedis(): Promise<RegistrySubject & { store: RedisStore; prefix: string }> {
-  const { url, name } = sharedStore('redis');
+async function openRedis(on?: string): Promise<RegistrySubject & { store: RedisStore; prefix: string }> {
+  const { url, name } = on === undefined ? sharedStore('redis') : { url: REDIS_URL, name: on };
   const store = await RedisStore.open({ url, prefix: name, callTimeout: 5_000 });
   opened.push(store);
   // WATCH: EXEC is refused (a WatchError) when anything wrote the key meanwhile.
@@ -46,12 +47,12 @@ async function openRedis(): Promise<RegistrySubject & { store: RedisStore; prefi
           (error: Error) => (error instanceof WatchError ? true : Promise.reject(error)),
         );
     });
-  return { store, registry: new RedisRegistry(store), wrote, prefix: name };
+  return { store, registry: new RedisRegistry(store), wrote, prefix: name, peer: () => openRedis(name) };
 }
 
-async function openPostgres(url?: string): Promise<RegistrySubject & { store: PostgresStore; table: string }> {
-  const { url: direct, name } = sharedStore('postgres');
-  const store = await PostgresStore.open({ url: url ?? direct, table: name, callTimeout: 8_000 });
+async function openPostgres(url?: string, on?: string): Promise<RegistrySubject & { store: PostgresStore; table: string }> {
+  const name = on ?? tempTable();
+  const store = await PostgresStore.open({ url: url ?? POSTGRES_URL, table: name, callTimeout: 8_000 });
   opened.push(store);
   // xmin: the transaction that wrote the row's current version.
   const version = async (id: string) =>
@@ -61,7 +62,7 @@ async function openPostgres(url?: string): Promise<RegistrySubject & { store: Po
     await during();
     return (await version(id)) !== before;
   };
-  return { store, registry: new PostgresRegistry(store), wrote, table: name };
+  return { store, registry: new PostgresRegistry(store), wrote, table: name, peer: () => openPostgres(url, name) };
 }
 
 registryContract({ kind: 'redis', unavailable: () => unavailableReason('redis'), open: openRedis });
