@@ -7,10 +7,11 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { after, test, type TestContext } from 'node:test';
 import pg from 'pg';
-import { createClient, WatchError } from 'redis';
+import { createClient, WatchError, type RedisClientType } from 'redis';
 import { PostgresRegistry } from '../../src/cluster/postgres-registry.ts';
 import { RedisRegistry } from '../../src/cluster/redis-registry.ts';
 import type { NodeLease } from '../../src/cluster/registry.ts';
+import { ResidentError } from '../../src/errors.ts';
 import { PostgresStore } from '../../src/stores/postgres.ts';
 import { tableNames } from '../../src/stores/postgres-schema.ts';
 import { RedisStore } from '../../src/stores/redis.ts';
@@ -109,17 +110,50 @@ test('redis: a damaged record (another Redis type, a hash that is not a record) 
   assert.equal(await registry.renew(b.owner, 1000), false);
 });
 
-test('redis: past maxmemory a takeover claim and an acquire write nothing; renew, locate and a claim of one’s own still answer', { timeout: 30_000 }, async (t) => {
-  if (spawnSync('redis-server', ['--version']).status !== 0) return skipOrFailOnCi(t, 'redis-server is not installed');
-  // A Redis of the test's own: maxmemory is a server-wide setting, and the shared one has other tenants.
+/** A redis-server of the test's own (maxmemory, CLIENT PAUSE and SCRIPT FLUSH are server-wide: the shared one has other tenants). */
+async function privateRedis(t: TestContext): Promise<{ admin: RedisClientType; url: string } | undefined> {
+  if (spawnSync('redis-server', ['--version']).status !== 0) return void skipOrFailOnCi(t, 'redis-server is not installed');
   const port = await freePort();
   const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--maxmemory-policy', 'noeviction'], { stdio: 'ignore' });
   t.after(() => void child.kill('SIGKILL'));
   const url = `redis://127.0.0.1:${port}`;
-  const admin = createClient({ url, socket: { reconnectStrategy: false, connectTimeout: 500 } });
+  const admin: RedisClientType = createClient({ url, socket: { reconnectStrategy: false, connectTimeout: 500 } });
   admin.on('error', () => {});
   await waitFor(() => admin.connect().then(() => true, () => false), 10_000, 'redis-server to answer');
   t.after(() => admin.destroy());
+  return { admin, url };
+}
+
+test('redis: after SCRIPT FLUSH (a restarted Redis) the registry’s scripts are sent again; a Redis that hangs fails a claim within callTimeout', { timeout: 30_000 }, async (t) => {
+  const server = await privateRedis(t);
+  if (!server) return;
+  const { admin, url } = server;
+  const store = await RedisStore.open({ url, prefix: 'flush:', callTimeout: 500 });
+  t.after(() => store.close());
+  const registry = new RedisRegistry(store);
+  const a = lease('a');
+  const saved = record();
+  await store.set(saved);
+  await admin.scriptFlush();
+  assert.equal(await registry.acquire(a, 60_000), true);
+  await admin.scriptFlush();
+  // Each met NOSCRIPT, and they are sent again in call order: before the claim unowned, after it a's.
+  const [before, claim, after] = await Promise.all([registry.locate(saved.id), registry.claim(saved.id, a.owner), registry.locate(saved.id)]);
+  assert.equal(before, undefined);
+  assert.deepEqual(claim, { kind: 'ours', record: { ...saved, owner: a.owner, fence: 1 } });
+  assert.deepEqual(after, a);
+  assert.deepEqual(await registry.nodes(), [a]);
+
+  await admin.sendCommand(['CLIENT', 'PAUSE', '3000', 'ALL']);
+  const started = performance.now();
+  await assert.rejects(registry.claim(saved.id, a.owner), (error: ResidentError) => error.code === 'RESIDENT_ERR_STORE_FAILED');
+  assert.ok(performance.now() - started < 1_500, `failed within about callTimeout (${Math.round(performance.now() - started)} ms)`);
+});
+
+test('redis: past maxmemory a takeover claim and an acquire write nothing; renew, locate and a claim of one’s own still answer', { timeout: 30_000 }, async (t) => {
+  const server = await privateRedis(t);
+  if (!server) return;
+  const { admin, url } = server;
   const prefix = 'oom:';
   const store = await RedisStore.open({ url, prefix, callTimeout: 2_000 });
   t.after(() => store.close());
@@ -269,4 +303,26 @@ test('postgres: a claimer that waited for the row behind the winner sees the win
   await winner.query('COMMIT');
   assert.deepEqual(await claim, { kind: 'elsewhere', lease: a }, 'B forwards to A: one owner, not two');
   assert.deepEqual(await s.store.get(saved.id), { ...saved, owner: a.owner, fence: 1 });
+});
+
+test('postgres: a claim held past callTimeout (a lock it waits for) fails with RESIDENT_ERR_STORE_FAILED within about callTimeout, having written nothing', { timeout: 30_000 }, async (t) => {
+  if (!(await postgresOrSkip(t))) return;
+  const table = tempTable();
+  const store = await PostgresStore.open({ url: POSTGRES_URL, table, callTimeout: 500 });
+  opened.push(store);
+  const registry = new PostgresRegistry(store);
+  const a = lease('a');
+  await registry.acquire(a, 60_000);
+  const saved = record();
+  await store.set(saved);
+  const hold = await holdWrites(table);
+  try {
+    const started = performance.now();
+    await assert.rejects(registry.claim(saved.id, a.owner), (error: ResidentError) => error.code === 'RESIDENT_ERR_STORE_FAILED');
+    assert.ok(performance.now() - started < 1_500, `failed within about callTimeout (${Math.round(performance.now() - started)} ms)`);
+  } finally {
+    await hold.release();
+  }
+  assert.deepEqual(await store.get(saved.id), saved, 'nothing written');
+  assert.deepEqual(await registry.claim(saved.id, a.owner), { kind: 'ours', record: { ...saved, owner: a.owner, fence: 1 } });
 });
