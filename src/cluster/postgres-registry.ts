@@ -9,8 +9,9 @@
  * the row's lock: a second claimer that waited behind the first one's lock re-checks the row as
  * the first one left it, finds another fence and writes nothing, then its read sees the winner.
  * So at most one claimer of a given (owner, fence) wins, and the loser names the winner. The
- * owner's lease is read FOR SHARE: a renewal under way is waited for and seen, never judged
- * lapsed from the snapshot while it commits.
+ * owner's lease row is locked FOR SHARE before it is judged (alive or not): a renewal that
+ * began while the lease was alive and commits only now is waited for and its new expiry seen,
+ * rather than the lease being judged lapsed from the snapshot's version.
  *
  * A claim retried after a lost connection (postgres-retry.ts) is safe: if the first attempt
  * landed, the retry finds the record already the claimer's and answers 'ours' with it.
@@ -52,11 +53,11 @@ function statements(t: TableNames) {
     nodes: `SELECT owner, node_id, url FROM ${t.leases} l WHERE ${alive('l')}`,
     lease: `SELECT owner, node_id, url FROM ${t.leases} l WHERE owner = $1 AND ${alive('l')}`,
     claim: `WITH current AS (SELECT id, owner, fence FROM ${t.sessions} WHERE id = $1),
-        live AS (SELECT 1 FROM ${t.leases} l JOIN current c ON l.owner = c.owner WHERE ${alive('l')} FOR SHARE OF l)
+        lease AS (SELECT l.expires_at FROM ${t.leases} l JOIN current c ON l.owner = c.owner FOR SHARE OF l)
       UPDATE ${t.sessions} s SET owner = $2::text, fence = s.fence + 1
       FROM current c
       WHERE s.id = c.id AND s.owner IS NOT DISTINCT FROM c.owner AND s.fence = c.fence
-        AND c.owner IS DISTINCT FROM $2::text AND NOT EXISTS (SELECT 1 FROM live)
+        AND c.owner IS DISTINCT FROM $2::text AND NOT EXISTS (SELECT 1 FROM lease WHERE ${alive('lease')})
       RETURNING ${cols('s')}`,
     // Why a claim wrote nothing: the record with its owner's live lease, if any.
     holder: `SELECT ${cols('s')}, l.owner AS lease_owner, l.node_id AS lease_node_id, l.url AS lease_url
