@@ -279,6 +279,7 @@ export class PostgresStore implements ContextStore {
     return this.#run(what, (client) => client.query<R>(text, params));
   }
 
+  /** Any idempotent work as a read runs: bounded, tried once more after a lost connection, in no per-ID order. */
   #run<T>(what: string, attempt: Attempt<T>): Promise<T> {
     if (this.#closed) return this.#refuseClosed(what);
     const deadline = performance.now() + this.#callTimeout;
