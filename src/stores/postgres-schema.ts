@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import type { Pool } from 'pg';
 
 /** Bump with a new entry in MIGRATIONS when the tables change. */
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 /** The quoted names of everything the store owns for one configured `store.table`. */
 export interface TableNames {
@@ -16,6 +16,8 @@ export interface TableNames {
   quarantine: string;
   /** One row: the schema version of these tables, so a later Resident can migrate them. */
   meta: string;
+  /** The cluster registry's node leases (src/cluster/postgres-registry.ts); since version 2. */
+  leases: string;
   expiresIndex: string;
   userIndex: string;
 }
@@ -52,6 +54,7 @@ export function tableNames(configured: string): TableNames {
     sessions: qualified(base),
     quarantine: qualified(derivedName(base, 'quarantine')),
     meta: qualified(derivedName(base, 'schema')),
+    leases: qualified(derivedName(base, 'leases')),
     // An index lives in its table's schema: its name is never qualified.
     expiresIndex: quoteIdentifier(derivedName(base, 'expires_at')),
     userIndex: quoteIdentifier(derivedName(base, 'user_id')),
@@ -87,11 +90,30 @@ function schema(t: TableNames): string {
       row            JSONB,
       quarantined_at DOUBLE PRECISION NOT NULL
     );
+    ${leasesTable(t)}
+  `;
+}
+
+/**
+ * One row per node incarnation's lease. expires_at is the database's time (clock_timestamp()),
+ * never a node's: the store is the only judge of which leases are alive.
+ */
+function leasesTable(t: TableNames): string {
+  return `
+    CREATE TABLE IF NOT EXISTS ${t.leases} (
+      owner      TEXT COLLATE "C" PRIMARY KEY,
+      node_id    TEXT NOT NULL,
+      url        TEXT NOT NULL,
+      expires_at TIMESTAMPTZ NOT NULL
+    );
   `;
 }
 
 /** The step from each older schema version to the next, run in the same transaction as the schema. */
-const MIGRATIONS: Record<number, (t: TableNames) => string> = {};
+const MIGRATIONS: Record<number, (t: TableNames) => string> = {
+  // 1 → 2: the cluster registry's leases (the sessions table already had owner and fence).
+  1: leasesTable,
+};
 
 /**
  * Creates or upgrades the tables in one transaction. The advisory lock (keyed by the table name)
@@ -111,8 +133,8 @@ export async function ensureSchema(pool: Pool, t: TableNames): Promise<void> {
     await client.query('BEGIN');
     await client.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`resident schema ${t.configured}`]);
     const found = await client.query<{ meta: boolean; complete: boolean }>(
-      'SELECT to_regclass($1) IS NOT NULL AS meta, to_regclass($2) IS NOT NULL AND to_regclass($3) IS NOT NULL AS complete',
-      [t.meta, t.sessions, t.quarantine],
+      'SELECT to_regclass($1) IS NOT NULL AS meta, to_regclass($2) IS NOT NULL AND to_regclass($3) IS NOT NULL AND to_regclass($4) IS NOT NULL AS complete',
+      [t.meta, t.sessions, t.quarantine, t.leases],
     );
     const { meta, complete } = found.rows[0]!;
     const version = meta ? ((await client.query<{ version: number }>(`SELECT version FROM ${t.meta}`)).rows[0]?.version ?? 0) : 0;

@@ -98,11 +98,27 @@ function statements(t: TableNames) {
   };
 }
 
+/**
+ * What the cluster registry (src/cluster/postgres-registry.ts) runs through this store, so its
+ * statements share the pool, the time bound, the retry after a lost connection (E9) and, for
+ * writes of a record, the call order of that record's writes.
+ */
+export interface PostgresAccess {
+  readonly names: TableNames;
+  /** `attempt` as a write of record `id`: ordered after its previous writes, bounded, retried once (postgres-retry.ts). */
+  write<T>(id: string, what: string, attempt: Attempt<T>): Promise<T>;
+  /** `attempt` bounded and retried once after a lost connection, in no per-record order. */
+  run<T>(what: string, attempt: Attempt<T>): Promise<T>;
+  /** Where the store reports a record it quarantined. */
+  readonly onCorrupt: CorruptRecordListener;
+}
+
 export class PostgresStore implements ContextStore {
   readonly kind = 'postgres';
   readonly #pool: pg.Pool;
   readonly #connections: Connections;
   readonly #sql: ReturnType<typeof statements>;
+  readonly #names: TableNames;
   readonly #callTimeout: number;
   readonly #onCorrupt: CorruptRecordListener;
   /**
@@ -117,6 +133,7 @@ export class PostgresStore implements ContextStore {
     this.#pool = pool;
     this.#connections = new Connections(pool);
     this.#sql = statements(names);
+    this.#names = names;
     this.#callTimeout = options.callTimeout;
     this.#onCorrupt = options.onCorrupt ?? (() => {});
   }
@@ -137,6 +154,16 @@ export class PostgresStore implements ContextStore {
       throw new ResidentError('RESIDENT_ERR_STORE_OPEN', `Cannot open the PostgreSQL store at ${where}: ${describe(error, options.url)}`, { cause: error });
     }
     return new PostgresStore(pool, names, options);
+  }
+
+  /** For the cluster registry only (see PostgresAccess). */
+  registryAccess(): PostgresAccess {
+    return {
+      names: this.#names,
+      write: (id, what, attempt) => this.#write(id, what, attempt),
+      run: (what, attempt) => this.#run(what, attempt),
+      onCorrupt: this.#onCorrupt,
+    };
   }
 
   async get(id: string): Promise<SessionRecord | undefined> {
@@ -249,9 +276,14 @@ export class PostgresStore implements ContextStore {
    * every idle connection of the pool is dead, and without the retry each would fail one call.
    */
   #query<R extends pg.QueryResultRow = pg.QueryResultRow>(what: string, text: string, params: unknown[]): Promise<pg.QueryResult<R>> {
+    return this.#run(what, (client) => client.query<R>(text, params));
+  }
+
+  /** Any idempotent work as a read runs: bounded, tried once more after a lost connection, in no per-ID order. */
+  #run<T>(what: string, attempt: Attempt<T>): Promise<T> {
     if (this.#closed) return this.#refuseClosed(what);
     const deadline = performance.now() + this.#callTimeout;
-    return this.#bounded(this.#failed(this.#connections.retried((client) => client.query<R>(text, params), deadline), what), what);
+    return this.#bounded(this.#failed(this.#connections.retried(attempt, deadline), what), what);
   }
 
   /** Calls made after close() fail at once; those made before it still run (close waits for them). */

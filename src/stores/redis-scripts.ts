@@ -9,6 +9,15 @@
  * P q:<id> (hash: a quarantined record). Field values are decimal text; a field that is absent
  * is null (userId, memento, expiresAt, owner).
  */
+import { createHash } from 'node:crypto';
+
+/** A Lua script with its SHA-1, sent by EVALSHA. */
+export interface Script {
+  source: string;
+  sha: string;
+}
+
+export const script = (source: string): Script => ({ source, sha: createHash('sha1').update(source).digest('hex') });
 
 /**
  * One script for every write, chosen by ARGV[1], so that all writes of a store share one

@@ -8,11 +8,10 @@
  * fails at once) and a command sent that gets no answer in time is rejected, so a Redis that
  * hangs costs a request at most that long (the caller answers 503).
  */
-import { createHash } from 'node:crypto';
 import { createClient, type RedisClientType } from 'redis';
 import { redactUrl } from '../config.ts';
 import { ResidentError } from '../errors.ts';
-import { EXISTING_SCRIPT, LIST_SCRIPT, SUMMARY_FIELDS, WRITE_SCRIPT } from './redis-scripts.ts';
+import { EXISTING_SCRIPT, LIST_SCRIPT, SUMMARY_FIELDS, WRITE_SCRIPT, script, type Script } from './redis-scripts.ts';
 import {
   checkExpected,
   checkFenceStep,
@@ -44,18 +43,27 @@ export interface RedisStoreOptions {
   onCorrupt?: CorruptRecordListener;
 }
 
-/** A Lua script with its SHA-1, sent by EVALSHA. */
-interface Script {
-  source: string;
-  sha: string;
-}
-
-const script = (source: string): Script => ({ source, sha: createHash('sha1').update(source).digest('hex') });
 const WRITE = script(WRITE_SCRIPT);
 const EXISTING = script(EXISTING_SCRIPT);
 const LIST = script(LIST_SCRIPT);
 
 type Client = RedisClientType;
+
+/**
+ * What the cluster registry (src/cluster/redis-registry.ts) runs through this store, so its
+ * calls share the store's connection, time bound and NOSCRIPT handling (call order included).
+ */
+export interface RedisAccess {
+  readonly prefix: string;
+  recordKey(id: string): string;
+  /** A script, as the store's own writes run: bounded by callTimeout, sent again after a NOSCRIPT. */
+  run<T>(what: string, script: Script, keys: string[], args: string[]): Promise<T>;
+  /**
+   * The record of `id` from a hash's HGETALL reply; a damaged one (`flat` false: not a hash) is
+   * quarantined and reported as `get` does, and reads as undefined.
+   */
+  record(id: string, flat: string[] | false): Promise<SessionRecord | undefined>;
+}
 
 export class RedisStore implements ContextStore {
   readonly kind = 'redis';
@@ -124,6 +132,17 @@ export class RedisStore implements ContextStore {
     return `${this.#prefix}s:${id}`;
   }
 
+  /** For the cluster registry only (see RedisAccess). */
+  registryAccess(): RedisAccess {
+    return {
+      prefix: this.#prefix,
+      recordKey: (id) => this.#recordKey(id),
+      run: (what, script, keys, args) => this.#run(what, script, keys, args),
+      record: (id, flat) =>
+        flat === false ? this.#corrupt(id, 'the key holds another Redis type than a hash') : this.#fromFields(id, Object.fromEntries(toPairs(flat))),
+    };
+  }
+
   /** Sends one command; a failure becomes RESIDENT_ERR_STORE_FAILED naming the operation. */
   async #call<T>(what: string, args: string[]): Promise<T> {
     try {
@@ -190,6 +209,11 @@ export class RedisStore implements ContextStore {
       if (!String((error as Error)?.message).startsWith('WRONGTYPE')) throw failed('get', error);
       return this.#corrupt(id, 'the key holds another Redis type than a hash');
     }
+    return this.#fromFields(id, fields);
+  }
+
+  /** A hash's fields as a record; none: no record; a damaged one is quarantined. */
+  async #fromFields(id: string, fields: Record<string, string>): Promise<SessionRecord | undefined> {
     if (Object.keys(fields).length === 0) return undefined;
     const record = fromHash(id, fields);
     if (!isSessionRecord(record)) return this.#corrupt(id, 'the hash does not have the shape of a session record');

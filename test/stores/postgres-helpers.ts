@@ -43,7 +43,7 @@ export async function dropTables(tables: readonly string[]): Promise<void> {
   await withClient(async (client) => {
     for (const table of tables) {
       const t = tableNames(table);
-      await client.query(`DROP TABLE IF EXISTS ${t.sessions}, ${t.quarantine}, ${t.meta}`);
+      await client.query(`DROP TABLE IF EXISTS ${t.sessions}, ${t.quarantine}, ${t.meta}, ${t.leases}`);
     }
   });
 }

@@ -100,7 +100,7 @@ if (unavailable) {
     await withClient(async (client) => {
       await client.query(`DROP ROLE IF EXISTS ${role}`);
       await client.query(`CREATE ROLE ${role} LOGIN`);
-      await client.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON ${t.sessions}, ${t.quarantine}, ${t.meta} TO ${role}`);
+      await client.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON ${t.sessions}, ${t.quarantine}, ${t.meta}, ${t.leases} TO ${role}`);
     });
     try {
       const url = new URL(POSTGRES_URL);
@@ -116,7 +116,7 @@ if (unavailable) {
       );
     } finally {
       await withClient(async (client) => {
-        await client.query(`REVOKE ALL ON ${t.sessions}, ${t.quarantine}, ${t.meta} FROM ${role}`);
+        await client.query(`REVOKE ALL ON ${t.sessions}, ${t.quarantine}, ${t.meta}, ${t.leases} FROM ${role}`);
         await client.query(`DROP ROLE ${role}`);
       });
     }

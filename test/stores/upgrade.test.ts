@@ -1,7 +1,8 @@
 /**
  * Records stored before owners and fences existed (SQLite schema version 1, record files without
  * the two fields) read back as never claimed and take conditional writes; a SQLite database is
- * migrated to schema version 2 when it is opened.
+ * migrated to schema version 2 when it is opened. A PostgreSQL store of schema version 1 (before
+ * the cluster registry's leases) is migrated to version 2, its records kept and claimable.
  */
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -9,9 +10,14 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { newSessionId } from '../../src/contexts/ids.ts';
+import { PostgresRegistry } from '../../src/cluster/postgres-registry.ts';
 import { FileStore } from '../../src/stores/file.ts';
+import { PostgresStore } from '../../src/stores/postgres.ts';
+import { SCHEMA_VERSION, tableNames, type TableNames } from '../../src/stores/postgres-schema.ts';
 import { SqliteStore } from '../../src/stores/sqlite.ts';
 import type { ContextStore, SessionRecord } from '../../src/stores/store.ts';
+import { skipOrFailOnCi } from '../helpers.ts';
+import { POSTGRES_URL, postgresUnavailable, tempTable, withClient } from './postgres-helpers.ts';
 import { cleanup, tempDir, withDb } from './server-helpers.ts';
 
 after(cleanup);
@@ -135,4 +141,84 @@ test('a record file with an owner but no fence is not an old record: it is quara
   assert.equal(existsSync(join(dir, `${old.id}.json`)), false);
   assert.equal(readdirSync(join(dir, 'quarantine')).length, 1);
   await store.close();
+});
+
+/** PostgreSQL schema version 1, as Resident created it before the registry's leases (commit 1292a31). */
+const POSTGRES_SCHEMA_1 = (t: TableNames) => `
+  CREATE TABLE ${t.meta} (version INTEGER NOT NULL, only_row BOOLEAN PRIMARY KEY DEFAULT true CHECK (only_row));
+  INSERT INTO ${t.meta} (version) VALUES (1);
+  CREATE TABLE ${t.sessions} (
+    id               TEXT COLLATE "C" PRIMARY KEY,
+    user_id          TEXT COLLATE "C",
+    client_ip        TEXT    NOT NULL,
+    memento          TEXT,
+    memento_version  INTEGER NOT NULL,
+    created_at       DOUBLE PRECISION NOT NULL,
+    updated_at       DOUBLE PRECISION NOT NULL,
+    last_activity_at DOUBLE PRECISION NOT NULL,
+    expires_at       DOUBLE PRECISION,
+    owner            TEXT,
+    fence            BIGINT  NOT NULL DEFAULT 0
+  );
+  CREATE INDEX ${t.expiresIndex} ON ${t.sessions} (expires_at) WHERE expires_at IS NOT NULL;
+  CREATE INDEX ${t.userIndex} ON ${t.sessions} (user_id, id) WHERE user_id IS NOT NULL;
+  CREATE TABLE ${t.quarantine} (
+    id             TEXT   NOT NULL,
+    reason         TEXT   NOT NULL,
+    row            JSONB,
+    quarantined_at DOUBLE PRECISION NOT NULL
+  );
+`;
+
+test('a PostgreSQL store of schema version 1 is migrated to version 2 on open (the leases table added), its records kept and claimable', async (t) => {
+  const why = await postgresUnavailable();
+  if (why) return skipOrFailOnCi(t, why);
+  const table = tempTable();
+  const names = tableNames(table);
+  const [old, owned] = oldRecords().map(unclaimed) as [SessionRecord, SessionRecord];
+  const held = { ...owned, owner: 'node-a#1', fence: 3 };
+  await withClient(async (client) => {
+    await client.query(POSTGRES_SCHEMA_1(names));
+    for (const r of [old, held]) {
+      await client.query(
+        `INSERT INTO ${names.sessions} (id, user_id, client_ip, memento, memento_version, created_at, updated_at, last_activity_at, expires_at, owner, fence)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+        [r.id, r.userId, r.clientIp, r.memento, r.mementoVersion, r.createdAt, r.updatedAt, r.lastActivityAt, r.expiresAt, r.owner, r.fence],
+      );
+    }
+  });
+  const layout = (configured: string) =>
+    withClient(async (client) => {
+      const n = tableNames(configured);
+      const columns = await client.query(
+        `SELECT table_name = $1 AS leases, column_name, data_type, is_nullable, collation_name FROM information_schema.columns
+          WHERE table_name IN ($1, $2) ORDER BY table_name = $1, ordinal_position`,
+        [JSON.parse(n.leases), JSON.parse(n.sessions)],
+      );
+      const version = await client.query(`SELECT version FROM ${n.meta}`);
+      return { columns: columns.rows, version: version.rows };
+    });
+
+  const store = await PostgresStore.open({ url: POSTGRES_URL, table, callTimeout: 5_000 });
+  try {
+    assert.deepEqual(await store.get(old.id), old, 'an old record is kept');
+    assert.deepEqual(await store.get(held.id), held);
+    const registry = new PostgresRegistry(store);
+    const lease = { owner: 'node-b#2', nodeId: 'node-b', url: 'http://10.0.0.2:7000/' };
+    assert.equal(await registry.acquire(lease, 60_000), true);
+    assert.deepEqual(await registry.claim(old.id, lease.owner), { kind: 'ours', record: { ...old, owner: lease.owner, fence: 1 } });
+    assert.deepEqual(await registry.claim(held.id, lease.owner), { kind: 'ours', record: { ...held, owner: lease.owner, fence: 4 } }, 'its owner holds no lease');
+  } finally {
+    await store.close();
+  }
+  const fresh = tempTable();
+  await (await PostgresStore.open({ url: POSTGRES_URL, table: fresh, callTimeout: 5_000 })).close();
+  const migrated = await layout(table);
+  assert.deepEqual(migrated.version, [{ version: SCHEMA_VERSION }]);
+  assert.equal(SCHEMA_VERSION, 2);
+  assert.ok(migrated.columns.some((c) => c.leases), 'the leases table is there');
+  assert.deepEqual(migrated, await layout(fresh), 'a migrated database has the layout of a new one');
+  const again = await PostgresStore.open({ url: POSTGRES_URL, table, callTimeout: 5_000 });
+  assert.equal((await again.get(old.id))?.fence, 1, 'opening a migrated database again keeps it as it is');
+  await again.close();
 });
