@@ -58,7 +58,7 @@ function statements(t: TableNames) {
       FROM current c
       WHERE s.id = c.id AND s.owner IS NOT DISTINCT FROM c.owner AND s.fence = c.fence
         AND c.owner IS DISTINCT FROM $2::text AND NOT EXISTS (SELECT 1 FROM lease WHERE ${alive('lease')})
-      RETURNING ${cols('s')}`,
+      RETURNING ${cols('s')}, c.owner AS previous_owner`,
     // Why a claim wrote nothing: the record with its owner's live lease, if any.
     holder: `SELECT ${cols('s')}, l.owner AS lease_owner, l.node_id AS lease_node_id, l.url AS lease_url
       FROM ${t.sessions} s LEFT JOIN ${t.leases} l ON l.owner = s.owner AND ${alive('l')} WHERE s.id = $1`,
@@ -68,7 +68,7 @@ function statements(t: TableNames) {
 
 type HolderRow = Row & { lease_owner: string | null; lease_node_id: string | null; lease_url: string | null };
 /** A claim's outcome as the statements found it; the row is checked once the write settled. */
-type Found = { kind: 'missing' } | { kind: 'ours'; row: Row } | { kind: 'elsewhere'; lease: NodeLease };
+type Found = { kind: 'missing' } | { kind: 'ours'; row: Row; from?: string } | { kind: 'elsewhere'; lease: NodeLease };
 
 export class PostgresRegistry implements OwnerRegistry {
   readonly #pg: PostgresAccess;
@@ -118,8 +118,12 @@ export class PostgresRegistry implements OwnerRegistry {
     checkOwner(owner);
     const found = await this.#pg.write(id, 'claim', async (client) => {
       for (let round = 0; round < CLAIM_ROUNDS; round++) {
-        const claimed = await client.query<Row>(this.#sql.claim, [id, owner]);
-        if (claimed.rows[0]) return { kind: 'ours', row: claimed.rows[0] } satisfies Found;
+        const claimed = await client.query<Row & { previous_owner: string | null }>(this.#sql.claim, [id, owner]);
+        const won = claimed.rows[0];
+        if (won) {
+          const { previous_owner: from, ...row } = won;
+          return (from === null ? { kind: 'ours', row } : { kind: 'ours', row, from }) satisfies Found;
+        }
         const row = (await client.query<HolderRow>(this.#sql.holder, [id])).rows[0];
         if (!row) return { kind: 'missing' } satisfies Found;
         if (row.owner === owner) return { kind: 'ours', row } satisfies Found;
@@ -132,7 +136,8 @@ export class PostgresRegistry implements OwnerRegistry {
     // A row that is not a record is quarantined as the store's get does (after the write: its
     // quarantine is a write of the same ID, ordered behind this one).
     const record = await recordOrQuarantine(pick(found.row), id, this.#store, this.#pg.onCorrupt);
-    return record ? { kind: 'ours', record } : { kind: 'missing' };
+    if (!record) return { kind: 'missing' };
+    return found.from === undefined ? { kind: 'ours', record } : { kind: 'ours', record, from: found.from };
   }
 
   async locate(id: string): Promise<NodeLease | undefined> {

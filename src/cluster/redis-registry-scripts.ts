@@ -87,5 +87,5 @@ end
 -- The first write is HINCRBY, which Redis refuses when out of memory (see WRITE_SCRIPT's put).
 redis.call('HINCRBY', record, 'fence', 1)
 redis.call('HSET', record, 'owner', claimer)
-return { 'ours', redis.call('HGETALL', record) }
+return { 'ours', redis.call('HGETALL', record), owner or '' }
 `);

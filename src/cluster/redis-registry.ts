@@ -11,7 +11,7 @@ import { checkLease, checkOwner, checkTtl, damagedLease, isNodeLease, leaseOf } 
 import type { ClaimAnswer, NodeLease, OwnerRegistry } from './registry.ts';
 import { CLAIM, LEASE } from './redis-registry-scripts.ts';
 
-type ClaimReply = ['missing'] | ['damaged', string[]?] | ['ours', string[]] | ['elsewhere', string, string] | ['none'];
+type ClaimReply = ['missing'] | ['damaged', string[]?] | ['ours', string[], string?] | ['elsewhere', string, string] | ['none'];
 
 export class RedisRegistry implements OwnerRegistry {
   readonly #redis: RedisAccess;
@@ -75,7 +75,9 @@ export class RedisRegistry implements OwnerRegistry {
         // A damaged record is quarantined as the store's get does, and reads as none.
         const record = await this.#redis.record(id, reply[1] ?? false);
         if (record === undefined) return { kind: 'missing' };
-        if (reply[0] === 'ours' && record.owner === owner) return { kind: 'ours', record };
+        // A takeover names the owner whose lease was gone (empty: the record was unowned).
+        const from = reply[0] === 'ours' ? reply[2] : undefined;
+        if (reply[0] === 'ours' && record.owner === owner) return from ? { kind: 'ours', record, from } : { kind: 'ours', record };
         throw new ResidentError('RESIDENT_ERR_STORE_FAILED', `Redis claim: the record's owner or fence cannot be claimed (${JSON.stringify(record.owner)}, ${record.fence})`);
       }
       default:

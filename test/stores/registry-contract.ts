@@ -138,14 +138,14 @@ export function registryContract(factory: RegistryFactory): void {
 
       await sleep(EXPIRED_AFTER);
       assert.equal(await s.registry.locate(saved.id), undefined, 'owned by a lost incarnation');
-      assert.deepEqual(await s.registry.claim(saved.id, b.owner), { kind: 'ours', record: { ...held!, owner: b.owner, fence: 2 } }, 'a lapsed owner’s');
+      assert.deepEqual(await s.registry.claim(saved.id, b.owner), { kind: 'ours', record: { ...held!, owner: b.owner, fence: 2 }, from: a.owner }, 'a lapsed owner’s: a takeover, naming whom from');
       assert.equal(await s.registry.renew(a.owner, LONG), false, 'the lost incarnation cannot come back');
       assert.deepEqual(await s.registry.claim(saved.id, a.owner), { kind: 'elsewhere', lease: b });
 
       await s.registry.release(b.owner);
       const c = newLease('c');
       await s.registry.acquire(c, LONG);
-      assert.deepEqual(await s.registry.claim(saved.id, c.owner), { kind: 'ours', record: { ...held!, owner: c.owner, fence: 3 } }, 'released: claimable at once');
+      assert.deepEqual(await s.registry.claim(saved.id, c.owner), { kind: 'ours', record: { ...held!, owner: c.owner, fence: 3 }, from: b.owner }, 'released: claimable at once');
     });
 
     test('locate reads only: missing, unowned, a live owner, a released owner', TEST, async (t) => {
@@ -231,7 +231,8 @@ export function registryContract(factory: RegistryFactory): void {
         const ours = answers.flatMap((answer, at) => (answer.kind === 'ours' ? [{ answer, lease: claimers[at]! }] : []));
         assert.equal(ours.length, 1, `round ${round}: one winner, not ${JSON.stringify(answers)}`);
         const winner = ours[0]!;
-        assert.deepEqual(winner.answer, { kind: 'ours', record: { ...base, owner: winner.lease.owner, fence: base.fence + 1 } }, `round ${round}`);
+        const from = base.owner === null ? {} : { from: base.owner };
+        assert.deepEqual(winner.answer, { kind: 'ours', record: { ...base, owner: winner.lease.owner, fence: base.fence + 1 }, ...from }, `round ${round}`);
         for (const answer of answers) if (answer.kind !== 'ours') assert.deepEqual(answer, { kind: 'elsewhere', lease: winner.lease }, `round ${round}`);
         assert.deepEqual(await s.store.get(base.id), winner.answer.kind === 'ours' ? winner.answer.record : undefined);
         fences.set(winner.lease.owner, (fences.get(winner.lease.owner) ?? 0) + 1);

@@ -179,7 +179,7 @@ test('redis: past maxmemory a takeover claim and an acquire write nothing; renew
   } finally {
     await admin.configSet('maxmemory', '0');
   }
-  assert.deepEqual(await registry.claim(free.id, a.owner), { kind: 'ours', record: { ...free, owner: a.owner, fence: 3 } });
+  assert.deepEqual(await registry.claim(free.id, a.owner), { kind: 'ours', record: { ...free, owner: a.owner, fence: 3 }, from: 'gone#1' });
 });
 
 /**
@@ -242,7 +242,7 @@ test('postgres: a claim whose backend is killed mid-statement is retried on a ne
     // A rival claim waits behind the retry, and must lose to it.
     const rival = s.registry.claim(saved.id, b.owner);
     await hold.release();
-    assert.deepEqual(await claim, { kind: 'ours', record: { ...saved, owner: a.owner, fence: 5 } });
+    assert.deepEqual(await claim, { kind: 'ours', record: { ...saved, owner: a.owner, fence: 5 }, from: 'gone#1' });
     assert.deepEqual(await rival, { kind: 'elsewhere', lease: a });
   } finally {
     await hold.release();
