@@ -83,6 +83,9 @@ export async function handle(edge: Edge, req: IncomingMessage, res: ServerRespon
     const rawHeaders = req.headers[FORWARD_HEADER] === undefined ? req.rawHeaders : withoutForwardHeader(req.rawHeaders);
     const wire: WireRequest = { method: req.method ?? 'GET', url, headers: rawHeaders.join('\n'), body };
     const ip = forwarded ? forwarded.clientIp : clientIp(req, edge.trust);
+    // A byte body goes to the session's home thread by transfer: in a cluster a copy is kept in
+    // case the request must be forwarded to another node after all.
+    const kept = edge.cluster && body instanceof ArrayBuffer ? body.slice(0) : undefined;
     let outcome = await edge.serve(
       presentedSessionIds(req.headers.cookie, edge.cookie.name),
       ip,
@@ -97,7 +100,12 @@ export async function handle(edge: Edge, req: IncomingMessage, res: ServerRespon
         outcome = { kind: 'error', error: new ResidentError('RESIDENT_ERR_FORWARD_LOOP'), cookie: null };
       } else {
         edge.cluster.forwarded();
-        await edge.cluster.forwarder.forward(outcome.url, wire, { clientIp: ip, secure, hops }, req, res);
+        try {
+          await edge.cluster.forwarder.forward(outcome.url, kept ? { ...wire, body: kept } : wire, { clientIp: ip, secure, hops }, req, res);
+        } catch (error) {
+          log.warn({ event: 'forward-failed', owner: outcome.owner, code: (error as ResidentError).code, err: (error as ResidentError).cause }, 'the node holding the session did not answer the forwarded request');
+          throw error;
+        }
         edge.observe?.(res.statusCode, (performance.now() - started) / 1000, undefined);
         return;
       }
