@@ -12,6 +12,11 @@ import { createClient } from 'redis';
 import { Client, ROOT, childLogs, describeChild, freePort, runMain, waitFor, writeTempConfig, type Child, type LogLine } from '../helpers.ts';
 import { dropTables, uniqueTable, POSTGRES_URL } from '../stores/postgres-helpers.ts';
 import type { SharedKind } from '../stores/shared-helpers.ts';
+import { openRegistry } from '../../src/cluster/open-registry.ts';
+import type { OwnerRegistry } from '../../src/cluster/registry.ts';
+import { PostgresStore } from '../../src/stores/postgres.ts';
+import { RedisStore } from '../../src/stores/redis.ts';
+import type { ContextStore } from '../../src/stores/store.ts';
 
 export const CLUSTER_SECRET = 'cluster-test-secret-0123456789abcdef';
 export const CLUSTER_HOOKS = {
@@ -72,8 +77,10 @@ export interface ClusterNodeOptions {
   threads?: number;
   /** Extra environment (e.g. RESIDENT_CLUSTER_SECRET). */
   env?: Record<string, string>;
-  /** Extra top-level or section keys merged into the config. */
+  /** Extra keys of the sessions section. */
   sessions?: Record<string, unknown>;
+  /** The store's URL for this node (a TCP proxy in front of the store, to cut it off). */
+  storeUrl?: string;
 }
 
 export interface RunningNode {
@@ -92,6 +99,7 @@ export class TestCluster {
   readonly #store: { kind: SharedKind; url: string; prefix?: string; table?: string };
   readonly #redis: TestRedis | null;
   readonly #clients: Client[] = [];
+  readonly #inspectors: ContextStore[] = [];
 
   private constructor(kind: SharedKind, store: TestCluster['storeConfig'], redis: TestRedis | null) {
     this.kind = kind;
@@ -123,7 +131,7 @@ export class TestCluster {
       workers: { threads: options.threads ?? 2 },
       hooks: CLUSTER_HOOKS,
       sessions: { processTimeout: options.processTimeout ?? '10m', ...(options.checkpointInterval && { checkpointInterval: options.checkpointInterval }), ...options.sessions },
-      store: { ...this.#store, callTimeout: '1s' },
+      store: { ...this.#store, ...(options.storeUrl && { url: options.storeUrl }), callTimeout: '1s' },
       cluster: {
         enabled: true,
         nodeId: name,
@@ -186,7 +194,32 @@ export class TestCluster {
     }
   }
 
+  /** The store and its registry, opened by the test to read behind the nodes' backs. */
+  async inspect(): Promise<{ store: ContextStore; registry: OwnerRegistry; close(): Promise<void> }> {
+    const store =
+      this.kind === 'redis'
+        ? await RedisStore.open({ url: this.#store.url, prefix: this.#store.prefix!, callTimeout: 5_000 })
+        : await PostgresStore.open({ url: this.#store.url, table: this.#store.table!, callTimeout: 5_000 });
+    this.#inspectors.push(store);
+    return { store, registry: openRegistry(store), close: () => store.close() };
+  }
+
+  /** The host and port of the store, for a TCP proxy in front of it. */
+  storeAddress(): { host: string; port: number } {
+    const url = new URL(this.#store.url);
+    return { host: url.hostname, port: Number(url.port) || (this.kind === 'redis' ? 6379 : 5432) };
+  }
+
+  /** The store URL with its host and port replaced by `port` on 127.0.0.1. */
+  storeUrlVia(port: number): string {
+    const url = new URL(this.#store.url);
+    url.hostname = '127.0.0.1';
+    url.port = String(port);
+    return url.toString();
+  }
+
   async close(): Promise<void> {
+    for (const store of this.#inspectors.splice(0)) await store.close().catch(() => {});
     for (const client of this.#clients.splice(0)) await client.close().catch(() => {});
     for (const { child } of this.nodes.values()) {
       if (child.process.exitCode === null && child.process.signalCode === null) {
