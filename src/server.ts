@@ -208,7 +208,7 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
   }
   // Metrics go under the admin path (same token) unless they have a listener of their own.
   const metricsOnAdmin = metrics && config.metrics.port === undefined ? metrics : null;
-  if (token) routes.push(adminRoutes({ path: adminPath, token, sessions, pool, store, log, metrics: metricsOnAdmin }));
+  if (token) routes.push(adminRoutes({ path: adminPath, token, sessions, pool, store, log, metrics: metricsOnAdmin, ...(cluster && { cluster: () => cluster.describe() }) }));
   routes = [...routes];
   let port: number;
   try {

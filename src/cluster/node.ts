@@ -72,6 +72,12 @@ export class ClusterNode {
     return this.keeper.view.serving();
   }
 
+  /** The admin view's cluster page: this node and every node alive in the store. */
+  async describe(): Promise<unknown> {
+    const nodes = await this.registry.nodes();
+    return { node: this.#config.nodeId, owner: this.keeper.owner, serving: this.serving(), nodes: nodes.sort((a, b) => (a.nodeId < b.nodeId ? -1 : 1)) };
+  }
+
   /** After the drain: the lease goes last (`release`), or lapses on its own after a failed shutdown. */
   stop(release: boolean): Promise<void> {
     return this.keeper.stop(release);

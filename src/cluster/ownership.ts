@@ -11,24 +11,28 @@
  */
 import { ResidentError } from '../errors.ts';
 import type { SessionCounters } from '../sessions/counters.ts';
-import type { Ownership, Placement } from '../sessions/ownership.ts';
+import { ElsewhereSignal, type Elsewhere, type Ownership, type Placement } from '../sessions/ownership.ts';
 import type { ContextStore, OwnerFence, SessionRecord } from '../stores/store.ts';
 import type { LeaseView } from './lease-view.ts';
 import type { ThreadRegistry } from './remote-registry.ts';
+import type { ClusterPeers } from './peer-calls.ts';
 
 /** The counters a claim and a refused write add to. */
 type ClusterCounters = Pick<SessionCounters, 'claims' | 'takeovers' | 'fencedWrites'>;
 
 export class ClusterOwnership implements Ownership {
+  readonly recordsEverySession = true;
   readonly #registry: ThreadRegistry;
   readonly #store: ContextStore;
   readonly #lease: LeaseView;
   readonly #counters: ClusterCounters;
   readonly #held = new Map<string, OwnerFence>();
+  readonly #peers: ClusterPeers;
   /** This node's incarnation (`<nodeId>#<incarnation>`): what its claims write as owner. */
   #owner: string;
 
-  constructor(deps: { registry: ThreadRegistry; store: ContextStore; lease: LeaseView; owner: string; counters: ClusterCounters }) {
+  constructor(deps: { registry: ThreadRegistry; store: ContextStore; lease: LeaseView; owner: string; counters: ClusterCounters; peers: ClusterPeers }) {
+    this.#peers = deps.peers;
     this.#registry = deps.registry;
     this.#store = deps.store;
     this.#lease = deps.lease;
@@ -106,7 +110,7 @@ export class ClusterOwnership implements Ownership {
       // so that a session live on another node is never deleted under it.
       const placement = await this.claim(id);
       if (placement.kind === 'missing') return;
-      if (placement.kind === 'elsewhere') this.#refused(id);
+      if (placement.kind === 'elsewhere') throw new ElsewhereSignal(placement);
       held = this.#held.get(id)!;
     }
     this.#held.delete(id);
@@ -122,6 +126,10 @@ export class ClusterOwnership implements Ownership {
     // A session that ends without its record deleted yet (an unproven one dropped): the record
     // its claim wrote goes, unless another node holds it now.
     await this.#store.deleteIf(id, held).catch(() => undefined);
+  }
+
+  closeAt(placement: Elsewhere, id: string, by: string): Promise<boolean> {
+    return this.#peers.close(placement.url, id, by);
   }
 
   #refused(id: string): never {

@@ -16,6 +16,7 @@ import { Forwarder } from './forward.ts';
 import { LeaseView } from './lease-view.ts';
 import { ClusterOwnership } from './ownership.ts';
 import { RemoteRegistry } from './remote-registry.ts';
+import { PEER_PATH, PeerCalls, answerPeerCall, type PeerAnswers } from './peer-calls.ts';
 
 /** What the main thread gives each edge thread when cluster.enabled. */
 export interface ClusterSetup {
@@ -36,13 +37,15 @@ export class ClusterThread {
   readonly #config: ResidentConfig['cluster'];
   readonly #privatePort: number;
   #server: Server | null = null;
+  readonly #peers: PeerCalls;
 
   constructor(main: RpcPort, config: ResidentConfig, setup: ClusterSetup, store: ContextStore, counters: SessionCounters) {
     const lease = new LeaseView(setup.lease);
     this.#config = config.cluster;
     this.#privatePort = setup.privatePort;
-    this.ownership = new ClusterOwnership({ registry: new RemoteRegistry(main), store, lease, owner: setup.owner, counters });
     const auth = new ForwardAuth(config.cluster.secret);
+    this.#peers = new PeerCalls(auth, config.cluster.forwardTimeout);
+    this.ownership = new ClusterOwnership({ registry: new RemoteRegistry(main), store, lease, owner: setup.owner, counters, peers: this.#peers });
     const routing = `${config.cluster.routingCookie}=${encodeURIComponent(config.cluster.nodeId)}; Path=/; HttpOnly; SameSite=${config.sessions.sameSite}`;
     this.edge = {
       forwarder: new Forwarder(auth, config.cluster.forwardTimeout),
@@ -55,12 +58,17 @@ export class ClusterThread {
 
   /**
    * Listens on the private port. `handle` serves a request another node forwarded, with what
-   * that node vouched for; a request without a valid signature is refused (403) unread.
+   * that node vouched for; `answers` what other nodes ask of this one (./peer-calls.ts). A
+   * request without a valid signature is refused (403) unread.
    */
-  async listen(threads: number, handle: (req: IncomingMessage, res: ServerResponse, forwarded: Forwarded) => void): Promise<void> {
+  async listen(threads: number, handle: (req: IncomingMessage, res: ServerResponse, forwarded: Forwarded) => void, answers: PeerAnswers): Promise<void> {
     const { auth } = this.edge;
     const server = createServer((req, res) => {
       const forwarded = auth.verify(req.headers[FORWARD_HEADER], req.method ?? 'GET', req.url ?? '/');
+      if (forwarded && req.url?.startsWith(PEER_PATH)) {
+        void answerPeerCall(req, res, answers);
+        return;
+      }
       if (forwarded) {
         handle(req, res, forwarded);
         return;
@@ -97,5 +105,6 @@ export class ClusterThread {
       });
     }
     await this.edge.forwarder.close();
+    await this.#peers.stop();
   }
 }

@@ -36,6 +36,8 @@ export interface AdminSources {
   log: Log;
   /** Served at `${path}metrics` when metrics have no port of their own. */
   metrics: Metrics | null;
+  /** The cluster (cluster.enabled): this node, its lease, and the nodes alive in the store. */
+  cluster?: () => Promise<unknown>;
 }
 
 /** What the admin API shows of a session. */
@@ -154,6 +156,7 @@ export function adminRoutes(sources: AdminSources): OpsRoute {
     const [resource, key, action] = segments;
     if (method === 'GET' && rest === 'overview') return sendJson(res, 200, overview());
     if (method === 'GET' && rest === 'sources') return sendJson(res, 200, { sources: sessions.sourcesOverBudget() });
+    if (method === 'GET' && rest === 'cluster' && sources.cluster) return sendJson(res, 200, await sources.cluster());
     if (method === 'GET' && rest === 'sessions') {
       const state = url.searchParams.get('state') ?? 'live';
       if (state === 'live') return sendJson(res, 200, await listLive(url));

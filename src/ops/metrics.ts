@@ -133,6 +133,11 @@ export class Metrics {
     mirroredCounter(registry, 'resident_new_sessions_refused_total', 'New sessions refused with 429: their source\'s unproven sessions were all busy', () => stats().refusedNew);
     mirroredCounter(registry, 'resident_hops_total', 'Requests an edge thread passed to their session\'s home thread (another worker thread)', () => summedEdge(shared, 'hopsOut'));
     mirroredCounter(registry, 'resident_sessions_created_total', 'Sessions created', () => stats().created);
+    // The cluster's, per node (0 on one node).
+    mirroredCounter(registry, 'resident_cluster_forwards_total', 'Requests sent on to the node that owns their session', () => stats().forwards);
+    mirroredCounter(registry, 'resident_cluster_claims_total', 'Sessions this node claimed in the store (unowned, or taken over)', () => stats().claims);
+    mirroredCounter(registry, 'resident_cluster_takeovers_total', 'Of the claims, sessions taken from a node whose lease was gone', () => stats().takeovers);
+    mirroredCounter(registry, 'resident_cluster_fenced_writes_total', 'Writes the store refused because another node owns the session now', () => stats().fencedWrites);
     mirroredCounter(registry, 'resident_resumes_total', 'Suspended sessions brought back into a new context', () => stats().resumed);
     mirroredCounter(registry, 'resident_evictions_total', 'Idle contexts suspended to stay within sessions.maxContexts', () => stats().suspended.evicted);
     mirroredCounter(registry, 'resident_sessions_closed_total', 'Sessions closed (by their hook, the admin view, or a user-wide close)', () => stats().closed);

@@ -11,6 +11,7 @@ import type { SuspendReason } from '../types.ts';
 import { bounded } from './bounded.ts';
 import type { SessionEntry } from './directory.ts';
 import { afterGate } from './gate.ts';
+import { ElsewhereSignal } from './ownership.ts';
 import { logHookError, type Rooms } from './rooms.ts';
 
 /** Expired records read per store sweep batch. */
@@ -149,7 +150,14 @@ export class Endings {
     // A failure leaves the ID retired: the close was asked for, and may have half happened.
     const existed = (await store.existing([id])).has(id);
     if (existed) {
-      await ownership.remove(id);
+      try {
+        await ownership.remove(id);
+      } catch (error) {
+        if (!(error instanceof ElsewhereSignal)) throw error;
+        // Live on another node of the cluster: that node closes it, and runs its hook.
+        if (!retiredBefore) await admission.releaseRetired(id);
+        return ownership.closeAt(error.placement, id, by);
+      }
       await ownership.release(id);
     }
     if (!retiredBefore) await admission.releaseRetired(id);

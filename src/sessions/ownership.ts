@@ -49,16 +49,27 @@ export interface Ownership {
    * writing nothing, when another node took the session meanwhile.
    */
   save(record: SessionRecord, leaving: boolean): Promise<void>;
-  /** Deletes the session's record, unless another node took the session meanwhile (RESIDENT_ERR_FENCED). */
+  /**
+   * Deletes the session's record, unless another node took the session meanwhile
+   * (RESIDENT_ERR_FENCED), or holds it live (ElsewhereSignal: a record this node held nothing of).
+   */
   remove(id: string): Promise<void>;
   /** False while this node may not serve sessions (the cluster's lease is not held). */
   serving(): boolean;
+  /**
+   * Whether every session has a record from its first request (a cluster's claim writes one, so
+   * other nodes find the session): then a change of userId is written at once, memento or not.
+   */
+  readonly recordsEverySession: boolean;
+  /** Closes a session live on another node (`remove` said where): that node runs its end. */
+  closeAt(placement: Elsewhere, id: string, by: string): Promise<boolean>;
 }
 
 const OURS: Placement = Object.freeze({ kind: 'ours', fence: 0 });
 
 /** One node: every session is ours, at once, and there is nothing to fence. */
 export class LocalOwnership implements Ownership {
+  readonly recordsEverySession = false;
   readonly #store: ContextStore;
 
   constructor(store: ContextStore) {
@@ -83,6 +94,11 @@ export class LocalOwnership implements Ownership {
 
   serving(): boolean {
     return true;
+  }
+
+  /** One node has no elsewhere. */
+  closeAt(): Promise<boolean> {
+    return Promise.resolve(false);
   }
 }
 

@@ -19,7 +19,7 @@ export function rewriteRecord(rooms: Rooms, entry: SessionEntry, storedAs: strin
     // A checkpoint that started under the old ID may still be writing it.
     await lifecycle.checkpointOf(entry);
     try {
-      if (entry.state !== 'gone' && (entry.hasMemento || moving)) {
+      if (entry.state !== 'gone' && (entry.hasMemento || moving || ownership.recordsEverySession)) {
         const record = await bounded(store.get(storedAs), 'the store read');
         // A suspend that ran meanwhile may have saved a newer memento under the new ID.
         const newer = moving && record ? await bounded(store.get(entry.id), 'the store read') : undefined;

@@ -135,7 +135,7 @@ export class Requests {
       return { kind: 'reply', status: reply.status, headers: reply.headers, body: reply.body, cookie: { expire: true } };
     }
     if (reply.regenerate) await users.regenerate(entry);
-    else if (reply.userId !== undefined && entry.hasMemento) {
+    else if (reply.userId !== undefined && (entry.hasMemento || this.#rooms.ownership.recordsEverySession)) {
       // A sign-out must not come back with a crash: the stored record names the user now.
       await rewriteRecord(this.#rooms, entry, entry.id, () => {});
     }

@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClient } from 'redis';
+import { request } from 'undici';
 import { Client, ROOT, childLogs, describeChild, freePort, runMain, waitFor, writeTempConfig, type Child, type LogLine } from '../helpers.ts';
 import { dropTables, uniqueTable, POSTGRES_URL } from '../stores/postgres-helpers.ts';
 import type { SharedKind } from '../stores/shared-helpers.ts';
@@ -19,6 +20,7 @@ import { RedisStore } from '../../src/stores/redis.ts';
 import type { ContextStore } from '../../src/stores/store.ts';
 
 export const CLUSTER_SECRET = 'cluster-test-secret-0123456789abcdef';
+export const ADMIN_TOKEN = 'cluster-admin-token-0123456789';
 export const CLUSTER_HOOKS = {
   onConnection: join(ROOT, 'test/fixtures/cluster/onConnection.ts'),
   onSessionSuspend: join(ROOT, 'test/fixtures/cluster/onSessionSuspend.ts'),
@@ -141,6 +143,7 @@ export class TestCluster {
         ...(options.forwardTimeout && { forwardTimeout: options.forwardTimeout }),
       },
       limits: { shutdownTimeout: '20s' },
+      admin: { token: ADMIN_TOKEN },
       log: { level: 'info' },
     };
   }
@@ -175,6 +178,13 @@ export class TestCluster {
     client.cookie = cookie;
     this.#clients.push(client);
     return client;
+  }
+
+  /** GET (or POST) an admin API path of node `name`, as JSON. */
+  async admin(name: string, path: string, method: 'GET' | 'POST' = 'GET'): Promise<{ status: number; body: any }> {
+    const answer = await request(`${this.node(name).url}/_resident/${path}`, { method, headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    const text = await answer.body.text();
+    return { status: answer.statusCode, body: text.startsWith('{') || text.startsWith('[') ? JSON.parse(text) : text };
   }
 
   /** Sends `signal`; for kill and term, waits for the process to exit. */
