@@ -431,3 +431,42 @@ describe('loadConfigFile', () => {
     assertInvalid(() => loadConfigFile(path));
   });
 });
+
+describe('cluster (issue 14)', () => {
+  const secret = 's'.repeat(32);
+  test('off by default; its keys have defaults; the nodeId defaults to the host name and port', () => {
+    const { cluster } = resolveConfig({}, BASE);
+    assert.equal(cluster.enabled, false);
+    assert.equal(cluster.leaseTimeout, 10_000);
+    assert.equal(cluster.forwardTimeout, 30_000);
+    assert.equal(cluster.port, 0);
+    assert.equal(cluster.routingCookie, 'resident_node');
+    assert.match(cluster.nodeId, /:8080$/);
+    assert.ok(Object.isFrozen(cluster));
+  });
+
+  test('enabled needs a shared store and a secret of 32 characters; the environment variable overrides the file', () => {
+    invalid({ cluster: { enabled: true, secret } }, 'cluster.enabled', 'store.kind');
+    invalid({ store: { kind: 'redis' }, cluster: { enabled: true } }, 'cluster.secret');
+    invalid({ store: { kind: 'postgres' }, cluster: { enabled: true, secret: 'short' } }, 'cluster.secret');
+    const ok = resolveConfig({ store: { kind: 'redis' }, cluster: { enabled: true, secret, nodeId: 'n1' } }, BASE);
+    assert.equal(ok.cluster.nodeId, 'n1');
+    process.env.RESIDENT_CLUSTER_SECRET = 'e'.repeat(40);
+    try {
+      assert.equal(resolveConfig({ store: { kind: 'redis' }, cluster: { enabled: true } }, BASE).cluster.secret, 'e'.repeat(40));
+    } finally {
+      delete process.env.RESIDENT_CLUSTER_SECRET;
+    }
+  });
+
+  test('bad cluster values name their key', () => {
+    invalid({ cluster: { nodeId: 'a#b' } }, 'cluster.nodeId');
+    invalid({ cluster: { advertise: 'ftp://x' } }, 'cluster.advertise');
+    invalid({ cluster: { leaseTimeout: 'soon' } }, 'cluster.leaseTimeout');
+    invalid({ cluster: { port: 70000 } }, 'cluster.port');
+    invalid({ cluster: { routingCookie: 'a b' } }, 'cluster.routingCookie');
+    invalid({ cluster: { bogus: 1 } }, 'cluster.bogus');
+    invalid({ store: { kind: 'redis' }, cluster: { enabled: true, secret, leaseTimeout: '100ms' } }, 'cluster.leaseTimeout');
+    invalid({ store: { kind: 'redis' }, cluster: { enabled: true, secret, routingCookie: 'RSID' } }, 'cluster.routingCookie');
+  });
+});

@@ -30,8 +30,10 @@ test('src/sessions/ holds the rooms, none over 250 lines', () => {
   }
 });
 
-test('only the lifecycle room (lifecycle.ts, endings.ts, records.ts) writes the store or asks a worker for a memento', () => {
-  assert.deepEqual(roomsMatching(/\bstore\.(set|setIf|delete|deleteIf|quarantine)\(/), ['endings.ts', 'lifecycle.ts', 'records.ts']);
+test('only the lifecycle room (lifecycle.ts, checkpoints.ts, endings.ts, records.ts) writes records or asks a worker for a memento, through ownership (fenced in a cluster)', () => {
+  assert.deepEqual(roomsMatching(/\bownership\.(save|remove)\(/), ['checkpoints.ts', 'endings.ts', 'lifecycle.ts', 'records.ts']);
+  // The store itself: written by ownership.ts (one node's plain writes) and endings.ts (quarantine) alone.
+  assert.deepEqual(roomsMatching(/\bstore\.(set|setIf|delete|deleteIf|quarantine)\(/), ['endings.ts', 'ownership.ts']);
   assert.deepEqual(roomsMatching(/type: 'suspend'/), ['lifecycle.ts']);
 });
 
