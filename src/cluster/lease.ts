@@ -32,8 +32,6 @@ export class LeaseKeeper {
   #renewing = false;
   /** Called once per lost incarnation; resolves with nothing, the keeper takes a new one after. */
   onLost: (lost: string) => Promise<void> = async () => {};
-  /** Called when a new incarnation is taken after a loss. */
-  onIncarnation: (owner: string) => void = () => {};
 
   constructor(registry: OwnerRegistry, lease: Omit<NodeLease, 'owner'>, ttlMs: number, log: Logger) {
     this.#registry = registry;
@@ -54,14 +52,17 @@ export class LeaseKeeper {
 
   /** Takes the first lease; rejects when the store refuses it (startup stops). */
   async start(): Promise<void> {
-    await this.#acquire();
+    const until = await this.#acquire();
+    this.view.publish(this.#lease.owner);
+    this.view.serveUntil(until);
     this.#schedule();
   }
 
-  async #acquire(): Promise<void> {
+  /** Takes the lease of this.#lease; resolves with the time this node may serve until. */
+  async #acquire(): Promise<number> {
     const sent = LeaseView.now();
     if (!(await this.#registry.acquire(this.#lease, this.#ttl))) throw new Error(`the lease of ${this.#lease.owner} exists already`);
-    this.view.serveUntil(sent + this.#ttl - this.#margin);
+    return sent + this.#ttl - this.#margin;
   }
 
   #schedule(): void {
@@ -96,8 +97,10 @@ export class LeaseKeeper {
     await this.onLost(lost);
     if (this.#stopped) return;
     this.#lease = { ...this.#lease, owner: newOwner(this.#lease.nodeId) };
-    await this.#acquire();
-    this.onIncarnation(this.#lease.owner);
+    const until = await this.#acquire();
+    // Named before it may serve: no thread claims under the lost incarnation from here on.
+    this.view.publish(this.#lease.owner);
+    if (!this.#stopped) this.view.serveUntil(until);
     this.#log.info({ event: 'lease-acquired', owner: this.#lease.owner }, 'rejoined the cluster under a new incarnation');
   }
 

@@ -53,7 +53,7 @@ export class ClusterNode {
 
   /** What each edge thread is given. */
   setup(): ClusterSetup {
-    return { owner: this.keeper.owner, lease: this.keeper.view.buffer, privatePort: this.privatePort };
+    return { lease: this.keeper.view.buffer, privatePort: this.privatePort };
   }
 
   /** From now on a lost lease makes every thread let its contexts go before the node rejoins. */
@@ -61,7 +61,6 @@ export class ClusterNode {
     // The threads get up to a lease to save what the store still lets this node write.
     const deadlineMs = this.#config.leaseTimeout;
     this.keeper.onLost = async () => void (await threads.broadcast({ op: 'relinquish', deadlineMs }, deadlineMs + 1_000));
-    this.keeper.onIncarnation = (owner) => void threads.broadcast({ op: 'incarnation', owner }, 5_000);
   }
 
   answer(call: RegistryCall): Promise<unknown> {

@@ -29,27 +29,22 @@ export class ClusterOwnership implements Ownership {
   readonly #held = new Map<string, OwnerFence>();
   readonly #peers: ClusterPeers;
   /** This node's incarnation (`<nodeId>#<incarnation>`): what its claims write as owner. */
-  #owner: string;
 
-  constructor(deps: { registry: ThreadRegistry; store: ContextStore; lease: LeaseView; owner: string; counters: ClusterCounters; peers: ClusterPeers }) {
+  constructor(deps: { registry: ThreadRegistry; store: ContextStore; lease: LeaseView; counters: ClusterCounters; peers: ClusterPeers }) {
     this.#peers = deps.peers;
     this.#registry = deps.registry;
     this.#store = deps.store;
     this.#lease = deps.lease;
-    this.#owner = deps.owner;
     this.#counters = deps.counters;
   }
 
-  get owner(): string {
-    return this.#owner;
-  }
-
   /**
-   * A new incarnation (the old lease was lost): new claims are written under it. What was held
-   * under the old one keeps its condition, so a write lands only where nobody took over.
+   * The incarnation new claims are written under (read from the lease view: a new one after a
+   * lost lease). What was held under an older one keeps its condition, so a write lands only
+   * where nobody took over.
    */
-  set owner(owner: string) {
-    this.#owner = owner;
+  get owner(): string {
+    return this.#lease.owner();
   }
 
   serving(): boolean {
@@ -59,12 +54,13 @@ export class ClusterOwnership implements Ownership {
   async claim(id: string, fresh?: () => SessionRecord): Promise<Placement> {
     // A node whose lease may have run out claims nothing: another may own everything by now.
     if (!this.serving()) throw new ResidentError('RESIDENT_ERR_NO_LEASE');
-    const owner = this.#owner;
+    const owner = this.owner;
     if (fresh) {
       // A new ID (122 random bits): nobody can hold it, so this write from nothing lands.
       if (!(await this.#store.setIf({ ...fresh(), owner, fence: 1 }, null))) {
         throw new ResidentError('RESIDENT_ERR_STORE_FAILED', 'a new session ID was already stored');
       }
+      if (!this.serving() || this.owner !== owner) throw new ResidentError('RESIDENT_ERR_NO_LEASE');
       this.#held.set(id, { owner, fence: 1 });
       return { kind: 'ours', fence: 1 };
     }
@@ -77,6 +73,9 @@ export class ClusterOwnership implements Ownership {
       this.#held.delete(id);
       return { kind: 'elsewhere', owner: answer.lease.owner, url: answer.lease.url };
     }
+    // The lease ran out or was replaced while the claim was under way: the claim names an
+    // incarnation that may be lost, which any node can claim back, so nothing is served on it.
+    if (!this.serving() || this.owner !== owner) throw new ResidentError('RESIDENT_ERR_NO_LEASE');
     const { record } = answer;
     const before = this.#held.get(id);
     if (!before || before.owner !== owner || before.fence !== record.fence) {
@@ -92,7 +91,7 @@ export class ClusterOwnership implements Ownership {
     const held = this.#held.get(record.id);
     if (!held) {
       // A record under an ID this node never stored (a regenerate's move): claimed from nothing.
-      const fresh = { ...record, owner: leaving ? null : this.#owner, fence: 1 };
+      const fresh = { ...record, owner: leaving ? null : this.owner, fence: 1 };
       if (!(await this.#store.setIf(fresh, null))) this.#refused(record.id);
       this.#held.set(record.id, { owner: fresh.owner, fence: 1 });
       return;

@@ -20,16 +20,14 @@ import { PEER_PATH, PeerCalls, answerPeerCall, type PeerAnswers } from './peer-c
 
 /** What the main thread gives each edge thread when cluster.enabled. */
 export interface ClusterSetup {
-  /** This node's incarnation when the thread starts (`<nodeId>#<incarnation>`). */
-  owner: string;
-  /** The lease's serve-until time (./lease-view.ts). */
+  /** The lease's serve-until time and this node's incarnation (./lease-view.ts). */
   lease: SharedArrayBuffer;
   /** The private listener's port (picked by the main thread when cluster.port is 0). */
   privatePort: number;
 }
 
 /** The main thread's cluster calls to an edge thread. */
-export type ClusterControl = { op: 'incarnation'; owner: string } | { op: 'relinquish'; deadlineMs: number };
+export type ClusterControl = { op: 'relinquish'; deadlineMs: number };
 
 export class ClusterThread {
   readonly ownership: ClusterOwnership;
@@ -45,12 +43,12 @@ export class ClusterThread {
     this.#privatePort = setup.privatePort;
     const auth = new ForwardAuth(config.cluster.secret);
     this.#peers = new PeerCalls(auth, config.cluster.forwardTimeout);
-    this.ownership = new ClusterOwnership({ registry: new RemoteRegistry(main), store, lease, owner: setup.owner, counters, peers: this.#peers });
+    this.ownership = new ClusterOwnership({ registry: new RemoteRegistry(main), store, lease, counters, peers: this.#peers });
     const routing = `${config.cluster.routingCookie}=${encodeURIComponent(config.cluster.nodeId)}; Path=/; HttpOnly; SameSite=${config.sessions.sameSite}`;
     this.edge = {
       forwarder: new Forwarder(auth, config.cluster.forwardTimeout),
       auth,
-      serving: () => lease.serving(),
+      serving: () => this.ownership.serving(),
       routingCookie: (secure) => (secure ? `${routing}; Secure` : routing),
       forwarded: () => void counters.forwards++,
     };
@@ -87,12 +85,8 @@ export class ClusterThread {
     this.#server = server;
   }
 
-  /** A control call from the main thread; `relinquish` is given to the sessions. */
-  control(call: ClusterControl, relinquish: (deadlineMs: number) => Promise<void>): Promise<null> | null {
-    if (call.op === 'incarnation') {
-      this.ownership.owner = call.owner;
-      return null;
-    }
+  /** A control call from the main thread: the lease was lost, every context is let go. */
+  control(call: ClusterControl, relinquish: (deadlineMs: number) => Promise<void>): Promise<null> {
     return relinquish(call.deadlineMs).then(() => null);
   }
 

@@ -337,7 +337,6 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
         await cluster?.close();
         return result;
       }
-      case 'incarnation':
       case 'relinquish':
         return cluster?.control(call, (deadlineMs) => local.relinquish(deadlineMs)) ?? null;
       default:

@@ -6,7 +6,7 @@
  * await left.
  */
 import { newSessionId } from '../contexts/ids.ts';
-import { ResidentError } from '../errors.ts';
+import { ResidentError, isResidentError } from '../errors.ts';
 import { hashId } from '../id-hash.ts';
 import { contextInit } from './context-init.ts';
 import { newEntry, type SessionEntry } from './directory.ts';
@@ -38,6 +38,8 @@ async function create(rooms: Rooms, clientIp: string, source: string, sourceUnde
     // reaches another node finds it (one store write; nothing on one node).
     mustBeOurs(await ownership.claim(id, () => policy.record(entry, null)));
   } catch (error) {
+    // A cluster node without its lease says so (503 RESIDENT_ERR_NO_LEASE); a store failure is logged.
+    if (isResidentError(error, 'RESIDENT_ERR_NO_LEASE')) return error;
     log.error({ event: 'store-error', err: error }, 'cannot record a new session in the store');
     return new ResidentError('RESIDENT_ERR_STORE_FAILED', undefined, { cause: error });
   }
