@@ -183,17 +183,19 @@ for (const kind of SHARED) {
       await c.signal('b', 'SIGKILL');
       assert.equal(one.cookies.get('resident_node'), 'b', 'the cookie still names b');
       const early: string[] = [];
+      const texts = new Set<string>();
       let reply: BalancedReply;
       for (;;) {
         reply = await one.get('/inc');
         if (reply.status === 200) break;
         early.push(`${reply.status}`);
+        texts.add(reply.text.slice(0, 100));
         assert.ok([502, 503].includes(reply.status), `until the lease is gone: 502 or 503, not ${reply.status} ${reply.text}`);
         assert.ok(performance.now() - killedAt < 15_000, 'taken over within 15 s');
         await sleep((reply.retryAfter ?? 0.2) * 1000);
       }
       const tookMs = performance.now() - killedAt;
-      t.diagnostic(`taken over after ${Math.round(tookMs)} ms; answers before: ${early.join(', ') || 'none'}`);
+      t.diagnostic(`taken over after ${Math.round(tookMs)} ms; answers before: ${early.join(', ') || 'none'} (${[...texts].join(' | ')})`);
       assert.deepEqual({ n: reply.body.n, node: reply.body.node, resumed: reply.body.resumed }, { n: 6, node: 'a', resumed: true }, 'resumed on a from the checkpoint');
       assert.equal(one.cookies.get('resident_node'), 'a', 'the new owner’s routing cookie');
       assert.ok(tookMs < 2_000 + 5_000, `served ${Math.round(tookMs)} ms after the kill (lease 2 s)`);
