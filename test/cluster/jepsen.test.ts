@@ -1,0 +1,258 @@
+/**
+ * G4, G5 and a paused owner under load, Jepsen-style, on Redis and on PostgreSQL: 12 sessions,
+ * 3 clients each sharing its cookie, incrementing the fixture's counter through random nodes of
+ * a 3-node cluster while faults happen one after another: SIGSTOP of a node past its lease, a
+ * cut between a node and the store (G5: that node answers 503 and never serves; the others take
+ * its sessions over), a stall of another node's store connection (its held writes delivered
+ * late, after a takeover: fenced), and kill -9 of a node and its restart. Every acknowledged
+ * answer and every failure is logged; a sampler reads each session's record behind the nodes'
+ * backs. Then the heal: all nodes up, a final round through every node. ./checker.ts judges the
+ * history: assertions about invariants, not about timing.
+ */
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, describe, test, type TestContext } from 'node:test';
+import { Agent, request, type Dispatcher } from 'undici';
+import { decodeMemento } from '../../src/contexts/memento.ts';
+import { skipOrFailOnCi, waitFor } from '../helpers.ts';
+import { SHARED, unavailableReason } from '../stores/shared-helpers.ts';
+import { TcpProxy } from '../stores/tcp-proxy.ts';
+import { check, checkHeal, type Ack, type Sample, type Violation } from './checker.ts';
+import { TestCluster, type ClusterNodeOptions } from './harness.ts';
+
+const LEASE_MS = 2_000;
+const OPTIONS: ClusterNodeOptions = { leaseTimeout: '2s', checkpointInterval: '300ms', forwardTimeout: '1s' };
+const NODES = ['a', 'b', 'c'];
+const SESSIONS = 12;
+const CLIENTS_PER_SESSION = 3;
+/** A request to a paused node waits this long: then its outcome is unknown (not acknowledged). */
+const CLIENT_TIMEOUT_MS = 3_000;
+/** Each fault lasts the lease and this much more, so the lease surely runs out in the store. */
+const PAST_LEASE_MS = 1_800;
+
+interface Failure {
+  session: string;
+  via: string;
+  /** The HTTP status, or 'timeout' / 'error' (refused, reset). */
+  status: number | 'timeout' | 'error';
+  sent: number;
+  received: number;
+}
+
+/** A fault's window on the test's clock. */
+interface Fault {
+  what: string;
+  node: string;
+  from: number;
+  to: number;
+}
+
+const now = () => performance.now();
+
+for (const kind of SHARED) {
+  describe(`cluster on ${kind}: Jepsen-style history under SIGSTOP, store partition, stall and kill -9 (G4, G5)`, { timeout: 300_000 }, () => {
+    let cluster: TestCluster | undefined;
+    let unavailable: string | undefined;
+    const proxies = new Map<string, TcpProxy>();
+    const ready = (t: TestContext): TestCluster | undefined => {
+      if (unavailable !== undefined) skipOrFailOnCi(t, unavailable);
+      return cluster;
+    };
+    /** Each node reaches the store through a proxy of its own, to cut it off alone. */
+    const startNode = (c: TestCluster, name: string) => c.start(name, { ...OPTIONS, storeUrl: c.storeUrlVia(proxies.get(name)!.port) });
+
+    before(async () => {
+      unavailable = await unavailableReason(kind);
+      if (unavailable !== undefined) return;
+      cluster = await TestCluster.open(kind);
+      for (const name of NODES) proxies.set(name, await TcpProxy.start(cluster.storeAddress()));
+      await Promise.all(NODES.map((name) => startNode(cluster!, name)));
+    });
+    after(async () => {
+      await cluster?.close();
+      for (const proxy of proxies.values()) await proxy.close();
+    });
+
+    test('every acknowledged answer fits one live copy per session at a time; after the heal nothing acknowledged is lost', async (t) => {
+      const c = ready(t);
+      if (!c) return;
+      const acks: Ack[] = [];
+      const failures: Failure[] = [];
+      const faults: Fault[] = [];
+      const agents: Agent[] = [];
+      const { store } = await c.inspect();
+
+      /** One /inc of `session` through node `via`, logged: an Ack, a Failure, or nothing when `via` is down. */
+      const inc = async (session: string, via: string, agent: Agent): Promise<Ack | undefined> => {
+        const node = c.nodes.get(via);
+        if (!node) return undefined;
+        const sent = now();
+        try {
+          const answer = await request(`${node.url}/inc`, { headers: { cookie: `RSID=${session}` }, dispatcher: agent, signal: AbortSignal.timeout(CLIENT_TIMEOUT_MS) });
+          const text = await answer.body.text();
+          const received = now();
+          if (answer.statusCode !== 200) {
+            failures.push({ session, via, status: answer.statusCode, sent, received });
+            return undefined;
+          }
+          const body = JSON.parse(text) as { id: string; n: number; node: string; epoch: string };
+          assert.equal(body.id, session, `answered for the session asked: ${text}`);
+          const logged: Ack = { session, n: body.n, node: body.node, epoch: body.epoch, via, sent, received };
+          acks.push(logged);
+          return logged;
+        } catch (error) {
+          if (error instanceof assert.AssertionError) throw error;
+          failures.push({ session, via, status: (error as Error).name === 'TimeoutError' ? 'timeout' : 'error', sent, received: now() });
+          return undefined;
+        }
+      };
+      const agent = () => {
+        const made = new Agent({ connections: 2 });
+        agents.push(made);
+        return made;
+      };
+      const pick = () => NODES[Math.floor(Math.random() * NODES.length)]!;
+
+      // 12 sessions, 4 made on each node (so each node owns some when its fault comes).
+      const sessions: string[] = [];
+      for (let i = 0; i < SESSIONS; i++) {
+        const via = NODES[i % NODES.length]!;
+        const sent = now();
+        const answer: Dispatcher.ResponseData = await request(`${c.node(via).url}/inc`);
+        const body = (await answer.body.json()) as { id: string; n: number; node: string; epoch: string };
+        assert.equal(answer.statusCode, 200);
+        sessions.push(body.id);
+        acks.push({ session: body.id, n: body.n, node: body.node, epoch: body.epoch, via, sent, received: now() });
+      }
+
+      // The sampler: every session's record, read straight from the store, over and over.
+      const samples: Sample[] = [];
+      let sampling = true;
+      const sampleAll = async () => {
+        for (const session of sessions) {
+          const started = now();
+          const record = await store.get(session);
+          samples.push({ session, started, finished: now(), owner: record?.owner ?? null, fence: record?.fence ?? null, n: record?.memento ? (decodeMemento(record.memento) as { n: number }).n : null });
+        }
+      };
+      const sampler = (async () => {
+        while (sampling) {
+          await sampleAll();
+          await sleep(100);
+        }
+      })();
+
+      // The clients: 3 per session, each on connections of its own, through random nodes.
+      let running = true;
+      const clients = sessions.flatMap((session) =>
+        Array.from({ length: CLIENTS_PER_SESSION }, async () => {
+          const own = agent();
+          while (running) {
+            await inc(session, pick(), own);
+            await sleep(10 + Math.random() * 40);
+          }
+        }),
+      );
+
+      const fault = async (what: string, node: string, start: () => void | Promise<unknown>, end: () => void | Promise<unknown>, holdMs: number) => {
+        const from = now();
+        await start();
+        await sleep(holdMs);
+        await end();
+        faults.push({ what, node, from, to: now() });
+      };
+      const hold = LEASE_MS + PAST_LEASE_MS;
+      try {
+        await sleep(2_000);
+        await fault('SIGSTOP', 'a', () => c.signal('a', 'SIGSTOP'), () => c.signal('a', 'SIGCONT'), hold);
+        await sleep(2_500);
+        await fault('store cut', 'b', () => proxies.get('b')!.cut(), () => proxies.get('b')!.restore(), hold);
+        await sleep(2_500);
+        await fault('store stall', 'c', () => proxies.get('c')!.stall(), () => proxies.get('c')!.flow(), hold);
+        await sleep(2_500);
+        await fault('kill -9', 'a', () => c.signal('a', 'SIGKILL'), () => startNode(c, 'a'), LEASE_MS + PAST_LEASE_MS);
+        await sleep(3_000);
+      } finally {
+        running = false;
+        await Promise.all(clients);
+      }
+
+      // The heal: every node up and holding its lease.
+      for (const name of NODES) {
+        await waitFor(async () => (await request(`${c.node(name).url}/readyz`).then((r) => (r.body.dump(), r.statusCode))) === 200, 20_000, `${name} ready`);
+      }
+      // Anything still in flight inside the cluster (a forward: 1 s at most) is over.
+      await sleep(1_500);
+      const history = acks.length;
+      // The final round: one request at a time per session, twice through every node.
+      const final: Ack[] = [];
+      const finalAgent = agent();
+      for (const session of sessions) {
+        for (const via of [...NODES, ...NODES]) {
+          const answer = await inc(session, via, finalAgent);
+          assert.ok(answer, `after the heal, ${session.slice(0, 6)}… through ${via} is served: ${JSON.stringify(failures.at(-1))}`);
+          final.push(answer);
+        }
+      }
+      // Every final count reaches the store (checkpointInterval 300 ms): nothing acknowledged is lost.
+      const lastOf = new Map(final.map((a) => [a.session, a.n]));
+      await waitFor(
+        async () => {
+          for (const session of sessions) {
+            const record = await store.get(session);
+            if (!record?.memento || (decodeMemento(record.memento) as { n: number }).n !== lastOf.get(session)) return false;
+          }
+          return true;
+        },
+        10_000,
+        'the final counts checkpointed',
+      );
+      sampling = false;
+      await sampler;
+      await sampleAll();
+
+      const report = check(acks.slice(0, history), samples);
+      const violations: Violation[] = [...report.violations, ...check(acks, samples).violations, ...checkHeal(report.epochs, final)];
+      violations.push(...partitionViolations(faults, acks, failures, samples));
+      for (const agentOf of agents) await agentOf.close();
+
+      const statuses = new Map<string, number>();
+      for (const failure of failures) statuses.set(String(failure.status), (statuses.get(String(failure.status)) ?? 0) + 1);
+      const epochs = [...report.epochs.values()].reduce((sum, list) => sum + list.length, 0);
+      const rolled = report.rollbacks.map((r) => r.values);
+      t.diagnostic(`${kind}: ${acks.length} acknowledged (${final.length} in the final round), failures ${JSON.stringify(Object.fromEntries(statuses))}, ${samples.length} store samples`);
+      t.diagnostic(`${epochs} epochs over ${SESSIONS} sessions: ${report.rollbacks.length} takeovers; values acknowledged again after a takeover (the checkpoint-bounded loss kill -9, SIGSTOP and a partition allow): max ${Math.max(0, ...rolled)}, total ${rolled.reduce((a, b) => a + b, 0)}`);
+      t.diagnostic(`faults: ${faults.map((f) => `${f.what} ${f.node} ${Math.round(f.to - f.from)} ms`).join('; ')}`);
+      assert.deepEqual(violations, [], violations.map((v) => `[${v.invariant}] ${v.session.slice(0, 6)}…: ${v.message}`).join('\n'));
+      assert.ok(report.rollbacks.length >= 1, 'the faults caused takeovers');
+    });
+  });
+}
+
+/**
+ * G5 on the history: the node cut off from the store (or stalled) cannot renew its lease, so
+ * it serves nothing whose request was sent once its lease may have run out (LEASE_MS after the
+ * fault began) and answered before the fault ended; it answers 503 instead; and another node
+ * takes over a session it owned when the fault began.
+ */
+function partitionViolations(faults: Fault[], acks: Ack[], failures: Failure[], samples: Sample[]): Violation[] {
+  const violations: Violation[] = [];
+  for (const fault of faults.filter((f) => f.what.startsWith('store'))) {
+    const inside = (x: { sent: number; received: number }) => x.sent >= fault.from + LEASE_MS && x.received <= fault.to;
+    for (const a of acks.filter((x) => x.node === fault.node && inside(x))) {
+      violations.push({ invariant: 'epoch-order', session: a.session, message: `${fault.what} of ${fault.node}: it served n=${a.n} (sent ${Math.round(a.sent - fault.from)} ms into the fault)` });
+    }
+    if (!failures.some((f) => f.via === fault.node && f.status === 503 && inside(f))) {
+      violations.push({ invariant: 'epoch-order', session: '-', message: `${fault.what} of ${fault.node}: it never answered 503` });
+    }
+    // Its sessions: owned by it in the last sample read before the fault began.
+    const owned = new Set<string>();
+    const last = new Map<string, Sample>();
+    for (const s of samples) if (s.finished < fault.from && (!last.get(s.session) || last.get(s.session)!.finished < s.finished)) last.set(s.session, s);
+    for (const [session, s] of last) if (s.owner?.startsWith(`${fault.node}#`)) owned.add(session);
+    if (owned.size > 0 && !acks.some((a) => owned.has(a.session) && a.node !== fault.node && a.sent >= fault.from && a.received <= fault.to)) {
+      violations.push({ invariant: 'epoch-order', session: '-', message: `${fault.what} of ${fault.node}: none of its ${owned.size} sessions was taken over by another node` });
+    }
+  }
+  return violations;
+}
