@@ -64,7 +64,7 @@ export interface Report {
   /** Per session, its epochs in the order the history proves (any order where it proves none). */
   epochs: Map<string, Epoch[]>;
   /** Per takeover (each epoch after a session's first): values acknowledged again (checkpoint-bounded loss). */
-  rollbacks: Array<{ session: string; from: string; to: string; values: number }>;
+  rollbacks: Array<{ session: string; from: string; to: string; values: number; /** The new epoch's first answer. */ at: number }>;
 }
 
 const short = (id: string) => `${id.slice(0, 6)}…`;
@@ -281,7 +281,7 @@ export function rollbacks(ordered: Epoch[]): Report['rollbacks'] {
   let max = -Infinity;
   let previous: Epoch | undefined;
   for (const e of ordered) {
-    if (previous) result.push({ session: e.session, from: `${short(previous.epoch)}@${previous.node}`, to: `${short(e.epoch)}@${e.node}`, values: Math.max(0, max - e.first + 1) });
+    if (previous) result.push({ session: e.session, from: `${short(previous.epoch)}@${previous.node}`, to: `${short(e.epoch)}@${e.node}`, values: Math.max(0, max - e.first + 1), at: e.firstReceived });
     max = Math.max(max, e.last);
     previous = e;
   }
