@@ -8,6 +8,13 @@
  * answer and every failure is logged; a sampler reads each session's record behind the nodes'
  * backs. Then the heal: all nodes up, a final round through every node. ./checker.ts judges the
  * history: assertions about invariants, not about timing.
+ *
+ * The loss the design allows, reported (not asserted): a takeover starts from the last
+ * checkpoint that landed, so what the old copy acknowledged after it is acknowledged again by
+ * the new one. After SIGSTOP or kill -9 that is at most checkpointInterval's worth of requests;
+ * after a cut or stall it is everything the cut-off node acknowledged from memory since its
+ * last checkpoint landed, until its lease view ran out (up to leaseTimeout minus the margin).
+ * Run with RESIDENT_JEPSEN_KEEP=1 to keep the history and the node logs of a passing run too.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
@@ -178,60 +185,74 @@ for (const kind of SHARED) {
         faults.push({ what, node, from, to: now() });
       };
       const hold = LEASE_MS + PAST_LEASE_MS;
+      const final: Ack[] = [];
+      let history = 0;
       try {
-        await sleep(2_000);
-        await fault('SIGSTOP', 'a', () => c.signal('a', 'SIGSTOP'), () => c.signal('a', 'SIGCONT'), hold);
-        await sleep(2_500);
-        await fault('store cut', 'b', () => proxies.get('b')!.cut(), () => proxies.get('b')!.restore(), hold);
-        await sleep(2_500);
-        await fault('store stall', 'c', () => proxies.get('c')!.stall(), () => proxies.get('c')!.flow(), hold);
-        await sleep(2_500);
-        await fault('kill -9', 'a', () => c.signal('a', 'SIGKILL'), () => startNode(c, 'a'), LEASE_MS + PAST_LEASE_MS);
-        await sleep(3_000);
+        await workload();
+        await heal();
       } finally {
         running = false;
         await Promise.all(clients);
+        sampling = false;
+        await sampler;
+        for (const agentOf of agents) await agentOf.close();
       }
+      await sampleAll();
 
-      // The heal: every node up and holding its lease.
-      for (const name of NODES) {
-        await waitFor(async () => (await request(`${c.node(name).url}/readyz`).then((r) => (r.body.dump(), r.statusCode))) === 200, 20_000, `${name} ready`);
-      }
-      // Anything still in flight inside the cluster (a forward: 1 s at most) is over.
-      await sleep(1_500);
-      const history = acks.length;
-      // The final round: one request at a time per session, twice through every node.
-      const final: Ack[] = [];
-      const finalAgent = agent();
-      for (const session of sessions) {
-        for (const via of [...NODES, ...NODES]) {
-          const answer = await inc(session, via, finalAgent);
-          assert.ok(answer, `after the heal, ${session.slice(0, 6)}… through ${via} is served: ${JSON.stringify(failures.at(-1))}`);
-          final.push(answer);
+      async function workload(): Promise<void> {
+        try {
+          await sleep(2_000);
+          await fault('SIGSTOP', 'a', () => c!.signal('a', 'SIGSTOP'), () => c!.signal('a', 'SIGCONT'), hold);
+          await sleep(2_500);
+          await fault('store cut', 'b', () => proxies.get('b')!.cut(), () => proxies.get('b')!.restore(), hold);
+          await sleep(2_500);
+          await fault('store stall', 'c', () => proxies.get('c')!.stall(), () => proxies.get('c')!.flow(), hold);
+          await sleep(2_500);
+          await fault('kill -9', 'a', () => c!.signal('a', 'SIGKILL'), () => startNode(c!, 'a'), hold);
+          await sleep(3_000);
+        } finally {
+          running = false;
+          await Promise.all(clients);
         }
       }
-      // Every final count reaches the store (checkpointInterval 300 ms): nothing acknowledged is lost.
-      const lastOf = new Map(final.map((a) => [a.session, a.n]));
-      await waitFor(
-        async () => {
-          for (const session of sessions) {
-            const record = await store.get(session);
-            if (!record?.memento || (decodeMemento(record.memento) as { n: number }).n !== lastOf.get(session)) return false;
+
+      /** All nodes up, then the final round, then the final counts in the store. */
+      async function heal(): Promise<void> {
+
+        // Every node up and holding its lease.
+        for (const name of NODES) {
+          await waitFor(async () => (await request(`${c!.node(name).url}/readyz`).then((r) => (r.body.dump(), r.statusCode))) === 200, 20_000, `${name} ready`);
+        }
+        // Anything still in flight inside the cluster (a forward: 1 s at most) is over.
+        await sleep(1_500);
+        history = acks.length;
+        // The final round: one request at a time per session, twice through every node.
+        const finalAgent = agent();
+        for (const session of sessions) {
+          for (const via of [...NODES, ...NODES]) {
+            const answer = await inc(session, via, finalAgent);
+            if (answer) final.push(answer);
+            else wrong.push({ invariant: 'heal', session, message: `after the heal, not served through ${via}: ${JSON.stringify(failures.at(-1))}` });
           }
-          return true;
-        },
-        10_000,
-        'the final counts checkpointed',
-      );
-      sampling = false;
-      await sampler;
-      await sampleAll();
+        }
+        // Every final count reaches the store (checkpointInterval 300 ms): nothing acknowledged is lost.
+        const lastOf = new Map(final.map((a) => [a.session, a.n]));
+        const stored = async (session: string) => {
+          const record = await store.get(session);
+          return record?.memento ? (decodeMemento(record.memento) as { n: number }).n : null;
+        };
+        await waitFor(async () => (await Promise.all(sessions.map(async (session) => (await stored(session)) === lastOf.get(session)))).every(Boolean), 10_000, 'the final counts checkpointed').catch(async () => {
+          for (const session of sessions) {
+            const n = await stored(session);
+            if (n !== lastOf.get(session)) wrong.push({ invariant: 'heal', session, message: `the store holds n=${n}, not the last acknowledged n=${lastOf.get(session)}, 10 s after` });
+          }
+        });
+      }
 
       // (i)-(iv) over everything; (v) against the epochs as the history before the final round left them.
       const report = check(acks, samples);
       const violations: Violation[] = [...wrong, ...report.violations, ...checkHeal(check(acks.slice(0, history), []).epochs, final)];
       violations.push(...partitionViolations(faults, acks, failures, samples));
-      for (const agentOf of agents) await agentOf.close();
 
       const statuses = new Map<string, number>();
       for (const failure of failures) statuses.set(String(failure.status), (statuses.get(String(failure.status)) ?? 0) + 1);
