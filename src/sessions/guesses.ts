@@ -62,7 +62,17 @@ export class GuessBudget implements UnknownIds {
     }
     if (allowed === 0) return new Set();
     this.#counters.unknownIds += allowed;
-    const found = await this.#store.existing(allowed === ids.length ? ids : ids.slice(0, allowed));
+    let found: Set<string>;
+    try {
+      found = await this.#store.existing(allowed === ids.length ? ids : ids.slice(0, allowed));
+    } catch (error) {
+      // A lookup the store did not answer says nothing of the IDs: given back, or an outage
+      // would spend the budget of every source whose cookies this node does not hold, and their
+      // next requests would get fresh sessions in place of theirs. While it was under way it
+      // counted, so in-flight lookups stay within the budget all the same.
+      if (this.#window === window) this.#used.set(source, Math.max(0, (this.#used.get(source) ?? 0) - allowed));
+      throw error;
+    }
     // Given back only within the window it was counted in.
     if (found.size > 0 && this.#window === window) this.#used.set(source, Math.max(0, (this.#used.get(source) ?? 0) - found.size));
     return found;
