@@ -26,6 +26,8 @@ export class GuessBudget implements UnknownIds {
   #window = -1;
   /** Lookups counted per source in the current window. */
   #used = new Map<string, number>();
+  /** Each source's lookups under way, settled (either way) once their count is adjusted. */
+  readonly #pending = new Map<string, Set<Promise<void>>>();
 
   constructor(
     store: ContextStore,
@@ -47,34 +49,53 @@ export class GuessBudget implements UnknownIds {
       this.#counters.unknownIds += ids.length;
       return this.#store.existing(ids);
     }
-    const window = Math.floor(this.#now() / this.#windowMs);
-    if (window !== this.#window) {
-      // A fresh window forgets every source: the map holds one window's sources at most.
-      this.#window = window;
-      this.#used = new Map();
+    let window: number;
+    let allowed: number;
+    for (;;) {
+      window = Math.floor(this.#now() / this.#windowMs);
+      if (window !== this.#window) {
+        // A fresh window forgets every source: the map holds one window's sources at most.
+        this.#window = window;
+        this.#used = new Map();
+      }
+      const used = this.#used.get(source) ?? 0;
+      allowed = Math.max(0, Math.min(ids.length, this.#budget - used));
+      // Spent, but by lookups still under way: each ID they find gives its count back (in a
+      // cluster most are sessions another node holds), so they are waited for before this
+      // source's IDs are taken for guesses. A guesser's lookups find nothing and give nothing back.
+      const pending = this.#pending.get(source);
+      if (allowed === ids.length || !pending) break;
+      await Promise.race(pending);
     }
-    const used = this.#used.get(source) ?? 0;
-    const allowed = Math.max(0, Math.min(ids.length, this.#budget - used));
-    this.#used.set(source, used + allowed);
+    this.#used.set(source, (this.#used.get(source) ?? 0) + allowed);
     if (allowed < ids.length) {
       this.#counters.unknownIdsUnread += ids.length - allowed;
       this.#alarms.note(source, 'unknown_ids', ids.length - allowed);
     }
     if (allowed === 0) return new Set();
     this.#counters.unknownIds += allowed;
-    let found: Set<string>;
+    let done!: () => void;
+    const settled = new Promise<void>((resolve) => (done = resolve));
+    const pending = this.#pending.get(source) ?? new Set<Promise<void>>();
+    this.#pending.set(source, pending.add(settled));
+    let givenBack = 0;
     try {
-      found = await this.#store.existing(allowed === ids.length ? ids : ids.slice(0, allowed));
+      const found = await this.#store.existing(allowed === ids.length ? ids : ids.slice(0, allowed));
+      givenBack = found.size;
+      return found;
     } catch (error) {
       // A lookup the store did not answer says nothing of the IDs: given back, or an outage
       // would spend the budget of every source whose cookies this node does not hold, and their
       // next requests would get fresh sessions in place of theirs. While it was under way it
       // counted, so in-flight lookups stay within the budget all the same.
-      if (this.#window === window) this.#used.set(source, Math.max(0, (this.#used.get(source) ?? 0) - allowed));
+      givenBack = allowed;
       throw error;
+    } finally {
+      // Given back only within the window it was counted in; then the waiters look again.
+      if (givenBack > 0 && this.#window === window) this.#used.set(source, Math.max(0, (this.#used.get(source) ?? 0) - givenBack));
+      pending.delete(settled);
+      if (pending.size === 0 && this.#pending.get(source) === pending) this.#pending.delete(source);
+      done();
     }
-    // Given back only within the window it was counted in.
-    if (found.size > 0 && this.#window === window) this.#used.set(source, Math.max(0, (this.#used.get(source) ?? 0) - found.size));
-    return found;
   }
 }
