@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { request } from 'undici';
 import { ForwardAuth, FORWARD_HEADER } from '../../src/cluster/forward-auth.ts';
-import { Client, skipOrFailOnCi } from '../helpers.ts';
+import { Client, skipOrFailOnCi, waitFor } from '../helpers.ts';
 import { SHARED, unavailableReason } from '../stores/shared-helpers.ts';
 import { CLUSTER_SECRET, TestCluster } from './harness.ts';
 
@@ -145,7 +145,7 @@ for (const kind of SHARED) {
       assert.match(await looped.body.text(), /Loop Detected/);
       const state = await onB.get('/state');
       assert.equal(state.json().n, 1, 'the looping request ran nowhere');
-      assert.ok(c.node('c').logs().some((line) => line.event === 'forward-loop'), 'logged');
+      await waitFor(() => c.node('c').logs().some((line) => line.event === 'forward-loop'), 5_000, 'the forward-loop log line');
     });
 
     test('G6: an owner that does not answer costs the client a 504 within forwardTimeout; the forwarding node goes on serving', async (t) => {

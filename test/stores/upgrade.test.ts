@@ -207,7 +207,7 @@ test('a PostgreSQL store of schema version 1 is migrated to version 2 on open (t
     const lease = { owner: 'node-b#2', nodeId: 'node-b', url: 'http://10.0.0.2:7000/' };
     assert.equal(await registry.acquire(lease, 60_000), true);
     assert.deepEqual(await registry.claim(old.id, lease.owner), { kind: 'ours', record: { ...old, owner: lease.owner, fence: 1 } });
-    assert.deepEqual(await registry.claim(held.id, lease.owner), { kind: 'ours', record: { ...held, owner: lease.owner, fence: 4 } }, 'its owner holds no lease');
+    assert.deepEqual(await registry.claim(held.id, lease.owner), { kind: 'ours', record: { ...held, owner: lease.owner, fence: 4 }, from: held.owner! }, 'its owner holds no lease');
   } finally {
     await store.close();
   }
