@@ -1,10 +1,13 @@
 /**
  * The header a node adds to a request it forwards to the session's owner: the original client's
  * address, whether it came over TLS, and the hops so far, authenticated with an HMAC of
- * cluster.secret over those fields, the method and the path. The owner trusts the client
+ * cluster.secret over those fields, the time, and what the request is: its purpose (a client's
+ * request forwarded, or a call of one node to another: the two can never stand for each
+ * other), method, path, Cookie header and the node it is for. The owner trusts the client
  * address for IP binding only from this header (G1), and only when the MAC checks out: a client
  * that sends the header itself to the public port has it stripped, and one that reaches the
- * private listener without the secret is refused (G2).
+ * private listener without the secret is refused (G2). A captured header opens nothing else: not
+ * another session (the cookie is signed), not another node, not after MAX_SKEW_MS.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 
@@ -19,8 +22,20 @@ export interface Forwarded {
   hops: number;
 }
 
-/** How far a signed header's time may be from the receiver's clock (clock skew between machines). */
-const MAX_SKEW_MS = 5 * 60_000;
+/** What a signature is for: a header is verified against the same, or refused. */
+export interface SignedTarget {
+  purpose: 'forward' | 'peer';
+  method: string;
+  /** Path and query, as in the request line. */
+  path: string;
+  /** The Cookie header as Node reads it (several joined with "; "), or '' without one. */
+  cookie: string;
+  /** The incarnation of the node the request is for (`<nodeId>#<incarnation>`). */
+  to: string;
+}
+
+/** How far a signed header's time may be from the receiver's clock (clock skew between machines, kept in step by NTP). */
+const MAX_SKEW_MS = 30_000;
 
 export class ForwardAuth {
   readonly #secret: string;
@@ -29,22 +44,23 @@ export class ForwardAuth {
     this.#secret = secret;
   }
 
-  #mac(payload: string, method: string, path: string): Buffer {
-    return createHmac('sha256', this.#secret).update(`v1.${payload}\n${method}\n${path}`).digest();
+  #mac(payload: string, target: SignedTarget): Buffer {
+    const { purpose, method, path, cookie, to } = target;
+    return createHmac('sha256', this.#secret).update(`v2.${payload}\n${purpose}\n${method}\n${path}\n${to}\n${cookie}`).digest();
   }
 
-  /** The header value for a request forwarded with `method` to `path` (path and query). */
-  sign(forwarded: Forwarded, method: string, path: string): string {
+  /** The header value for a request to `target`. */
+  sign(forwarded: Forwarded, target: SignedTarget): string {
     const payload = Buffer.from(JSON.stringify({ ip: forwarded.clientIp, tls: forwarded.secure, hops: forwarded.hops, t: Date.now() })).toString('base64url');
-    return `v1.${payload}.${this.#mac(payload, method, path).toString('base64url')}`;
+    return `v2.${payload}.${this.#mac(payload, target).toString('base64url')}`;
   }
 
-  /** What a received header vouches for, or undefined when it is missing, malformed, stale or forged. */
-  verify(value: string | string[] | undefined, method: string, path: string): Forwarded | undefined {
+  /** What a received header vouches for, or undefined when it is missing, malformed, stale, forged or signed for something else. */
+  verify(value: string | string[] | undefined, target: SignedTarget): Forwarded | undefined {
     if (typeof value !== 'string') return undefined;
     const [version, payload, mac, extra] = value.split('.');
-    if (version !== 'v1' || !payload || !mac || extra !== undefined) return undefined;
-    const expected = this.#mac(payload, method, path);
+    if (version !== 'v2' || !payload || !mac || extra !== undefined) return undefined;
+    const expected = this.#mac(payload, target);
     const given = Buffer.from(mac, 'base64url');
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;
     let fields: { ip?: unknown; tls?: unknown; hops?: unknown; t?: unknown };
@@ -54,7 +70,7 @@ export class ForwardAuth {
       return undefined;
     }
     const { ip, tls, hops, t } = fields;
-    if (typeof ip !== 'string' || typeof tls !== 'boolean' || !Number.isSafeInteger(hops) || typeof t !== 'number') return undefined;
+    if (typeof ip !== 'string' || typeof tls !== 'boolean' || !Number.isSafeInteger(hops) || (hops as number) < 0 || typeof t !== 'number') return undefined;
     if (Math.abs(Date.now() - t) > MAX_SKEW_MS) return undefined;
     return { clientIp: ip, secure: tls, hops: hops as number };
   }

@@ -24,7 +24,9 @@ export class Forwarder {
 
   constructor(auth: ForwardAuth, timeoutMs: number) {
     this.#auth = auth;
-    this.#agent = new Agent({ keepAliveTimeout: 30_000, connections: 128, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
+    // No cap on connections per owner: a long forward (a server-sent event stream) holds one,
+    // and a cap would make every other forward to that owner wait behind it.
+    this.#agent = new Agent({ keepAliveTimeout: 30_000, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
   }
 
   /**
@@ -32,24 +34,35 @@ export class Forwarder {
    * ResidentError (504 timeout, 502 unreachable) when no answer head arrived; once the head is
    * written, a failure cuts the connection, as any streamed body that fails.
    */
-  async forward(ownerUrl: string, wire: WireRequest, via: Forwarded, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async forward(owner: { owner: string; url: string }, wire: WireRequest, via: Forwarded, req: IncomingMessage, res: ServerResponse): Promise<void> {
     const parsed = new URL(wire.url);
     const path = `${parsed.pathname}${parsed.search}`;
+    // The owner's origin and the path as they are: resolving the path against the owner's URL
+    // would let a path such as //elsewhere/ name another host (and hand it a signed header).
+    const target = `${new URL(owner.url).origin}${path}`;
     const lines = wire.headers === '' ? [] : wire.headers.split('\n');
     const headers: string[] = [];
     for (let i = 0; i < lines.length; i += 2) {
       if (!NOT_FORWARDED.has(lines[i]!.toLowerCase())) headers.push(lines[i]!, lines[i + 1]!);
     }
-    headers.push(FORWARD_HEADER, this.#auth.sign(via, wire.method, path));
+    headers.push(FORWARD_HEADER, this.#auth.sign(via, { purpose: 'forward', method: wire.method, path, cookie: req.headers.cookie ?? '', to: owner.owner }));
+    // A client that leaves stops its forward: it would hold a connection to the owner for nothing.
+    const abort = new AbortController();
+    const left = () => {
+      if (!res.writableFinished) abort.abort();
+    };
+    res.once('close', left);
     let answer: Awaited<ReturnType<typeof request>>;
     try {
-      answer = await request(new URL(path, ownerUrl), {
+      answer = await request(target, {
         method: wire.method as 'GET',
         headers,
         body: typeof wire.body === 'string' ? wire.body : wire.body ? Buffer.from(wire.body) : null,
         dispatcher: this.#agent,
+        signal: abort.signal,
       });
     } catch (error) {
+      res.off('close', left);
       throw forwardError(error);
     }
     const out: string[] = [];
@@ -68,6 +81,8 @@ export class Forwarder {
     } catch {
       // The owner's body failed midway or the client left: nothing can be framed any more.
       res.destroy();
+    } finally {
+      res.off('close', left);
     }
   }
 

@@ -137,7 +137,7 @@ export class ClusterOwnership implements Ownership {
   }
 
   closeAt(placement: Elsewhere, id: string, by: string): Promise<boolean> {
-    return this.#peers.close(placement.url, id, by);
+    return this.#peers.close(placement, id, by);
   }
 
   async #limited<T>(call: () => Promise<T>): Promise<T> {

@@ -12,8 +12,8 @@ import { FORWARD_HEADER, type ForwardAuth } from './forward-auth.ts';
 export const PEER_PATH = '/.resident-cluster/';
 
 export interface ClusterPeers {
-  /** Asks the node at `url` to close session `id`; resolves whether it closed one. */
-  close(url: string, id: string, by: string): Promise<boolean>;
+  /** Asks the node (incarnation `owner` at `url`) to close session `id`; resolves whether it closed one. */
+  close(owner: { owner: string; url: string }, id: string, by: string): Promise<boolean>;
 }
 
 /** What this node answers other nodes' calls with. */
@@ -30,12 +30,12 @@ export class PeerCalls implements ClusterPeers {
     this.#agent = new Agent({ keepAliveTimeout: 30_000, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
   }
 
-  async close(url: string, id: string, by: string): Promise<boolean> {
+  async close(owner: { owner: string; url: string }, id: string, by: string): Promise<boolean> {
     const path = `${PEER_PATH}close?${new URLSearchParams({ id, by })}`;
-    const signed = this.#auth.sign({ clientIp: '', secure: false, hops: 1 }, 'POST', path);
-    const answer = await request(new URL(path, url), { method: 'POST', headers: { [FORWARD_HEADER]: signed }, dispatcher: this.#agent });
+    const signed = this.#auth.sign({ clientIp: '', secure: false, hops: 1 }, { purpose: 'peer', method: 'POST', path, cookie: '', to: owner.owner });
+    const answer = await request(`${new URL(owner.url).origin}${path}`, { method: 'POST', headers: { [FORWARD_HEADER]: signed }, dispatcher: this.#agent });
     const body = (await answer.body.json()) as { closed?: unknown };
-    if (answer.statusCode !== 200) throw new Error(`node ${url} answered ${answer.statusCode} to a close`);
+    if (answer.statusCode !== 200) throw new Error(`node ${owner.url} answered ${answer.statusCode} to a close`);
     return body.closed === true;
   }
 

@@ -64,8 +64,12 @@ export class ClusterThread {
   async listen(threads: number, handle: (req: IncomingMessage, res: ServerResponse, forwarded: Forwarded) => void, answers: PeerAnswers): Promise<void> {
     const { auth } = this.edge;
     const server = createServer((req, res) => {
-      const forwarded = auth.verify(req.headers[FORWARD_HEADER], req.method ?? 'GET', req.url ?? '/');
-      if (forwarded && req.url?.startsWith(PEER_PATH)) {
+      // A peer call's signature is for a peer call alone, and a forward's for a forward: a
+      // client's path under PEER_PATH, forwarded and signed as a forward, is refused here.
+      const purpose = req.url?.startsWith(PEER_PATH) ? 'peer' : 'forward';
+      const target = { purpose, method: req.method ?? 'GET', path: req.url ?? '/', cookie: req.headers.cookie ?? '', to: this.ownership.owner } as const;
+      const forwarded = auth.verify(req.headers[FORWARD_HEADER], target);
+      if (forwarded && purpose === 'peer') {
         void answerPeerCall(req, res, answers);
         return;
       }

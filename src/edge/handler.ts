@@ -101,7 +101,7 @@ export async function handle(edge: Edge, req: IncomingMessage, res: ServerRespon
       } else {
         edge.cluster.forwarded();
         try {
-          await edge.cluster.forwarder.forward(outcome.url, kept ? { ...wire, body: kept } : wire, { clientIp: ip, secure, hops }, req, res);
+          await edge.cluster.forwarder.forward(outcome, kept ? { ...wire, body: kept } : wire, { clientIp: ip, secure, hops }, req, res);
         } catch (error) {
           log.warn({ event: 'forward-failed', owner: outcome.owner, code: (error as ResidentError).code, err: (error as ResidentError).cause }, 'the node holding the session did not answer the forwarded request');
           throw error;

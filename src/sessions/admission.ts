@@ -106,9 +106,21 @@ export class Admission {
     }
     const stored = unknown ? await bounded(lookups.existing(unknown, policy.sourceOf(clientIp)), 'the store lookup') : undefined;
     let foreign: SessionEntry | undefined;
+    // A session another node of the cluster holds: the request goes there only if none of the
+    // other presented IDs is this client's here (each node judges what it holds, so two nodes
+    // holding one ID each never pass the request back and forth).
+    let elsewhere: ElsewhereSignal | undefined;
     for (const id of presented) {
       let known = directory.get(id);
-      if (!known && stored?.has(id) && !this.#retired.has(id)) known = await this.#adopt(id);
+      if (!known && stored?.has(id) && !this.#retired.has(id)) {
+        try {
+          known = await this.#adopt(id);
+        } catch (error) {
+          if (!(error instanceof ElsewhereSignal)) throw error;
+          elsewhere ??= error;
+          continue;
+        }
+      }
       if (!known || known.state === 'gone') continue;
       if (policy.hasExpired(known)) {
         // Its end (onSessionSuspend(ctx, 'expired') for a live context) completes before a
@@ -121,6 +133,7 @@ export class Admission {
       this.#adopted.delete(known.id);
       foreign ??= known;
     }
+    if (elsewhere) throw elsewhere;
     return { foreign };
   }
 

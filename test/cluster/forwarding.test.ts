@@ -98,7 +98,8 @@ for (const kind of SHARED) {
       const c = ready(t);
       if (!c) return;
       const auth = new ForwardAuth(CLUSTER_SECRET);
-      const forged = auth.sign({ clientIp: '127.0.0.1', secure: true, hops: 1 }, 'GET', '/headers');
+      const forward = (method: string, path: string, cookie: string, to: string) => ({ purpose: 'forward' as const, method, path, cookie, to });
+      const forged = auth.sign({ clientIp: '127.0.0.1', secure: true, hops: 1 }, forward('GET', '/headers', '', c.node('a').owner));
       // Straight to the owner's public port: the hook never sees it, the real address counts.
       const client = new Client(c.node('a').url, { localAddress: '127.0.0.3' });
       const direct = await client.get('/headers', { headers: { [FORWARD_HEADER]: forged } });
@@ -111,22 +112,33 @@ for (const kind of SHARED) {
       const id = client.cookie!;
       const thief = new Client(c.node('b').url, { localAddress: '127.0.0.4' });
       thief.cookie = id;
-      const spoofed = await thief.get('/headers', { headers: { [FORWARD_HEADER]: auth.sign({ clientIp: '127.0.0.3', secure: false, hops: 0 }, 'GET', '/headers') } });
+      const spoofed = await thief.get('/headers', { headers: { [FORWARD_HEADER]: auth.sign({ clientIp: '127.0.0.3', secure: false, hops: 0 }, forward('GET', '/headers', `RSID=${id}`, c.node('a').owner)) } });
       assert.equal(spoofed.status, 400, spoofed.text);
       // The private listener: nothing without a valid signature.
       const privateUrl = c.node('a').privateUrl;
+      const a = c.node('a').owner;
+      const cookie = `RSID=${id}`;
       const unsigned = await request(`${privateUrl}/state`, { headers: { cookie: `RSID=${id}` } });
       assert.equal(unsigned.statusCode, 403);
       await unsigned.body.text();
       const wrongSecret = new ForwardAuth('another-secret-of-at-least-32-characters!');
-      const bad = await request(`${privateUrl}/state`, { headers: { cookie: `RSID=${id}`, [FORWARD_HEADER]: wrongSecret.sign({ clientIp: '127.0.0.3', secure: false, hops: 1 }, 'GET', '/state') } });
+      const bad = await request(`${privateUrl}/state`, { headers: { cookie: `RSID=${id}`, [FORWARD_HEADER]: wrongSecret.sign({ clientIp: '127.0.0.3', secure: false, hops: 1 }, forward('GET', '/state', cookie, a)) } });
       assert.equal(bad.statusCode, 403);
       await bad.body.text();
-      // Signed for another path: refused too (the MAC covers method and path).
-      const replayed = await request(`${privateUrl}/inc`, { headers: { cookie: `RSID=${id}`, [FORWARD_HEADER]: auth.sign({ clientIp: '127.0.0.3', secure: false, hops: 1 }, 'GET', '/state') } });
-      assert.equal(replayed.statusCode, 403);
-      await replayed.body.text();
-      const good = await request(`${privateUrl}/state`, { headers: { cookie: `RSID=${id}`, [FORWARD_HEADER]: auth.sign({ clientIp: '127.0.0.3', secure: false, hops: 1 }, 'GET', '/state') } });
+      // Signed for another path, another cookie, another node, or as a peer call: refused (the
+      // MAC covers purpose, method, path, cookie and the node it is for).
+      const signedFor = (target: Parameters<ForwardAuth['sign']>[1]) => auth.sign({ clientIp: '127.0.0.3', secure: false, hops: 1 }, target);
+      for (const [what, path, header] of [
+        ['another path', '/inc', signedFor(forward('GET', '/state', cookie, a))],
+        ['another cookie', '/state', signedFor(forward('GET', '/state', 'RSID=someone-else', a))],
+        ['another node', '/state', signedFor(forward('GET', '/state', cookie, c.node('b').owner))],
+        ['a peer call', '/state', signedFor({ ...forward('GET', '/state', cookie, a), purpose: 'peer' })],
+      ] as const) {
+        const refused = await request(`${privateUrl}${path}`, { headers: { cookie, [FORWARD_HEADER]: header } });
+        assert.equal(refused.statusCode, 403, what);
+        await refused.body.text();
+      }
+      const good = await request(`${privateUrl}/state`, { headers: { cookie, [FORWARD_HEADER]: signedFor(forward('GET', '/state', cookie, a)) } });
       assert.equal(good.statusCode, 200);
       assert.equal(((await good.body.json()) as { id: string }).id, id);
       await client.close();
@@ -140,7 +152,7 @@ for (const kind of SHARED) {
       await onB.get('/inc');
       const auth = new ForwardAuth(CLUSTER_SECRET);
       // As if two nodes had passed it on already, reaching a node that does not hold it.
-      const looped = await request(`${c.node('c').privateUrl}/inc`, { headers: { cookie: `RSID=${onB.cookie}`, [FORWARD_HEADER]: auth.sign({ clientIp: '127.0.0.1', secure: false, hops: 2 }, 'GET', '/inc') } });
+      const looped = await request(`${c.node('c').privateUrl}/inc`, { headers: { cookie: `RSID=${onB.cookie}`, [FORWARD_HEADER]: auth.sign({ clientIp: '127.0.0.1', secure: false, hops: 2 }, { purpose: 'forward', method: 'GET', path: '/inc', cookie: `RSID=${onB.cookie}`, to: c.node('c').owner }) } });
       assert.equal(looped.statusCode, 508);
       assert.match(await looped.body.text(), /Loop Detected/);
       const state = await onB.get('/state');

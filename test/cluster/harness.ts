@@ -90,6 +90,8 @@ export interface RunningNode {
   url: string;
   /** The private listener other nodes forward to. */
   privateUrl: string;
+  /** Its incarnation as it started (`<nodeId>#<incarnation>`): what a signed header is for. */
+  owner: string;
   child: Child;
   logs(): LogLine[];
 }
@@ -161,7 +163,7 @@ export class TestCluster {
       `node ${name} to start`,
     );
     const joined = logs().find((line) => line.event === 'cluster-joined');
-    const node: RunningNode = { name, url: started!.url as string, privateUrl: String(joined?.advertise), child, logs };
+    const node: RunningNode = { name, url: started!.url as string, privateUrl: String(joined?.advertise), owner: String(joined?.owner), child, logs };
     this.nodes.set(name, node);
     return node;
   }
