@@ -63,7 +63,8 @@ export class ClusterThread {
    */
   async listen(threads: number, handle: (req: IncomingMessage, res: ServerResponse, forwarded: Forwarded) => void, answers: PeerAnswers): Promise<void> {
     const { auth } = this.edge;
-    const server = createServer((req, res) => {
+    // Room for a public request's 16 KiB of headers plus the forwarding header the node adds.
+    const server = createServer({ maxHeaderSize: 32 * 1024 }, (req, res) => {
       // A peer call's signature is for a peer call alone, and a forward's for a forward: a
       // client's path under PEER_PATH, forwarded and signed as a forward, is refused here.
       const purpose = req.url?.startsWith(PEER_PATH) ? 'peer' : 'forward';
