@@ -130,11 +130,11 @@ describe('red team: hostile clients of a cluster (redis)', { timeout: 150_000 },
       if (twin.process.exitCode !== null) return { exited: twin.process.exitCode };
       return childLogs(twin).find((line) => line.event === 'started');
     }, 90_000, 'the twin to start or exit');
-    if ('exited' in started) {
+    if (!started || 'exited' in started) {
       t.diagnostic(`a second process with a running nodeId was refused at start: ${describeChild(twin).slice(0, 300)}`);
       return;
     }
-    const url = started.url as string;
+    const url = (started as { url: string }).url;
     for (let i = 0; i < 5; i++) {
       const viaTwin = await send(`${url}/inc`, { headers: { cookie: `RSID=${id}` } });
       assert.equal(viaTwin.status, 200, viaTwin.text);
