@@ -134,7 +134,7 @@ describe('red team: hostile clients of a cluster (redis)', { timeout: 150_000 },
       t.diagnostic(`a second process with a running nodeId was refused at start: ${describeChild(twin).slice(0, 300)}`);
       return;
     }
-    const url = (started as { url: string }).url;
+    const url = String(started.url);
     for (let i = 0; i < 5; i++) {
       const viaTwin = await send(`${url}/inc`, { headers: { cookie: `RSID=${id}` } });
       assert.equal(viaTwin.status, 200, viaTwin.text);
