@@ -1,6 +1,6 @@
 /**
  * Red team, cluster mode (issue 14): hundreds of races on real nodes (CLI processes, 2 threads
- * each) sharing a real Redis: concurrent first requests for one idle (unowned) session through
+ * each) sharing a real Redis, then a real PostgreSQL: concurrent first requests for one idle (unowned) session through
  * every node at once, and close/regenerate racing with requests on other nodes.
  */
 import assert from 'node:assert/strict';
@@ -8,14 +8,14 @@ import { after, before, describe, test, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { decodeMemento } from '../src/contexts/memento.ts';
 import { send, skipOrFailOnCi, type Reply } from './helpers.ts';
-import { unavailableReason } from './stores/shared-helpers.ts';
+import { SHARED, unavailableReason } from './stores/shared-helpers.ts';
 import { TestCluster } from './cluster/harness.ts';
 
 const NODES = ['a', 'b', 'c'];
 const SESSIONS = 40;
-const ROUNDS = 8;
+const ROUNDS = 6;
 
-describe('red team: cluster claim races (redis)', { timeout: 180_000 }, () => {
+for (const kind of SHARED) describe(`red team: cluster claim races (${kind})`, { timeout: 180_000 }, () => {
   let cluster: TestCluster | undefined;
   let unavailable: string | undefined;
   const ready = (t: TestContext): TestCluster | undefined => {
@@ -44,9 +44,9 @@ describe('red team: cluster claim races (redis)', { timeout: 180_000 }, () => {
   }
 
   before(async () => {
-    unavailable = await unavailableReason('redis');
+    unavailable = await unavailableReason(kind);
     if (unavailable !== undefined) return;
-    cluster = await TestCluster.open('redis');
+    cluster = await TestCluster.open(kind);
     await Promise.all(NODES.map((name) => cluster!.start(name, { leaseTimeout: '10s', processTimeout: '1200ms', threads: 2 })));
   });
   after(() => cluster?.close());
