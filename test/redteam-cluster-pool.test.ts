@@ -58,4 +58,25 @@ describe('red team: the forwarder pool (redis)', { timeout: 120_000 }, () => {
       assert.ok(took < 2_000, `an ordinary forward from b to a waited ${Math.round(took)} ms behind the long ones whose clients left`);
     },
   );
+
+  test('held: a non-owner that forwards requests of 800 sessions keeps nothing of them (overview: no live, no known, no unproven)', async (t) => {
+    const c = ready(t);
+    if (!c) return;
+    const a = c.node('a').url;
+    const b = c.node('b').url;
+    const before = (await c.admin('b', 'api/overview')).body.sessions;
+    const ids: string[] = [];
+    for (let i = 0; i < 800; i += 50) ids.push(...(await Promise.all(Array.from({ length: 50 }, async () => (await send(`${a}/inc`)).json().id as string))));
+    for (let i = 0; i < ids.length; i += 50) {
+      const replies = await Promise.all(ids.slice(i, i + 50).map((id) => send(`${b}/state`, { headers: { cookie: `RSID=${id}` } })));
+      for (const [j, reply] of replies.entries()) {
+        const got = reply.json();
+        assert.deepEqual([got.node, got.id], ['a', ids[i + j]], `session ${i + j} through b: ${reply.status} ${reply.text.slice(0, 200)}`);
+      }
+    }
+    const afterwards = (await c.admin('b', 'api/overview')).body;
+    t.diagnostic(`b before ${JSON.stringify(before)}, after ${JSON.stringify(afterwards.sessions)}, forwards ${afterwards.counters.forwards}`);
+    assert.deepEqual(afterwards.sessions, before);
+    assert.ok(afterwards.counters.forwards >= 800);
+  });
 });
