@@ -39,8 +39,7 @@ describe('red team: hostile clients of a cluster (redis)', { timeout: 150_000 },
   });
 
   test(
-    'hole 4: cookie tossing across nodes: a foreign session cookie placed before the victim’s (on another node) makes every request of the victim fail (508), where one node serves the victim',
-    { todo: 'hole 4: a presented ID owned elsewhere is forwarded before its IP binding is judged; the owner skips it as foreign, tries the next ID, which is elsewhere again: the request ping-pongs to 508' },
+    'hole 4, fixed (the test shows it closed): cookie tossing across nodes: a foreign session cookie placed before the victim’s (on another node) makes every request of the victim fail (508), where one node serves the victim',
     async (t) => {
       const c = ready(t);
       if (!c) return;

@@ -13,15 +13,19 @@ import { Client, skipOrFailOnCi } from './helpers.ts';
 import { rawRequest } from './raw-http.ts';
 import { unavailableReason } from './stores/shared-helpers.ts';
 import { CLUSTER_SECRET, TestCluster } from './cluster/harness.ts';
+import type { SignedTarget } from '../src/cluster/forward-auth.ts';
 
 const portOf = (url: string) => Number(new URL(url).port);
 
-/** A header signed with the cluster secret as a node would, but with a chosen time. */
-function signAt(t: number, fields: { ip: string; tls: boolean; hops: number }, method: string, path: string): string {
+/** A header signed with the cluster secret as a node would (src/cluster/forward-auth.ts), but with a chosen time. */
+function signAt(t: number, fields: { ip: string; tls: boolean; hops: number }, target: SignedTarget): string {
   const payload = Buffer.from(JSON.stringify({ ...fields, t })).toString('base64url');
-  const mac = createHmac('sha256', CLUSTER_SECRET).update(`v1.${payload}\n${method}\n${path}`).digest('base64url');
-  return `v1.${payload}.${mac}`;
+  const { purpose, method, path, to, cookie } = target;
+  const mac = createHmac('sha256', CLUSTER_SECRET).update(`v2.${payload}\n${purpose}\n${method}\n${path}\n${to}\n${cookie}`).digest('base64url');
+  return `v2.${payload}.${mac}`;
 }
+
+const forwardTo = (to: string, method: string, path: string, cookie: string): SignedTarget => ({ purpose: 'forward', method, path, cookie, to });
 
 describe('red team: cluster forwarding trust boundary (redis)', { timeout: 120_000 }, () => {
   let cluster: TestCluster | undefined;
@@ -40,8 +44,7 @@ describe('red team: cluster forwarding trust boundary (redis)', { timeout: 120_0
   after(() => cluster?.close());
 
   test(
-    'hole 1: a client reaches the node-to-node API (/.resident-cluster/close) through the forwarder and closes another client’s live session',
-    { todo: 'hole 1: the forwarder signs any client path, and the private listener treats a signed /.resident-cluster/ path as a peer call' },
+    'hole 1, fixed (the test shows it closed): a client reaches the node-to-node API (/.resident-cluster/close) through the forwarder and closes another client’s live session',
     async (t) => {
       const c = ready(t);
       if (!c) return;
@@ -65,8 +68,7 @@ describe('red team: cluster forwarding trust boundary (redis)', { timeout: 120_0
   );
 
   test(
-    'hole 2: a request target of the form //host:port/path makes the forwarder send the client’s cookie and a valid signed header to any host (SSRF)',
-    { todo: 'hole 2: Forwarder resolves the client path with new URL(path, ownerUrl); a path starting with // replaces the owner' },
+    'hole 2, fixed (the test shows it closed): a request target of the form //host:port/path makes the forwarder send the client’s cookie and a valid signed header to any host (SSRF)',
     async (t) => {
       const c = ready(t);
       if (!c) return;
@@ -95,8 +97,7 @@ describe('red team: cluster forwarding trust boundary (redis)', { timeout: 120_0
   );
 
   test(
-    'hole 3: a signed header is not bound to the cookie, the body, the Host or the node: one captured header opens any session (IP binding bypassed) for 5 minutes, on every node',
-    { todo: 'hole 3: the MAC covers ip, tls, hops, t, method and path only; no nonce, no receiver' },
+    'hole 3, fixed (the test shows it closed): a signed header is not bound to the cookie, the body, the Host or the node: one captured header opens any session (IP binding bypassed) for 5 minutes, on every node',
     async (t) => {
       const c = ready(t);
       if (!c) return;
@@ -105,7 +106,7 @@ describe('red team: cluster forwarding trust boundary (redis)', { timeout: 120_0
       await victim.get('/inc');
       // A header a node signed for some other client's GET /state, captured on the private
       // network 4 minutes ago, claiming the victim's address.
-      const captured = signAt(Date.now() - 4 * 60_000, { ip: '127.0.0.1', tls: false, hops: 1 }, 'GET', '/state');
+      const captured = signAt(Date.now() - 4 * 60_000, { ip: '127.0.0.1', tls: false, hops: 1 }, forwardTo(c.node('a').owner, 'GET', '/state', 'RSID=another-client'));
       const replayed = await request(`${c.node('a').privateUrl}/state`, { headers: { cookie: `RSID=${victim.cookie}`, [FORWARD_HEADER]: captured } });
       const text = await replayed.body.text();
       await victim.close();
@@ -121,14 +122,15 @@ describe('red team: cluster forwarding trust boundary (redis)', { timeout: 120_0
     const cookie = `RSID=${owner.cookie}`;
     const priv = c.node('a').privateUrl;
     const auth = new ForwardAuth(CLUSTER_SECRET);
-    const good = auth.sign({ clientIp: '127.0.0.1', secure: false, hops: 1 }, 'GET', '/state');
+    const a = c.node('a').owner;
+    const good = auth.sign({ clientIp: '127.0.0.1', secure: false, hops: 1 }, forwardTo(a, 'GET', '/state', cookie));
     const cases: [string, string, Record<string, string | string[]>, number[]][] = [
-      ['stale', '/state', { [FORWARD_HEADER]: signAt(Date.now() - 6 * 60_000, { ip: '127.0.0.1', tls: false, hops: 1 }, 'GET', '/state') }, [403]],
-      ['future', '/state', { [FORWARD_HEADER]: signAt(Date.now() + 6 * 60_000, { ip: '127.0.0.1', tls: false, hops: 1 }, 'GET', '/state') }, [403]],
+      ['stale', '/state', { [FORWARD_HEADER]: signAt(Date.now() - 6 * 60_000, { ip: '127.0.0.1', tls: false, hops: 1 }, forwardTo(a, 'GET', '/state', cookie)) }, [403]],
+      ['future', '/state', { [FORWARD_HEADER]: signAt(Date.now() + 6 * 60_000, { ip: '127.0.0.1', tls: false, hops: 1 }, forwardTo(a, 'GET', '/state', cookie)) }, [403]],
       ['other query', '/state?x=1', { [FORWARD_HEADER]: good }, [403]],
       ['duplicated', '/state', { [FORWARD_HEADER]: [good, good] }, [403]],
       ['upper-case name', '/state', { 'X-RESIDENT-FORWARD': good }, [200]],
-      ['hops huge', '/inc', { [FORWARD_HEADER]: signAt(Date.now(), { ip: '127.0.0.1', tls: false, hops: 1e9 }, 'GET', '/inc') }, [200]],
+      ['hops huge', '/inc', { [FORWARD_HEADER]: signAt(Date.now(), { ip: '127.0.0.1', tls: false, hops: 1e9 }, forwardTo(a, 'GET', '/inc', cookie)) }, [200]],
     ];
     for (const [name, path, headers, statuses] of cases) {
       const reply = await request(`${priv}${path}`, { headers: { cookie, ...headers } });
@@ -140,9 +142,9 @@ describe('red team: cluster forwarding trust boundary (redis)', { timeout: 120_0
     assert.equal(post.statusCode, 403);
     await post.body.text();
     // A session not held by b with hops 1e9 signed: never forwarded further (508), whatever the count.
-    const huge = await request(`${c.node('b').privateUrl}/inc`, { headers: { cookie, [FORWARD_HEADER]: signAt(Date.now(), { ip: '127.0.0.1', tls: false, hops: -5 }, 'GET', '/inc') } });
+    const huge = await request(`${c.node('b').privateUrl}/inc`, { headers: { cookie, [FORWARD_HEADER]: signAt(Date.now(), { ip: '127.0.0.1', tls: false, hops: -5 }, forwardTo(c.node('b').owner, 'GET', '/inc', cookie)) } });
     const hugeText = await huge.body.text();
-    assert.ok([200, 508].includes(huge.statusCode), `negative hops: ${huge.statusCode} ${hugeText}`);
+    assert.equal(huge.statusCode, 403, `negative hops are refused: ${huge.statusCode} ${hugeText}`);
   });
 
   test('held: a client’s own x-resident-forward (any case, repeated) on the public port is stripped and never vouches for an address', async (t) => {
@@ -150,7 +152,7 @@ describe('red team: cluster forwarding trust boundary (redis)', { timeout: 120_0
     if (!c) return;
     const owner = new Client(c.node('a').url, { localAddress: '127.0.0.1' });
     await owner.get('/inc');
-    const forged = new ForwardAuth(CLUSTER_SECRET).sign({ clientIp: '10.9.9.9', secure: true, hops: 1 }, 'GET', '/headers');
+    const forged = new ForwardAuth(CLUSTER_SECRET).sign({ clientIp: '10.9.9.9', secure: true, hops: 1 }, forwardTo(c.node('a').owner, 'GET', '/headers', `RSID=${owner.cookie}`));
     const reply = await rawRequest(
       portOf(c.node('b').url),
       `GET /headers HTTP/1.1\r\nHost: x\r\nCookie: RSID=${owner.cookie}\r\nX-Resident-Forward: ${forged}\r\nx-resident-forward: ${forged}\r\nConnection: close\r\n\r\n`,
@@ -201,8 +203,7 @@ describe('red team: cluster forwarding trust boundary (redis)', { timeout: 120_0
   });
 
   test(
-    'hole 7: a request whose headers fit the public port (16 KiB) but not once the forwarding header is added is refused by the owner (431) only when it goes through a non-owner',
-    { todo: 'hole 7: the private listener has the same 16 KiB header limit as the public port, and the forwarder adds ~200 bytes' },
+    'hole 7, fixed (the test shows it closed): a request whose headers fit the public port (16 KiB) but not once the forwarding header is added is refused by the owner (431) only when it goes through a non-owner',
     async (t) => {
       const c = ready(t);
       if (!c) return;

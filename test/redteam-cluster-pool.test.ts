@@ -32,7 +32,6 @@ describe('red team: the forwarder pool (redis)', { timeout: 120_000 }, () => {
 
   test(
     `hole 6: ${LONG} long requests forwarded from b to a (clients gone) stall every other forward from b to a`,
-    { todo: 'hole 6: the Forwarder shares 128 connections per owner and does not abort the forward when its client leaves' },
     async (t) => {
       const c = ready(t);
       if (!c) return;
