@@ -15,7 +15,7 @@ import type { ContextStore } from '../stores/store.ts';
 import { LeaseKeeper } from './lease.ts';
 import { openRegistry } from './open-registry.ts';
 import type { OwnerRegistry } from './registry.ts';
-import { runRegistryCall, type RegistryCall } from './remote-registry.ts';
+import { USER_LOCK_NODE, runRegistryCall, type RegistryCall } from './remote-registry.ts';
 import type { ClusterControl, ClusterSetup } from './thread-side.ts';
 
 /** How the node reaches its edge threads. */
@@ -73,7 +73,7 @@ export class ClusterNode {
 
   /** The admin view's cluster page: this node and every node alive in the store. */
   async describe(): Promise<unknown> {
-    const nodes = await this.registry.nodes();
+    const nodes = (await this.registry.nodes()).filter((lease) => lease.nodeId !== USER_LOCK_NODE);
     return { node: this.#config.nodeId, owner: this.keeper.owner, serving: this.serving(), nodes: nodes.sort((a, b) => (a.nodeId < b.nodeId ? -1 : 1)) };
   }
 

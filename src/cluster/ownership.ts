@@ -9,6 +9,7 @@
  * Runs on each edge thread, for the sessions homed there: `#held` is what the store holds for
  * each session this thread claimed or wrote, the condition of its next write.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ResidentError } from '../errors.ts';
 import type { SessionCounters } from '../sessions/counters.ts';
 import { ElsewhereSignal, type Elsewhere, type Ownership, type Placement } from '../sessions/ownership.ts';
@@ -23,6 +24,8 @@ import type { ClusterPeers } from './peer-calls.ts';
  * waits its turn within the request's store deadline).
  */
 const MAX_CLAIMS_IN_FLIGHT = 32;
+/** How long a judgement of a user waits for another node's before going ahead alone. */
+const USER_LOCK_WAIT_MS = 1_000;
 
 /** The counters a claim and a refused write add to. */
 type ClusterCounters = Pick<SessionCounters, 'claims' | 'takeovers' | 'fencedWrites'>;
@@ -138,6 +141,24 @@ export class ClusterOwnership implements Ownership {
 
   closeAt(placement: Elsewhere, id: string, by: string): Promise<boolean> {
     return this.#peers.close(placement, id, by);
+  }
+
+  /**
+   * One user's sessions.maxPerUser judgement at a time in the whole cluster: otherwise sign-ins
+   * on several nodes at once each keep their own session and close the others, and none is
+   * left. The lock is a short lease in the store; one not taken within USER_LOCK_WAIT_MS (a
+   * node died holding it) is judged without it.
+   */
+  async serialized<T>(userId: string, work: () => Promise<T>): Promise<T> {
+    const until = performance.now() + USER_LOCK_WAIT_MS;
+    let locked = false;
+    // A store that cannot take the lock now cannot list the user either: the judgement says so.
+    while (!(locked = await this.#registry.lockUser(userId).catch(() => false)) && performance.now() < until) await sleep(25);
+    try {
+      return await work();
+    } finally {
+      if (locked) await this.#registry.unlockUser(userId).catch(() => undefined);
+    }
   }
 
   async #limited<T>(call: () => Promise<T>): Promise<T> {

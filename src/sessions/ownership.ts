@@ -63,6 +63,8 @@ export interface Ownership {
   readonly recordsEverySession: boolean;
   /** Closes a session live on another node (`remove` said where): that node runs its end. */
   closeAt(placement: Elsewhere, id: string, by: string): Promise<boolean>;
+  /** Runs `work` (a judgement of one user's sessions) alone for that user, on every node. */
+  serialized<T>(userId: string, work: () => Promise<T>): Promise<T>;
 }
 
 const OURS: Placement = Object.freeze({ kind: 'ours', fence: 0 });
@@ -99,6 +101,11 @@ export class LocalOwnership implements Ownership {
   /** One node has no elsewhere. */
   closeAt(): Promise<boolean> {
     return Promise.resolve(false);
+  }
+
+  /** One node judges a user on one home already (sessions/users.ts). */
+  serialized<T>(_userId: string, work: () => Promise<T>): Promise<T> {
+    return work();
   }
 }
 

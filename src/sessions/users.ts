@@ -96,7 +96,7 @@ export class Users {
 
   /** `limitUser`, on the home that judges `userId`: one judgement at a time. */
   limitUserHere(userId: string, keepId: string): Promise<void> {
-    return this.#limits.run(() => this.#limit(userId, keepId));
+    return this.#limits.run(() => this.#rooms.ownership.serialized(userId, () => this.#limit(userId, keepId)));
   }
 
   async #limit(userId: string, keepId: string): Promise<void> {
