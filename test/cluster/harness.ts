@@ -83,6 +83,9 @@ export interface ClusterNodeOptions {
   sessions?: Record<string, unknown>;
   /** The store's URL for this node (a TCP proxy in front of the store, to cut it off). */
   storeUrl?: string;
+  /** cluster.port and cluster.advertise (a TCP proxy in front of the private port, to cut the nodes apart). */
+  privatePort?: number;
+  advertise?: string;
 }
 
 export interface RunningNode {
@@ -139,7 +142,8 @@ export class TestCluster {
       cluster: {
         enabled: true,
         nodeId: name,
-        port: 0,
+        port: options.privatePort ?? 0,
+        ...(options.advertise && { advertise: options.advertise }),
         secret: CLUSTER_SECRET,
         leaseTimeout: options.leaseTimeout ?? '3s',
         ...(options.forwardTimeout && { forwardTimeout: options.forwardTimeout }),
