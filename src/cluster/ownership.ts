@@ -24,6 +24,9 @@ import type { ClusterPeers } from './peer-calls.ts';
  * waits its turn within the request's store deadline).
  */
 const MAX_CLAIMS_IN_FLIGHT = 32;
+/** How long, and for how many sessions, a node remembers where it found a session held elsewhere. */
+const SEEN_MS = 1_000;
+const SEEN_MAX = 10_000;
 /** How long a judgement of a user waits for another node's before going ahead alone. */
 const USER_LOCK_WAIT_MS = 1_000;
 
@@ -39,6 +42,8 @@ export class ClusterOwnership implements Ownership {
   readonly #held = new Map<string, OwnerFence>();
   readonly #peers: ClusterPeers;
   #inFlight = 0;
+  /** Sessions found on another node a moment ago (see claim), oldest first. */
+  readonly #seen = new Map<string, { placement: Elsewhere; until: number }>();
   readonly #waiting: Array<() => void> = [];
   /** This node's incarnation (`<nodeId>#<incarnation>`): what its claims write as owner. */
 
@@ -77,13 +82,20 @@ export class ClusterOwnership implements Ownership {
       return { kind: 'ours', fence: 1 };
     }
     const answer = await this.#limited(() => this.#registry.claim(id, owner));
+    this.#seen.delete(id);
     if (answer.kind === 'missing') {
       this.#held.delete(id);
       return answer;
     }
     if (answer.kind === 'elsewhere') {
       this.#held.delete(id);
-      return { kind: 'elsewhere', owner: answer.lease.owner, url: answer.lease.url };
+      const placement: Elsewhere = { kind: 'elsewhere', owner: answer.lease.owner, url: answer.lease.url };
+      // Remembered briefly, so the session's next requests through this node are forwarded
+      // without a store call. A stale entry costs a forward to a node that claims the session
+      // or forwards it on (hops), never a second copy: the store still decides.
+      if (this.#seen.size >= SEEN_MAX) this.#seen.delete(this.#seen.keys().next().value!);
+      this.#seen.set(id, { placement, until: performance.now() + SEEN_MS });
+      return placement;
     }
     // The lease ran out or was replaced while the claim was under way: the claim names an
     // incarnation that may be lost, which any node can claim back, so nothing is served on it.
@@ -137,6 +149,14 @@ export class ClusterOwnership implements Ownership {
     // A session that ends without its record deleted yet (an unproven one dropped): the record
     // its claim wrote goes, unless another node holds it now.
     await this.#store.deleteIf(id, held).catch(() => undefined);
+  }
+
+  seenElsewhere(id: string): Elsewhere | undefined {
+    const seen = this.#seen.get(id);
+    if (!seen) return undefined;
+    if (seen.until > performance.now()) return seen.placement;
+    this.#seen.delete(id);
+    return undefined;
   }
 
   closeAt(placement: Elsewhere, id: string, by: string): Promise<boolean> {

@@ -99,17 +99,21 @@ export class Admission {
    * path: the sweep may not have reached it yet.
    */
   async find(presented: string[], clientIp: string): Promise<Found> {
-    const { directory, lookups, policy, endings } = this.#rooms;
+    const { directory, lookups, policy, endings, ownership } = this.#rooms;
+    // A session another node of the cluster holds: the request goes there only if none of the
+    // other presented IDs is this client's here (each node judges what it holds, so two nodes
+    // holding one ID each never pass the request back and forth). Where a session was found
+    // a moment ago is remembered: its next requests through this node cost no store call.
+    let elsewhere: ElsewhereSignal | undefined;
     let unknown: string[] | undefined;
     for (const id of presented) {
-      if (!directory.get(id) && !this.#retired.has(id)) (unknown ??= []).push(id);
+      if (directory.get(id) || this.#retired.has(id)) continue;
+      const seen = ownership.seenElsewhere(id);
+      if (seen) elsewhere ??= new ElsewhereSignal(seen);
+      else (unknown ??= []).push(id);
     }
     const stored = unknown ? await bounded(lookups.existing(unknown, policy.sourceOf(clientIp)), 'the store lookup') : undefined;
     let foreign: SessionEntry | undefined;
-    // A session another node of the cluster holds: the request goes there only if none of the
-    // other presented IDs is this client's here (each node judges what it holds, so two nodes
-    // holding one ID each never pass the request back and forth).
-    let elsewhere: ElsewhereSignal | undefined;
     for (const id of presented) {
       let known = directory.get(id);
       if (!known && stored?.has(id) && !this.#retired.has(id)) {

@@ -63,6 +63,8 @@ export interface Ownership {
   readonly recordsEverySession: boolean;
   /** Closes a session live on another node (`remove` said where): that node runs its end. */
   closeAt(placement: Elsewhere, id: string, by: string): Promise<boolean>;
+  /** The node a claim found holding session `id` a moment ago, if any (a cluster's cache). */
+  seenElsewhere(id: string): Elsewhere | undefined;
   /** Runs `work` (a judgement of one user's sessions) alone for that user, on every node. */
   serialized<T>(userId: string, work: () => Promise<T>): Promise<T>;
 }
@@ -101,6 +103,10 @@ export class LocalOwnership implements Ownership {
   /** One node has no elsewhere. */
   closeAt(): Promise<boolean> {
     return Promise.resolve(false);
+  }
+
+  seenElsewhere(): undefined {
+    return undefined;
   }
 
   /** One node judges a user on one home already (sessions/users.ts). */

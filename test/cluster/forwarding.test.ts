@@ -52,7 +52,12 @@ for (const kind of SHARED) {
         assert.equal(routingCookie(reply.setCookies), 'resident_node=a', `through ${name}: the owner's routing cookie`);
         assert.match(sessionCookie(reply.setCookies) ?? '', new RegExp(`^RSID=${id};`), `through ${name}: the owner's session cookie`);
       }
-      // A hook's own status, headers and cookies pass through unchanged.
+      // Where the session lives is remembered a moment: the next forwards cost b no store lookup.
+      const lookedUp = async () => Number(/resident_unknown_ids_total\{looked_up="true"\} (\d+)/.exec(String((await c.admin('b', 'metrics')).body))?.[1] ?? NaN);
+      const before = await lookedUp();
+      const again = c.client('b', id);
+      for (let i = 0; i < 5; i++) assert.equal((await again.get('/state')).json().node, 'a');
+      assert.equal(await lookedUp(), before, 'no store lookup for a session b found on a a moment ago');
       const direct = await c.client('a', id).get('/custom');
       const forwarded = await c.client('c', id).get('/custom');
       for (const reply of [direct, forwarded]) {
