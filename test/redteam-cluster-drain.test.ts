@@ -5,28 +5,14 @@
  */
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { after, before, describe, test, type TestContext } from 'node:test';
-import { send, skipOrFailOnCi } from './helpers.ts';
-import { unavailableReason } from './stores/shared-helpers.ts';
-import { TestCluster } from './cluster/harness.ts';
+import { describe, test } from 'node:test';
+import { send } from './helpers.ts';
+import { clusterFor } from './cluster/harness.ts';
 
 const SESSIONS = 30;
 
 describe('red team: drain under load (redis)', { timeout: 150_000 }, () => {
-  let cluster: TestCluster | undefined;
-  let unavailable: string | undefined;
-  const ready = (t: TestContext): TestCluster | undefined => {
-    if (unavailable !== undefined) skipOrFailOnCi(t, unavailable);
-    return cluster;
-  };
-
-  before(async () => {
-    unavailable = await unavailableReason('redis');
-    if (unavailable !== undefined) return;
-    cluster = await TestCluster.open('redis');
-    await Promise.all(['a', 'b'].map((name) => cluster!.start(name, { leaseTimeout: '3s', forwardTimeout: '2s', threads: 2 })));
-  });
-  after(() => cluster?.close());
+  const ready = clusterFor('redis', ['a', 'b'], { leaseTimeout: '3s', forwardTimeout: '2s', threads: 2 });
 
   test('held: SIGTERM of the owner of 30 busy sessions: the counter never goes back or repeats, and all are served by b after', async (t) => {
     const c = ready(t);

@@ -6,13 +6,12 @@
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders } from 'node:http';
-import { after, before, describe, test, type TestContext } from 'node:test';
+import { describe, test } from 'node:test';
 import { request } from 'undici';
 import { FORWARD_HEADER, ForwardAuth } from '../src/cluster/forward-auth.ts';
-import { Client, skipOrFailOnCi } from './helpers.ts';
+import { Client } from './helpers.ts';
 import { rawRequest } from './raw-http.ts';
-import { unavailableReason } from './stores/shared-helpers.ts';
-import { CLUSTER_SECRET, TestCluster } from './cluster/harness.ts';
+import { CLUSTER_SECRET, clusterFor } from './cluster/harness.ts';
 import type { SignedTarget } from '../src/cluster/forward-auth.ts';
 
 const portOf = (url: string) => Number(new URL(url).port);
@@ -28,20 +27,7 @@ function signAt(t: number, fields: { ip: string; tls: boolean; hops: number }, t
 const forwardTo = (to: string, method: string, path: string, cookie: string): SignedTarget => ({ purpose: 'forward', method, path, cookie, to });
 
 describe('red team: cluster forwarding trust boundary (redis)', { timeout: 120_000 }, () => {
-  let cluster: TestCluster | undefined;
-  let unavailable: string | undefined;
-  const ready = (t: TestContext): TestCluster | undefined => {
-    if (unavailable !== undefined) skipOrFailOnCi(t, unavailable);
-    return cluster;
-  };
-
-  before(async () => {
-    unavailable = await unavailableReason('redis');
-    if (unavailable !== undefined) return;
-    cluster = await TestCluster.open('redis');
-    await Promise.all(['a', 'b'].map((name) => cluster!.start(name, { leaseTimeout: '10s', forwardTimeout: '2s', threads: 1 })));
-  });
-  after(() => cluster?.close());
+  const ready = clusterFor('redis', ['a', 'b'], { leaseTimeout: '10s', forwardTimeout: '2s', threads: 1 });
 
   test(
     'hole 1, fixed (the test shows it closed): a client reaches the node-to-node API (/.resident-cluster/close) through the forwarder and closes another client’s live session',

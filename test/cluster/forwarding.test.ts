@@ -5,32 +5,19 @@
  * goes round is stopped with 508; an owner that hangs costs 504, not the forwarding node.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test, type TestContext } from 'node:test';
+import { describe, test } from 'node:test';
 import { request } from 'undici';
 import { ForwardAuth, FORWARD_HEADER } from '../../src/cluster/forward-auth.ts';
-import { Client, skipOrFailOnCi, waitFor } from '../helpers.ts';
-import { SHARED, unavailableReason } from '../stores/shared-helpers.ts';
-import { CLUSTER_SECRET, TestCluster } from './harness.ts';
+import { Client, waitFor } from '../helpers.ts';
+import { SHARED } from '../stores/shared-helpers.ts';
+import { CLUSTER_SECRET, clusterFor } from './harness.ts';
 
 const routingCookie = (setCookies: string[]) => setCookies.find((line) => line.startsWith('resident_node='))?.split(';')[0];
 const sessionCookie = (setCookies: string[]) => setCookies.find((line) => line.startsWith('RSID='));
 
 for (const kind of SHARED) {
   describe(`cluster on ${kind}: forwarding to the owner (G1, G2, G3, G6)`, { timeout: 300_000 }, () => {
-    let cluster: TestCluster | undefined;
-    let unavailable: string | undefined;
-    const ready = (t: TestContext): TestCluster | undefined => {
-      if (unavailable !== undefined) skipOrFailOnCi(t, unavailable);
-      return cluster;
-    };
-
-    before(async () => {
-      unavailable = await unavailableReason(kind);
-      if (unavailable !== undefined) return;
-      cluster = await TestCluster.open(kind);
-      await Promise.all(['a', 'b', 'c'].map((name) => cluster!.start(name, { leaseTimeout: '10s', forwardTimeout: '1500ms' })));
-    });
-    after(() => cluster?.close());
+    const ready = clusterFor(kind, ['a', 'b', 'c'], { leaseTimeout: '10s', forwardTimeout: '1500ms' });
 
     test('G1: a request on a non-owner is answered by the owner: same status, body, headers and Set-Cookie', async (t) => {
       const c = ready(t);

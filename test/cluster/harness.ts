@@ -10,9 +10,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClient } from 'redis';
 import { request } from 'undici';
-import { Client, ROOT, childLogs, describeChild, freePort, runMain, waitFor, writeTempConfig, type Child, type LogLine } from '../helpers.ts';
+import { Client, ROOT, childLogs, describeChild, freePort, runMain, skipOrFailOnCi, waitFor, writeTempConfig, type Child, type LogLine } from '../helpers.ts';
 import { dropTables, uniqueTable, POSTGRES_URL } from '../stores/postgres-helpers.ts';
-import type { SharedKind } from '../stores/shared-helpers.ts';
+import { unavailableReason, type SharedKind } from '../stores/shared-helpers.ts';
+import { after, before, type TestContext } from 'node:test';
 import { openRegistry } from '../../src/cluster/open-registry.ts';
 import type { OwnerRegistry } from '../../src/cluster/registry.ts';
 import { PostgresStore } from '../../src/stores/postgres.ts';
@@ -248,4 +249,25 @@ export class TestCluster {
     if (this.#redis) await this.#redis.stop();
     if (this.#store.table) await dropTables([this.#store.table]).catch(() => {});
   }
+}
+
+/**
+ * Inside a describe: nodes `names` on a cluster of `kind`, started before its tests and closed
+ * after them. The returned `ready(t)` gives the cluster, or skips the test (fails it under CI)
+ * when the store's service is unavailable, and gives undefined.
+ */
+export function clusterFor(kind: SharedKind, names: readonly string[], options: ClusterNodeOptions): (t: TestContext) => TestCluster | undefined {
+  let cluster: TestCluster | undefined;
+  let unavailable: string | undefined;
+  before(async () => {
+    unavailable = await unavailableReason(kind);
+    if (unavailable !== undefined) return;
+    cluster = await TestCluster.open(kind);
+    await Promise.all(names.map((name) => cluster!.start(name, options)));
+  });
+  after(() => cluster?.close());
+  return (t) => {
+    if (unavailable !== undefined) skipOrFailOnCi(t, unavailable);
+    return cluster;
+  };
 }

@@ -4,28 +4,15 @@
  * cluster page, /readyz and the per-node metrics.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test, type TestContext } from 'node:test';
+import { describe, test } from 'node:test';
 import { request } from 'undici';
-import { skipOrFailOnCi, waitFor } from '../helpers.ts';
-import { SHARED, unavailableReason } from '../stores/shared-helpers.ts';
-import { TestCluster } from './harness.ts';
+import { waitFor } from '../helpers.ts';
+import { SHARED } from '../stores/shared-helpers.ts';
+import { TestCluster, clusterFor } from './harness.ts';
 
 for (const kind of SHARED) {
   describe(`cluster on ${kind}: cluster-wide operations`, { timeout: 300_000 }, () => {
-    let cluster: TestCluster | undefined;
-    let unavailable: string | undefined;
-    const ready = (t: TestContext): TestCluster | undefined => {
-      if (unavailable !== undefined) skipOrFailOnCi(t, unavailable);
-      return cluster;
-    };
-
-    before(async () => {
-      unavailable = await unavailableReason(kind);
-      if (unavailable !== undefined) return;
-      cluster = await TestCluster.open(kind);
-      await Promise.all(['a', 'b', 'c'].map((name) => cluster!.start(name, { leaseTimeout: '10s', sessions: { maxPerUser: 3 } })));
-    });
-    after(() => cluster?.close());
+    const ready = clusterFor(kind, ['a', 'b', 'c'], { leaseTimeout: '10s', sessions: { maxPerUser: 3 } });
 
     test('ctx.closeOtherSessions() on one node signs the user out of the sessions live on the others; the admin view closes a user everywhere', async (t) => {
       const c = ready(t);
