@@ -22,7 +22,7 @@ export interface Backend {
 export function haproxyConfig(listens: Array<Backend & { port: number }>, routingCookie = 'resident_node'): string {
   const lines = [
     'global',
-    '  maxconn 20000',
+    '  maxconn 4000',
     'defaults',
     '  mode http',
     '  option http-keep-alive',
