@@ -152,7 +152,7 @@ async function forwardCost(redis: BenchRedis, options: ClusterOptions): Promise<
     const rows = await rounds(
       'j1',
       targets,
-      [nodesMeter(cluster), redisMeter(redis)],
+      [nodesMeter(cluster), { name: 'a', cpuMs: () => a.cpuMs() }, { name: 'b', cpuMs: () => b.cpuMs() }, redisMeter(redis)],
       settings,
       (target, seconds) => drive(target.url, { connections: sessions, seconds, cookies: [...cookies] }),
       log,
@@ -370,12 +370,12 @@ export function clusterTable(rows: Row[]): string[] {
     lines.push(
       `## (j1) cluster: a forwarded request against a local one — ${fmt(local.sessions)} sessions owned by node a, one per connection`,
       '',
-      '| path | req/s | ×local | p50 ms | p99 ms | ×local p99 | nodes CPU µs/req | ×local CPU | Redis CPU µs/req | forwards/req | failures | Node |',
-      '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
+      '| path | req/s | ×local | p50 ms | p99 ms | ×local p99 | nodes CPU µs/req | ×local CPU | of which a | of which b | Redis CPU µs/req | forwards/req | failures | Node |',
+      '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
     );
     for (const row of j1) {
       lines.push(
-        `| ${row.contender} | ${fmt(row.rps)} | ${ratio(row.rps, local.rps)} | ${fmt(row.p50, 1)} | ${fmt(row.p99, 1)} | ${ratio(row.p99, local.p99)} | ${fmt(row.cpuUsPerRequest, 1)} | ${ratio(row.cpuUsPerRequest, local.cpuUsPerRequest)} | ${fmt(row['cpu:redis'], 1)} | ${fmt(row.forwardsPerRequest, 2)} | ${fmt(row.failures)} | ${row.node ?? '–'} |`,
+        `| ${row.contender} | ${fmt(row.rps)} | ${ratio(row.rps, local.rps)} | ${fmt(row.p50, 1)} | ${fmt(row.p99, 1)} | ${ratio(row.p99, local.p99)} | ${fmt(row.cpuUsPerRequest, 1)} | ${ratio(row.cpuUsPerRequest, local.cpuUsPerRequest)} | ${fmt(row['cpu:a'], 1)} | ${fmt(row['cpu:b'], 1)} | ${fmt(row['cpu:redis'], 1)} | ${fmt(row.forwardsPerRequest, 2)} | ${fmt(row.failures)} | ${row.node ?? '–'} |`,
       );
     }
     lines.push('', `Nodes CPU: the three node processes, every thread counted. After the rounds node a still held ${fmt(local.stillOnA)} live sessions.`, '');
