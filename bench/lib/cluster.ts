@@ -104,6 +104,8 @@ export interface NodeOptions {
   threads?: number;
   leaseTimeout?: string;
   checkpointInterval?: string;
+  /** Extra environment of the node's process (e.g. NODE_OPTIONS for a profile). */
+  env?: Record<string, string>;
 }
 
 /** One node: a CLI process on its public port and its private (forwarding) port. */
@@ -227,7 +229,7 @@ export class BenchCluster {
     const path = join(this.#dir, `${name}-${port}.json`);
     writeFileSync(path, JSON.stringify(this.config(name, port, privatePort, options), null, 2));
     // process.execPath, never `node` from PATH: every node runs on the runner's own Node.
-    const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/main.ts'), '--config', path], { cwd: ROOT, env: { ...process.env } });
+    const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/main.ts'), '--config', path], { cwd: ROOT, env: { ...process.env, ...options.env } });
     const node = new ClusterNode(name, `http://127.0.0.1:${port}`, `http://127.0.0.1:${privatePort}`, child);
     await until(
       async () => {
