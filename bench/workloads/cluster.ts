@@ -237,6 +237,8 @@ async function takeover(redis: BenchRedis, leaseTimeout: string, options: Cluste
       fresh: bodies.get('1') ?? 0,
       takeovers,
       statuses: Object.fromEntries(statuses),
+      // What b and c logged meanwhile (warn and above), by event: one line per failed forward?
+      logged: Object.fromEntries([...new Set([...b!.events.keys(), ...c!.events.keys()])].map((event) => [event, (b!.events.get(event) ?? 0) + (c!.events.get(event) ?? 0)])),
       node: b!.node?.version,
     };
     log(`  lease gone after ${leaseGoneMs.toFixed(0)} ms; first served ${fmt(row.firstMs)} ms, all ${fmt(row.allMs)} ms; ${row.found} of ${count} from their checkpoint, ${row.fresh} new; before: ${JSON.stringify(row.statuses)}`);
@@ -394,7 +396,12 @@ export function clusterTable(rows: Row[]): string[] {
         `| ${fmt((row.leaseMs as number) / 1000, 0)} s | ${fmt(row.leaseGoneMs)} | ${fmt(row.firstMs)} | ${ratio(row.firstMs, row.leaseMs)} | ${fmt(row.p50Ms)} | ${fmt(row.allMs)} | ${ratio(row.allMs, row.leaseMs)} | ${fmt(row.found)} of ${fmt(row.sessions)} | ${fmt(row.fresh)} | ${fmt(row.takeovers)} | ${before} | ${fmt(row.checkpointed)} |`,
       );
     }
-    lines.push('', 'Times from the kill. Lease gone: when the store no longer listed a\'s lease (polled every 20 ms). From their checkpoint: answers with the counter at 3 (it stood at 2).', '');
+    lines.push('', 'Times from the kill. Lease gone: when the store no longer listed a\'s lease (polled every 20 ms); a lease is renewed every third of leaseTimeout, so it ends between ⅔ and all of leaseTimeout after a kill. From their checkpoint: answers with the counter at 3 (it stood at 2).');
+    for (const row of j2) {
+      const logged = Object.entries((row.logged as Record<string, number>) ?? {}).map(([event, n]) => `${event} ${fmt(n)}`).join(', ');
+      lines.push(`leaseTimeout ${fmt((row.leaseMs as number) / 1000, 0)} s: b and c logged (warn and above) ${logged || 'nothing'}.`);
+    }
+    lines.push('');
   }
   for (const row of rows.filter((r) => r.workload === 'j3')) {
     lines.push(
