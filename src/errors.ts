@@ -37,7 +37,7 @@ export const ErrorCodes = {
   RESIDENT_ERR_NO_LEASE: { status: 503, message: 'This server cannot serve sessions right now. Please retry shortly.' },
   RESIDENT_ERR_FORWARD_LOOP: { status: 508, message: 'Loop Detected: the servers could not agree where this session lives. Please retry.' },
   RESIDENT_ERR_FORWARD_TIMEOUT: { status: 504, message: 'The server holding this session did not answer in time.' },
-  RESIDENT_ERR_FORWARD_FAILED: { status: 502, message: 'The server holding this session cannot be reached. Please retry.' },
+  RESIDENT_ERR_FORWARD_FAILED: { status: 503, message: 'The server holding this session cannot be reached. Please retry shortly.' },
   RESIDENT_ERR_FORWARD_REFUSED: { status: 403, message: 'Forbidden.' },
 } as const satisfies Record<string, { status: number; message: string }>;
 

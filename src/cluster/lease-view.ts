@@ -2,9 +2,9 @@
  * This node's lease as every thread sees it, in shared memory. The main thread's lease keeper
  * (./lease.ts) writes it; every edge thread reads it before it serves a session and again
  * before it answers (../edge/handler.ts), and claims under the incarnation it names:
- * - until (Float64): the time (on the absolute monotonic scale, performance.timeOrigin +
- *   performance.now(), the same on every thread) after which the store may have given this
- *   node's sessions away;
+ * - until (Float64): the time (in ms of the system's monotonic clock, process.hrtime, which
+ *   every thread of the process reads alike) after which the store may have given this node's
+ *   sessions away;
  * - the incarnation's name (`<nodeId>#<incarnation>`) and its generation, which rises with
  *   every new incarnation: a thread started or replaced at any time reads the current one, and
  *   none can claim under a lost incarnation once the next is published.
@@ -29,9 +29,15 @@ export class LeaseView {
     this.#text = new Uint8Array(buffer, TEXT_AT, OWNER_BYTES);
   }
 
-  /** Now, on the scale the lease is kept on. */
+  /**
+   * Now, on the scale the lease is kept on: CLOCK_MONOTONIC, one clock for every thread. Not
+   * performance.timeOrigin + performance.now(): each thread's timeOrigin is read from the wall
+   * clock when it starts, so a thread started after a step of the wall clock would be off by
+   * the step (and could serve past its lease).
+   */
   static now(): number {
-    return performance.timeOrigin + performance.now();
+    const [seconds, nanos] = process.hrtime();
+    return seconds * 1_000 + nanos / 1e6;
   }
 
   serving(): boolean {

@@ -17,6 +17,13 @@ import type { LeaseView } from './lease-view.ts';
 import type { ThreadRegistry } from './remote-registry.ts';
 import type { ClusterPeers } from './peer-calls.ts';
 
+/**
+ * Claims one thread has in flight at most: when a node dies, the next requests of all its
+ * sessions come at once, and their claims queue here rather than stampede the store (each
+ * waits its turn within the request's store deadline).
+ */
+const MAX_CLAIMS_IN_FLIGHT = 32;
+
 /** The counters a claim and a refused write add to. */
 type ClusterCounters = Pick<SessionCounters, 'claims' | 'takeovers' | 'fencedWrites'>;
 
@@ -28,6 +35,8 @@ export class ClusterOwnership implements Ownership {
   readonly #counters: ClusterCounters;
   readonly #held = new Map<string, OwnerFence>();
   readonly #peers: ClusterPeers;
+  #inFlight = 0;
+  readonly #waiting: Array<() => void> = [];
   /** This node's incarnation (`<nodeId>#<incarnation>`): what its claims write as owner. */
 
   constructor(deps: { registry: ThreadRegistry; store: ContextStore; lease: LeaseView; counters: ClusterCounters; peers: ClusterPeers }) {
@@ -64,7 +73,7 @@ export class ClusterOwnership implements Ownership {
       this.#held.set(id, { owner, fence: 1 });
       return { kind: 'ours', fence: 1 };
     }
-    const answer = await this.#registry.claim(id, owner);
+    const answer = await this.#limited(() => this.#registry.claim(id, owner));
     if (answer.kind === 'missing') {
       this.#held.delete(id);
       return answer;
@@ -129,6 +138,17 @@ export class ClusterOwnership implements Ownership {
 
   closeAt(placement: Elsewhere, id: string, by: string): Promise<boolean> {
     return this.#peers.close(placement.url, id, by);
+  }
+
+  async #limited<T>(call: () => Promise<T>): Promise<T> {
+    while (this.#inFlight >= MAX_CLAIMS_IN_FLIGHT) await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    this.#inFlight++;
+    try {
+      return await call();
+    } finally {
+      this.#inFlight--;
+      this.#waiting.shift()?.();
+    }
   }
 
   #refused(id: string): never {

@@ -8,6 +8,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { ResidentConfig } from '../config.ts';
 import type { RpcPort } from '../contexts/rpc.ts';
 import { ResidentError } from '../errors.ts';
+import { sessionCookieWriter } from '../http/cookies.ts';
 import type { SessionCounters } from '../sessions/counters.ts';
 import type { ContextStore } from '../stores/store.ts';
 import type { ClusterEdge } from './edge.ts';
@@ -44,12 +45,13 @@ export class ClusterThread {
     const auth = new ForwardAuth(config.cluster.secret);
     this.#peers = new PeerCalls(auth, config.cluster.forwardTimeout);
     this.ownership = new ClusterOwnership({ registry: new RemoteRegistry(main), store, lease, counters, peers: this.#peers });
-    const routing = `${config.cluster.routingCookie}=${encodeURIComponent(config.cluster.nodeId)}; Path=/; HttpOnly; SameSite=${config.sessions.sameSite}`;
+    // Written like the session cookie (same Max-Age, SameSite, Secure), so a browser keeps both alike.
+    const routing = sessionCookieWriter({ name: config.cluster.routingCookie, timeout: config.sessions.cookieTimeout, sameSite: config.sessions.sameSite });
     this.edge = {
       forwarder: new Forwarder(auth, config.cluster.forwardTimeout),
       auth,
       serving: () => this.ownership.serving(),
-      routingCookie: (secure) => (secure ? `${routing}; Secure` : routing),
+      routingCookie: (secure) => routing(config.cluster.nodeId, secure),
       forwarded: () => void counters.forwards++,
     };
   }

@@ -40,6 +40,9 @@ for (const kind of SHARED) {
       assert.equal(first.status, 200, first.text);
       assert.equal(first.json().node, 'a');
       assert.equal(routingCookie(first.setCookies), 'resident_node=a', 'the owner names itself for a balancer');
+      const routing = first.setCookies.find((line) => line.startsWith('resident_node='))!;
+      const session = sessionCookie(first.setCookies)!;
+      assert.equal(routing.slice(routing.indexOf(';')), session.slice(session.indexOf(';')), 'the routing cookie has the session cookie’s attributes (Max-Age, SameSite, HttpOnly)');
       const id = onA.cookie!;
       for (const [name, expected] of [['b', 2], ['c', 3], ['b', 4]] as const) {
         const other = c.client(name, id);

@@ -60,7 +60,8 @@ for (const kind of SHARED) {
         reply = await viaB.get('/inc');
         if (reply.status === 200) break;
         early.push(reply.status);
-        assert.ok([502, 503].includes(reply.status), `until the lease expires: 502 or 503, not ${reply.status} ${reply.text}`);
+        assert.equal(reply.status, 503, `until the lease expires: 503, not ${reply.status} ${reply.text}`);
+        assert.equal(reply.headers['retry-after'], '1', 'the client is told to retry');
         assert.ok(performance.now() - killedAt < 15_000, 'taken over within 15 s');
         await sleep(100);
       }
