@@ -104,6 +104,8 @@ export interface NodeOptions {
   threads?: number;
   leaseTimeout?: string;
   checkpointInterval?: string;
+  /** Extra keys of the sessions section (e.g. trustProxy behind HAProxy). */
+  sessions?: Record<string, unknown>;
   /** Extra environment of the node's process (e.g. NODE_OPTIONS for a profile). */
   env?: Record<string, string>;
 }
@@ -213,6 +215,7 @@ export class BenchCluster {
         processTimeout: '480m',
         cookieTimeout: '480m',
         ...(options.checkpointInterval && { checkpointInterval: options.checkpointInterval }),
+        ...options.sessions,
       },
       store: { kind: 'redis', url: this.redis.url, prefix: this.prefix },
       cluster: { enabled: true, nodeId: name, port: privatePort, secret: SECRET, ...(options.leaseTimeout && { leaseTimeout: options.leaseTimeout }) },

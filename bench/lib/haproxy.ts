@@ -1,16 +1,20 @@
 /**
- * An HAProxy in front of cluster nodes for workload (j4): one process, a `listen` section per
- * backend set, each routing on the cluster's routing cookie as the README's cluster chapter
- * says (`cookie resident_node indirect preserve nocache`: the node sets it, HAProxy only reads
- * it; a client without one goes round robin), health checks on /readyz, `option redispatch`.
+ * An HAProxy in front of cluster nodes for workload (j4): one process, deploy/haproxy.cfg (the
+ * shipped configuration, tested in test/cluster/haproxy.test.ts) with its ports replaced, its
+ * frontend and backend once per set of nodes (three nodes; one node), the statistics listener
+ * left out. Without that file, a minimal configuration with the same routing: `cookie
+ * resident_node indirect preserve nocache`, round robin without the cookie, health checks on
+ * /readyz, `option redispatch`.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { freePort } from './cluster.ts';
 import { processCpuMs } from './contender.ts';
+
+const SHIPPED = resolve(import.meta.dirname, '../../deploy/haproxy.cfg');
 
 export interface Backend {
   /** The listen section's name. */
@@ -19,6 +23,51 @@ export interface Backend {
   servers: Array<{ nodeId: string; url: string }>;
 }
 
+/**
+ * deploy/haproxy.cfg for `listens`: its global and defaults sections as shipped, then for each
+ * set of nodes its `frontend resident` (bind on the set's port) and `backend resident_nodes`
+ * (one `server` line per node, the shipped line's form), renamed per set. Undefined when the
+ * file is not there or not in the form this expects.
+ */
+export function shippedConfig(listens: Array<Backend & { port: number }>, path = SHIPPED): string | undefined {
+  if (!existsSync(path)) return undefined;
+  // Sections start at column 0 with their keyword; comments and blank lines belong to the one above.
+  const sections: Array<{ head: string; lines: string[] }> = [];
+  for (const line of readFileSync(path, 'utf8').split('\n')) {
+    if (/^(global|defaults|frontend|backend|listen)\b/.test(line)) sections.push({ head: line.trim(), lines: [] });
+    else sections.at(-1)?.lines.push(line);
+  }
+  const find = (head: string) => sections.find((section) => section.head === head);
+  const [global, defaults, frontend, backend] = ['global', 'defaults', 'frontend resident', 'backend resident_nodes'].map(find);
+  if (!global || !defaults || !frontend || !backend) return undefined;
+  const serverLine = /^(\s*)server \S+ \S+ cookie \S+$/;
+  const bindLine = /^(\s*)bind \S+$/;
+  if (!frontend.lines.some((line) => bindLine.test(line)) || !backend.lines.some((line) => serverLine.test(line))) return undefined;
+  const out = ['# deploy/haproxy.cfg, its ports replaced and its frontend and backend repeated per set of nodes (bench/lib/haproxy.ts)', global.head, ...global.lines, defaults.head, ...defaults.lines];
+  for (const listen of listens) {
+    out.push(`frontend resident_${listen.name}`);
+    for (const line of frontend.lines) {
+      if (bindLine.test(line)) out.push(line.replace(bindLine, `$1bind 127.0.0.1:${listen.port}`));
+      else out.push(line.replace(/^(\s*)default_backend resident_nodes$/, `$1default_backend resident_nodes_${listen.name}`));
+    }
+    out.push(`backend resident_nodes_${listen.name}`);
+    let indent: string | undefined;
+    for (const line of backend.lines) {
+      const server = serverLine.exec(line);
+      if (!server) {
+        out.push(line);
+        continue;
+      }
+      // The shipped server lines give way to one per node of this set, where the first stood.
+      if (indent !== undefined) continue;
+      indent = server[1]!;
+      for (const node of listen.servers) out.push(`${indent}server ${node.nodeId} ${new URL(node.url).host} cookie ${node.nodeId}`);
+    }
+  }
+  return `${out.join('\n')}\n`;
+}
+
+/** The fallback when deploy/haproxy.cfg is missing: the same routing, nothing else. */
 export function haproxyConfig(listens: Array<Backend & { port: number }>, routingCookie = 'resident_node'): string {
   const lines = [
     'global',
@@ -52,12 +101,15 @@ export function haproxyConfig(listens: Array<Backend & { port: number }>, routin
 export class BenchHaproxy {
   readonly urls: Map<string, string>;
   readonly config: string;
+  /** Whether the configuration is deploy/haproxy.cfg's (else the minimal fallback). */
+  readonly shipped: boolean;
   readonly #process: ChildProcess;
   readonly #dir: string;
 
-  private constructor(urls: Map<string, string>, config: string, child: ChildProcess, dir: string) {
+  private constructor(urls: Map<string, string>, config: string, shipped: boolean, child: ChildProcess, dir: string) {
     this.urls = urls;
     this.config = config;
+    this.shipped = shipped;
     this.#process = child;
     this.#dir = dir;
   }
@@ -65,7 +117,8 @@ export class BenchHaproxy {
   static async start(backends: Backend[]): Promise<BenchHaproxy> {
     const listens = [];
     for (const backend of backends) listens.push({ ...backend, port: await freePort() });
-    const config = haproxyConfig(listens);
+    const shipped = shippedConfig(listens);
+    const config = shipped ?? haproxyConfig(listens);
     const dir = mkdtempSync(join(tmpdir(), 'resident-bench-haproxy-'));
     const path = join(dir, 'haproxy.cfg');
     writeFileSync(path, config);
@@ -81,7 +134,7 @@ export class BenchHaproxy {
         await new Promise((r) => setTimeout(r, 50));
       }
     }
-    return new BenchHaproxy(new Map(listens.map((l) => [l.name, `http://127.0.0.1:${l.port}`])), config, child, dir);
+    return new BenchHaproxy(new Map(listens.map((l) => [l.name, `http://127.0.0.1:${l.port}`])), config, shipped !== undefined, child, dir);
   }
 
   url(name: string): string {

@@ -317,7 +317,8 @@ async function drain(redis: BenchRedis, options: ClusterOptions): Promise<Row> {
 async function balanced(redis: BenchRedis, options: ClusterOptions): Promise<Row[]> {
   const { settings, log } = options;
   log(`\nj4: behind HAProxy — 3 nodes against 1, ${settings.connections} clients keeping every cookie, ${settings.rounds} rounds × ${settings.seconds}s`);
-  const cluster = await openCluster(redis);
+  // As deploy/haproxy.cfg asks of the nodes behind it: X-Forwarded-For believed from loopback.
+  const cluster = await openCluster(redis, { sessions: { trustProxy: ['loopback'] } });
   let haproxy: BenchHaproxy | undefined;
   try {
     const nodes = NAMES.map((name) => cluster.node(name));
@@ -353,6 +354,7 @@ async function balanced(redis: BenchRedis, options: ClusterOptions): Promise<Row
     );
     for (const row of rows) row.node = nodes[0]!.node?.version;
     rows[0]!.haproxyConfig = proxy.config;
+    for (const row of rows) row.haproxyShipped = proxy.shipped;
     return rows;
   } finally {
     await haproxy?.stop();
@@ -431,7 +433,7 @@ export function clusterTable(rows: Row[]): string[] {
     }
     lines.push(
       '',
-      'Medians of the rounds (forwards and sessions opened: per load). Nodes CPU: all three node processes; HAProxy (its default threads) and the redis-server apart. All on the same 2 cores as autocannon.',
+      `Medians of the rounds (forwards and sessions opened: per load). Nodes CPU: all three node processes; HAProxy (its default threads) and the redis-server apart. All on the same 2 cores as autocannon. HAProxy ran ${direct.haproxyShipped ? 'deploy/haproxy.cfg (ports replaced; its frontend and backend once for one node and once for three; request logging to stdout as shipped, to /dev/null here; the nodes with sessions.trustProxy ["loopback"] as it asks)' : 'a minimal configuration (deploy/haproxy.cfg was not there)'}: the configuration is in the results .json.`,
       '',
     );
   }
