@@ -16,6 +16,7 @@
  *      behind the same HAProxy (its own cost apart from the cluster's gain); the clients keep
  *      every cookie they are set (drive's `jar`), as a browser does.
  */
+import { readFileSync } from 'node:fs';
 import { Agent, request } from 'undici';
 import { BenchCluster, BenchRedis, type ClusterNode, type NodeOptions } from '../lib/cluster.ts';
 import { BenchHaproxy } from '../lib/haproxy.ts';
@@ -36,6 +37,8 @@ export interface ClusterOptions {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** The machine's 1-minute load average now: the machine is shared, and the tables say how busy it was. */
+const load1 = () => Number(readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
 const NAMES = ['a', 'b', 'c'];
 /** (j2) the checkpoint interval: what a killed owner loses at most. */
 const CHECKPOINT = '1s';
@@ -100,10 +103,11 @@ async function rounds(
     const order = targets.map((_, i) => targets[(i + round) % targets.length]!);
     for (const target of order) {
       const extra = around && (await around());
+      const loadBefore = load1();
       const before = meters.map((m) => m.cpuMs());
       const result = await load(target, settings.seconds);
       const after = meters.map((m) => m.cpuMs());
-      const sample: Record<string, number> = { rps: result.rps, p50: result.p50, p99: result.p99, requests: result.requests };
+      const sample: Record<string, number> = { rps: result.rps, p50: result.p50, p99: result.p99, requests: result.requests, load: loadBefore };
       meters.forEach((m, i) => (sample[`cpu:${m.name}`] = ((after[i]! - before[i]!) * 1000) / Math.max(1, result.requests)));
       if (extra) Object.assign(sample, await extra());
       if (sample.forwards !== undefined) sample.forwardsPerRequest = sample.forwards / Math.max(1, result.requests);
@@ -118,6 +122,8 @@ async function rounds(
     const list = samples.get(target)!;
     const row: Row = { workload, contender: target.name, failures: failures.get(target) ?? 0 };
     for (const key of Object.keys(list[0]!)) row[key === 'cpu:nodes' ? 'cpuUsPerRequest' : key] = median(list.map((s) => s[key]!));
+    row.loads = list.map((s) => s.load);
+    row.rpsRounds = list.map((s) => Math.round(s.rps!));
     return row;
   });
 }
@@ -188,6 +194,7 @@ async function takeover(redis: BenchRedis, leaseTimeout: string, options: Cluste
     const cookies = await createSessions(a!.url, count, 16, count, true);
     const checkpointed = await waitForCheckpoints(a!, count);
     const agents = new Map([b!, c!].map((node) => [node, new Agent({ connections: 32, pipelining: 1 })]));
+    const loadAtKill = load1();
     const killedAt = performance.now();
     cluster.signal('a', 'SIGKILL');
     const leaseGone = (async () => {
@@ -226,6 +233,7 @@ async function takeover(redis: BenchRedis, leaseTimeout: string, options: Cluste
       workload: 'j2',
       contender: `leaseTimeout ${leaseTimeout}`,
       leaseMs: parseDuration(leaseTimeout),
+      load: loadAtKill,
       sessions: count,
       checkpointed,
       leaseGoneMs,
@@ -278,6 +286,7 @@ async function drain(redis: BenchRedis, options: ClusterOptions): Promise<Row> {
     const cookies = await createSessions(a.url, count, 64, sample, true);
     const createMs = performance.now() - started;
     const live = await a.metric('resident_sessions', 'state="live"');
+    const loadAtStop = load1();
     const stoppedAt = performance.now();
     cluster.signal('a', 'SIGTERM');
     const leaseGone = (async () => {
@@ -293,6 +302,7 @@ async function drain(redis: BenchRedis, options: ClusterOptions): Promise<Row> {
       workload: 'j3',
       contender: `node a, ${count.toLocaleString('en')} contexts`,
       contexts: count,
+      load: loadAtStop,
       live,
       createMs,
       stopMs: exit.at - stoppedAt,
@@ -362,6 +372,10 @@ async function balanced(redis: BenchRedis, options: ClusterOptions): Promise<Row
   }
 }
 
+/** Per target: req/s of each round and the machine's load average as each began. */
+const roundLines = (set: Row[]) =>
+  set.map((row) => `${row.contender}: rounds ${((row.rpsRounds as number[]) ?? []).map((v) => fmt(v)).join(', ')} req/s; load average ${((row.loads as number[]) ?? []).map((v) => fmt(v, 1)).join(', ')}.`);
+
 const fmt = (value: unknown, digits = 0) => (typeof value === 'number' && Number.isFinite(value) ? value.toLocaleString('en', { minimumFractionDigits: digits, maximumFractionDigits: digits }) : '–');
 const ratio = (a: unknown, b: unknown) => (typeof a === 'number' && typeof b === 'number' && b > 0 ? fmt(a / b, 2) : '–');
 
@@ -382,20 +396,20 @@ export function clusterTable(rows: Row[]): string[] {
         `| ${row.contender} | ${fmt(row.rps)} | ${ratio(row.rps, local.rps)} | ${fmt(row.p50, 1)} | ${fmt(row.p99, 1)} | ${ratio(row.p99, local.p99)} | ${fmt(row.cpuUsPerRequest, 1)} | ${ratio(row.cpuUsPerRequest, local.cpuUsPerRequest)} | ${fmt(row['cpu:a'], 1)} | ${fmt(row['cpu:b'], 1)} | ${fmt(row['cpu:redis'], 1)} | ${fmt(row.forwardsPerRequest, 2)} | ${fmt(row.failures)} | ${row.node ?? '–'} |`,
       );
     }
-    lines.push('', `Nodes CPU: the three node processes, every thread counted. After the rounds node a still held ${fmt(local.stillOnA)} live sessions.`, '');
+    lines.push('', `Nodes CPU: the three node processes, every thread counted. After the rounds node a still held ${fmt(local.stillOnA)} live sessions.`, ...roundLines(j1), '');
   }
   const j2 = rows.filter((r) => r.workload === 'j2');
   if (j2.length) {
     lines.push(
       `## (j2) cluster: kill -9 of an owner — ${fmt(j2[0]!.sessions)} sessions on node a (checkpointInterval ${CHECKPOINT}), clients retrying through b and c every ${RETRY_MS} ms`,
       '',
-      '| cluster.leaseTimeout | lease gone, ms | first served, ms | ×lease | half served, ms | all served, ms | ×lease | from their checkpoint | new (lost) | takeovers | answers before | checkpointed before the kill |',
-      '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|',
+      '| cluster.leaseTimeout | load at the kill | lease gone, ms | first served, ms | ×lease | half served, ms | all served, ms | ×lease | from their checkpoint | new (lost) | takeovers | answers before | checkpointed before the kill |',
+      '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|',
     );
     for (const row of j2) {
       const before = Object.entries((row.statuses as Record<string, number>) ?? {}).map(([status, n]) => `${status}: ${fmt(n)}`).join(', ') || 'none';
       lines.push(
-        `| ${fmt((row.leaseMs as number) / 1000, 0)} s | ${fmt(row.leaseGoneMs)} | ${fmt(row.firstMs)} | ${ratio(row.firstMs, row.leaseMs)} | ${fmt(row.p50Ms)} | ${fmt(row.allMs)} | ${ratio(row.allMs, row.leaseMs)} | ${fmt(row.found)} of ${fmt(row.sessions)} | ${fmt(row.fresh)} | ${fmt(row.takeovers)} | ${before} | ${fmt(row.checkpointed)} |`,
+        `| ${fmt((row.leaseMs as number) / 1000, 0)} s | ${fmt(row.load, 1)} | ${fmt(row.leaseGoneMs)} | ${fmt(row.firstMs)} | ${ratio(row.firstMs, row.leaseMs)} | ${fmt(row.p50Ms)} | ${fmt(row.allMs)} | ${ratio(row.allMs, row.leaseMs)} | ${fmt(row.found)} of ${fmt(row.sessions)} | ${fmt(row.fresh)} | ${fmt(row.takeovers)} | ${before} | ${fmt(row.checkpointed)} |`,
       );
     }
     lines.push('', 'Times from the kill. Lease gone: when the store no longer listed a\'s lease (polled every 20 ms); a lease is renewed every third of leaseTimeout, so it ends between ⅔ and all of leaseTimeout after a kill. From their checkpoint: answers with the counter at 3 (it stood at 2).');
@@ -409,9 +423,9 @@ export function clusterTable(rows: Row[]): string[] {
     lines.push(
       `## (j3) cluster: drain — ${fmt(row.contexts)} proven sessions on node a, SIGTERM, then ${fmt(row.requested)} of them through node b`,
       '',
-      '| live on a | create and prove, s | SIGTERM to exit, ms | lease gone, ms | exit code | found through b | lost | again p50 ms | again p99 ms | claims on b |',
-      '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
-      `| ${fmt(row.live)} | ${fmt((row.createMs as number) / 1000, 1)} | ${fmt(row.stopMs)} | ${fmt(row.leaseGoneMs)} | ${row.exitCode ?? '–'} | ${fmt(row.found)} of ${fmt(row.requested)} | ${fmt(row.lost)} | ${fmt(row.againP50, 2)} | ${fmt(row.againP99, 2)} | ${fmt(row.claims)} |`,
+      '| load at SIGTERM | live on a | create and prove, s | SIGTERM to exit, ms | lease gone, ms | exit code | found through b | lost | again p50 ms | again p99 ms | claims on b |',
+      '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+      `| ${fmt(row.load, 1)} | ${fmt(row.live)} | ${fmt((row.createMs as number) / 1000, 1)} | ${fmt(row.stopMs)} | ${fmt(row.leaseGoneMs)} | ${row.exitCode ?? '–'} | ${fmt(row.found)} of ${fmt(row.requested)} | ${fmt(row.lost)} | ${fmt(row.againP50, 2)} | ${fmt(row.againP99, 2)} | ${fmt(row.claims)} |`,
       '',
     );
   }
@@ -433,6 +447,7 @@ export function clusterTable(rows: Row[]): string[] {
     }
     lines.push(
       '',
+      ...roundLines(j4),
       `Medians of the rounds (forwards and sessions opened: per load). Nodes CPU: all three node processes; HAProxy (its default threads) and the redis-server apart. All on the same 2 cores as autocannon. HAProxy ran ${direct.haproxyShipped ? 'deploy/haproxy.cfg (ports replaced; its frontend and backend once for one node and once for three; request logging to stdout as shipped, to /dev/null here; the nodes with sessions.trustProxy ["loopback"] as it asks)' : 'a minimal configuration (deploy/haproxy.cfg was not there)'}: the configuration is in the results .json.`,
       '',
     );
