@@ -14,6 +14,9 @@
  *   npm run bench -- --cap N               Resident's sessions.maxContexts in (i) (default: the default, 100)
  *   npm run bench -- --stores sqlite,redis the stores of (c) and (f) (sqlite,redis,postgres): Resident's,
  *                                          and the peers' among sqlite and redis; one not answering is skipped
+ *   npm run bench -- --workloads j         the cluster (issue 14), not in the default run; j1,j3 runs parts
+ *   npm run bench -- --workloads j2 --leases 2s,10s --takeover 200   (j2) per leaseTimeout, sessions killed
+ *   npm run bench -- --workloads j3 --drain 10000                    (j3) contexts drained
  *
  * (i) is the hit counter under a cookieless flood from another address (issue 12), Resident
  * against express-session and @fastify/session with SQLite stores: bench/workloads/flood.ts.
@@ -36,6 +39,7 @@ import { Contender, PEERS, resident, type ContenderSpec } from './lib/contender.
 import { createSessions, drive, median, type LoadResult } from './lib/load.ts';
 import { driveSessions, openSessions, readCounters } from './lib/proxy-load.ts';
 import type { Row } from './lib/row.ts';
+import { clusterTable, clusterWorkload } from './workloads/cluster.ts';
 import { floodTable, floodWorkload } from './workloads/flood.ts';
 import { resumeHeavyTable, resumeHeavyWorkload, shutdownTable, shutdownWorkload } from './workloads/shared-stores.ts';
 
@@ -54,6 +58,9 @@ const { values: args } = parseArgs({
     threads: { type: 'string', default: '1,2' },
     cap: { type: 'string' },
     stores: { type: 'string', default: 'sqlite,redis,postgres' },
+    leases: { type: 'string', default: '2s,10s' },
+    takeover: { type: 'string' },
+    drain: { type: 'string' },
     baseline: { type: 'string' },
     out: { type: 'string', default: join(ROOT, 'bench/results') },
   },
@@ -319,6 +326,7 @@ function report(): string {
   }
   lines.push(...shutdownTable(rows));
   lines.push(...floodTable(rows));
+  lines.push(...clusterTable(rows));
   for (const row of rows.filter((r) => r.workload === 'g')) {
     lines.push('## (g) startup', '', `\`npm start\` to the first answered request: ${fmt(row.startupMs)} ms (${row.note}).`, '');
   }
@@ -338,6 +346,20 @@ if (workloads.has('i')) {
   const threads = args.threads!.split(',').map(Number);
   const cap = args.cap === undefined ? undefined : Number(args.cap);
   rows.push(...(await floodWorkload({ settings, threads, cap, withContenders, interleaved, log })));
+}
+const clusterParts = new Set(['j1', 'j2', 'j3', 'j4'].filter((part) => workloads.has('j') || workloads.has(part)));
+if (clusterParts.size) {
+  rows.push(
+    ...(await clusterWorkload({
+      settings,
+      quick,
+      parts: clusterParts,
+      leases: args.leases!.split(','),
+      takeoverSessions: Number(args.takeover ?? (quick ? 20 : 200)),
+      drainContexts: Number(args.drain ?? (quick ? 500 : 10_000)),
+      log,
+    })),
+  );
 }
 
 const markdown = report();

@@ -6,9 +6,11 @@
  * counter under a cookieless flood: the flood's records in every store, none in Resident's.
  * And one quick round of (c) and (f) on SQLite, Redis and PostgreSQL beside the peers on
  * connect-redis: every request served, and every session back after (f)'s restart.
+ * And one quick round of (j), the cluster: forwarded requests forwarded and local ones not, every
+ * session taken over after kill -9 and found after a drain, none forwarded behind HAProxy.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -145,4 +147,42 @@ test('a quick bench run of (c) and (f) drives Resident on every store and the pe
     if (!row.peer) assert.deepEqual([row.suspended, row.lost], [300, 0], `${row.contender} suspended every context at shutdown`);
     assert.deepEqual([row.found, row.requestedAgain], [300, 300], `${row.contender} found every session again after the restart`);
   }
+});
+
+/** The programs (j) starts besides the nodes: its own redis-server, and HAProxy for (j4). */
+function clusterBenchUnavailable(): string | undefined {
+  for (const [program, flag] of [['redis-server', '--version'], ['haproxy', '-v']]) {
+    const probe = spawnSync(program!, [flag!], { encoding: 'utf8' });
+    if (probe.error || probe.status !== 0) return `${program} is not installed (${probe.error?.message ?? `exit ${probe.status}`})`;
+  }
+  return undefined;
+}
+
+test('a quick bench run of (j) forwards through b, takes over after kill -9, loses nothing in a drain and routes on the cookie behind HAProxy', { timeout: 300_000 }, async (t) => {
+  const unavailable = clusterBenchUnavailable();
+  if (unavailable) return skipOrFailOnCi(t, unavailable);
+  const out = mkdtempSync(join(tmpdir(), 'resident-bench-'));
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    ['--import', 'tsx', 'bench/run.ts', '--quick', '--workloads', 'j', '--seconds', '1', '--warmup', '0.5', '--leases', '2s', '--takeover', '10', '--drain', '200', '--out', out],
+    { cwd: ROOT, maxBuffer: 10 * 1024 * 1024 },
+  );
+  for (const table of ['j1', 'j2', 'j3', 'j4']) assert.ok(stdout.includes(`## (${table})`), `the output has a (${table}) table`);
+  const json = readdirSync(out).find((file) => file.endsWith('.json'));
+  assert.ok(json, 'results written');
+  const { rows } = JSON.parse(readFileSync(join(out, json), 'utf8')) as { rows: Array<Record<string, any>> };
+  const of = (workload: string) => rows.filter((row) => row.workload === workload);
+  const [local, forwarded] = of('j1');
+  assert.deepEqual([local!.forwardsPerRequest, local!.failures, forwarded!.failures], [0, 0, 0], `(j1) no request through a forwarded, none failed: ${JSON.stringify(of('j1'))}`);
+  assert.ok(forwarded!.forwardsPerRequest >= 0.99, `(j1) every request through b forwarded: ${forwarded!.forwardsPerRequest}`);
+  const [takeover] = of('j2');
+  assert.deepEqual([takeover!.found, takeover!.fresh, takeover!.served], [10, 0, 10], `(j2) every session back from its checkpoint: ${JSON.stringify(takeover)}`);
+  assert.ok(takeover!.firstMs >= takeover!.leaseGoneMs - 100, `(j2) none served before a's lease was gone: ${JSON.stringify(takeover)}`);
+  const [drained] = of('j3');
+  assert.deepEqual([drained!.exitCode, drained!.found, drained!.lost], [0, 200, 0], `(j3) a clean drain, every session found through b: ${JSON.stringify(drained)}`);
+  const [, , three] = of('j4');
+  for (const row of of('j4')) assert.equal(row.failures, 0, `(j4) ${row.contender} without a failure`);
+  assert.equal(three!.forwards, 0, '(j4) behind HAProxy, no request was forwarded');
+  for (const name of ['a', 'b', 'c']) assert.ok(three![`created:${name}`] > 0, `(j4) node ${name} opened sessions: ${JSON.stringify(three)}`);
+  for (const row of rows) assert.equal(row.node, process.version, `${row.contender} (${row.workload}) ran on the bench's Node`);
 });

@@ -29,6 +29,14 @@ export const resident = (threads: number, env: Record<string, string> = {}): Con
   env: { THREADS: String(threads), ...env },
 });
 
+/** CPU time (user + system) of process `pid`, every thread included, in ms, from /proc. */
+export function processCpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // The command name may contain spaces: fields are counted after its closing parenthesis.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * TICK_MS;
+}
+
 export class Contender {
   readonly spec: ContenderSpec;
   port = 0;
@@ -89,10 +97,7 @@ export class Contender {
 
   /** CPU time of the whole process, every thread included, in ms. */
   cpuMs(): number {
-    const stat = readFileSync(`/proc/${this.pid}/stat`, 'utf8');
-    // The command name may contain spaces: fields are counted after its closing parenthesis.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) * TICK_MS;
+    return processCpuMs(this.pid);
   }
 
   /** Resident set size of the whole process now and at its peak (VmRSS, VmHWM), in bytes. */

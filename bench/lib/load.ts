@@ -19,15 +19,49 @@ function cookieFrom(headers: unknown[]): string | undefined {
   return undefined;
 }
 
+/** Every cookie pair (`name=value`) a raw header list sets, in order. */
+function cookiesFrom(headers: unknown[]): string[] {
+  const pairs: string[] = [];
+  for (let i = 0; i < headers.length; i += 2) {
+    if (String(headers[i]).toLowerCase() === 'set-cookie') pairs.push(String(headers[i + 1]).split(';')[0]!);
+  }
+  return pairs;
+}
+
+/**
+ * A browser's cookie jar for one connection (`jar` in drive): every cookie it is set, by name,
+ * all sent back in one Cookie header. A cluster node sets two (the session's and the routing
+ * cookie a balancer reads); cookieFrom keeps only the first.
+ */
+function jarClient(client: any, initial: string | undefined, onCookie: ((cookie: string) => void) | undefined): void {
+  const jar = new Map<string, string>();
+  for (const pair of (initial ?? '').split(/;\s*/).filter(Boolean)) jar.set(pair.split('=')[0]!, pair);
+  if (jar.size) client.setHeaders({ cookie: [...jar.values()].join('; ') });
+  client.on('headers', (response: { headers: unknown[] }) => {
+    let changed = false;
+    for (const pair of cookiesFrom(response.headers)) {
+      onCookie?.(pair);
+      const name = pair.split('=')[0]!;
+      if (jar.get(name) !== pair) {
+        jar.set(name, pair);
+        changed = true;
+      }
+    }
+    if (changed) client.setHeaders({ cookie: [...jar.values()].join('; ') });
+  });
+}
+
 /**
  * autocannon for `seconds`, every connection a client keeping the cookie it is given. With
  * `cookies` (one per connection), connection i starts with cookies[i] rather than none, and a
  * cookie the server sets replaces it there too: the same clients across runs (workload i).
- * `onCookie` sees every cookie a response sets.
+ * `onCookie` sees every cookie a response sets. With `jar`, a connection keeps every cookie it
+ * is set and sends them all back (workload j4, behind a balancer that routes on one of them);
+ * without it, only the first of a response's cookies, as every other workload measures.
  */
 export async function drive(
   url: string,
-  options: { connections: number; seconds: number; path?: string; keepCookies?: boolean; cookies?: string[]; onCookie?: (cookie: string) => void },
+  options: { connections: number; seconds: number; path?: string; keepCookies?: boolean; cookies?: string[]; onCookie?: (cookie: string) => void; jar?: boolean },
 ): Promise<LoadResult> {
   const keepCookies = options.keepCookies ?? true;
   const { cookies, onCookie } = options;
@@ -42,6 +76,7 @@ export async function drive(
     setupClient: keepCookies
       ? (client: any) => {
           const index = clients++;
+          if (options.jar) return jarClient(client, cookies?.[index], onCookie);
           let current = cookies?.[index];
           if (current) client.setHeaders({ cookie: current });
           client.on('headers', (response: { headers: unknown[] }) => {
