@@ -1,4 +1,5 @@
 /** What an edge thread needs of the cluster (../edge/handler.ts): built once per thread when cluster.enabled. */
+import type { ResidentError } from '../errors.ts';
 import type { ForwardAuth } from './forward-auth.ts';
 import type { Forwarder } from './forward.ts';
 
@@ -11,4 +12,6 @@ export interface ClusterEdge {
   routingCookie(secure: boolean): string;
   /** Counts one forwarded request. */
   forwarded(): void;
+  /** Logs a forward the owner did not answer: a warning per owner and minute, the rest at debug. */
+  forwardFailed(owner: string, error: ResidentError): void;
 }

@@ -9,6 +9,8 @@ import type { ResidentConfig } from '../config.ts';
 import type { RpcPort } from '../contexts/rpc.ts';
 import { ResidentError } from '../errors.ts';
 import { sessionCookieWriter } from '../http/cookies.ts';
+import type { Log } from '../log.ts';
+import { FirstPerWindow } from '../sessions/first-per-window.ts';
 import type { SessionCounters } from '../sessions/counters.ts';
 import type { ContextStore } from '../stores/store.ts';
 import type { ClusterEdge } from './edge.ts';
@@ -38,11 +40,12 @@ export class ClusterThread {
   #server: Server | null = null;
   readonly #peers: PeerCalls;
 
-  constructor(main: RpcPort, config: ResidentConfig, setup: ClusterSetup, store: ContextStore, counters: SessionCounters) {
+  constructor(main: RpcPort, config: ResidentConfig, setup: ClusterSetup, store: ContextStore, counters: SessionCounters, log: Log) {
     const lease = new LeaseView(setup.lease);
     this.#config = config.cluster;
     this.#privatePort = setup.privatePort;
     const auth = new ForwardAuth(config.cluster.secret);
+    const failures = new FirstPerWindow(60_000);
     this.#peers = new PeerCalls(auth, config.cluster.forwardTimeout);
     this.ownership = new ClusterOwnership({ registry: new RemoteRegistry(main), store, lease, counters, peers: this.#peers });
     // Written like the session cookie (same Max-Age, SameSite, Secure), so a browser keeps both alike.
@@ -53,6 +56,12 @@ export class ClusterThread {
       serving: () => this.ownership.serving(),
       routingCookie: (secure) => routing(config.cluster.nodeId, secure),
       forwarded: () => void counters.forwards++,
+      // While an owner is dead every retry of its clients fails alike: one warning per owner and
+      // minute says so, the rest go to debug (a line per request would flood the log).
+      forwardFailed: (owner, error) => {
+        const fields = { event: 'forward-failed', owner, code: error.code, reason: (error.cause as Error | undefined)?.message ?? error.message };
+        log[failures.level(owner)](fields, 'the node holding the session did not answer a forwarded request');
+      },
     };
   }
 

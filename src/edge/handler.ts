@@ -103,7 +103,7 @@ export async function handle(edge: Edge, req: IncomingMessage, res: ServerRespon
         try {
           await edge.cluster.forwarder.forward(outcome, kept ? { ...wire, body: kept } : wire, { clientIp: ip, secure, hops }, req, res);
         } catch (error) {
-          log.warn({ event: 'forward-failed', owner: outcome.owner, code: (error as ResidentError).code, err: (error as ResidentError).cause }, 'the node holding the session did not answer the forwarded request');
+          edge.cluster.forwardFailed(outcome.owner, error as ResidentError);
           throw error;
         }
         edge.observe?.(res.statusCode, (performance.now() - started) / 1000, undefined);

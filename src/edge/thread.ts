@@ -109,7 +109,7 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
   const mesh = new Mesh(slot, homes, threadId, (call) => answerPeer(call), host, log);
   const store = new RemoteStore(main, setup.storeKind);
   const counters = slotCounters(setup.shared, slot);
-  const cluster = setup.cluster && new ClusterThread(main, config, setup.cluster, store, counters);
+  const cluster = setup.cluster && new ClusterThread(main, config, setup.cluster, store, counters, log);
   sessions = new Sessions({
     config: config.sessions,
     host,
