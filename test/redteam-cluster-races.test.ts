@@ -47,7 +47,11 @@ for (const kind of SHARED) describe(`red team: cluster claim races (${kind})`, {
     unavailable = await unavailableReason(kind);
     if (unavailable !== undefined) return;
     cluster = await TestCluster.open(kind);
-    await Promise.all(NODES.map((name) => cluster!.start(name, { leaseTimeout: '10s', processTimeout: '1200ms', threads: 2 })));
+    // Every request of this file comes from 127.0.0.1, and its closes and regenerates leave
+    // hundreds of dead IDs that the nodes look up within a minute: past sessions.maxUnknownIdsPerIp
+    // (100 a minute) that one address is taken for a guesser and its live IDs for none, by
+    // design (issue 12), and the races under test would be hidden behind new sessions. Off here.
+    await Promise.all(NODES.map((name) => cluster!.start(name, { leaseTimeout: '10s', processTimeout: '1200ms', threads: 2, sessions: { maxUnknownIdsPerIp: 0 } })));
   });
   after(() => cluster?.close());
 
