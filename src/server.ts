@@ -111,7 +111,7 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
   const store = metrics ? metrics.instrument(openedStore) : openedStore;
   undo.push(() => store.close());
   // The cluster's lease is taken before any thread can claim a session under it.
-  const cluster = config.cluster.enabled ? await ClusterNode.start(config.cluster, openedStore, log) : null;
+  const cluster = config.cluster.enabled ? await ClusterNode.start(config.cluster, openedStore, log, reusePort) : null;
   undo.push(() => cluster?.stop(true));
   const shared = newSharedState(threads);
   const mainCounters = slotCounters(shared, threads);
@@ -222,7 +222,7 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
     throw new ResidentError('RESIDENT_ERR_HOOK_LOAD', `Cannot load the hooks: ${reason}`, { cause: error });
   }
   metrics?.watch(sessions, pool, store.kind, shared);
-  cluster?.attach({ broadcast: (call, timeoutMs) => pool.broadcast(call, timeoutMs) });
+  await cluster?.attach({ broadcast: (call, timeoutMs) => pool.broadcast(call, timeoutMs) });
   // Records left expired by an earlier run go now, not one sweep interval from now.
   await sessions.sweepStore();
   const sweeps = config.store.sweepInterval > 0 ? scheduleSweeps(config.store.sweepInterval, () => sessions.sweepStore()) : null;

@@ -18,10 +18,10 @@ const portOf = (url: string) => Number(new URL(url).port);
 
 /** A header signed with the cluster secret as a node would (src/cluster/forward-auth.ts), but with a chosen time. */
 function signAt(t: number, fields: { ip: string; tls: boolean; hops: number }, target: SignedTarget): string {
-  const payload = Buffer.from(JSON.stringify({ ...fields, t })).toString('base64url');
   const { purpose, method, path, to, cookie } = target;
-  const mac = createHmac('sha256', CLUSTER_SECRET).update(`v2.${payload}\n${purpose}\n${method}\n${path}\n${to}\n${cookie}`).digest('base64url');
-  return `v2.${payload}.${mac}`;
+  const payload = Buffer.from(JSON.stringify({ ...fields, t, to })).toString('base64url');
+  const mac = createHmac('sha256', CLUSTER_SECRET).update(`v3.${payload}\n${purpose}\n${method}\n${path}\n${cookie}`).digest('base64url');
+  return `v3.${payload}.${mac}`;
 }
 
 const forwardTo = (to: string, method: string, path: string, cookie: string): SignedTarget => ({ purpose: 'forward', method, path, cookie, to });

@@ -8,6 +8,11 @@
  * that sends the header itself to the public port has it stripped, and one that reaches the
  * private listener without the secret is refused (G2). A captured header opens nothing else: not
  * another session (the cookie is signed), not another node, not after MAX_SKEW_MS.
+ *
+ * The node a header is for travels in its signed payload, so a receiver can tell a header for
+ * an earlier incarnation of itself (the sender's view of the owner is stale: this node was
+ * restarted, or rejoined after a lost lease) from one for another node, and tell the sender to
+ * look again rather than refuse.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 
@@ -22,7 +27,13 @@ export interface Forwarded {
   hops: number;
 }
 
-/** What a signature is for: a header is verified against the same, or refused. */
+/** What a received header vouches for: its client, and the incarnation it was signed for. */
+export interface Vouched extends Forwarded {
+  /** `<nodeId>#<incarnation>` of the node the sender meant. */
+  to: string;
+}
+
+/** What a signature is for: a header is verified against the same (but `to`, read from it), or refused. */
 export interface SignedTarget {
   purpose: 'forward' | 'peer';
   method: string;
@@ -44,36 +55,46 @@ export class ForwardAuth {
     this.#secret = secret;
   }
 
-  #mac(payload: string, target: SignedTarget): Buffer {
-    const { purpose, method, path, cookie, to } = target;
-    return createHmac('sha256', this.#secret).update(`v2.${payload}\n${purpose}\n${method}\n${path}\n${to}\n${cookie}`).digest();
+  #mac(payload: string, target: Omit<SignedTarget, 'to'>): Buffer {
+    const { purpose, method, path, cookie } = target;
+    return createHmac('sha256', this.#secret).update(`v3.${payload}\n${purpose}\n${method}\n${path}\n${cookie}`).digest();
   }
 
   /** The header value for a request to `target`. */
   sign(forwarded: Forwarded, target: SignedTarget): string {
-    const payload = Buffer.from(JSON.stringify({ ip: forwarded.clientIp, tls: forwarded.secure, hops: forwarded.hops, t: Date.now() })).toString('base64url');
-    return `v2.${payload}.${this.#mac(payload, target).toString('base64url')}`;
+    const fields = { ip: forwarded.clientIp, tls: forwarded.secure, hops: forwarded.hops, t: Date.now(), to: target.to };
+    const payload = Buffer.from(JSON.stringify(fields)).toString('base64url');
+    return `v3.${payload}.${this.#mac(payload, target).toString('base64url')}`;
   }
 
-  /** What a received header vouches for, or undefined when it is missing, malformed, stale, forged or signed for something else. */
-  verify(value: string | string[] | undefined, target: SignedTarget): Forwarded | undefined {
+  /**
+   * What a received header vouches for, or undefined when it is missing, malformed, stale,
+   * forged or signed for another request. The caller compares `to` with itself.
+   */
+  verify(value: string | string[] | undefined, target: Omit<SignedTarget, 'to'>): Vouched | undefined {
     if (typeof value !== 'string') return undefined;
     const [version, payload, mac, extra] = value.split('.');
-    if (version !== 'v2' || !payload || !mac || extra !== undefined) return undefined;
+    if (version !== 'v3' || !payload || !mac || extra !== undefined) return undefined;
     const expected = this.#mac(payload, target);
     const given = Buffer.from(mac, 'base64url');
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;
-    let fields: { ip?: unknown; tls?: unknown; hops?: unknown; t?: unknown };
+    let fields: { ip?: unknown; tls?: unknown; hops?: unknown; t?: unknown; to?: unknown };
     try {
       fields = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as typeof fields;
     } catch {
       return undefined;
     }
-    const { ip, tls, hops, t } = fields;
-    if (typeof ip !== 'string' || typeof tls !== 'boolean' || !Number.isSafeInteger(hops) || (hops as number) < 0 || typeof t !== 'number') return undefined;
+    const { ip, tls, hops, t, to } = fields;
+    if (typeof ip !== 'string' || typeof tls !== 'boolean' || !Number.isSafeInteger(hops) || (hops as number) < 0 || typeof t !== 'number' || typeof to !== 'string') return undefined;
     if (Math.abs(Date.now() - t) > MAX_SKEW_MS) return undefined;
-    return { clientIp: ip, secure: tls, hops: hops as number };
+    return { clientIp: ip, secure: tls, hops: hops as number, to };
   }
+}
+
+/** The node of an incarnation's name (`<nodeId>#<incarnation>`, ./lease.ts). */
+export function nodeOf(owner: string): string {
+  const mark = owner.lastIndexOf('#');
+  return mark === -1 ? owner : owner.slice(0, mark);
 }
 
 /** `rawHeaders` without any forwarding header: what a hook sees, whoever sent it. */

@@ -6,14 +6,13 @@
  * drain at shutdown (every context is suspended and released by the threads first; the lease
  * is deleted last, so the node's sessions are claimable at once).
  */
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { ResidentConfig } from '../config.ts';
 import { ResidentError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { ContextStore } from '../stores/store.ts';
 import { LeaseKeeper } from './lease.ts';
 import { openRegistry } from './open-registry.ts';
+import { holdPrivatePort, type PortHold } from './private-port.ts';
 import type { OwnerRegistry } from './registry.ts';
 import { USER_LOCK_NODE, runRegistryCall, type RegistryCall } from './remote-registry.ts';
 import type { ClusterControl, ClusterSetup } from './thread-side.ts';
@@ -26,38 +25,46 @@ export interface ClusterThreads {
 export class ClusterNode {
   readonly registry: OwnerRegistry;
   readonly keeper: LeaseKeeper;
-  readonly privatePort: number;
   readonly #config: ResidentConfig['cluster'];
+  readonly #port: PortHold;
+  readonly #reusePort: boolean;
 
-  private constructor(config: ResidentConfig['cluster'], registry: OwnerRegistry, keeper: LeaseKeeper, privatePort: number) {
+  private constructor(config: ResidentConfig['cluster'], registry: OwnerRegistry, keeper: LeaseKeeper, port: PortHold, reusePort: boolean) {
     this.#config = config;
     this.registry = registry;
     this.keeper = keeper;
-    this.privatePort = privatePort;
+    this.#port = port;
+    this.#reusePort = reusePort;
   }
 
   /** Opens the registry on the store and takes the first lease; fails with RESIDENT_ERR_LISTEN or RESIDENT_ERR_STORE_OPEN. */
-  static async start(config: ResidentConfig['cluster'], store: ContextStore, log: Logger): Promise<ClusterNode> {
-    const privatePort = config.port === 0 ? await freePort(config.host) : config.port;
-    const advertise = config.advertise ?? `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${privatePort}`;
+  static async start(config: ResidentConfig['cluster'], store: ContextStore, log: Logger, reusePort: boolean): Promise<ClusterNode> {
+    const port = await holdPrivatePort(config.port, config.host, reusePort);
+    const advertise = config.advertise ?? `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port.port}`;
     const registry = openRegistry(store);
     const keeper = new LeaseKeeper(registry, { nodeId: config.nodeId, url: advertise }, config.leaseTimeout, log);
     try {
       await keeper.start();
     } catch (error) {
+      await port.release();
       throw new ResidentError('RESIDENT_ERR_STORE_OPEN', `Cannot take the cluster lease of node ${config.nodeId}: ${(error as Error).message}`, { cause: error });
     }
     log.info({ event: 'cluster-joined', owner: keeper.owner, advertise }, `node ${config.nodeId} joined the cluster`);
-    return new ClusterNode(config, registry, keeper, privatePort);
+    return new ClusterNode(config, registry, keeper, port, reusePort);
   }
 
   /** What each edge thread is given. */
   setup(): ClusterSetup {
-    return { lease: this.keeper.view.buffer, privatePort: this.privatePort };
+    return { lease: this.keeper.view.buffer, privatePort: this.#port.port, reusePort: this.#reusePort };
   }
 
-  /** From now on a lost lease makes every thread let its contexts go before the node rejoins. */
-  attach(threads: ClusterThreads): void {
+  /**
+   * The edge threads are up and listen on the private port: the main thread's hold on it goes
+   * (./private-port.ts), and from now on a lost lease makes every thread let its contexts go
+   * before the node rejoins.
+   */
+  async attach(threads: ClusterThreads): Promise<void> {
+    await this.#port.release();
     // The threads get up to a lease to save what the store still lets this node write.
     const deadlineMs = this.#config.leaseTimeout;
     this.keeper.onLost = async () => void (await threads.broadcast({ op: 'relinquish', deadlineMs }, deadlineMs + 1_000));
@@ -78,19 +85,8 @@ export class ClusterNode {
   }
 
   /** After the drain: the lease goes last (`release`), or lapses on its own after a failed shutdown. */
-  stop(release: boolean): Promise<void> {
-    return this.keeper.stop(release);
+  async stop(release: boolean): Promise<void> {
+    await this.#port.release();
+    await this.keeper.stop(release);
   }
-}
-
-/** A port free on `host` now, for cluster.port 0: every edge thread then listens on that one. */
-async function freePort(host: string): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((resolve, reject) => {
-    probe.once('error', (error) => reject(new ResidentError('RESIDENT_ERR_LISTEN', `Cannot listen on cluster.port 0 at ${host}: ${error.message}`, { cause: error })));
-    probe.listen({ port: 0, host }, resolve);
-  });
-  const { port } = probe.address() as AddressInfo;
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
 }

@@ -34,9 +34,10 @@ export class PeerCalls implements ClusterPeers {
     const path = `${PEER_PATH}close?${new URLSearchParams({ id, by })}`;
     const signed = this.#auth.sign({ clientIp: '', secure: false, hops: 1 }, { purpose: 'peer', method: 'POST', path, cookie: '', to: owner.owner });
     const answer = await request(`${new URL(owner.url).origin}${path}`, { method: 'POST', headers: { [FORWARD_HEADER]: signed }, dispatcher: this.#agent });
-    const body = (await answer.body.json()) as { closed?: unknown };
-    if (answer.statusCode !== 200) throw new Error(`node ${owner.url} answered ${answer.statusCode} to a close`);
-    return body.closed === true;
+    // Read as text first: a refusal (403, or 503 from a stale view of the node) is not JSON.
+    const text = await answer.body.text();
+    if (answer.statusCode !== 200) throw new Error(`node ${owner.url} answered ${answer.statusCode} to a close: ${text.slice(0, 200)}`);
+    return (JSON.parse(text) as { closed?: unknown }).closed === true;
   }
 
   stop(): Promise<void> {

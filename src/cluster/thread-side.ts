@@ -14,7 +14,7 @@ import { FirstPerWindow } from '../sessions/first-per-window.ts';
 import type { SessionCounters } from '../sessions/counters.ts';
 import type { ContextStore } from '../stores/store.ts';
 import type { ClusterEdge } from './edge.ts';
-import { FORWARD_HEADER, ForwardAuth, type Forwarded } from './forward-auth.ts';
+import { FORWARD_HEADER, ForwardAuth, nodeOf, type Forwarded } from './forward-auth.ts';
 import { Forwarder } from './forward.ts';
 import { LeaseView } from './lease-view.ts';
 import { ClusterOwnership } from './ownership.ts';
@@ -27,6 +27,8 @@ export interface ClusterSetup {
   lease: SharedArrayBuffer;
   /** The private listener's port (picked by the main thread when cluster.port is 0). */
   privatePort: number;
+  /** The threads listen on it with SO_REUSEPORT (the main thread's hold, ./private-port.ts, is joined the same way). */
+  reusePort: boolean;
 }
 
 /** The main thread's cluster calls to an edge thread. */
@@ -37,6 +39,7 @@ export class ClusterThread {
   readonly edge: ClusterEdge;
   readonly #config: ResidentConfig['cluster'];
   readonly #privatePort: number;
+  readonly #reusePort: boolean;
   #server: Server | null = null;
   readonly #peers: PeerCalls;
 
@@ -44,6 +47,7 @@ export class ClusterThread {
     const lease = new LeaseView(setup.lease);
     this.#config = config.cluster;
     this.#privatePort = setup.privatePort;
+    this.#reusePort = setup.reusePort;
     const auth = new ForwardAuth(config.cluster.secret);
     const failures = new FirstPerWindow(60_000);
     this.#peers = new PeerCalls(auth, config.cluster.forwardTimeout);
@@ -68,32 +72,38 @@ export class ClusterThread {
   /**
    * Listens on the private port. `handle` serves a request another node forwarded, with what
    * that node vouched for; `answers` what other nodes ask of this one (./peer-calls.ts). A
-   * request without a valid signature is refused (403) unread.
+   * request without a valid signature for this incarnation is refused (403) unread, or told to
+   * retry (503) when it was signed for an earlier incarnation of this node.
    */
-  async listen(threads: number, handle: (req: IncomingMessage, res: ServerResponse, forwarded: Forwarded) => void, answers: PeerAnswers): Promise<void> {
+  async listen(handle: (req: IncomingMessage, res: ServerResponse, forwarded: Forwarded) => void, answers: PeerAnswers): Promise<void> {
     const { auth } = this.edge;
     // Room for a public request's 16 KiB of headers plus the forwarding header the node adds.
     const server = createServer({ maxHeaderSize: 32 * 1024 }, (req, res) => {
       // A peer call's signature is for a peer call alone, and a forward's for a forward: a
       // client's path under PEER_PATH, forwarded and signed as a forward, is refused here.
       const purpose = req.url?.startsWith(PEER_PATH) ? 'peer' : 'forward';
-      const target = { purpose, method: req.method ?? 'GET', path: req.url ?? '/', cookie: req.headers.cookie ?? '', to: this.ownership.owner } as const;
-      const forwarded = auth.verify(req.headers[FORWARD_HEADER], target);
-      if (forwarded && purpose === 'peer') {
+      const target = { purpose, method: req.method ?? 'GET', path: req.url ?? '/', cookie: req.headers.cookie ?? '' } as const;
+      const vouched = auth.verify(req.headers[FORWARD_HEADER], target);
+      const me = this.ownership.owner;
+      if (vouched?.to === me && purpose === 'peer') {
         void answerPeerCall(req, res, answers);
         return;
       }
-      if (forwarded) {
-        handle(req, res, forwarded);
+      if (vouched?.to === me) {
+        handle(req, res, vouched);
         return;
       }
-      const refused = new ResidentError('RESIDENT_ERR_FORWARD_REFUSED');
-      res.writeHead(refused.status, { 'content-type': 'text/plain; charset=utf-8', connection: 'close' });
-      res.end(refused.publicMessage);
+      // Signed for an earlier incarnation of this node (restarted, or rejoined after a lost
+      // lease): the sender's view is stale, nothing ran, and the client's retry finds the
+      // session where the store says it is now. Anything else is refused.
+      const stale = vouched !== undefined && nodeOf(vouched.to) === nodeOf(me);
+      const answer = new ResidentError(stale ? 'RESIDENT_ERR_FENCED' : 'RESIDENT_ERR_FORWARD_REFUSED');
+      res.writeHead(answer.status, { 'content-type': 'text/plain; charset=utf-8', connection: 'close', ...(stale && { 'retry-after': '1' }) });
+      res.end(answer.publicMessage);
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen({ port: this.#privatePort, host: this.#config.host, reusePort: threads > 1 }, () => {
+      server.listen({ port: this.#privatePort, host: this.#config.host, reusePort: this.#reusePort }, () => {
         server.off('error', reject);
         resolve();
       });

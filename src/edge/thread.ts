@@ -276,7 +276,7 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
   // only stops listening: http.Server's would close the idle connections too (Node 19+).
   lastWords.onDying(() => NetServer.prototype.close.call(server));
   // Requests other nodes forward here for this node's sessions (the cluster's private listener).
-  await cluster?.listen(setup.threads, (req, res, forwarded) => answering(lastWords.track(res, handle(edge, req, res, false, forwarded))), {
+  await cluster?.listen((req, res, forwarded) => answering(lastWords.track(res, handle(edge, req, res, false, forwarded))), {
     closeSession: (id, by) => local.closeSession(id, by),
   });
   const { port } = server.address() as AddressInfo;

@@ -130,6 +130,13 @@ for (const kind of SHARED) {
         assert.equal(refused.statusCode, 403, what);
         await refused.body.text();
       }
+      // Signed for an earlier incarnation of this node (the sender's view is stale: restarted,
+      // or rejoined after a lost lease): nothing runs, and the answer says to retry.
+      const earlier = `${a.slice(0, a.lastIndexOf('#'))}#0earlier`;
+      const stale = await request(`${privateUrl}/inc`, { headers: { cookie, [FORWARD_HEADER]: signedFor(forward('GET', '/inc', cookie, earlier)) } });
+      assert.equal(stale.statusCode, 503, 'an earlier incarnation');
+      assert.equal(stale.headers['retry-after'], '1');
+      assert.equal(await stale.body.text(), 'This session moved to another server. Please retry.');
       const good = await request(`${privateUrl}/state`, { headers: { cookie, [FORWARD_HEADER]: signedFor(forward('GET', '/state', cookie, a)) } });
       assert.equal(good.statusCode, 200);
       assert.equal(((await good.body.json()) as { id: string }).id, id);

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { request } from 'undici';
-import { waitFor } from '../helpers.ts';
+import { describeChild, runMain, waitFor, writeTempConfig } from '../helpers.ts';
 import { SHARED } from '../stores/shared-helpers.ts';
 import { TestCluster, clusterFor } from './harness.ts';
 
@@ -99,6 +99,20 @@ for (const kind of SHARED) {
       assert.match(String(metrics.body), /resident_cluster_forwards_total [1-9]/);
       assert.match(String(metrics.body), /resident_cluster_claims_total \d/);
       assert.match(String(metrics.body), /resident_cluster_fenced_writes_total \d/);
+    });
+
+    test('a node configured on a private port another node listens on (with SO_REUSEPORT) does not start: exit 2, cluster.port named; the other keeps its forwards', async (t) => {
+      const c = ready(t);
+      if (!c) return;
+      const taken = Number(new URL(c.node('a').privateUrl).port);
+      const second = runMain(['--config', writeTempConfig(c.config('d', { privatePort: taken }))]);
+      assert.equal(await second.exited, 2, describeChild(second));
+      assert.match(second.stderr(), new RegExp(`cluster\\.port ${taken} at 127\\.0\\.0\\.1: .*EADDRINUSE`), describeChild(second));
+      // Every forward to a still reaches a (a node sharing the port would have refused half of them).
+      const onA = c.client('a');
+      await onA.get('/inc');
+      const viaB = c.client('b', onA.cookie);
+      for (let i = 0; i < 20; i++) assert.equal((await viaB.get('/inc')).status, 200);
     });
   });
 }
