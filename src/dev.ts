@@ -1,5 +1,5 @@
 /**
- * `npm run dev [-- --config PATH]`: the server under `tsx watch`, restarted when a hook
+ * `npm run dev [-- --config PATH]` (`resident dev` in the package): the server under `tsx watch`, restarted when a hook
  * module changes. Hooks run in worker threads, which tsx's watcher does not follow, so the
  * folders of the hooks the config names are added with --include. A restart is a graceful
  * shutdown (tsx sends SIGTERM and waits 5 s): contexts are suspended into the store and
@@ -27,7 +27,8 @@ try {
 }
 
 const tsx = createRequire(import.meta.url).resolve('tsx/cli');
-const main = fileURLToPath(new URL('./main.ts', import.meta.url));
+// This file is src/dev.ts in the repository and dist/dev.js in the package: main is beside it.
+const main = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? './main.ts' : './main.js', import.meta.url));
 const include = folders.flatMap((folder) => ['--include', join(relative(process.cwd(), folder) || '.', '**')]);
 // In a process group of its own: Ctrl-C in the terminal reaches this process only, which hands
 // tsx exactly one signal. tsx reads a second one as "force kill", so letting the terminal's

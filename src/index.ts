@@ -1,6 +1,11 @@
-/** Resident's public API: the hook contract types, and starting a server from code. */
+/**
+ * Resident's public API (`import … from 'resident'`): starting a server from code, its
+ * configuration, errors, the store contract, and the hook contract's types. Hook modules
+ * import from 'resident/hooks' (./hooks-api.ts), which loads nothing of the server.
+ */
 export type { Context, OnConnection, OnSessionSuspend, SuspendReason } from './types.ts';
+export { createServer, type CreateServerOptions, type Server } from './create-server.ts';
 export { loadConfigFile, resolveConfig, type ResidentConfig, type ResidentConfigInput } from './config.ts';
 export { startServer, type ResidentServer, type StartOptions } from './server.ts';
-export { ErrorCodes, ResidentError, type ErrorCode } from './errors.ts';
+export { ErrorCodes, ResidentError, isResidentError, type ErrorCode } from './errors.ts';
 export type { ContextStore, SessionRecord } from './stores/store.ts';

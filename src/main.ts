@@ -1,5 +1,5 @@
 /**
- * Command line: `tsx src/main.ts [--config PATH]`. PORT overrides the configured port, and
+ * Command line: `tsx src/main.ts [--config PATH]` (`npm start`; `resident start` in the package). PORT overrides the configured port, and
  * RESIDENT_ADMIN_TOKEN the admin token (a secret is better kept out of config.json).
  * Exit codes: 0 clean stop, 1 a suspend was lost at shutdown, 2 a Node.js older than 22.12,
  * invalid configuration, hooks that cannot load, a store that cannot open or a port that cannot
@@ -20,7 +20,7 @@ async function main(): Promise<number | undefined> {
     const { values } = parseArgs({ options: { config: { type: 'string' } }, strict: true });
     configPath = values.config ?? configPath;
   } catch (error) {
-    console.error(`resident: ${(error as Error).message}\nusage: npm start -- [--config PATH]`);
+    console.error(`resident: ${(error as Error).message}\nusage: npm start -- [--config PATH] (resident start [--config PATH])`);
     return 2;
   }
   let config;

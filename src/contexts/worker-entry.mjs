@@ -1,8 +1,10 @@
-// Piscina's threads do not inherit tsx from the main thread on Node 20 (importing a .ts file
-// fails with ERR_UNKNOWN_FILE_EXTENSION), so each worker registers tsx itself before loading
-// the TypeScript worker module and, through it, the hooks (TypeScript or JavaScript).
+// Piscina's threads do not inherit tsx from the main thread, so each worker registers tsx
+// itself before loading the worker module and, through it, the hooks (TypeScript or
+// JavaScript). The worker module is worker.ts in the repository and worker.js in the package.
+import { existsSync } from 'node:fs';
 import { register } from 'tsx/esm/api';
 
 register();
-const worker = await import('./worker.ts');
+const source = new URL('./worker.ts', import.meta.url);
+const worker = await import(existsSync(source) ? source.href : new URL('./worker.js', import.meta.url).href);
 export default worker.default;
