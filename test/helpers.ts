@@ -302,10 +302,12 @@ export function describeChild(child: Child, tail = 4000): string {
 
 /** Runs `src/main.ts` (what `npm start` runs) as a child process. */
 export function runMain(args: string[], env: Record<string, string> = {}): Child {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/main.ts'), ...args], {
-    cwd: ROOT,
-    env: { ...process.env, ...env },
-  });
+  return spawnChild(process.execPath, ['--import', 'tsx', join(ROOT, 'src/main.ts'), ...args], { cwd: ROOT, env: { ...process.env, ...env } });
+}
+
+/** Runs a command as a child process whose output the test reads (childLogs, describeChild). */
+export function spawnChild(command: string, args: string[], options: { cwd: string; env: NodeJS.ProcessEnv }): Child {
+  const child = spawn(command, args, options);
   let out = '';
   let err = '';
   child.stdout.on('data', (chunk) => (out += chunk));
