@@ -5,9 +5,9 @@
  * method but GET, HEAD, OPTIONS and TRACE) when the page that made the browser send it is
  * another origin than this server's and than the allowed ones.
  *
- * The page's origin is the Origin header, which browsers send with every cross-origin request
- * and with every same-origin one but GET and HEAD, and which no page's script can set. Without
- * it (an older browser) the Referer's origin is used. A request with neither comes from no
+ * The page's origin is the Origin header, which browsers send with every request but GET and
+ * HEAD, from this origin or another, and which no page's script can set. Without it (an older
+ * browser) the Referer's origin is used. A request with neither comes from no
  * browser acting for another site: curl, a server, a test. It passes unless
  * `csrf.requireOrigin` says otherwise. Compare Go's net/http CrossOriginProtection, which
  * lets such requests pass for the same reason.
