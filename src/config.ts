@@ -10,6 +10,8 @@ import proxyaddr from 'proxy-addr';
 import { z } from 'zod';
 import { ResidentError } from './errors.ts';
 import { clusterSchema, describeClusterIssue, resolveCluster, type ClusterConfig } from './cluster/config.ts';
+import { staticSchema } from './http/static-config.ts';
+import { csrfSchema } from './http/csrf-config.ts';
 
 /** A duration: a string read by `ms` ("90s", "30m", "8h"), or the number 0 for "none". */
 const duration = (fallback: string) =>
@@ -168,6 +170,8 @@ const schema = z.strictObject({
   host: z.string().min(1).optional().transform((v) => v ?? '0.0.0.0'),
   port: int(0, 65535, 8080),
   publicDir: z.string().optional().transform((v) => v ?? 'public'),
+  static: section(staticSchema),
+  csrf: section(csrfSchema),
   sessions: section(sessionsSchema),
   workers: section(
     z.strictObject({
@@ -345,6 +349,8 @@ export function resolveConfig(input: unknown, baseDir: string): ResidentConfig {
     admin: Object.freeze(value.admin),
     metrics: Object.freeze(value.metrics),
     health: Object.freeze(value.health),
+    static: Object.freeze(value.static),
+    csrf: Object.freeze(value.csrf),
     cluster: Object.freeze(cluster),
   };
   return Object.freeze(config);

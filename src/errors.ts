@@ -27,6 +27,8 @@ export const ErrorCodes = {
   },
   RESIDENT_ERR_BODY_TOO_LARGE: { status: 413, message: 'The request body is too large.' },
   RESIDENT_ERR_BAD_REQUEST: { status: 400, message: 'Bad request.' },
+  // csrf.checkOrigin: a state-changing request sent from another site's page, refused before any hook.
+  RESIDENT_ERR_CSRF: { status: 403, message: 'Forbidden: this request was sent from another site.' },
   // The client's doing, and no one is left to answer: logged at debug, never counted as a failure.
   RESIDENT_ERR_CLIENT_ABORTED: { status: 0, message: 'the client went away before its request was read' },
   RESIDENT_ERR_STORE_OPEN: { status: 0, message: 'the store cannot be opened' },

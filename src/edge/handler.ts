@@ -9,6 +9,7 @@ import type { StreamedBody } from '../contexts/protocol.ts';
 import type { Outcome } from '../sessions/index.ts';
 import { ErrorCodes, ResidentError, isResidentError } from '../errors.ts';
 import { readBody } from '../http/body.ts';
+import { crossOriginRefusal } from '../http/origin-check.ts';
 import { cameOverTls, clientIp, type TrustFunction } from '../http/client-ip.ts';
 import { expiredSessionCookie, presentedSessionIds, setsCookieNamed, type CookieSettings } from '../http/cookies.ts';
 import type { PublicFiles } from '../http/static.ts';
@@ -78,6 +79,12 @@ export async function handle(edge: Edge, req: IncomingMessage, res: ServerRespon
     // worker parses this URL again (`new URL()` in toRequest) and answers 400 if it cannot, a
     // last safety net behind parseTarget.
     const url = `${secure ? 'https' : 'http'}://${target.host}${target.path}${target.search}`;
+    // Before the body is read and before any hook: the node a request is forwarded to trusts this check.
+    const crossOrigin = forwarded ? null : crossOriginRefusal(req, config.csrf, target.host, secure, edge.trust);
+    if (crossOrigin) {
+      log.debug({ event: 'csrf-refused', code: 'RESIDENT_ERR_CSRF', reason: crossOrigin }, 'a request from another origin: 403');
+      throw new ResidentError('RESIDENT_ERR_CSRF');
+    }
     const body = await readBody(req, config.limits.maxBodySize, expectsContinue ? () => res.writeContinue() : undefined);
     // A forwarding header is the cluster's alone: a hook never sees one, whoever sent it (G2).
     const rawHeaders = req.headers[FORWARD_HEADER] === undefined ? req.rawHeaders : withoutForwardHeader(req.rawHeaders);
@@ -161,7 +168,7 @@ function write(edge: Edge, req: IncomingMessage, res: ServerResponse, outcome: O
     headers.push('content-type', TEXT, 'cache-control', 'no-store');
     if (status === 503 || status === 429) headers.push('retry-after', '1');
     // A refused body is not read: the connection closes after the answer instead of draining it.
-    if (outcome.error.code === 'RESIDENT_ERR_BODY_TOO_LARGE') headers.push('connection', 'close');
+    if (outcome.error.code === 'RESIDENT_ERR_BODY_TOO_LARGE' || outcome.error.code === 'RESIDENT_ERR_CSRF') headers.push('connection', 'close');
   } else {
     status = outcome.status;
     if (typeof outcome.body === 'string') body = outcome.body;

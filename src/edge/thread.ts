@@ -201,7 +201,7 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
     }
   };
 
-  const files = await PublicFiles.open(config.publicDir);
+  const files = await PublicFiles.open(config.publicDir, config.static);
   const cookie = { name: config.sessions.cookieName, timeout: config.sessions.cookieTimeout, sameSite: config.sessions.sameSite };
   const opsPaths = setup.ops;
   const edge: Edge = {

@@ -9,19 +9,23 @@ import { readdir } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join, relative, sep } from 'node:path';
 import send from 'send';
+import type { StaticConfig } from './static-config.ts';
 
 export class PublicFiles {
   readonly #root: string;
+  readonly #cache: StaticConfig;
   #paths = new Set<string>();
   #watcher: FSWatcher | undefined;
   #rebuild: NodeJS.Timeout | undefined;
 
-  private constructor(root: string) {
+  private constructor(root: string, cache: StaticConfig) {
     this.#root = root;
+    this.#cache = cache;
   }
 
-  static async open(root: string): Promise<PublicFiles> {
-    const files = new PublicFiles(root);
+  /** @param cache the `static` section: Cache-Control of every file served (./static-config.ts) */
+  static async open(root: string, cache: StaticConfig): Promise<PublicFiles> {
+    const files = new PublicFiles(root, cache);
     await files.#index();
     try {
       files.#watcher = watch(root, { recursive: true }, () => files.#scheduleIndex());
@@ -69,7 +73,8 @@ export class PublicFiles {
     }
     if (!this.#paths.has(decoded)) return Promise.resolve(false);
     return new Promise((resolve) => {
-      const stream = send(req, path, { root: this.#root, index: false, dotfiles: 'ignore' });
+      const { maxAge, immutable } = this.#cache;
+      const stream = send(req, path, { root: this.#root, index: false, dotfiles: 'ignore', maxAge, immutable });
       stream.on('error', () => resolve(false));
       stream.on('directory', () => resolve(false));
       stream.on('headers', () => resolve(true));
