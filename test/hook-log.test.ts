@@ -52,6 +52,10 @@ describe('ctx.log in process', () => {
     const c = client(t.url);
     const plain = (await c.get('/log/plain')).json<{ session: string; threadId: number }>();
     assert.equal(plain.session, hashId(c.cookie!), 'ctx.idHash is the hash the server logs');
+    assert.ok(
+      t.logs.some((l) => l.msg === 'a plain line'),
+      'written before the response was sent',
+    );
     const [line, ...more] = await linesSaying(t, 'a plain line');
     assert.deepEqual(more, []);
     assert.equal(line!.level, 30);
