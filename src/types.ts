@@ -111,7 +111,10 @@ export interface SelectOptions {
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
-/** Logs one line: `(msg)`, `(fields, msg)` or `(error, msg)` (an Error goes under `err`). No interpolation. */
+/**
+ * Logs one line: `(msg)`, `(fields, msg)` or `(error, msg)` (an Error goes under `err`, and
+ * without `msg` its message is the line's). No interpolation.
+ */
 export interface LogMethod {
   (msg: string): void;
   (fields: object, msg?: string): void;

@@ -74,7 +74,7 @@ describe('ctx.log in process', () => {
     assert.equal(warn!._session, 'mine');
   });
 
-  test('an Error keeps its type, message, stack and cause, in fields (`err`) or as the first argument', TEST, async () => {
+  test('an Error keeps its type, message, stack and cause, in fields (`err`) or as the first argument (with or without a message)', TEST, async () => {
     const t = await start();
     await client(t.url).get('/log/errors');
     type Err = { type: string; message: string; stack: string; cause?: Err };
@@ -89,6 +89,9 @@ describe('ctx.log in process', () => {
     const [direct] = await linesSaying(t, 'as the first argument');
     assert.equal((direct!.err as Err).type, 'SyntaxError');
     assert.equal((direct!.err as Err).message, 'direct');
+    const [alone] = await linesSaying(t, 'its own message');
+    assert.equal(alone!.level, 40, 'an Error without a message: the line says its message, as pino does');
+    assert.equal((alone!.err as Err).type, 'EvalError');
   });
 
   test('below log.level a line costs nothing: its fields are never read, nothing is sent; at the level they are', TEST, async () => {

@@ -25,16 +25,17 @@ export type HookName = 'onConnection' | 'onSessionSuspend';
 
 /** `session` is read per line: a regenerated ID's hash shows from the next request on, like ctx.idHash. */
 export function hookLog(hook: HookName, session: () => string): HookLog {
-  const enabled = (level: LogLevel) => sink?.enabled(level) === true;
   const method =
     (level: LogLevel): LogMethod =>
     (first: object | string, msg?: string) => {
-      if (!sink?.enabled(level)) return;
+      const log = sink;
+      if (!log?.enabled(level)) return;
       const own = typeof first === 'string' ? {} : first instanceof Error ? { err: first } : renamed(first);
-      const text = typeof first === 'string' ? first : msg === undefined ? '' : String(msg);
-      sink[level]({ ...flatten(own, MAX_LOG_FIELDS), hook, session: session(), threadId }, bounded(text));
+      // As pino does: an Error logged without a message is described by its own.
+      const text = typeof first === 'string' ? first : msg !== undefined ? String(msg) : first instanceof Error ? String(first.message) : '';
+      log[level]({ ...flatten(own, MAX_LOG_FIELDS), hook, session: session(), threadId }, bounded(text));
     };
-  return Object.freeze({ debug: method('debug'), info: method('info'), warn: method('warn'), error: method('error'), isLevelEnabled: enabled });
+  return Object.freeze({ debug: method('debug'), info: method('info'), warn: method('warn'), error: method('error'), isLevelEnabled: (level: LogLevel) => sink?.enabled(level) === true });
 }
 
 function renamed(fields: object): object {

@@ -7,7 +7,6 @@ import type { Log } from '../log.ts';
 import type { RpcPort } from '../contexts/rpc.ts';
 import type { LogLevel } from '../types.ts';
 
-export type { LogLevel };
 const RANK: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60, silent: Infinity };
 
 /** A log line as it crosses to the main thread. */
