@@ -25,11 +25,21 @@ export { hashId, ID_HASH_SALT } from './id-hash.ts';
  * (`log.format` "auto" decides by whether stdout is a TTY). `destination` (tests) takes JSON.
  */
 export function createLogger(settings: ResidentConfig['log'], destination?: DestinationStream): Logger {
-  const options = { level: settings.level, base: { name: 'resident' } };
+  const options = { level: settings.level, base: { name: 'resident' }, serializers: { err: serializeErr } };
   if (destination) return pino(options, destination);
   const readable = settings.format === 'pretty' || (settings.format === 'auto' && process.stdout.isTTY === true);
   if (readable) {
     return pino(options, pretty({ colorize: process.stdout.isTTY === true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,name', sync: true }));
   }
   return pino(options, pino.destination({ dest: 1, sync: false }));
+}
+
+/**
+ * pino's `err` serializer, except for an error a worker thread already flattened
+ * (src/edge/thread-log.ts): it arrives as a plain object, which pino would report as
+ * `"type":"Object"`, losing the error's own type.
+ */
+function serializeErr(err: unknown): unknown {
+  const flattened = typeof err === 'object' && err !== null && Object.getPrototypeOf(err) === Object.prototype && typeof (err as { type?: unknown }).type === 'string';
+  return flattened ? err : pino.stdSerializers.err(err as Error);
 }

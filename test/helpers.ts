@@ -300,6 +300,19 @@ export function describeChild(child: Child, tail = 4000): string {
   return `exit=${child.process.exitCode} signal=${child.process.signalCode}\nstdout:\n${child.stdout().slice(-tail)}\nstderr:\n${child.stderr().slice(-tail)}`;
 }
 
+/** A CLI config on 127.0.0.1, an ephemeral port, the fixture hooks (unless `extra` names others). */
+export function cliConfig(extra: Record<string, unknown> = {}) {
+  return {
+    host: '127.0.0.1',
+    port: 0,
+    publicDir: join(ROOT, 'test/fixtures/public'),
+    hooks: FIXTURE_HOOKS,
+    workers: { threads: 1 },
+    store: { kind: 'memory' },
+    ...extra,
+  };
+}
+
 /** Runs `src/main.ts` (what `npm start` runs) as a child process. */
 export function runMain(args: string[], env: Record<string, string> = {}): Child {
   return spawnChild(process.execPath, ['--import', 'tsx', join(ROOT, 'src/main.ts'), ...args], { cwd: ROOT, env: { ...process.env, ...env } });

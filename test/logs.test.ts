@@ -15,10 +15,10 @@ import { after, describe, test } from 'node:test';
 import { hashId } from '../src/log.ts';
 import {
   Client,
-  FIXTURE_HOOKS,
   ManualClock,
   ROOT,
   childLogs,
+  cliConfig,
   describeChild,
   runMain,
   send,
@@ -120,19 +120,6 @@ function tempDir(): string {
   const dir = mkdtempSync(join(tmpdir(), 'resident-logs-'));
   tempDirs.push(dir);
   return dir;
-}
-
-/** A CLI config on 127.0.0.1, an ephemeral port, the fixture hooks. */
-function cliConfig(extra: Record<string, unknown> = {}) {
-  return {
-    host: '127.0.0.1',
-    port: 0,
-    publicDir: join(ROOT, 'test/fixtures/public'),
-    hooks: FIXTURE_HOOKS,
-    workers: { threads: 1 },
-    store: { kind: 'memory' },
-    ...extra,
-  };
 }
 
 function start(config: unknown, env: Record<string, string> = {}): Child {

@@ -39,3 +39,9 @@ test('a worker thread does not load the logger', () => {
   for (const logger of ['pino', 'pino-pretty']) assert.ok(!packages.has(logger), `the worker loads ${logger}`);
   assert.ok(![...files].some((file) => file.endsWith('src/log.ts')), 'the worker loads src/log.ts');
 });
+
+test('src/hooks-api.ts (the package\'s `resident/hooks`, imported by hook modules in every thread) loads nothing at run time', () => {
+  const { files, packages } = runtimeGraph(resolve(import.meta.dirname, '../src/hooks-api.ts'));
+  assert.deepEqual([...files].map((file) => file.slice(file.indexOf('src/'))), ['src/hooks-api.ts']);
+  assert.deepEqual([...packages], []);
+});

@@ -7,6 +7,8 @@
 import { threadId } from 'node:worker_threads';
 import type { ContextInit } from './protocol.ts';
 import { SerialQueue } from './serial-queue.ts';
+import { Selections } from './selections.ts';
+import type { SelectOptions } from '../types.ts';
 import { hashId } from '../id-hash.ts';
 
 let idSalt = new Uint8Array(16);
@@ -51,8 +53,7 @@ export class LiveContext {
   // (bench/ workload e: bytes per live idle context).
   readonly #createdAt: number;
   #expiresAt: number | null = null;
-  #selections: Map<string, unknown> | null = null;
-  #loading: Map<string, Promise<unknown>> | null = null;
+  #selections: Selections | null = null;
 
   /** `saved` is the decoded memento; the worker decodes it (and reports a corrupt one). */
   constructor(id: string, init: ContextInit, saved: unknown) {
@@ -109,7 +110,7 @@ export class LiveContext {
   }
 
   get selections(): ReadonlyMap<string, unknown> {
-    return (this.#selections ??= new Map());
+    return (this.#selections ??= new Selections()).values;
   }
 
   /** The session ends: later requests already queued for this context are not run on it. */
@@ -117,23 +118,12 @@ export class LiveContext {
     this.#closed = true;
   }
 
-  async select<T>(name: string, load: () => T | Promise<T>): Promise<T> {
-    const selections = (this.#selections ??= new Map());
-    if (selections.has(name)) return selections.get(name) as T;
-    const loading = (this.#loading ??= new Map());
-    let pending = loading.get(name) as Promise<T> | undefined;
-    if (!pending) {
-      pending = Promise.resolve().then(load);
-      loading.set(name, pending);
-    }
-    try {
-      const value = await pending;
-      selections.set(name, value);
-      return value;
-    } finally {
-      // A failed load is not cached: the next call tries again.
-      loading.delete(name);
-    }
+  select<T>(name: string, load: () => T | Promise<T>, options?: SelectOptions): Promise<T> {
+    return (this.#selections ??= new Selections()).select(name, load, options);
+  }
+
+  forget(name: string): boolean {
+    return this.#selections?.forget(name) ?? false;
   }
 
   get proven(): boolean {

@@ -7,8 +7,9 @@
  * response (issue 9, finding 3: session fixation through a late regenerate).
  */
 import { ResidentError } from '../errors.ts';
-import type { Context } from '../types.ts';
+import type { Context, HookLog, SelectOptions } from '../types.ts';
 import type { LiveContext } from './context.ts';
+import { hookLog, type HookName } from './hook-log.ts';
 
 /** What one request asked of its session, delivered with that request's reply and never later. */
 export interface SessionEffects {
@@ -32,11 +33,15 @@ export class HookContext implements Context {
   /** Why effects are refused; null while the request is unanswered. */
   #refusal: string | null;
   #effects: SessionEffects | null = null;
+  readonly #hook: HookName;
+  /** Made on first use (private fields stay writable in a frozen object). */
+  #log: HookLog | null = null;
 
-  /** `refusal`: why this call may not change the session at all (e.g. onSessionSuspend). */
-  constructor(live: LiveContext, refusal: string | null = null) {
+  /** onSessionSuspend's view refuses every effect: it reads and saves, effects belong to requests. */
+  constructor(live: LiveContext, hook: HookName = 'onConnection') {
     this.#live = live;
-    this.#refusal = refusal;
+    this.#hook = hook;
+    this.#refusal = hook === 'onSessionSuspend' ? 'onSessionSuspend cannot change the session (only onConnection can)' : null;
     // Read-only for what a hook may only read (id, isNew, …): a hook written in plain
     // JavaScript that assigns or defines one gets a TypeError instead of a view that lies,
     // and the worker's own context object is never handed out. vars and selections stay
@@ -101,8 +106,18 @@ export class HookContext implements Context {
     this.#live.vars = value;
   }
 
-  select<T>(name: string, load: () => T | Promise<T>): Promise<T> {
-    return this.#live.select(name, load);
+  select<T>(name: string, load: () => T | Promise<T>, options?: SelectOptions): Promise<T> {
+    return this.#live.select(name, load, options);
+  }
+
+  forget(name: string): boolean {
+    return this.#live.forget(name);
+  }
+
+  /** Usable at any time, even after the request was answered: a line changes nothing. */
+  get log(): HookLog {
+    const live = this.#live;
+    return (this.#log ??= hookLog(this.#hook, () => live.idHash));
   }
 
   get selections(): ReadonlyMap<string, unknown> {

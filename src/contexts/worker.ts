@@ -102,7 +102,7 @@ function isHookTimeout(error: unknown): boolean {
 /** Calls onSessionSuspend and encodes what it returns; throws when it cannot be saved. */
 async function takeMemento(ctx: LiveContext, reason: SuspendReason): Promise<string> {
   // The suspend hook reads and saves; session effects belong to requests.
-  const view = new HookContext(ctx, 'onSessionSuspend cannot change the session (only onConnection can)');
+  const view = new HookContext(ctx, 'onSessionSuspend');
   progressed(heartbeat);
   const memento = await suspendDeadline.run(() => onSessionSuspend(view, reason), `onSessionSuspend(ctx, '${reason}')`);
   return encodeMemento(memento, settings.maxMementoSize);

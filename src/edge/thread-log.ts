@@ -5,8 +5,8 @@
  */
 import type { Log } from '../log.ts';
 import type { RpcPort } from '../contexts/rpc.ts';
+import type { LogLevel } from '../types.ts';
 
-export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 const RANK: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60, silent: Infinity };
 
 /** A log line as it crosses to the main thread. */
@@ -26,6 +26,8 @@ export interface LogCall {
 export interface ThreadLog extends Log {
   /** Resolves once every line logged so far is written; undefined when none is on its way. */
   delivered(): Promise<void> | undefined;
+  /** Whether a line at `level` passes `log.level` (one that does not is never sent). */
+  enabled(level: LogLevel): boolean;
 }
 
 export function threadLog(main: RpcPort, level: string): ThreadLog {
@@ -38,8 +40,9 @@ export function threadLog(main: RpcPort, level: string): ThreadLog {
     waiters = [];
     for (const resolve of wake) resolve();
   };
+  const enabled = (lineLevel: LogLevel) => RANK[lineLevel]! >= floor;
   const line = (lineLevel: LogLevel) => (fields: object, msg: string) => {
-    if (RANK[lineLevel]! < floor) return;
+    if (!enabled(lineLevel)) return;
     const call: LogCall = { op: 'log', level: lineLevel, fields: flatten(fields), msg };
     pending++;
     // A closed port (the thread is stopping) drops the line.
@@ -50,19 +53,24 @@ export function threadLog(main: RpcPort, level: string): ThreadLog {
     info: line('info'),
     warn: line('warn'),
     error: line('error'),
+    enabled,
     delivered: () => (pending === 0 ? undefined : new Promise<void>((resolve) => waiters.push(resolve))),
   };
 }
 
 /**
  * As JSON sees it (pino writes JSON anyway): a field that cannot cross a thread (a function, a
- * socket) must not fail the batch of calls it would travel with.
+ * socket) must not fail the batch of calls it would travel with. Fields whose JSON is longer
+ * than `maxChars` are replaced by their length (`truncated`).
  */
-function flatten(fields: object): Record<string, unknown> {
+export function flatten(fields: object, maxChars = Infinity): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(fields)) out[key] = value instanceof Error ? serializeError(value) : value;
   try {
-    return JSON.parse(JSON.stringify(out)) as Record<string, unknown>;
+    // Inside the try: a getter that throws is a field that cannot be logged, not a failed call.
+    for (const [key, value] of Object.entries(fields)) out[key] = value instanceof Error ? serializeError(value) : value;
+    const json = JSON.stringify(out);
+    if (json.length > maxChars) return { truncated: json.length };
+    return JSON.parse(json) as Record<string, unknown>;
   } catch {
     return { unloggable: Object.keys(out) };
   }

@@ -32,6 +32,7 @@ import { LocalHost, type Dispatch } from './local-host.ts';
 import { Mesh, toWireOutcome, type PeerCall } from './mesh.ts';
 import { RequestMetrics } from './request-metrics.ts';
 import { threadLog } from './thread-log.ts';
+import { setHookLogSink } from '../contexts/hook-log.ts';
 import { ClusterThread, type ClusterControl, type ClusterSetup } from '../cluster/thread-side.ts';
 
 /** What the main thread gives an edge thread with its slot. */
@@ -99,6 +100,8 @@ export async function startEdge(mainPort: MessagePort, slot: number, setup: Edge
   setHashSalt(setup.idHashSalt);
   const main = new RpcPort(mainPort, 'the main thread');
   const log = threadLog(main, config.log.level);
+  // ctx.log's lines take the same way, and a response waits for them like for the edge's own.
+  setHookLogSink(log);
   const clock = edgeClock(setup);
   const lastWords = new LastWords();
   lastWords.install(log);

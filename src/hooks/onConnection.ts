@@ -2,33 +2,29 @@
  * The demo's onConnection hook: runs for every dynamic request, inside the visitor's context
  * on its worker thread. Replace it with your own; the contract is in README.md.
  */
-import type { Context } from '../types.ts';
+import type { Context } from '../hooks-api.ts';
 import { Cart } from './cart.ts';
 import { employeeOfUser, loadEmployees, loadPreferences, loadProducts, verifyLogin } from './demo-data.ts';
-import type { DemoMemento } from './onSessionSuspend.ts';
 import { NOTICES, renderPage, type Notice } from './page.ts';
-
-interface DemoVars {
-  hits: number;
-  cart: Cart;
-  employeeId: number | null;
-}
+import { hooks, type DemoMemento, type DemoVars } from './state.ts';
 
 /** A context is born empty; when it resumes a suspended session, its memento comes back. */
-function restore(ctx: Context): DemoVars {
-  const saved = ctx.resumed ? (ctx.saved as DemoMemento | undefined) : undefined;
-  return {
-    hits: saved?.hits ?? 0,
-    cart: new Cart(saved?.cart),
-    employeeId: saved?.employeeId ?? null,
-  };
+function restore(ctx: Context<DemoVars, DemoMemento>): void {
+  const saved = ctx.resumed ? ctx.saved : undefined;
+  ctx.vars.hits = saved?.hits ?? 0;
+  ctx.vars.cart = new Cart(saved?.cart);
+  ctx.vars.employeeId = saved?.employeeId ?? null;
 }
+
+/** Prices change: a context older than this reads the catalogue again (a ttl on its selection). */
+const PRODUCTS = { ttl: '5m' };
 
 const seeOther = (location: string) => new Response(null, { status: 303, headers: { location } });
 
-export default async function onConnection(ctx: Context, request: Request): Promise<Response | undefined> {
-  if (ctx.isNew) Object.assign(ctx.vars, restore(ctx));
-  const vars = ctx.vars as DemoVars;
+export default hooks.onConnection(async (ctx, request) => {
+  if (ctx.isNew) restore(ctx);
+  const { vars } = ctx;
+  const cart = (vars.cart ??= new Cart());
   const { pathname } = new URL(request.url);
 
   if (request.method === 'POST') {
@@ -36,12 +32,12 @@ export default async function onConnection(ctx: Context, request: Request): Prom
     switch (pathname) {
       case '/cart/add': {
         const sku = String(form.get('sku') ?? '');
-        const products = await ctx.select('products', loadProducts);
-        if (products.some((p) => p.sku === sku)) vars.cart.add(sku);
+        const products = await ctx.select('products', loadProducts, PRODUCTS);
+        if (products.some((p) => p.sku === sku)) cart.add(sku);
         return seeOther('/');
       }
       case '/cart/clear':
-        vars.cart.clear();
+        cart.clear();
         return seeOther('/');
       case '/me': {
         const id = Number(form.get('employee'));
@@ -51,7 +47,12 @@ export default async function onConnection(ctx: Context, request: Request): Prom
       }
       case '/login': {
         const user = await verifyLogin(String(form.get('username') ?? ''), String(form.get('password') ?? ''));
-        if (!user) return seeOther('/?notice=login-failed');
+        // ctx.log writes through the server's log, with this session's hash on the line.
+        if (!user) {
+          ctx.log.warn('failed login');
+          return seeOther('/?notice=login-failed');
+        }
+        ctx.log.info({ username: user.username }, 'signed in');
         // A privilege change: the session gets a new ID and keeps its context (cart, hits).
         ctx.userId = user.username;
         ctx.regenerate();
@@ -76,22 +77,22 @@ export default async function onConnection(ctx: Context, request: Request): Prom
   }
 
   if (pathname !== '/') return undefined;
-  vars.hits++;
+  const hits = (vars.hits = (vars.hits ?? 0) + 1);
   const notice = new URL(request.url).searchParams.get('notice');
   // Cached selections: loaded once per context, then read from memory on every request.
-  const [employees, products] = await Promise.all([ctx.select('employees', loadEmployees), ctx.select('products', loadProducts)]);
+  const [employees, products] = await Promise.all([ctx.select('employees', loadEmployees), ctx.select('products', loadProducts, PRODUCTS)]);
   // Signed in, the user is their own employee, whatever was chosen before.
   const userEmployee = ctx.userId === null ? undefined : employeeOfUser(ctx.userId);
   if (userEmployee !== undefined) vars.employeeId = userEmployee;
   const employee = employees.find((e) => e.id === vars.employeeId);
   const preferences = employee ? await ctx.select(`preferences:${employee.id}`, () => loadPreferences(employee.id)) : undefined;
-  const cart = vars.cart.entries().flatMap(([sku, quantity]) => {
+  const lines = cart.entries().flatMap(([sku, quantity]) => {
     const product = products.find((p) => p.sku === sku);
     return product ? [{ product, quantity }] : [];
   });
   const html = renderPage({
     maskedId: `${ctx.id.slice(0, 4)}…`,
-    hits: vars.hits,
+    hits,
     state: !ctx.isNew ? 'continuing' : ctx.resumed ? 'resumed' : 'new',
     expiresAt: ctx.expiresAt,
     threadId: ctx.threadId,
@@ -101,7 +102,7 @@ export default async function onConnection(ctx: Context, request: Request): Prom
     employee,
     preferences,
     products,
-    cart,
+    cart: lines,
   });
   return new Response(html, { headers: { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' } });
-}
+});
