@@ -29,6 +29,7 @@ import { parseTarget } from './http/target.ts';
 import { runLookupCall, runStoreCall, type LookupCall, type OverBudgetCall, type StoreCall } from './stores/remote.ts';
 import type { ContextStore } from './stores/store.ts';
 import { ClusterNode } from './cluster/node.ts';
+import { poolStartFailure } from './contexts/start-failure.ts';
 import type { RegistryCall } from './cluster/remote-registry.ts';
 
 /** Platforms where node:net's reusePort lets several threads listen on one port (Node's docs). */
@@ -214,12 +215,7 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
   try {
     port = await pool.ready();
   } catch (error) {
-    if (isListenError(error)) {
-      throw new ResidentError('RESIDENT_ERR_LISTEN', `Cannot listen on port ${config.port} at ${config.host}: ${(error as Error).message}`, { cause: error });
-    }
-    // A worker's failure may arrive as something other than an Error: say what it was.
-    const reason = error instanceof Error ? error.message : typeof error === 'object' && error !== null && 'message' in error ? String(error.message) : String(error);
-    throw new ResidentError('RESIDENT_ERR_HOOK_LOAD', `Cannot load the hooks: ${reason}`, { cause: error });
+    throw poolStartFailure(error, config.port, config.host);
   }
   metrics?.watch(sessions, pool, store.kind, shared);
   await cluster?.attach({ broadcast: (call, timeoutMs) => pool.broadcast(call, timeoutMs) });
@@ -322,11 +318,6 @@ async function assertPortFree(port: number, host: string): Promise<void> {
   const probe = createServer();
   await listen(probe, 'port', port, host);
   await new Promise((resolve) => probe.close(resolve));
-}
-
-function isListenError(error: unknown): boolean {
-  const code = (error as { code?: unknown } | null)?.code;
-  return code === 'EADDRINUSE' || code === 'EADDRNOTAVAIL' || code === 'EACCES' || code === 'ENOTFOUND' || code === 'EAI_AGAIN';
 }
 
 /**
