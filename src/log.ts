@@ -5,6 +5,7 @@
 import pino, { type DestinationStream, type Logger } from 'pino';
 import pretty from 'pino-pretty';
 import type { ResidentConfig } from './config.ts';
+import { serializeErr } from './log-errors.ts';
 
 export type { Logger };
 
@@ -25,7 +26,7 @@ export { hashId, ID_HASH_SALT } from './id-hash.ts';
  * (`log.format` "auto" decides by whether stdout is a TTY). `destination` (tests) takes JSON.
  */
 export function createLogger(settings: ResidentConfig['log'], destination?: DestinationStream): Logger {
-  const options = { level: settings.level, base: { name: 'resident' } };
+  const options = { level: settings.level, base: { name: 'resident' }, serializers: { err: serializeErr } };
   if (destination) return pino(options, destination);
   const readable = settings.format === 'pretty' || (settings.format === 'auto' && process.stdout.isTTY === true);
   if (readable) {

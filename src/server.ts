@@ -30,6 +30,7 @@ import { runLookupCall, runStoreCall, type LookupCall, type OverBudgetCall, type
 import type { ContextStore } from './stores/store.ts';
 import { ClusterNode } from './cluster/node.ts';
 import { poolStartFailure } from './contexts/start-failure.ts';
+import { loggedError } from './contexts/protocol.ts';
 import type { RegistryCall } from './cluster/remote-registry.ts';
 
 /** Platforms where node:net's reusePort lets several threads listen on one port (Node's docs). */
@@ -166,7 +167,7 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
         retireDeadSlots();
         void standIn?.();
       },
-      onWorkerEvent: (event) => log[event.level]({ event: 'worker', err: event.error }, event.msg),
+      onWorkerEvent: (event) => log[event.level]({ event: 'worker', ...(event.error && { err: loggedError(event.error) }) }, event.msg),
       onPoolError: (error) =>
         (error as { code?: unknown }).code === 'ERR_WORKER_OUT_OF_MEMORY'
           ? log.error({ event: 'worker-out-of-memory', err: error }, 'a worker thread ran out of heap (workers.maxHeapMb): it is replaced')

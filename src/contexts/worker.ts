@@ -61,7 +61,7 @@ function report(event: WorkerEvent): void {
 process.on('unhandledRejection', (reason) => {
   report({ type: 'log', level: 'error', msg: 'unhandled rejection in a hook', error: toWireError(reason) });
 });
-onRefusedEffect((message) => report({ type: 'log', level: 'warn', msg: 'a hook asked to change its session after its request was answered', error: { code: 'RESIDENT_ERR_EFFECT_REFUSED', message } }));
+onRefusedEffect((message) => report({ type: 'log', level: 'warn', msg: 'a hook asked to change its session after its request was answered', error: { code: 'RESIDENT_ERR_EFFECT_REFUSED', message, type: 'ResidentError' } }));
 
 const contexts = new Map<string, LiveContext>();
 const connectionDeadline = new DeadlineSweep(settings.connectionTimeout, 'RESIDENT_ERR_HOOK_TIMEOUT', 'onConnection');

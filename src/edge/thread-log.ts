@@ -5,6 +5,7 @@
  */
 import type { Log } from '../log.ts';
 import type { RpcPort } from '../contexts/rpc.ts';
+import { errorType } from '../contexts/protocol.ts';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 const RANK: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60, silent: Infinity };
@@ -69,7 +70,7 @@ function flatten(fields: object): Record<string, unknown> {
 }
 
 function serializeError(error: Error): Record<string, unknown> {
-  const out: Record<string, unknown> = { type: error.name, message: error.message, stack: error.stack };
+  const out: Record<string, unknown> = { type: errorType(error), message: error.message, stack: error.stack };
   const code = (error as { code?: unknown }).code;
   if (code !== undefined) out.code = code;
   if (error.cause instanceof Error) out.cause = serializeError(error.cause);

@@ -5,7 +5,7 @@
  */
 import type { ResidentConfig } from '../config.ts';
 import type { Clock } from '../clock.ts';
-import type { WireError } from '../contexts/protocol.ts';
+import { loggedError, type WireError } from '../contexts/protocol.ts';
 import { hashId } from '../id-hash.ts';
 import type { Log } from '../log.ts';
 import type { ContextStore } from '../stores/store.ts';
@@ -68,7 +68,7 @@ export interface Rooms extends SessionsDeps {
 /** A hook failed: one log line with the hook, the session (hashed) and what it means. */
 export function logHookError(log: Log, entry: SessionEntry, hook: string, error: WireError, outcome?: string): void {
   log.error(
-    { event: 'hook-error', hook, session: hashId(entry.id), code: error.code, err: { message: error.message, stack: error.stack } },
+    { event: 'hook-error', hook, session: hashId(entry.id), code: error.code, err: loggedError(error) },
     outcome ? `${hook} failed: ${outcome}` : `${hook} failed`,
   );
 }
