@@ -176,7 +176,7 @@ export class Requests {
     if (isResidentError(error)) {
       // The watchdog's verdict on the request whose hook held a stalled thread (F3): a hook
       // error like any timeout, so the session's log shows it.
-      if (error.code === 'RESIDENT_ERR_HOOK_TIMEOUT') logHookError(this.#rooms.log, entry, 'onConnection', { code: error.code, message: error.message }, 'its thread was terminated');
+      if (error.code === 'RESIDENT_ERR_HOOK_TIMEOUT') logHookError(this.#rooms.log, entry, 'onConnection', { code: error.code, message: error.message, type: 'ResidentError' }, 'its thread was terminated');
       return error;
     }
     // piscina rejects the tasks of a thread that died (F2): each settles here, once.
