@@ -391,7 +391,7 @@ test('npm run dev: onSessionSuspend failing at a restart is one loud error line 
       { level: line.level, hook: line.hook, resumesFrom: line.resumesFrom, type: err.type, message: err.message },
       { level: 50, hook: "onSessionSuspend(ctx, 'shutdown')", resumesFrom: 'previous-memento', type: 'TypeError', message: 'the cart cannot be saved: n=4' },
     );
-    assert.match(line.msg, /what this session did since its last saved memento is LOST; that memento is kept unchanged and the session resumes from it/);
+    assert.match(line.msg, /what this session did since its last saved memento is lost; that memento is kept unchanged and the session resumes from it/);
     assert.match(line.msg, /Fix onSessionSuspend/);
     assert.ok(err.stack?.includes(join(dev.hookFile, '..', 'onSessionSuspend.ts')), err.stack);
     assert.deepEqual(logs.filter((l) => l.event === 'stopped').map((l) => l.lost), [0, 1]);

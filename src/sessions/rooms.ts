@@ -81,9 +81,9 @@ export function logHookError(log: Log, entry: SessionEntry, hook: string, error:
  * what to do.
  */
 export function logLostSuspend(log: Log, entry: SessionEntry, hook: string, error: WireError): void {
-  const fix = 'Fix onSessionSuspend (with sessions.suspendEveryRequest on, every request tries it); until then every restart does this again';
+  const fix = 'Fix onSessionSuspend (with sessions.suspendEveryRequest on, every request tries it): until then every shutdown (each restart of npm run dev) and eviction does this again';
   const outcome = entry.hasMemento
-    ? `what this session did since its last saved memento is LOST; that memento is kept unchanged and the session resumes from it, an older state. ${fix}`
-    : `this session had no saved memento: its state is LOST and it starts afresh. ${fix}`;
+    ? `what this session did since its last saved memento is lost; that memento is kept unchanged and the session resumes from it, an older state. ${fix}`
+    : `this session had no saved memento: its state is lost and it starts afresh. ${fix}`;
   logHookError(log, entry, hook, error, outcome, { resumesFrom: entry.hasMemento ? 'previous-memento' : 'nothing' });
 }
