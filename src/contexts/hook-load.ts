@@ -14,8 +14,11 @@ import { errorType } from './protocol.ts';
 
 export type HookName = 'onConnection' | 'onSessionSuspend';
 
-/** Resident's own source: frames in it are the loader's, not the thrower's. */
-const OWN_SOURCE = fileURLToPath(new URL('..', import.meta.url));
+/**
+ * The context runtime's folder (this loader, the worker): its frames are the import's, not the
+ * thrower's. Not the whole of src/: the demo's hooks live in src/hooks/.
+ */
+const OWN_SOURCE = fileURLToPath(new URL('.', import.meta.url));
 
 const SIGNATURES: Record<HookName, string> = {
   onConnection: 'export default async function onConnection(ctx, request) { … }',
