@@ -5,7 +5,6 @@
 import pino, { type DestinationStream, type Logger } from 'pino';
 import pretty from 'pino-pretty';
 import type { ResidentConfig } from './config.ts';
-import { serializeErr } from './log-errors.ts';
 
 export type { Logger };
 
@@ -33,4 +32,14 @@ export function createLogger(settings: ResidentConfig['log'], destination?: Dest
     return pino(options, pretty({ colorize: process.stdout.isTTY === true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,name', sync: true }));
   }
   return pino(options, pino.destination({ dest: 1, sync: false }));
+}
+
+/**
+ * pino's `err` serializer, except for an error a worker thread already flattened
+ * (src/edge/thread-log.ts): it arrives as a plain object, which pino would report as
+ * `"type":"Object"`, losing the error's own type.
+ */
+function serializeErr(err: unknown): unknown {
+  const flattened = typeof err === 'object' && err !== null && Object.getPrototypeOf(err) === Object.prototype && typeof (err as { type?: unknown }).type === 'string';
+  return flattened ? err : pino.stdSerializers.err(err as Error);
 }

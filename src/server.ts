@@ -30,7 +30,7 @@ import { runLookupCall, runStoreCall, type LookupCall, type OverBudgetCall, type
 import type { ContextStore } from './stores/store.ts';
 import { ClusterNode } from './cluster/node.ts';
 import { poolStartFailure } from './contexts/start-failure.ts';
-import { loggedError } from './contexts/protocol.ts';
+import { loggedError, toWireError } from './contexts/protocol.ts';
 import type { RegistryCall } from './cluster/remote-registry.ts';
 
 /** Platforms where node:net's reusePort lets several threads listen on one port (Node's docs). */
@@ -168,10 +168,11 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
         void standIn?.();
       },
       onWorkerEvent: (event) => log[event.level]({ event: 'worker', ...(event.error && { err: loggedError(event.error) }) }, event.msg),
+      // An error from a thread comes back as class Error (a ResidentError too): logged with its name.
       onPoolError: (error) =>
         (error as { code?: unknown }).code === 'ERR_WORKER_OUT_OF_MEMORY'
           ? log.error({ event: 'worker-out-of-memory', err: error }, 'a worker thread ran out of heap (workers.maxHeapMb): it is replaced')
-          : log.error({ event: 'pool-error', err: error }, 'worker pool error'),
+          : log.error({ event: 'pool-error', err: loggedError(toWireError(error, '')) }, 'worker pool error'),
       onWorkerStalled: (threadId, stalledMs) =>
         log.error({ event: 'worker-stalled', threadId, stalledMs: Math.round(stalledMs) }, 'a worker thread stopped turning (workers.stallTimeout): it is terminated and replaced'),
       // The alert an operator must act on: the pool stays degraded until a restart.

@@ -204,7 +204,10 @@ export function errorType(thrown: unknown): string {
   }
 }
 
-/** A WireError as a log line's `err`: its type kept (pino would call a plain object "Object"), with its code and stack. */
-export function loggedError(error: WireError): { type: string; message: string; code: string; stack?: string } {
-  return { type: error.type ?? 'Error', message: error.message, code: error.code, ...(error.stack !== undefined && { stack: error.stack }) };
+/**
+ * A WireError as a log line's `err`: a plain object with its type (the logger keeps a plain
+ * object's `type`; pino alone would say "Object"), code and stack.
+ */
+export function loggedError(error: WireError): { type: string; message: string; code?: string; stack?: string } {
+  return { type: error.type ?? 'Error', message: error.message, ...(error.code !== '' && { code: error.code }), ...(error.stack !== undefined && { stack: error.stack }) };
 }

@@ -3,9 +3,9 @@
  * lines come out of one stream in one format, and the worker never loads the logger. Errors
  * are flattened the way pino's serializer shows them (type, message, stack, code).
  */
+import { errorType } from '../contexts/protocol.ts';
 import type { Log } from '../log.ts';
 import type { RpcPort } from '../contexts/rpc.ts';
-import { errorType } from '../contexts/protocol.ts';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 const RANK: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60, silent: Infinity };
