@@ -29,6 +29,8 @@ import { parseTarget } from './http/target.ts';
 import { runLookupCall, runStoreCall, type LookupCall, type OverBudgetCall, type StoreCall } from './stores/remote.ts';
 import type { ContextStore } from './stores/store.ts';
 import { ClusterNode } from './cluster/node.ts';
+import { poolStartFailure } from './contexts/start-failure.ts';
+import { loggedError, toWireError } from './contexts/protocol.ts';
 import type { RegistryCall } from './cluster/remote-registry.ts';
 
 /** Platforms where node:net's reusePort lets several threads listen on one port (Node's docs). */
@@ -165,11 +167,12 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
         retireDeadSlots();
         void standIn?.();
       },
-      onWorkerEvent: (event) => log[event.level]({ event: 'worker', err: event.error }, event.msg),
+      onWorkerEvent: (event) => log[event.level]({ event: 'worker', ...(event.error && { err: loggedError(event.error) }) }, event.msg),
+      // An error from a thread comes back as class Error (a ResidentError too): logged with its name.
       onPoolError: (error) =>
         (error as { code?: unknown }).code === 'ERR_WORKER_OUT_OF_MEMORY'
           ? log.error({ event: 'worker-out-of-memory', err: error }, 'a worker thread ran out of heap (workers.maxHeapMb): it is replaced')
-          : log.error({ event: 'pool-error', err: error }, 'worker pool error'),
+          : log.error({ event: 'pool-error', err: loggedError(toWireError(error, '')) }, 'worker pool error'),
       onWorkerStalled: (threadId, stalledMs) =>
         log.error({ event: 'worker-stalled', threadId, stalledMs: Math.round(stalledMs) }, 'a worker thread stopped turning (workers.stallTimeout): it is terminated and replaced'),
       // The alert an operator must act on: the pool stays degraded until a restart.
@@ -214,12 +217,7 @@ async function start(options: StartOptions, log: Logger, undo: Array<() => unkno
   try {
     port = await pool.ready();
   } catch (error) {
-    if (isListenError(error)) {
-      throw new ResidentError('RESIDENT_ERR_LISTEN', `Cannot listen on port ${config.port} at ${config.host}: ${(error as Error).message}`, { cause: error });
-    }
-    // A worker's failure may arrive as something other than an Error: say what it was.
-    const reason = error instanceof Error ? error.message : typeof error === 'object' && error !== null && 'message' in error ? String(error.message) : String(error);
-    throw new ResidentError('RESIDENT_ERR_HOOK_LOAD', `Cannot load the hooks: ${reason}`, { cause: error });
+    throw poolStartFailure(error, config.port, config.host);
   }
   metrics?.watch(sessions, pool, store.kind, shared);
   await cluster?.attach({ broadcast: (call, timeoutMs) => pool.broadcast(call, timeoutMs) });
@@ -322,11 +320,6 @@ async function assertPortFree(port: number, host: string): Promise<void> {
   const probe = createServer();
   await listen(probe, 'port', port, host);
   await new Promise((resolve) => probe.close(resolve));
-}
-
-function isListenError(error: unknown): boolean {
-  const code = (error as { code?: unknown } | null)?.code;
-  return code === 'EADDRINUSE' || code === 'EADDRNOTAVAIL' || code === 'EACCES' || code === 'ENOTFOUND' || code === 'EAI_AGAIN';
 }
 
 /**

@@ -4,6 +4,7 @@
  * graceful shutdown into the SQLite store, the session survives it. SIGTERM to the process
  * group (what Ctrl-C does in a terminal) stops everything: no process is left behind. So does
  * SIGHUP to the dev process alone (the terminal closed), which the detached server never sees.
+ * A suspend hook that fails at a restart is said loudly, and the session's previous memento kept.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -12,6 +13,9 @@ import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
+import Database from 'better-sqlite3';
+import { decodeMemento } from '../src/contexts/memento.ts';
+import { fromRow, type Row } from '../src/stores/sql-row.ts';
 import { Client, ROOT, childLogs, describeChild, waitFor, type Child, type LogLine } from './helpers.ts';
 
 const TEST = { timeout: 60_000 };
@@ -147,19 +151,21 @@ interface Dev {
   child: Child;
   url: string;
   hookFile: string;
+  /** The SQLite store's file. */
+  storePath: string;
   /** The process group: npm and everything it started. */
   group: number;
   started(): LogLine[];
 }
 
 /** `npm run dev -- --config <temp config>` with the v1 hooks in a temp folder and a SQLite store. */
-async function startDev(): Promise<Dev> {
+async function startDev(suspendSource = suspendHook): Promise<Dev> {
   const dir = mkdtempSync(join(tmpdir(), 'resident-dev-'));
   tempDirs.push(dir);
   mkdirSync(join(dir, 'hooks'));
   const hookFile = join(dir, 'hooks', 'onConnection.ts');
   writeFileSync(hookFile, connectionHook('v1'));
-  writeFileSync(join(dir, 'hooks', 'onSessionSuspend.ts'), suspendHook);
+  writeFileSync(join(dir, 'hooks', 'onSessionSuspend.ts'), suspendSource);
   // A fixed port, so the client's URL stays the same across restarts.
   const port = await freePort();
   const configPath = join(dir, 'config.json');
@@ -194,7 +200,7 @@ async function startDev(): Promise<Dev> {
     20_000,
     'the first start',
   );
-  return { child, url: `http://127.0.0.1:${port}`, hookFile, group, started };
+  return { child, url: `http://127.0.0.1:${port}`, hookFile, storePath: join(dir, 'data', 'contexts.db'), group, started };
 }
 
 /** Signals the whole group (what the terminal does on Ctrl-C) and waits until no process of it is left. */
@@ -333,3 +339,68 @@ test('npm run dev: when tsx watch dies, the dev process exits and takes the serv
     assert.equal(childLogs(dev.child).filter((l) => l.event === 'stopped').length, 1, describeChild(dev.child));
   }),
 );
+
+/** A suspend hook that cannot save a count of 3 or more (a cart it cannot serialize, say). */
+const failingSuspendHook = `
+export default async function onSessionSuspend(ctx: any): Promise<unknown> {
+  if ((ctx.vars.n ?? 0) >= 3) throw new TypeError('the cart cannot be saved: n=' + ctx.vars.n);
+  return { n: ctx.vars.n ?? 0 };
+}
+`;
+
+/** The stored record of `id`, read behind the server's back, with its memento decoded. */
+function storedRecord(storePath: string, id: string): { memento: unknown; updatedAt: number } | undefined {
+  const db = new Database(storePath, { readonly: true, fileMustExist: true });
+  try {
+    const row = db.prepare('SELECT * FROM sessions WHERE id = ?').get(id) as Row | undefined;
+    if (!row) return undefined;
+    const record = fromRow(row);
+    return { memento: record.memento === null ? null : decodeMemento(record.memento), updatedAt: record.updatedAt };
+  } finally {
+    db.close();
+  }
+}
+
+/** Edits the connection hook to `version` and waits for the server that restarted on it. */
+async function restartWith(dev: Dev, version: string, starts: number): Promise<void> {
+  writeFileSync(dev.hookFile, connectionHook(version));
+  await waitFor(() => dev.started().length === starts, 30_000, `start ${starts}`).catch((error: Error) => assert.fail(`${error.message}\n${describeChild(dev.child)}`));
+}
+
+test('npm run dev: onSessionSuspend failing at a restart is one loud error line saying what was lost and what to do; the previous memento is kept unchanged and the session resumes from it', TEST, async () => {
+  const dev = await startDev(failingSuspendHook);
+  const client = new Client(dev.url);
+  try {
+    assert.equal((await client.get('/count')).text, 'v1 n=1');
+    assert.equal((await client.get('/count')).text, 'v1 n=2');
+    const id = client.cookie!;
+    // The first restart saves n=2.
+    await restartWith(dev, 'v2', 2);
+    const previous = storedRecord(dev.storePath, id);
+    assert.deepEqual(previous?.memento, { n: 2 });
+    assert.equal((await client.get('/count')).text, 'v2 n=3');
+    assert.equal((await client.get('/count')).text, 'v2 n=4');
+    // The second cannot save n=4: the hook throws.
+    await restartWith(dev, 'v3', 3);
+    const logs = childLogs(dev.child);
+    const failed = logs.filter((l) => l.event === 'hook-error');
+    assert.equal(failed.length, 1, describeChild(dev.child));
+    const line = failed[0]!;
+    const err = line.err as { type?: string; message?: string; stack?: string };
+    assert.deepEqual(
+      { level: line.level, hook: line.hook, resumesFrom: line.resumesFrom, type: err.type, message: err.message },
+      { level: 50, hook: "onSessionSuspend(ctx, 'shutdown')", resumesFrom: 'previous-memento', type: 'TypeError', message: 'the cart cannot be saved: n=4' },
+    );
+    assert.match(line.msg, /what this session did since its last saved memento is lost; that memento is kept unchanged and the session resumes from it/);
+    assert.match(line.msg, /Fix onSessionSuspend/);
+    assert.ok(err.stack?.includes(join(dev.hookFile, '..', 'onSessionSuspend.ts')), err.stack);
+    assert.deepEqual(logs.filter((l) => l.event === 'stopped').map((l) => l.lost), [0, 1]);
+    // The record is as the first restart left it, memento and all; the session resumes from it.
+    assert.deepEqual(storedRecord(dev.storePath, id), previous);
+    assert.equal((await client.get('/count')).text, 'v3 n=3');
+    assert.equal(client.cookie, id, 'the same session');
+    await stopGroup(dev, 'SIGTERM');
+  } finally {
+    await client.close();
+  }
+});

@@ -268,6 +268,7 @@ test('H1: a forced (evicting) suspend that throws is logged and counted; the ses
     assert.equal(logged[0]!.level, 50);
     assert.equal(logged[0]!.hook, "onSessionSuspend(ctx, 'evicted')");
     assert.match(logged[0]!.msg, /lost/);
+    assert.equal(logged[0]!.resumesFrom, 'nothing');
     assert.equal(counters.suspended.evicted, 0, 'never reported as a success');
 
     const back = await state(first);

@@ -3,7 +3,7 @@
  * selection, PORT, exit codes, and graceful shutdown on SIGTERM/SIGINT.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -73,6 +73,28 @@ async function exitCode(child: Child, ms = EXIT_MS): Promise<number | null> {
 }
 
 const started = (child: Child) => waitForStart(child, STARTUP_MS);
+
+/** A hook module written to a fresh folder of an ES-module app (its package.json says so). */
+function tempHook(name: string, source: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'resident-hook-'));
+  writeFileSync(join(dir, 'package.json'), '{ "type": "module" }');
+  writeFileSync(join(dir, name), source);
+  return join(dir, name);
+}
+
+/**
+ * Waits for a start that fails on a hook module: exit 2, and on stderr one message naming the
+ * hook, the module as configured and the stable code; nothing of Resident's own workings (no
+ * pool-error line, no piscina or worker.ts stack). Returns stderr for the case's own checks.
+ */
+async function failedToLoad(child: Child, hook: string, module: string): Promise<string> {
+  assert.equal(await exitCode(child), 2, describeChild(child));
+  const stderr = child.stderr();
+  assert.ok(stderr.startsWith(`resident: the ${hook} hook failed to load (RESIDENT_ERR_HOOK_LOAD)\n  module: ${module} (hooks.${hook})\n`), stderr);
+  assert.equal(stderr.match(/RESIDENT_ERR_HOOK_LOAD/g)?.length, 1, stderr);
+  assert.doesNotMatch(stderr + child.stdout(), /piscina|src\/contexts\/worker\.ts|pool-error|    at /, describeChild(child));
+  return stderr;
+}
 
 /** A valid config on 127.0.0.1:port with the fixture hooks (absolute paths). */
 function validConfig(port: number, overrides: { hooks?: Record<string, string>; sessions?: Record<string, unknown> } = {}) {
@@ -211,33 +233,71 @@ describe('invalid startup', () => {
     assert.equal(await probe(port), 'ECONNREFUSED');
   });
 
-  test('a hook module that cannot be found: exit 2 naming the module, nothing listening', TEST, async () => {
+  test('a hook module that cannot be found: exit 2 naming the hook, the module and the config key, nothing listening', TEST, async () => {
     const port = await freePort();
     const missing = join(mkdtempSync(join(tmpdir(), 'resident-test-')), 'onConnection.ts');
     const child = start(['--config', writeTempConfig(validConfig(port, { hooks: { onConnection: missing } }))]);
-    assert.equal(await exitCode(child), 2, describeChild(child));
-    assert.match(child.stderr(), /hook/i);
-    assert.ok(child.stderr().includes(missing), child.stderr());
+    const stderr = await failedToLoad(child, 'onConnection', missing);
+    assert.match(stderr, /error: {2}the file does not exist/);
+    assert.match(stderr, /correct hooks\.onConnection in the config file/);
     assert.equal(childLogs(child).find((l) => l.event === 'started'), undefined);
     assert.equal(await probe(port), 'ECONNREFUSED');
   });
 
-  test('a hook module whose loading throws a SqliteError: exit 2, and the message says what failed', TEST, async () => {
+  test('a hook module whose loading throws a SqliteError: exit 2, naming the module as the file that threw, with the error\'s type, code and message', TEST, async () => {
     const port = await freePort();
     const failing = join(ROOT, 'test/fixtures/failing-load/onConnection.ts');
     const child = start(['--config', writeTempConfig(validConfig(port, { hooks: { onConnection: failing } }))]);
-    assert.equal(await exitCode(child), 2, describeChild(child));
-    assert.ok(child.stderr().includes(`onConnection (${failing}) failed to load: SqliteError SQLITE_CANTOPEN: unable to open database file`), child.stderr());
-    assert.ok(!child.stderr().includes('[object Object]'), child.stderr());
+    const stderr = await failedToLoad(child, 'onConnection', failing);
+    assert.ok(stderr.includes('error:  SqliteError [SQLITE_CANTOPEN]: unable to open database file'), stderr);
+    // The line of the hook module that opened the database (source-mapped: the .ts line).
+    assert.ok(stderr.includes(`thrown: ${failing}:9:1 (the hook module itself)`), stderr);
+    assert.ok(!stderr.includes('[object Object]'), stderr);
     assert.equal(await probe(port), 'ECONNREFUSED');
   });
 
-  test('a hook module without a default export: exit 2 naming the hook', TEST, async () => {
+  test('a module the hook imports throws as it loads: the message names that module, not the hook module or Resident\'s', TEST, async () => {
+    const hook = join(ROOT, 'test/fixtures/failing-load/imports-failing.ts');
+    const child = start(['--config', writeTempConfig(validConfig(await freePort(), { hooks: { onSessionSuspend: hook } }))]);
+    const stderr = await failedToLoad(child, 'onSessionSuspend', hook);
+    assert.ok(stderr.includes('error:  SqliteError [SQLITE_CANTOPEN]: unable to open database file'), stderr);
+    const thrower = join(ROOT, 'test/fixtures/failing-load/open-database.ts');
+    assert.ok(stderr.includes(`thrown: ${thrower}:6:19 (a module the hook module imports)`), stderr);
+    assert.match(stderr, /fix: {4}the module's top-level code runs as each worker thread starts/);
+  });
+
+  test('a TypeScript hook module with a syntax error: exit 2 naming the file, line and column', TEST, async () => {
+    const hook = tempHook('onConnection.ts', 'export default function onConnection() {\n  if (true) {\n    return undefined;\n');
+    const child = start(['--config', writeTempConfig(validConfig(await freePort(), { hooks: { onConnection: hook } }))]);
+    const stderr = await failedToLoad(child, 'onConnection', hook);
+    assert.ok(stderr.includes('error:  TransformError: Unexpected end of file'), stderr);
+    assert.ok(stderr.includes(`thrown: ${hook}:4:0 (the hook module itself)`), stderr);
+    assert.match(stderr, /correct the syntax/);
+  });
+
+  test('a JavaScript hook module with a syntax error: exit 2 naming the file and line (Node\'s error does not)', TEST, async () => {
+    const hook = tempHook('onConnection.mjs', 'export default function onConnection() {\n  return 1 +;\n}\n');
+    const child = start(['--config', writeTempConfig(validConfig(await freePort(), { hooks: { onConnection: hook } }))]);
+    const stderr = await failedToLoad(child, 'onConnection', hook);
+    assert.ok(stderr.includes("error:  SyntaxError: Unexpected token ';'"), stderr);
+    assert.ok(stderr.includes(`thrown: ${hook}:2 (the hook module itself)`), stderr);
+  });
+
+  test('a hook module that imports a package not installed: exit 2 naming the package, the importing file and the fix', TEST, async () => {
+    const hook = tempHook('onConnection.ts', "import { helper } from 'resident-no-such-package';\nexport default function onConnection() {\n  return helper();\n}\n");
+    const child = start(['--config', writeTempConfig(validConfig(await freePort(), { hooks: { onConnection: hook } }))]);
+    const stderr = await failedToLoad(child, 'onConnection', hook);
+    assert.ok(stderr.includes("error:  Error [ERR_MODULE_NOT_FOUND]: Cannot find package 'resident-no-such-package' imported from"), stderr);
+    assert.ok(stderr.includes(`thrown: ${hook} (the hook module itself)`), stderr);
+    assert.match(stderr, /fix: {4}install resident-no-such-package /);
+  });
+
+  test('a hook module without a default export: exit 2 naming the hook, what it exports and the signature to export', TEST, async () => {
     const port = await freePort();
     const child = start(['--config', writeTempConfig(validConfig(port, { hooks: { onSessionSuspend: NO_DEFAULT_HOOK } }))]);
-    assert.equal(await exitCode(child), 2, describeChild(child));
-    assert.match(child.stderr(), /onSessionSuspend/);
-    assert.match(child.stderr(), /default export/);
+    const stderr = await failedToLoad(child, 'onSessionSuspend', NO_DEFAULT_HOOK);
+    assert.match(stderr, /error: {2}the module has no default export \(it exports onConnection\)/);
+    assert.match(stderr, /export default async function onSessionSuspend\(ctx, reason\)/);
     assert.equal(await probe(port), 'ECONNREFUSED');
   });
 

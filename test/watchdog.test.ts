@@ -419,6 +419,13 @@ for (const [how, reason] of [
       const alert = await waitFor(() => s.logs.find((line) => line.event === 'worker-crash-loop'), 10_000, 'the alert');
       assert.equal(alert!.level, 50);
       assert.match(String(alert!.reason), reason);
+      if (how === 'throw') {
+        // Why the replacement failed: the hook-load message, its type kept across the thread.
+        const failed = s.logs.find((line) => line.event === 'pool-error');
+        const err = failed?.err as { type?: string; message?: string } | undefined;
+        assert.equal(err?.type, 'ResidentError', JSON.stringify(failed));
+        assert.match(String(err?.message), /^the onConnection hook failed to load \(RESIDENT_ERR_HOOK_LOAD\)\n[\s\S]*error: {2}Error: this hook module breaks on load 3\n  thrown: \S+breaksAfterTwoLoads\.ts:\d+:\d+ \(the hook module itself\)/);
+      }
       assert.equal(s.server.pool.degraded, true);
       const ready = await way.conn.get('/readyz');
       assert.equal(ready.status, 503);

@@ -22,6 +22,7 @@ import { LoadWatch } from './load-watch.ts';
 import { RpcPort } from './rpc.ts';
 import { slotHeld } from './shared-state.ts';
 import { ResidentError } from '../errors.ts';
+import { isHookLoadError } from './start-failure.ts';
 import type { ConnectTask, HooksLoading, WorkerEvent, WorkerReply, WorkerTask } from './protocol.ts';
 import type { WorkerSettings } from './worker.ts';
 import type { ControlCall, EdgeSetup } from '../edge/thread.ts';
@@ -63,6 +64,8 @@ export class ContextPool {
   #port: Promise<number>;
   #portKnown: (port: number) => void = () => {};
   #portFailed: (error: Error) => void = () => {};
+  /** Until ready() resolves: what fails the start is said by the start's error, not logged besides. */
+  #starting = true;
   /** Set once the first edge was asked to pick the port (config.port 0). */
   #portPicked = false;
   #closed = false;
@@ -125,7 +128,10 @@ export class ContextPool {
       if (event.type === 'hooks') this.#loadWatch.mark(event.threadId, event.loading);
       else events.onWorkerEvent(event);
     });
-    this.#piscina.on('error', (error: Error) => events.onPoolError(error));
+    this.#piscina.on('error', (error: Error) => {
+      // A thread that cannot load the hooks at startup fails the start, which says why (ready()).
+      if (!this.#closed && !(this.#starting && isHookLoadError(error))) events.onPoolError(error);
+    });
     this.#piscina.on('workerDestroy', (destroyed: BalancedWorker) => {
       if (this.#closed) return;
       // Node reads Worker.threadId as -1 once a thread has exited; a thread that failed with
@@ -162,6 +168,7 @@ export class ContextPool {
       if (Date.now() > deadline) throw new Error(`only ${this.#edges.size} of ${this.#threads} worker threads became edges within ${CONNECT_TIMEOUT_MS} ms`);
       await new Promise((resolve) => setTimeout(resolve, 5));
     }
+    this.#starting = false;
     return this.#port;
   }
 
@@ -218,7 +225,8 @@ export class ContextPool {
       this.#listenFailure = error;
       this.#portFailed(error);
     }
-    this.#events.onPoolError(error);
+    // A connect cut short by close() (a failed start stops the pool) is no failure of its own.
+    if (!this.#closed && !(this.#starting && isHookLoadError(error))) this.#events.onPoolError(error);
     const worker = this.#piscina.threads.find((thread) => thread.threadId === workerId);
     void worker?.terminate().catch(() => {});
   }

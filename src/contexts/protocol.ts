@@ -59,6 +59,8 @@ export interface WireError {
   code: string;
   message: string;
   stack?: string;
+  /** What was thrown: the error's class (TypeError, SqliteError), or the kind of a value that is not an Error. */
+  type?: string;
 }
 
 export type WorkerTask =
@@ -160,12 +162,13 @@ export type HooksLoading = { type: 'hooks'; threadId: number; loading: boolean }
  */
 export function toWireError(error: unknown, code = 'RESIDENT_ERR_HOOK_FAILED'): WireError {
   try {
+    const type = errorType(error);
     if (error instanceof Error) {
       const withCode = (error as { code?: unknown }).code;
       const { stack } = error;
-      return { code: typeof withCode === 'string' ? withCode : code, message: describeThrown(error.message), stack: typeof stack === 'string' ? stack : undefined };
+      return { code: typeof withCode === 'string' ? withCode : code, message: describeThrown(error.message), stack: typeof stack === 'string' ? stack : undefined, type };
     }
-    return { code, message: describeThrown(error) };
+    return { code, message: describeThrown(error), type };
   } catch {
     // A Proxy or getters that throw: nothing more can be said safely.
     return { code, message: 'a value that cannot be described was thrown' };
@@ -180,4 +183,31 @@ function describeThrown(value: unknown): string {
     // No toString, or one that throws: name the kind of value instead.
     return Object.prototype.toString.call(value);
   }
+}
+
+/**
+ * The class of what was thrown, as a log shows it: the constructor's name (a subclass that does
+ * not set `name` still says what it is), else the error's `name` (esbuild's TransformError is
+ * an Error named so), else the kind of value ('string', 'null'). Total, like toWireError.
+ */
+export function errorType(thrown: unknown): string {
+  try {
+    if (thrown === null) return 'null';
+    if (typeof thrown !== 'object' && typeof thrown !== 'function') return typeof thrown;
+    const constructorName = (thrown as { constructor?: { name?: unknown } }).constructor?.name;
+    const name = (thrown as { name?: unknown }).name;
+    if (typeof constructorName === 'string' && constructorName !== '' && constructorName !== 'Error' && constructorName !== 'Object') return constructorName;
+    if (typeof name === 'string' && name !== '') return name;
+    return typeof constructorName === 'string' && constructorName !== '' ? constructorName : 'Object';
+  } catch {
+    return 'Object';
+  }
+}
+
+/**
+ * A WireError as a log line's `err`: a plain object with its type (the logger keeps a plain
+ * object's `type`; pino alone would say "Object"), code and stack.
+ */
+export function loggedError(error: WireError): { type: string; message: string; code?: string; stack?: string } {
+  return { type: error.type ?? 'Error', message: error.message, ...(error.code !== '' && { code: error.code }), ...(error.stack !== undefined && { stack: error.stack }) };
 }

@@ -8,7 +8,6 @@
 import '../primordials.ts';
 import './fetch-globals.ts';
 import { parentPort, threadId, workerData } from 'node:worker_threads';
-import { pathToFileURL } from 'node:url';
 import { ErrorCodes, ResidentError } from '../errors.ts';
 import type { OnConnection, OnSessionSuspend, SuspendReason } from '../types.ts';
 import { LiveContext, setIdSalt, setNodeId } from './context.ts';
@@ -17,6 +16,7 @@ import { DeadlineSweep } from './deadline.ts';
 import { cancelBody, pullBody } from './body-streams.ts';
 import { abortRequest, fromResponse, toRequest } from './fetch-objects.ts';
 import { decodeMemento, encodeMemento } from './memento.ts';
+import { loadHook } from './hook-load.ts';
 import { progressed, runMarked, startBeating } from './heartbeat.ts';
 import {
   toWireError,
@@ -45,24 +45,6 @@ const settings = workerData as WorkerSettings;
 setIdSalt(settings.idHashSalt);
 setNodeId(settings.nodeId);
 
-async function loadHook<T>(path: string, name: string): Promise<T> {
-  let module;
-  try {
-    module = await import(pathToFileURL(path).href);
-  } catch (error) {
-    // Said in a plain Error: what a module throws may not survive the trip to the main thread
-    // (better-sqlite3's SqliteError arrives as a bare object, its message gone).
-    const { name: kind, code, message } = (error ?? {}) as { name?: unknown; code?: unknown; message?: unknown };
-    const what = [kind, code].filter((part) => typeof part === 'string' && part).join(' ');
-    throw new Error(`${name} (${path}) failed to load: ${what ? `${what}: ` : ''}${typeof message === 'string' ? message : String(error)}`);
-  }
-  const hook = module.default;
-  if (typeof hook !== 'function') {
-    throw new ResidentError('RESIDENT_ERR_HOOK_LOAD', `${name} (${path}) must have a default export that is a function`);
-  }
-  return hook as T;
-}
-
 // The main thread times the hook modules' loading, and only that (./load-watch.ts): a module
 // that loops as it loads is terminated after workers.stallTimeout.
 parentPort?.postMessage({ type: 'hooks', threadId, loading: true } satisfies HooksLoading);
@@ -79,7 +61,7 @@ function report(event: WorkerEvent): void {
 process.on('unhandledRejection', (reason) => {
   report({ type: 'log', level: 'error', msg: 'unhandled rejection in a hook', error: toWireError(reason) });
 });
-onRefusedEffect((message) => report({ type: 'log', level: 'warn', msg: 'a hook asked to change its session after its request was answered', error: { code: 'RESIDENT_ERR_EFFECT_REFUSED', message } }));
+onRefusedEffect((message) => report({ type: 'log', level: 'warn', msg: 'a hook asked to change its session after its request was answered', error: { code: 'RESIDENT_ERR_EFFECT_REFUSED', message, type: 'ResidentError' } }));
 
 const contexts = new Map<string, LiveContext>();
 const connectionDeadline = new DeadlineSweep(settings.connectionTimeout, 'RESIDENT_ERR_HOOK_TIMEOUT', 'onConnection');

@@ -213,7 +213,7 @@ function write(edge: Edge, req: IncomingMessage, res: ServerResponse, outcome: O
     // A shutdown stops the threads after the suspends: open streams (server-sent events) are
     // cut then by design, not failures an operator must be woken for.
     if (edge.closing()) edge.log.info({ event: 'stream-cut', code: cut.code }, 'an open response body was cut by the shutdown');
-    else edge.log.error({ event: 'stream-error', code: cut.code, err: { message: cut.message } }, 'the response body failed after its head was sent: connection closed');
+    else edge.log.error({ event: 'stream-error', code: cut.code, err: { type: cut.thrownType, code: cut.code, message: cut.message } }, 'the response body failed after its head was sent: connection closed');
   });
 }
 

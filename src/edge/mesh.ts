@@ -156,7 +156,7 @@ export class Mesh implements Peers, StreamHost {
         // The home thread that would log this hook's failure is the one terminated: this edge,
         // which answers the 504, logs it for the session (presented[0] is the one served there).
         const session = presented[0] === undefined ? undefined : hashId(presented[0]);
-        this.#log.error({ event: 'hook-error', hook: 'onConnection', session, code: timeout.code, err: { message: timeout.message } }, 'onConnection failed: its thread was terminated');
+        this.#log.error({ event: 'hook-error', hook: 'onConnection', session, code: timeout.code, err: { type: 'ResidentError', code: timeout.code, message: timeout.message } }, 'onConnection failed: its thread was terminated');
         return { kind: 'error', error: timeout, cookie: null };
       }
       if (error instanceof RpcClosedError || (error as { code?: string }).code === 'RESIDENT_ERR_WORKER_LOST') return { kind: 'error', error: new ResidentError('RESIDENT_ERR_WORKER_LOST', undefined, { cause: error }), cookie: null };

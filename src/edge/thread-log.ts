@@ -3,6 +3,7 @@
  * lines come out of one stream in one format, and the worker never loads the logger. Errors
  * are flattened the way pino's serializer shows them (type, message, stack, code).
  */
+import { errorType } from '../contexts/protocol.ts';
 import type { Log } from '../log.ts';
 import type { RpcPort } from '../contexts/rpc.ts';
 import type { LogLevel } from '../types.ts';
@@ -77,7 +78,7 @@ export function flatten(fields: object, maxChars = Infinity): Record<string, unk
 }
 
 function serializeError(error: Error): Record<string, unknown> {
-  const out: Record<string, unknown> = { type: error.name, message: error.message, stack: error.stack };
+  const out: Record<string, unknown> = { type: errorType(error), message: error.message, stack: error.stack };
   const code = (error as { code?: unknown }).code;
   if (code !== undefined) out.code = code;
   if (error.cause instanceof Error) out.cause = serializeError(error.cause);

@@ -28,10 +28,13 @@ export interface ChunkSource {
 /** Why a body was cut: the stream failed (RESIDENT_ERR_HOOK_FAILED) or its thread stopped (RESIDENT_ERR_WORKER_LOST). */
 export class BodyCut extends Error {
   readonly code: string;
-  constructor(code: string, message: string) {
+  /** What the hook's stream threw (TypeError…), when it was the hook's stream that failed. */
+  readonly thrownType: string;
+  constructor(code: string, message: string, type = 'Error') {
     super(message);
     this.name = 'BodyCut';
     this.code = code;
+    this.thrownType = type;
   }
 }
 
@@ -46,7 +49,7 @@ export function pulledFrom(pool: StreamHost, body: StreamedBody): ChunkSource {
         throw new BodyCut('RESIDENT_ERR_WORKER_LOST', (error as Error).message);
       }
       if (reply.type !== 'chunk') throw new BodyCut('RESIDENT_ERR_HOOK_FAILED', `unexpected worker reply ${reply.type}`);
-      if (reply.error) throw new BodyCut(reply.error.code, reply.error.message);
+      if (reply.error) throw new BodyCut(reply.error.code, reply.error.message, reply.error.type);
       return reply.bytes && new Uint8Array(reply.bytes);
     },
     cancel() {

@@ -105,7 +105,7 @@ export class StoreProbe {
     const wasDown = this.#latest !== undefined && this.#latest.error !== null;
     this.#latest = { at: performance.now(), error };
     if (this.#stopped) return;
-    if (error !== null && !wasDown) this.#log.error({ event: 'store-unreachable', err: { message: error } }, 'readiness: the store does not answer');
+    if (error !== null && !wasDown) this.#log.error({ event: 'store-unreachable', err: { type: 'Error', message: error } }, 'readiness: the store does not answer');
     if (error === null && wasDown) this.#log.info({ event: 'store-reachable' }, 'readiness: the store answers again');
   }
 }

@@ -6,7 +6,7 @@
  * a worker for a memento and writes the store.
  */
 import { hashId } from '../id-hash.ts';
-import type { WireError } from '../contexts/protocol.ts';
+import { loggedError, type WireError } from '../contexts/protocol.ts';
 import type { SuspendReason } from '../types.ts';
 import { bounded } from './bounded.ts';
 import type { SessionEntry } from './directory.ts';
@@ -183,7 +183,7 @@ export class Endings {
     counters.corruptMementos++;
     entry.hasMemento = false;
     log.error(
-      { event: 'memento-corrupt', session: hashId(entry.id), code: error.code, err: { message: error.message } },
+      { event: 'memento-corrupt', session: hashId(entry.id), code: error.code, err: loggedError(error) },
       'a stored memento cannot be read: quarantined; the client got a fresh context',
     );
     await store.quarantine(entry.id, error.message).catch((failure) => {

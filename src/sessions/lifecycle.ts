@@ -14,7 +14,7 @@ import type { SessionEntry } from './directory.ts';
 import { Checkpoints } from './checkpoints.ts';
 import { setGate } from './gate.ts';
 import { ElsewhereSignal, claimAndRead } from './ownership.ts';
-import { logHookError, type Rooms } from './rooms.ts';
+import { logHookError, logLostSuspend, type Rooms } from './rooms.ts';
 
 /** Reasons that take a context out of memory and keep its memento ('dropped': an unproven one pushed out, kept only if a hook asked). */
 export type SuspendingReason = 'idle' | 'evicted' | 'admin' | 'shutdown' | 'dropped';
@@ -182,9 +182,10 @@ export class Lifecycle {
       directory.markLiveAgain(entry);
       return;
     }
-    // A forced suspend cannot keep the context: the loss is logged and counted.
+    // A forced suspend cannot keep the context: the loss is counted and logged (./rooms.ts);
+    // the stored record is left as it was, its memento included.
     counters.lostSuspends++;
-    logHookError(log, entry, hook, error, 'memento lost: the session resumes from its previous memento, if any');
+    logLostSuspend(log, entry, hook, error);
     // The old context must be gone, and its home forgotten, before a waiting request resumes
     // the session into a new one.
     await this.discard(entry);

@@ -6,7 +6,7 @@
  */
 import { ResidentError, isResidentError } from '../errors.ts';
 import { hashId } from '../id-hash.ts';
-import type { WireRequest, WorkerReply } from '../contexts/protocol.ts';
+import { loggedError, type WireRequest, type WorkerReply } from '../contexts/protocol.ts';
 import type { SessionEntry } from './directory.ts';
 import { setGate } from './gate.ts';
 import { elsewhereOutcome, errorOutcome, type CookieAction, type Outcome } from './outcome.ts';
@@ -176,7 +176,7 @@ export class Requests {
     if (isResidentError(error)) {
       // The watchdog's verdict on the request whose hook held a stalled thread (F3): a hook
       // error like any timeout, so the session's log shows it.
-      if (error.code === 'RESIDENT_ERR_HOOK_TIMEOUT') logHookError(this.#rooms.log, entry, 'onConnection', { code: error.code, message: error.message }, 'its thread was terminated');
+      if (error.code === 'RESIDENT_ERR_HOOK_TIMEOUT') logHookError(this.#rooms.log, entry, 'onConnection', { code: error.code, message: error.message, type: 'ResidentError' }, 'its thread was terminated');
       return error;
     }
     // piscina rejects the tasks of a thread that died (F2): each settles here, once.
@@ -191,7 +191,7 @@ export class Requests {
     try {
       const reply = await host.run({ type: 'request', sessionId: newId, ephemeral: true, init, expiresAt: null, request }, null);
       if (reply.type !== 'response') throw new Error(`unexpected worker reply ${reply.type}`);
-      if (reply.error) log.error({ event: 'hook-error', hook: 'onConnection', code: reply.error.code, err: reply.error }, 'onConnection failed');
+      if (reply.error) log.error({ event: 'hook-error', hook: 'onConnection', code: reply.error.code, err: loggedError(reply.error) }, 'onConnection failed');
       return { kind: 'reply', status: reply.status, headers: reply.headers, body: reply.body, cookie: null };
     } catch (error) {
       return errorOutcome(isResidentError(error) ? error : new ResidentError('RESIDENT_ERR_WORKER_LOST', undefined, { cause: error }));

@@ -5,7 +5,7 @@
  */
 import type { ResidentConfig } from '../config.ts';
 import type { Clock } from '../clock.ts';
-import type { WireError } from '../contexts/protocol.ts';
+import { loggedError, type WireError } from '../contexts/protocol.ts';
 import { hashId } from '../id-hash.ts';
 import type { Log } from '../log.ts';
 import type { ContextStore } from '../stores/store.ts';
@@ -66,9 +66,24 @@ export interface Rooms extends SessionsDeps {
 }
 
 /** A hook failed: one log line with the hook, the session (hashed) and what it means. */
-export function logHookError(log: Log, entry: SessionEntry, hook: string, error: WireError, outcome?: string): void {
+export function logHookError(log: Log, entry: SessionEntry, hook: string, error: WireError, outcome?: string, fields?: object): void {
   log.error(
-    { event: 'hook-error', hook, session: hashId(entry.id), code: error.code, err: { message: error.message, stack: error.stack } },
+    { event: 'hook-error', hook, session: hashId(entry.id), ...fields, code: error.code, err: loggedError(error) },
     outcome ? `${hook} failed: ${outcome}` : `${hook} failed`,
   );
+}
+
+/**
+ * A forced suspend (shutdown, the cap) whose hook failed: the context is gone, and the store's
+ * record is left as it was, so the session comes back as it was when last saved, an older
+ * state. A hook that always fails there rolls the session back at every shutdown (under
+ * `npm run dev`, at every edit of a hook) and nothing else would show it: the line says so, and
+ * what to do.
+ */
+export function logLostSuspend(log: Log, entry: SessionEntry, hook: string, error: WireError): void {
+  const fix = 'Fix onSessionSuspend (with sessions.suspendEveryRequest on, every request tries it): until then every shutdown (each restart of npm run dev) and eviction does this again';
+  const outcome = entry.hasMemento
+    ? `what this session did since its last saved memento is lost; that memento is kept unchanged and the session resumes from it, an older state. ${fix}`
+    : `this session had no saved memento: its state is lost and it starts afresh. ${fix}`;
+  logHookError(log, entry, hook, error, outcome, { resumesFrom: entry.hasMemento ? 'previous-memento' : 'nothing' });
 }
