@@ -6,7 +6,7 @@
  */
 import { watch, type FSWatcher } from 'node:fs';
 import { readdir } from 'node:fs/promises';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import { join, relative, sep } from 'node:path';
 import send from 'send';
 import type { StaticConfig } from './static-config.ts';
@@ -75,9 +75,19 @@ export class PublicFiles {
     return new Promise((resolve) => {
       const { maxAge, immutable } = this.#cache;
       const stream = send(req, path, { root: this.#root, index: false, dotfiles: 'ignore', maxAge, immutable });
-      stream.on('error', () => resolve(false));
+      let claimed = false;
+      stream.on('error', (error: SendError) => {
+        // Before 'headers' (no such file after all): the request goes on to the hook. After it,
+        // send refused the request itself (412, 416, a read error): with an error listener it
+        // writes nothing, so the answer is ours to give.
+        if (claimed) refuse(res, error);
+        else resolve(false);
+      });
       stream.on('directory', () => resolve(false));
-      stream.on('headers', () => resolve(true));
+      stream.on('headers', () => {
+        claimed = true;
+        resolve(true);
+      });
       stream.pipe(res);
     });
   }
@@ -86,4 +96,28 @@ export class PublicFiles {
     this.#watcher?.close();
     clearTimeout(this.#rebuild);
   }
+}
+
+/** What send emits: an http-errors error, with the headers its answer needs (416's Content-Range). */
+interface SendError {
+  status?: number;
+  headers?: Record<string, string>;
+}
+
+/**
+ * send's own refusal, answered as send would without a listener: the file's headers it set
+ * already (its validators, the Cache-Control of the file) are not this answer's, which must
+ * not be cached as the file would be.
+ */
+function refuse(res: ServerResponse, error: SendError): void {
+  if (res.headersSent) {
+    // A read error mid-body: the length said cannot be kept.
+    res.destroy();
+    return;
+  }
+  const status = error.status !== undefined && error.status >= 400 && error.status <= 599 ? error.status : 500;
+  const text = STATUS_CODES[status] ?? 'Error';
+  for (const name of res.getHeaderNames()) res.removeHeader(name);
+  res.writeHead(status, { ...error.headers, 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.end(res.req.method === 'HEAD' ? undefined : text);
 }
