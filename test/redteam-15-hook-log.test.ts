@@ -1,0 +1,47 @@
+/**
+ * Red team, issue 15, `ctx.log` as a careless hook author uses it, against a real server: a
+ * session that keeps logging after its response (a chatty background poller) must not hold
+ * back the answers of other clients on its thread, and values a logger meets in real code
+ * (a Proxy, a message whose toString throws) must not throw into the hook that logs them.
+ */
+import assert from 'node:assert/strict';
+import { after, test } from 'node:test';
+import { Client, fixtureHooks, serverFactory } from './helpers.ts';
+
+const start = serverFactory({ hooks: fixtureHooks('redteam-15'), workers: { threads: 1 } });
+const clients: Client[] = [];
+after(() => Promise.all(clients.map((c) => c.close())));
+
+function client(url: string): Client {
+  const c = new Client(url);
+  clients.push(c);
+  return c;
+}
+
+test('a session logging in the background after its response does not hold back another client\'s answer', { timeout: 60_000 }, async () => {
+  const t = await start();
+  const flooder = client(t.url);
+  const other = client(t.url);
+  assert.equal((await other.get('/state')).status, 200);
+  // Neither the answer of the request that starts the flood (which logged nothing itself) nor
+  // another client's, asked while the flood is under way, waits for a log that is never quiet:
+  // each waits only for the lines logged before it.
+  const began = performance.now();
+  const flood = flooder.get('/flood?ms=6000').then((reply) => ({ status: reply.status, took: performance.now() - began }));
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const started = performance.now();
+  const reply = await other.get('/state');
+  const took = performance.now() - started;
+  assert.equal(reply.status, 200);
+  assert.ok(took < 2_000, `another client's answer took ${Math.round(took)} ms while the flood lasted 6000 ms`);
+  const flooded = await flood;
+  assert.equal(flooded.status, 200);
+  assert.ok(flooded.took < 2_000, `the flooding request's own answer took ${Math.round(flooded.took)} ms`);
+});
+
+test('values a logger meets in real code never throw into the hook', { timeout: 30_000 }, async () => {
+  const t = await start();
+  const reply = await client(t.url).get('/log/odd');
+  assert.equal(reply.status, 200, reply.text);
+  assert.deepEqual(reply.json<{ thrown: string[] }>().thrown, []);
+});
