@@ -33,19 +33,22 @@ export interface ThreadLog extends Log {
 
 export function threadLog(main: RpcPort, level: string): ThreadLog {
   const floor = RANK[level] ?? RANK.info!;
-  let pending = 0;
-  let waiters: Array<() => void> = [];
+  // Lines sent and lines settled, counted: a wait is for the lines sent before it, never for a
+  // log that is never quiet (a session that keeps logging after its response would otherwise
+  // hold back every answer on this thread). The main thread answers a port's calls in order.
+  let sent = 0;
+  let settledCount = 0;
+  // In the order they waited, which is the order of what they wait for.
+  const waiters: Array<{ upTo: number; resolve: () => void }> = [];
   const settled = () => {
-    if (--pending > 0) return;
-    const wake = waiters;
-    waiters = [];
-    for (const resolve of wake) resolve();
+    settledCount++;
+    while (waiters.length > 0 && waiters[0]!.upTo <= settledCount) waiters.shift()!.resolve();
   };
   const enabled = (lineLevel: LogLevel) => RANK[lineLevel]! >= floor;
   const line = (lineLevel: LogLevel) => (fields: object, msg: string) => {
     if (!enabled(lineLevel)) return;
     const call: LogCall = { op: 'log', level: lineLevel, fields: flatten(fields), msg };
-    pending++;
+    sent++;
     // A closed port (the thread is stopping) drops the line.
     main.call(call).then(settled, settled);
   };
@@ -55,7 +58,7 @@ export function threadLog(main: RpcPort, level: string): ThreadLog {
     warn: line('warn'),
     error: line('error'),
     enabled,
-    delivered: () => (pending === 0 ? undefined : new Promise<void>((resolve) => waiters.push(resolve))),
+    delivered: () => (settledCount === sent ? undefined : new Promise<void>((resolve) => waiters.push({ upTo: sent, resolve }))),
   };
 }
 
