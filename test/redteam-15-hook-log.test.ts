@@ -44,4 +44,11 @@ test('values a logger meets in real code never throw into the hook', { timeout: 
   const reply = await client(t.url).get('/log/odd');
   assert.equal(reply.status, 200, reply.text);
   assert.deepEqual(reply.json<{ thrown: string[] }>().thrown, []);
+  await t.settle();
+  // A BigInt (an order total, a database id) is written as its digits; it does not make the
+  // line's other fields unloggable.
+  const line = t.logs.find((l) => l.msg === 'with a bigint');
+  assert.ok(line, 'the line with a bigint is written');
+  assert.equal(line.order, 'A-1');
+  assert.equal(line.amount, '10');
 });
