@@ -30,9 +30,21 @@ export function hookLog(hook: HookName, session: () => string): HookLog {
     (first: object | string, msg?: string) => {
       const log = sink;
       if (!log?.enabled(level)) return;
-      const own = typeof first === 'string' ? {} : first instanceof Error ? { err: first } : renamed(first);
-      // As pino does: an Error logged without a message is described by its own.
-      const text = typeof first === 'string' ? first : msg !== undefined ? String(msg) : first instanceof Error ? String(first.message) : '';
+      // A logger never throws into the hook: fields it cannot read (a Proxy that refuses its
+      // keys) or a message it cannot turn into text are said so on the line instead.
+      let own: object;
+      try {
+        own = typeof first === 'string' ? {} : first instanceof Error ? { err: first } : renamed(first);
+      } catch {
+        own = { unloggable: 'fields whose keys cannot be read' };
+      }
+      let text: string;
+      try {
+        // As pino does: an Error logged without a message is described by its own.
+        text = typeof first === 'string' ? first : msg !== undefined ? String(msg) : first instanceof Error ? String(first.message) : '';
+      } catch {
+        text = '(a message that cannot be turned into text)';
+      }
       log[level]({ ...flatten(own, MAX_LOG_FIELDS), hook, session: session(), threadId }, bounded(text));
     };
   return Object.freeze({ debug: method('debug'), info: method('info'), warn: method('warn'), error: method('error'), isLevelEnabled: (level: LogLevel) => sink?.enabled(level) === true });

@@ -72,7 +72,8 @@ export function flatten(fields: object, maxChars = Infinity): Record<string, unk
   try {
     // Inside the try: a getter that throws is a field that cannot be logged, not a failed call.
     for (const [key, value] of Object.entries(fields)) out[key] = value instanceof Error ? serializeError(value) : value;
-    const json = JSON.stringify(out);
+    // A BigInt (a database id, an amount) is written as its digits, as JSON has no such number.
+    const json = JSON.stringify(out, (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value));
     if (json.length > maxChars) return { truncated: json.length };
     return JSON.parse(json) as Record<string, unknown>;
   } catch {
