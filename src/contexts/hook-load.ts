@@ -50,13 +50,13 @@ export async function loadHook<T>(path: string, hook: HookName): Promise<T> {
   return module.default as T;
 }
 
-interface Described {
+export interface Described {
   error: string;
   thrown?: string;
   fix: string;
 }
 
-function failure(hook: HookName, path: string, what: Described): ResidentError {
+export function failure(hook: HookName, path: string, what: Described): ResidentError {
   const lines = [`the ${hook} hook failed to load (RESIDENT_ERR_HOOK_LOAD)`, `  module: ${path} (hooks.${hook})`, `  error:  ${what.error.replaceAll('\n', '\n          ')}`];
   if (what.thrown) lines.push(`  thrown: ${what.thrown}`);
   lines.push(`  fix:    ${what.fix}`);

@@ -11,30 +11,38 @@
  * machine those took 1-2 s, which a short stallTimeout must not be measured against.
  */
 import type { Worker } from 'node:worker_threads';
+import type { HooksLoading } from './protocol.ts';
 
 export class LoadWatch {
   readonly #timeoutMs: number;
   readonly #threads: () => readonly Worker[];
-  readonly #onStuck: (worker: Worker, loadingMs: number) => void;
+  readonly #onStuck: (worker: Worker, loadingMs: number, loading: HooksLoading) => void;
   /** performance.now() when each thread (by id) started loading the hook modules. */
   readonly #since = new Map<number, number>();
+  /** What each of them said it loads now (the module a stall is reported on). */
+  readonly #loading = new Map<number, HooksLoading>();
   readonly #checkEveryMs: number;
   #timer: NodeJS.Timeout | undefined;
   #lastCheck = 0;
 
   /** @param timeoutMs 0: never (the watchdog is off) */
-  constructor(timeoutMs: number, threads: () => readonly Worker[], onStuck: (worker: Worker, loadingMs: number) => void) {
+  constructor(timeoutMs: number, threads: () => readonly Worker[], onStuck: (worker: Worker, loadingMs: number, loading: HooksLoading) => void) {
     this.#timeoutMs = timeoutMs;
     this.#threads = threads;
     this.#onStuck = onStuck;
     this.#checkEveryMs = Math.max(100, Math.min(250, timeoutMs / 4));
   }
 
-  /** Thread `threadId` started (`loading`) or finished loading the hook modules. */
-  mark(threadId: number, loading: boolean): void {
+  /** A thread started loading a hook module (each has the whole timeout), or finished loading them. */
+  mark(event: HooksLoading): void {
     if (this.#timeoutMs === 0) return;
-    if (loading) this.#since.set(threadId, performance.now());
-    else this.#since.delete(threadId);
+    if (event.loading) {
+      this.#since.set(event.threadId, performance.now());
+      this.#loading.set(event.threadId, event);
+    } else {
+      this.#since.delete(event.threadId);
+      this.#loading.delete(event.threadId);
+    }
   }
 
   start(): void {
@@ -48,6 +56,7 @@ export class LoadWatch {
     clearInterval(this.#timer);
     this.#timer = undefined;
     this.#since.clear();
+    this.#loading.clear();
   }
 
   #check(): void {
@@ -65,7 +74,9 @@ export class LoadWatch {
       else if (blind) this.#since.set(threadId, now);
       else if (now - since > this.#timeoutMs) {
         this.#since.delete(threadId);
-        this.#onStuck(worker, now - since);
+        const loading = this.#loading.get(threadId)!;
+        this.#loading.delete(threadId);
+        this.#onStuck(worker, now - since, loading);
       }
     }
   }

@@ -22,7 +22,7 @@ import { LoadWatch } from './load-watch.ts';
 import { RpcPort } from './rpc.ts';
 import { slotHeld } from './shared-state.ts';
 import { ResidentError } from '../errors.ts';
-import { isHookLoadError } from './start-failure.ts';
+import { isHookLoadError, loadTooLong } from './start-failure.ts';
 import type { ConnectTask, HooksLoading, WorkerEvent, WorkerReply, WorkerTask } from './protocol.ts';
 import type { WorkerSettings } from './worker.ts';
 import type { ControlCall, EdgeSetup } from '../edge/thread.ts';
@@ -97,10 +97,11 @@ export class ContextPool {
           });
     this.#port.catch(() => {});
     this.#watchdog = new Watchdog(limits.stallTimeoutMs, (workerId, heartbeat, stalledMs) => void this.#stalled(workerId, heartbeat, stalledMs));
-    this.#loadWatch = new LoadWatch(limits.stallTimeoutMs, () => this.#piscina.threads, (worker, loadingMs) => {
-      this.#loadFailure = new ResidentError('RESIDENT_ERR_HOOK_LOAD', `a worker thread did not finish loading its hooks within workers.stallTimeout (${limits.stallTimeoutMs} ms): does a hook module loop as it loads?`);
+    this.#loadWatch = new LoadWatch(limits.stallTimeoutMs, () => this.#piscina.threads, (worker, loadingMs, loading) => {
+      this.#loadFailure = loadTooLong(loading, limits.stallTimeoutMs);
       this.#stalls++;
-      events.onWorkerStalled(worker.threadId, loadingMs);
+      // At startup the start's error says it (ready()); a replacement's stall is logged.
+      if (!this.#starting) events.onWorkerStalled(worker.threadId, loadingMs);
       void worker.terminate().catch((error: Error) => events.onPoolError(error));
     });
     this.#piscina = new Piscina({
@@ -125,12 +126,12 @@ export class ContextPool {
       if (!this.#closed) void this.#connect(worker.id).catch((error: Error) => this.#connectFailed(worker.id, error));
     });
     this.#piscina.on('message', (event: WorkerEvent | HooksLoading) => {
-      if (event.type === 'hooks') this.#loadWatch.mark(event.threadId, event.loading);
+      if (event.type === 'hooks') this.#loadWatch.mark(event);
       else events.onWorkerEvent(event);
     });
     this.#piscina.on('error', (error: Error) => {
       // A thread that cannot load the hooks at startup fails the start, which says why (ready()).
-      if (!this.#closed && !(this.#starting && isHookLoadError(error))) events.onPoolError(error);
+      if (!this.#closed && !this.#saidByStart(error)) events.onPoolError(error);
     });
     this.#piscina.on('workerDestroy', (destroyed: BalancedWorker) => {
       if (this.#closed) return;
@@ -219,6 +220,11 @@ export class ContextPool {
     return undefined;
   }
 
+  /** The start's error says it (a hook that fails to load, a thread terminated for loading too long): not logged besides. */
+  #saidByStart(error: unknown): boolean {
+    return this.#starting && (isHookLoadError(error) || this.#loadFailure !== null);
+  }
+
   /** A thread could not become an edge: at startup that fails the start (a port in use); later it is logged. */
   #connectFailed(workerId: number, error: Error): void {
     if (this.#edges.size < this.#threads && !this.#listenFailure) {
@@ -226,7 +232,7 @@ export class ContextPool {
       this.#portFailed(error);
     }
     // A connect cut short by close() (a failed start stops the pool) is no failure of its own.
-    if (!this.#closed && !(this.#starting && isHookLoadError(error))) this.#events.onPoolError(error);
+    if (!this.#closed && !this.#saidByStart(error)) this.#events.onPoolError(error);
     const worker = this.#piscina.threads.find((thread) => thread.threadId === workerId);
     void worker?.terminate().catch(() => {});
   }

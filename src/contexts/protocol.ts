@@ -153,7 +153,8 @@ export interface ConnectTask {
 /** Messages a worker sends outside of task replies (through parentPort). */
 export type WorkerEvent = { type: 'log'; level: 'warn' | 'error'; msg: string; error?: WireError };
 /** A thread starts (`loading`) or has finished loading the hook modules: the main thread times it (./load-watch.ts). */
-export type HooksLoading = { type: 'hooks'; threadId: number; loading: boolean };
+/** A thread starts (`hook` and `module`: which one it imports now) or has finished loading its hook modules. */
+export type HooksLoading = { type: 'hooks'; threadId: number; loading: boolean; hook?: 'onConnection' | 'onSessionSuspend'; module?: string };
 
 /**
  * Any thrown value, in words. Total: a hook may throw (or reject with) anything, including an

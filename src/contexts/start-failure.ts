@@ -3,6 +3,8 @@
  * exiting 2): a port that cannot be listened on, or hooks that cannot be loaded.
  */
 import { ResidentError } from '../errors.ts';
+import { failure } from './hook-load.ts';
+import type { HooksLoading } from './protocol.ts';
 
 export function poolStartFailure(error: unknown, port: number, host: string): ResidentError {
   if (isListenError(error)) {
@@ -32,4 +34,18 @@ export function isHookLoadError(error: unknown): boolean {
 function isListenError(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code;
   return code === 'EADDRINUSE' || code === 'EADDRNOTAVAIL' || code === 'EACCES' || code === 'ENOTFOUND' || code === 'EAI_AGAIN';
+}
+
+/**
+ * A thread whose hook module's top-level code did not finish within workers.stallTimeout
+ * (timed on the main thread, ./load-watch.ts), said as every other load failure is.
+ */
+export function loadTooLong(loading: HooksLoading, timeoutMs: number): ResidentError {
+  if (!loading.hook || !loading.module) {
+    return new ResidentError('RESIDENT_ERR_HOOK_LOAD', `a worker thread did not finish loading its hooks within workers.stallTimeout (${timeoutMs} ms)`);
+  }
+  return failure(loading.hook, loading.module, {
+    error: `the worker thread did not finish loading its hooks within workers.stallTimeout (${timeoutMs} ms): this module's top-level code never finished`,
+    fix: 'a top-level await waits for something that never comes (a connection without a timeout, an event), or the code loops: make it finish, or move the wait into the hook',
+  });
 }

@@ -47,8 +47,10 @@ setNodeId(settings.nodeId);
 
 // The main thread times the hook modules' loading, and only that (./load-watch.ts): a module
 // that loops as it loads is terminated after workers.stallTimeout.
-parentPort?.postMessage({ type: 'hooks', threadId, loading: true } satisfies HooksLoading);
+// Each module is named as its import starts, so a stall names the module that did not finish.
+parentPort?.postMessage({ type: 'hooks', threadId, loading: true, hook: 'onConnection', module: settings.onConnection } satisfies HooksLoading);
 const onConnection = await loadHook<OnConnection>(settings.onConnection, 'onConnection');
+parentPort?.postMessage({ type: 'hooks', threadId, loading: true, hook: 'onSessionSuspend', module: settings.onSessionSuspend } satisfies HooksLoading);
 const onSessionSuspend = await loadHook<OnSessionSuspend>(settings.onSessionSuspend, 'onSessionSuspend');
 parentPort?.postMessage({ type: 'hooks', threadId, loading: false } satisfies HooksLoading);
 
