@@ -19,6 +19,8 @@ export class Selections {
 
   /** Async so that a wrong ttl rejects, as a failed load does, instead of throwing at the call. */
   async select<T>(name: string, load: () => T | Promise<T>, options?: SelectOptions): Promise<T> {
+    // From JavaScript, a value passed for its loader would otherwise be cached as undefined.
+    if (typeof load !== 'function') throw new TypeError(`ctx.select: the loader of "${String(name)}" must be a function that returns the value, not ${typeof load}`);
     const ttl = options?.ttl === undefined ? Infinity : ttlMillis(options.ttl);
     if (this.values.has(name)) {
       if (performance.now() - this.#loadedAt.get(name)! < ttl) return this.values.get(name) as T;
@@ -73,8 +75,9 @@ function ttlMillis(ttl: number | string): number {
   } catch {
     // ms throws on an empty string: the TypeError below says what is expected.
   }
-  if (typeof millis !== 'number' || !Number.isFinite(millis) || millis < 0) {
-    throw new TypeError(`ctx.select: ttl must be a number of milliseconds or a duration such as "90s" or "5m", not ${JSON.stringify(ttl)}`);
+  // Infinity: kept for good, as without a ttl.
+  if (typeof millis !== 'number' || Number.isNaN(millis) || millis < 0) {
+    throw new TypeError(`ctx.select: ttl must be a number of milliseconds or a duration such as "90s" or "5m", not ${typeof ttl === 'number' ? String(ttl) : JSON.stringify(ttl)}`);
   }
   return millis;
 }
