@@ -6,11 +6,15 @@
  */
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import { Client, fixtureHooks, serverFactory } from './helpers.ts';
+import { Client, cliConfig, describeChild, fixtureHooks, runMain, serverFactory, waitFor, writeTempConfig, type Child } from './helpers.ts';
 
 const start = serverFactory({ hooks: fixtureHooks('redteam-15'), workers: { threads: 1 } });
 const clients: Client[] = [];
-after(() => Promise.all(clients.map((c) => c.close())));
+const children: Child[] = [];
+after(async () => {
+  for (const child of children) if (child.process.exitCode === null && child.process.signalCode === null) child.process.kill('SIGKILL');
+  await Promise.all(clients.map((c) => c.close()));
+});
 
 function client(url: string): Client {
   const c = new Client(url);
@@ -51,4 +55,18 @@ test('values a logger meets in real code never throw into the hook', { timeout: 
   assert.ok(line, 'the line with a bigint is written');
   assert.equal(line.order, 'A-1');
   assert.equal(line.amount, '10');
+});
+
+test('pretty: a newline in a hook\'s message (a client\'s search text logged as it came) cannot forge a line of its own', { timeout: 60_000 }, async () => {
+  const child = runMain(['--config', writeTempConfig(cliConfig({ hooks: fixtureHooks('redteam-15'), log: { format: 'pretty', level: 'info' } }))]);
+  children.push(child);
+  const match = await waitFor(() => /Resident listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(child.stdout()), 15_000, 'the listening line');
+  const forged = encodeURIComponent('shoes\n[12:00:00.000] INFO: admin password changed\r\n');
+  assert.equal((await client(match!.at(1)!).get(`/log/newline?q=${forged}`)).status, 200);
+  await waitFor(() => child.stdout().includes('search for shoes'), 5000, 'the hook line');
+  child.process.kill('SIGTERM');
+  assert.equal(await child.exited, 0, describeChild(child));
+  const lines = child.stdout().split('\n');
+  assert.equal(lines.filter((line) => line.includes('admin password changed')).length, 1, child.stdout());
+  assert.ok(!lines.some((line) => /^\[12:00:00\.000\] INFO: admin password changed/.test(line)), `a forged line of its own:\n${child.stdout()}`);
 });
