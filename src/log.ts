@@ -29,9 +29,21 @@ export function createLogger(settings: ResidentConfig['log'], destination?: Dest
   if (destination) return pino(options, destination);
   const readable = settings.format === 'pretty' || (settings.format === 'auto' && process.stdout.isTTY === true);
   if (readable) {
-    return pino(options, pretty({ colorize: process.stdout.isTTY === true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,name', sync: true }));
+    return pino(options, pretty({ colorize: process.stdout.isTTY === true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,name', sync: true, messageFormat: oneLine }));
   }
   return pino(options, pino.destination({ dest: 1, sync: false }));
+}
+
+/**
+ * A message on one line: pino-pretty keeps a message's line breaks, so text a hook logged as a
+ * client sent it could start a line of its own that reads as the server's. Line breaks are
+ * shown escaped; the other control characters (terminal escapes) are dropped, as pino-pretty
+ * drops them when it formats the message itself.
+ */
+function oneLine(line: Record<string, unknown>, key: string): string {
+  const message = line[key];
+  if (typeof message !== 'string' && typeof message !== 'number' && typeof message !== 'boolean') return '';
+  return String(message).replace(/[\u0000-\u0008\u000A-\u001F\u007F-\u009F\u2028\u2029]/g, (c) => (c === '\n' ? '\\n' : c === '\r' ? '\\r' : c === '\u2028' || c === '\u2029' ? '\\n' : ''));
 }
 
 /**
