@@ -4,8 +4,12 @@
  * without `static.maxAge`, for GET and HEAD alike. Real server, real client.
  */
 import assert from 'node:assert/strict';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { request, type Dispatcher } from 'undici';
+import { resolveConfig } from '../src/config.ts';
+import { ResidentError } from '../src/errors.ts';
 import { serverFactory } from './helpers.ts';
 
 const server = serverFactory({ workers: { threads: 1 } });
@@ -41,3 +45,12 @@ for (const cache of [{}, { maxAge: '7d', immutable: true }]) {
     assert.equal((await statusOf(t.url, { 'if-unmodified-since': 'Mon, 01 Jan 2001 00:00:00 GMT' })).status, 412);
   });
 }
+
+test('immutable with a maxAge under a second (max-age=0 once rounded down) is refused like immutable without one', () => {
+  // send writes max-age in whole seconds: 999 ms would say "max-age=0, immutable".
+  assert.throws(
+    () => resolveConfig({ static: { maxAge: 999, immutable: true } }, join(tmpdir(), 'resident-config-base')),
+    (error: unknown) => error instanceof ResidentError && error.code === 'RESIDENT_ERR_INVALID_CONFIG' && error.message.includes('static.immutable'),
+  );
+  assert.equal(resolveConfig({ static: { maxAge: '1s', immutable: true } }, join(tmpdir(), 'resident-config-base')).static.maxAge, 1000);
+});
