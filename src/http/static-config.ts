@@ -42,9 +42,10 @@ export const staticSchema = z
     immutable: z.boolean().optional().transform((v) => v ?? false),
   })
   .superRefine((value, ctx) => {
-    // `immutable, max-age=0` promises nothing: the setting was surely meant with a maxAge.
-    if (value.immutable && value.maxAge === 0) {
-      ctx.addIssue({ code: 'custom', path: ['immutable'], message: 'false unless static.maxAge is set too (immutable with max-age=0 caches nothing)' });
+    // `immutable, max-age=0` promises nothing: the setting was surely meant with a maxAge. A
+    // maxAge under a second is sent as max-age=0 too (whole seconds, rounded down).
+    if (value.immutable && value.maxAge < 1000) {
+      ctx.addIssue({ code: 'custom', path: ['immutable'], message: 'false unless static.maxAge is set too, to a second or more (immutable with max-age=0 caches nothing)' });
     }
   });
 
