@@ -10,6 +10,7 @@ import { existsSync, lstatSync, mkdtempSync, readdirSync, rmSync, symlinkSync, w
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
+import { loadConfigFile } from '../src/config.ts';
 import { ROOT, describeChild, spawnChild } from './helpers.ts';
 
 const scratch = mkdtempSync(join(tmpdir(), 'resident-rt15-init-'));
@@ -50,4 +51,11 @@ test('init never writes through a dangling symbolic link to a file outside DIR',
   assert.equal(existsSync(outside), false, 'nothing created outside DIR');
   assert.ok(lstatSync(join(dir, 'config.json')).isSymbolicLink());
   assert.deepEqual(readdirSync(dir), ['config.json'], 'nothing written beside it');
+});
+
+test('the scaffold, which has a POST route (/notes), turns the CSRF Origin check on', { timeout: 30_000 }, async () => {
+  const dir = mkdtempSync(join(scratch, 'scaffold-'));
+  const result = await init(dir);
+  assert.equal(result.code, 0, result.output);
+  assert.equal(loadConfigFile(join(dir, 'config.json')).csrf.checkOrigin, true);
 });
