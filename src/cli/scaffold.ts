@@ -12,6 +12,8 @@ export const SCAFFOLD: Readonly<Record<string, string>> = {
       hooks: { onConnection: 'hooks/onConnection.ts', onSessionSuspend: 'hooks/onSessionSuspend.ts' },
       sessions: { processTimeout: '20m', cookieTimeout: '8h' },
       store: { kind: 'sqlite', path: 'data/sessions.db' },
+      // POST /notes changes state: a page on another site must not make a visitor's browser send it.
+      csrf: { checkOrigin: true },
     },
     null,
     2,
