@@ -34,14 +34,14 @@ export class LoadWatch {
   }
 
   /** A thread started loading a hook module (each has the whole timeout), or finished loading them. */
-  mark(event: HooksLoading): void {
+  mark(said: HooksLoading): void {
     if (this.#timeoutMs === 0) return;
-    if (event.loading) {
-      this.#since.set(event.threadId, performance.now());
-      this.#loading.set(event.threadId, event);
+    if (said.loading) {
+      this.#since.set(said.threadId, performance.now());
+      this.#loading.set(said.threadId, said);
     } else {
-      this.#since.delete(event.threadId);
-      this.#loading.delete(event.threadId);
+      this.#since.delete(said.threadId);
+      this.#loading.delete(said.threadId);
     }
   }
 
