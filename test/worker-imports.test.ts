@@ -4,7 +4,7 @@
  * dependencies) stays on the main thread. Walked on the source: type-only imports load nothing.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { test } from 'node:test';
 
@@ -22,6 +22,11 @@ function runtimeGraph(entry: string): { files: Set<string>; packages: Set<string
       ...[...code.matchAll(/^\s*(?:import|export)\s+(?!type\b)(?:[^'";]*?\sfrom\s+)?'([^']+)'/gm)].map((match) => match[1]!),
       ...[...code.matchAll(/\bimport\(\s*'([^']+)'\s*\)/g)].map((match) => match[1]!),
     ];
+    // A module named by URL and imported by it (the entry picks worker.ts, or worker.js in the
+    // package): the ones that exist here are loaded.
+    for (const match of code.matchAll(/\bnew URL\(\s*'(\.[^']+)'\s*,\s*import\.meta\.url\s*\)/g)) {
+      if (existsSync(join(dirname(file), match[1]!))) specifiers.push(match[1]!);
+    }
     for (const specifier of specifiers) {
       if (specifier.startsWith('.')) visit(join(dirname(file), specifier));
       else if (!specifier.startsWith('node:')) packages.add(specifier.split('/')[0]!.startsWith('@') ? specifier.split('/').slice(0, 2).join('/') : specifier.split('/')[0]!);
