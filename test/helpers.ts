@@ -313,6 +313,27 @@ export function cliConfig(extra: Record<string, unknown> = {}) {
   };
 }
 
+/**
+ * The clients and child processes a test file opens, closed and killed after its tests: call
+ * once at the top of the file; push the children it spawns into `children`.
+ */
+export function closedAfterTests(): { client(url: string): Client; children: Child[] } {
+  const clients: Client[] = [];
+  const children: Child[] = [];
+  after(async () => {
+    for (const child of children) if (child.process.exitCode === null && child.process.signalCode === null) child.process.kill('SIGKILL');
+    await Promise.all(clients.map((c) => c.close()));
+  });
+  return {
+    client(url) {
+      const c = new Client(url);
+      clients.push(c);
+      return c;
+    },
+    children,
+  };
+}
+
 /** Runs `src/main.ts` (what `npm start` runs) as a child process. */
 export function runMain(args: string[], env: Record<string, string> = {}): Child {
   return spawnChild(process.execPath, ['--import', 'tsx', join(ROOT, 'src/main.ts'), ...args], { cwd: ROOT, env: { ...process.env, ...env } });

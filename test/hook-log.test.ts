@@ -5,12 +5,12 @@
  * lines are JSON like the server's own, or readable with log.format "pretty".
  */
 import assert from 'node:assert/strict';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { hashId } from '../src/log.ts';
 import { MAX_LOG_FIELDS, MAX_LOG_MESSAGE } from '../src/contexts/hook-log.ts';
 import {
-  Client,
   childLogs,
+  closedAfterTests,
   cliConfig,
   describeChild,
   fixtureHooks,
@@ -27,18 +27,7 @@ const HOOKS = fixtureHooks('hook-tools');
 const TEST = { timeout: 30_000 };
 const start = serverFactory({ hooks: HOOKS, workers: { threads: 1 } });
 
-const clients: Client[] = [];
-const children: Child[] = [];
-after(async () => {
-  for (const child of children) if (child.process.exitCode === null && child.process.signalCode === null) child.process.kill('SIGKILL');
-  await Promise.all(clients.map((c) => c.close()));
-});
-
-function client(url: string): Client {
-  const c = new Client(url);
-  clients.push(c);
-  return c;
-}
+const { client, children } = closedAfterTests();
 
 /** The lines with message `msg`, once the worker threads' lines are all in. */
 async function linesSaying(t: TestServer, msg: string): Promise<LogLine[]> {

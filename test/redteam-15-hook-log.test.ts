@@ -5,22 +5,11 @@
  * (a Proxy, a message whose toString throws) must not throw into the hook that logs them.
  */
 import assert from 'node:assert/strict';
-import { after, test } from 'node:test';
-import { Client, cliConfig, describeChild, fixtureHooks, runMain, serverFactory, waitFor, writeTempConfig, type Child } from './helpers.ts';
+import { test } from 'node:test';
+import { closedAfterTests, cliConfig, describeChild, fixtureHooks, runMain, serverFactory, waitFor, writeTempConfig } from './helpers.ts';
 
 const start = serverFactory({ hooks: fixtureHooks('redteam-15'), workers: { threads: 1 } });
-const clients: Client[] = [];
-const children: Child[] = [];
-after(async () => {
-  for (const child of children) if (child.process.exitCode === null && child.process.signalCode === null) child.process.kill('SIGKILL');
-  await Promise.all(clients.map((c) => c.close()));
-});
-
-function client(url: string): Client {
-  const c = new Client(url);
-  clients.push(c);
-  return c;
-}
+const { client, children } = closedAfterTests();
 
 test('a session logging in the background after its response does not hold back another client\'s answer', { timeout: 60_000 }, async () => {
   const t = await start();
